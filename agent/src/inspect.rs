@@ -1,0 +1,313 @@
+//! `mountlag inspect`: what kubelet projected on this node, read the way the agent reads it.
+//!
+//! ```text
+//! PATH... ─▶ kubelet::discover_volumes ─▶ kubelet::snapshot (per volume) ─▶ Report ─▶ text | JSON
+//! ```
+//!
+//! The report is built from snapshots only, so it carries digests and certificate summaries and
+//! can never print a byte of a key. The JSON shape is a contract (docs/inspect.md): fields are
+//! added, never renamed, and `schemaVersion` changes if that ever has to happen.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::cert::{CertificateSummary, KeyAlgorithm, KeyPairing, KeySummary, Validity};
+use crate::kubelet::paths::DiscoverError;
+use crate::kubelet::{
+    FileSnapshot, Problem, VolumeKind, VolumeLocation, VolumeState, discover_volumes, snapshot,
+};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub schema_version: u32,
+    #[serde(serialize_with = "rfc3339")]
+    pub inspected_at: OffsetDateTime,
+    /// No problem in any volume and every path could be read.
+    pub healthy: bool,
+    pub volumes: Vec<VolumeReport>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeReport {
+    pub path: PathBuf,
+    pub pod_uid: Option<String>,
+    pub kind: Option<VolumeKind>,
+    pub name: String,
+    /// `written`, `empty`, `notWritten`, or `unreadable` when `error` is set.
+    pub state: &'static str,
+    pub generation: Option<String>,
+    pub files: Vec<FileReport>,
+    pub key_pairs: Vec<KeyPairing>,
+    pub problems: Vec<Problem>,
+    /// Why the volume could not be read at all.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileReport {
+    pub path: String,
+    pub size: u64,
+    /// Octal permission bits, e.g. `"0644"`.
+    pub mode: String,
+    pub sha256: Option<String>,
+    pub certificates: Vec<CertificateReport>,
+    pub chain_length: usize,
+    pub private_key: Option<KeySummary>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateReport {
+    #[serde(flatten)]
+    pub summary: CertificateSummary,
+    pub days_to_expiry: i64,
+    pub validity: Validity,
+}
+
+/// Why `inspect` could not even start on a path (a usage error, exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+}
+
+/// Reads every secret and projected volume at or below each path.
+pub fn inspect(paths: &[PathBuf], now: OffsetDateTime) -> Result<Report, InspectError> {
+    let mut locations: Vec<VolumeLocation> = Vec::new();
+    for path in paths {
+        locations.extend(discover_volumes(path)?);
+    }
+    locations.sort();
+    locations.dedup();
+    let volumes: Vec<VolumeReport> = locations.iter().map(|l| inspect_volume(l, now)).collect();
+    let healthy = volumes
+        .iter()
+        .all(|v| v.problems.is_empty() && v.error.is_none());
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        inspected_at: now,
+        healthy,
+        volumes,
+    })
+}
+
+fn inspect_volume(location: &VolumeLocation, now: OffsetDateTime) -> VolumeReport {
+    let mut report = VolumeReport {
+        path: location.path.clone(),
+        pod_uid: location.pod_uid.clone(),
+        kind: location.kind,
+        name: location.name.clone(),
+        state: "unreadable",
+        generation: None,
+        files: Vec::new(),
+        key_pairs: Vec::new(),
+        problems: Vec::new(),
+        error: None,
+    };
+    match snapshot(&location.path) {
+        Ok(snap) => {
+            report.state = match snap.state() {
+                VolumeState::NotWritten => "notWritten",
+                VolumeState::Empty => "empty",
+                VolumeState::Written => "written",
+            };
+            report.problems = snap.problems_at(now);
+            report.files = snap.files.iter().map(|f| file_report(f, now)).collect();
+            report.generation = snap.generation;
+            report.key_pairs = snap.pairings;
+        }
+        Err(err) => report.error = Some(err.to_string()),
+    }
+    report
+}
+
+fn file_report(file: &FileSnapshot, now: OffsetDateTime) -> FileReport {
+    let pem = file.pem.as_ref();
+    FileReport {
+        path: file.path.clone(),
+        size: file.size,
+        mode: format!("{:04o}", file.mode),
+        sha256: file.sha256.clone(),
+        certificates: pem
+            .map(|p| {
+                p.certificates
+                    .iter()
+                    .map(|c| CertificateReport {
+                        summary: c.clone(),
+                        days_to_expiry: c.days_to_expiry(now),
+                        validity: c.validity_at(now),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        chain_length: pem.map_or(0, |p| p.chain_length()),
+        private_key: pem.and_then(|p| p.private_key.clone()),
+    }
+}
+
+fn rfc3339<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(*t))
+}
+
+fn format_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+impl Report {
+    /// Exit status of `mountlag inspect`: 0 healthy, 1 a problem was found.
+    pub fn exit_code(&self) -> u8 {
+        if self.healthy { 0 } else { 1 }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|err| format!("{{\"error\":\"cannot encode report: {err}\"}}"))
+    }
+
+    /// The operator's view: one block per volume, full digests, problems last.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if self.volumes.is_empty() {
+            out.push_str("no secret or projected volumes found\n");
+        }
+        for volume in &self.volumes {
+            render_volume(&mut out, volume);
+        }
+        let problems: usize = self.volumes.iter().map(|v| v.problems.len()).sum();
+        let unreadable = self.volumes.iter().filter(|v| v.error.is_some()).count();
+        let _ = writeln!(
+            out,
+            "{} volume(s), {} problem(s){}: {}",
+            self.volumes.len(),
+            problems,
+            if unreadable > 0 {
+                format!(", {unreadable} unreadable")
+            } else {
+                String::new()
+            },
+            if self.healthy { "healthy" } else { "UNHEALTHY" }
+        );
+        out
+    }
+}
+
+fn render_volume(out: &mut String, volume: &VolumeReport) {
+    let _ = writeln!(out, "{}", volume.path.display());
+    let mut about = Vec::new();
+    if let Some(uid) = &volume.pod_uid {
+        about.push(format!("pod {uid}"));
+    }
+    match volume.kind {
+        Some(kind) => about.push(format!("{kind} volume {:?}", volume.name)),
+        None => about.push(format!("volume {:?}", volume.name)),
+    }
+    match &volume.generation {
+        Some(generation) => about.push(format!("generation {generation} ({})", volume.state)),
+        None => about.push(format!("no generation ({})", volume.state)),
+    }
+    let _ = writeln!(out, "  {}", about.join(" · "));
+    if let Some(error) = &volume.error {
+        let _ = writeln!(out, "  error: {error}");
+    }
+    for file in &volume.files {
+        let _ = writeln!(
+            out,
+            "  {}  {}  {} B  sha256 {}",
+            file.path,
+            file.mode,
+            file.size,
+            file.sha256.as_deref().unwrap_or("(not read)")
+        );
+        for (index, cert) in file.certificates.iter().enumerate() {
+            render_certificate(out, index, file.chain_length, cert);
+        }
+        if let Some(key) = &file.private_key {
+            let pairing = volume
+                .key_pairs
+                .iter()
+                .find(|p| p.key_file == file.path)
+                .map(|p| {
+                    if p.matches {
+                        format!("matches {}", p.cert_file)
+                    } else {
+                        format!("DOES NOT MATCH {}", p.cert_file)
+                    }
+                })
+                .unwrap_or_else(|| "no certificate beside it".into());
+            let _ = writeln!(
+                out,
+                "    key   {} · public key sha256 {} · {pairing}",
+                algorithm_name(key.algorithm),
+                key.public_key_sha256
+            );
+        }
+    }
+    if !volume.problems.is_empty() {
+        let _ = writeln!(out, "  problems:");
+        for problem in &volume.problems {
+            let _ = writeln!(
+                out,
+                "    ✗ {}: {}: {}",
+                problem.file.as_deref().unwrap_or("(volume)"),
+                problem.kind.code(),
+                problem.detail
+            );
+        }
+    }
+    out.push('\n');
+}
+
+fn render_certificate(out: &mut String, index: usize, chain: usize, cert: &CertificateReport) {
+    let c = &cert.summary;
+    let role = if index == 0 { "leaf " } else { "chain" };
+    let _ = writeln!(out, "    {role} {}", c.subject);
+    if !c.dns_names.is_empty() || !c.ip_addresses.is_empty() {
+        let names: Vec<&str> = c
+            .dns_names
+            .iter()
+            .chain(&c.ip_addresses)
+            .map(String::as_str)
+            .collect();
+        let _ = writeln!(out, "          names {}", names.join(", "));
+    }
+    let _ = writeln!(out, "          issuer {}", c.issuer);
+    let _ = writeln!(
+        out,
+        "          serial {} · sha256 fingerprint {}",
+        c.serial, c.fingerprint_sha256
+    );
+    let validity = match cert.validity {
+        Validity::Valid => format!("{} days left", cert.days_to_expiry),
+        Validity::Expired => "EXPIRED".to_string(),
+        Validity::NotYetValid => "NOT YET VALID".to_string(),
+    };
+    let chain_note = if index == 0 {
+        format!(" · chain length {chain}")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "          {} → {} · {validity}{chain_note}",
+        format_time(c.not_before),
+        format_time(c.not_after)
+    );
+}
+
+fn algorithm_name(algorithm: KeyAlgorithm) -> &'static str {
+    match algorithm {
+        KeyAlgorithm::Rsa => "RSA",
+        KeyAlgorithm::EcdsaP256 => "ECDSA P-256",
+        KeyAlgorithm::EcdsaP384 => "ECDSA P-384",
+        KeyAlgorithm::Ed25519 => "Ed25519",
+    }
+}

@@ -1,0 +1,20 @@
+//! What kubelet put on this node's disk: volume paths, and consistent snapshots of the
+//! AtomicWriter generations inside them.
+//!
+//! ```text
+//! <kubeletRoot>/pods/<uid>/volumes/kubernetes.io~secret/<vol>/
+//!     ..2026_11_28_05_07_12.1234/tls.crt   the generation: real files, written once
+//!     ..data -> ..2026_11_28_05_07_12.1234 swapped atomically by rename(2)
+//!     tls.crt -> ..data/tls.crt            what the container opens
+//! ```
+//!
+//! [`paths`] maps paths to pods and volumes; [`snapshot`] reads one generation into digests and
+//! certificate summaries, never mixing two generations and never leaving the volume.
+
+pub mod paths;
+pub mod snapshot;
+
+pub use paths::{KubeletRoot, VolumeKind, VolumeLocation, discover_volumes};
+pub use snapshot::{
+    FileSnapshot, Problem, ProblemKind, SnapshotError, VolumeSnapshot, VolumeState, snapshot,
+};

@@ -1,0 +1,316 @@
+//! Where kubelet keeps pod volumes, and how a path on disk maps back to pod, plugin and volume.
+//!
+//! ```text
+//! <kubeletRoot>/pods/<podUID>/volumes/kubernetes.io~secret/<volume>/      one tmpfs per volume
+//! <kubeletRoot>/pods/<podUID>/volumes/kubernetes.io~projected/<volume>/
+//! <kubeletRoot>/pods/<podUID>/volume-subpaths/<volume>/<container>/<index>   subPath bind mounts
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// The volume plugins whose directories AtomicWriter manages and that can carry Secret data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VolumeKind {
+    Secret,
+    Projected,
+}
+
+impl VolumeKind {
+    pub const ALL: [VolumeKind; 2] = [VolumeKind::Secret, VolumeKind::Projected];
+
+    /// The plugin directory name kubelet uses under `volumes/`.
+    pub fn plugin_dir(self) -> &'static str {
+        match self {
+            VolumeKind::Secret => "kubernetes.io~secret",
+            VolumeKind::Projected => "kubernetes.io~projected",
+        }
+    }
+
+    pub fn from_plugin_dir(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.plugin_dir() == name)
+    }
+}
+
+impl fmt::Display for VolumeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VolumeKind::Secret => "secret",
+            VolumeKind::Projected => "projected",
+        })
+    }
+}
+
+/// The kubelet root directory (`--root-dir`, `/var/lib/kubelet` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletRoot {
+    root: PathBuf,
+}
+
+impl KubeletRoot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.root.join("pods")
+    }
+
+    pub fn pod_dir(&self, pod_uid: &str) -> PathBuf {
+        self.pods_dir().join(pod_uid)
+    }
+
+    pub fn volume_dir(&self, pod_uid: &str, kind: VolumeKind, volume: &str) -> PathBuf {
+        self.pod_dir(pod_uid)
+            .join("volumes")
+            .join(kind.plugin_dir())
+            .join(volume)
+    }
+
+    /// Where kubelet bind-mounts the file a container mounts through `subPath`.
+    pub fn subpath_dir(
+        &self,
+        pod_uid: &str,
+        volume: &str,
+        container: &str,
+        index: usize,
+    ) -> PathBuf {
+        self.pod_dir(pod_uid)
+            .join("volume-subpaths")
+            .join(volume)
+            .join(container)
+            .join(index.to_string())
+    }
+}
+
+/// One secret or projected volume directory, with what its path says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeLocation {
+    pub path: PathBuf,
+    /// Known when the path has kubelet's shape (`pods/<uid>/volumes/<plugin>/<name>`).
+    pub pod_uid: Option<String>,
+    pub kind: Option<VolumeKind>,
+    pub name: String,
+}
+
+impl VolumeLocation {
+    /// Reads pod UID, plugin and volume name off a volume directory path.
+    pub fn from_path(path: &Path) -> Self {
+        let name = file_name(path);
+        let plugin = path.parent();
+        let kind = plugin.and_then(|p| VolumeKind::from_plugin_dir(&file_name(p)));
+        let pod_uid = match (kind, plugin.and_then(Path::parent)) {
+            (Some(_), Some(volumes)) if file_name(volumes) == "volumes" => {
+                volumes.parent().map(file_name)
+            }
+            _ => None,
+        };
+        Self {
+            path: path.to_path_buf(),
+            pod_uid,
+            kind,
+            name,
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// What kind of directory a path given to `inspect` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathShape {
+    /// A volume directory (has `..data`, or sits under a secret/projected plugin dir).
+    Volume,
+    /// A pod directory (has `volumes/`).
+    Pod,
+    /// A directory of pod directories (`<kubeletRoot>/pods`).
+    Pods,
+    /// A kubelet root (has `pods/`).
+    KubeletRoot,
+}
+
+/// Why a path could not be turned into volume directories.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("{path}: cannot read: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: not a kubelet volume, pod or root directory (expected ..data, volumes/ or pods/)"
+    )]
+    NotKubeletPath { path: PathBuf },
+}
+
+/// Recognises a volume, pod, pods or kubelet-root directory by its contents and path.
+pub fn classify(path: &Path) -> Result<PathShape, DiscoverError> {
+    let meta = std::fs::metadata(path).map_err(|source| DiscoverError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(DiscoverError::NotKubeletPath {
+            path: path.to_path_buf(),
+        });
+    }
+    let has = |name: &str| path.join(name).symlink_metadata().is_ok();
+    let under_plugin_dir = path
+        .parent()
+        .and_then(|p| VolumeKind::from_plugin_dir(&file_name(p)))
+        .is_some();
+    if has("..data") || under_plugin_dir {
+        Ok(PathShape::Volume)
+    } else if path.join("volumes").is_dir() {
+        Ok(PathShape::Pod)
+    } else if path.join("pods").is_dir() {
+        Ok(PathShape::KubeletRoot)
+    } else if file_name(path) == "pods" {
+        Ok(PathShape::Pods)
+    } else {
+        Err(DiscoverError::NotKubeletPath {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Every secret and projected volume directory at or below `path`, sorted by path.
+pub fn discover_volumes(path: &Path) -> Result<Vec<VolumeLocation>, DiscoverError> {
+    let mut found = Vec::new();
+    match classify(path)? {
+        PathShape::Volume => found.push(VolumeLocation::from_path(path)),
+        PathShape::Pod => volumes_of_pod(path, &mut found)?,
+        PathShape::Pods => volumes_of_pods(path, &mut found)?,
+        PathShape::KubeletRoot => volumes_of_pods(&path.join("pods"), &mut found)?,
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn volumes_of_pods(pods: &Path, found: &mut Vec<VolumeLocation>) -> Result<(), DiscoverError> {
+    for pod in subdirectories(pods)? {
+        if pod.join("volumes").is_dir() {
+            volumes_of_pod(&pod, found)?;
+        }
+    }
+    Ok(())
+}
+
+fn volumes_of_pod(pod: &Path, found: &mut Vec<VolumeLocation>) -> Result<(), DiscoverError> {
+    for kind in VolumeKind::ALL {
+        let plugin = pod.join("volumes").join(kind.plugin_dir());
+        if !plugin.is_dir() {
+            continue;
+        }
+        for volume in subdirectories(&plugin)? {
+            found.push(VolumeLocation::from_path(&volume));
+        }
+    }
+    Ok(())
+}
+
+/// Real subdirectories only: a symlink in kubelet's tree is never followed.
+fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
+    let unreadable = |source| DiscoverError::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        if entry.file_type().map_err(unreadable)?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_path_round_trips_through_location() {
+        let root = KubeletRoot::new("/var/lib/kubelet");
+        let dir = root.volume_dir("0b7c-11", VolumeKind::Projected, "certs");
+        assert_eq!(
+            dir,
+            Path::new("/var/lib/kubelet/pods/0b7c-11/volumes/kubernetes.io~projected/certs")
+        );
+        let loc = VolumeLocation::from_path(&dir);
+        assert_eq!(loc.pod_uid.as_deref(), Some("0b7c-11"));
+        assert_eq!(loc.kind, Some(VolumeKind::Projected));
+        assert_eq!(loc.name, "certs");
+    }
+
+    #[test]
+    fn a_path_of_another_shape_has_no_pod_or_kind() {
+        let loc = VolumeLocation::from_path(Path::new("/tmp/some/vol"));
+        assert_eq!(loc.pod_uid, None);
+        assert_eq!(loc.kind, None);
+        assert_eq!(loc.name, "vol");
+    }
+
+    #[test]
+    fn subpath_dir_follows_kubelet_layout() {
+        let root = KubeletRoot::new("/k");
+        assert_eq!(
+            root.subpath_dir("u", "tls", "nginx", 2),
+            Path::new("/k/pods/u/volume-subpaths/tls/nginx/2")
+        );
+    }
+
+    #[test]
+    fn discovers_volumes_of_a_kubelet_root_pod_and_volume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = KubeletRoot::new(tmp.path());
+        let a = root.volume_dir("pod-a", VolumeKind::Secret, "tls");
+        let b = root.volume_dir("pod-b", VolumeKind::Projected, "bundle");
+        let other = root
+            .pod_dir("pod-b")
+            .join("volumes/kubernetes.io~empty-dir/scratch");
+        for d in [&a, &b, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let all: Vec<_> = discover_volumes(root.path())
+            .unwrap()
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
+        assert_eq!(all, vec![a.clone(), b.clone()]);
+        let pods: Vec<_> = discover_volumes(&root.pods_dir()).unwrap();
+        assert_eq!(pods.len(), 2);
+        let one = discover_volumes(&root.pod_dir("pod-b")).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].path, b);
+        assert_eq!(discover_volumes(&a).unwrap()[0].path, a);
+    }
+
+    #[test]
+    fn an_unrelated_directory_is_named_in_the_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = discover_volumes(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains(&tmp.path().display().to_string()));
+        assert!(matches!(err, DiscoverError::NotKubeletPath { .. }));
+        let missing = tmp.path().join("nope");
+        assert!(matches!(
+            discover_volumes(&missing).unwrap_err(),
+            DiscoverError::Unreadable { .. }
+        ));
+    }
+}

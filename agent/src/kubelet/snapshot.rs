@@ -1,0 +1,650 @@
+//! A consistent snapshot of one AtomicWriter volume: one generation, never two mixed.
+//!
+//! ```text
+//! readlink ..data ─▶ walk ..<ts>/ (openat, O_NOFOLLOW) ─▶ check root symlinks ─▶ readlink ..data
+//!        ▲                 hash, parse PEM, drop bytes                                    │
+//!        └──────────────────────────── moved? read again ◀─────────────────────────────────┘
+//! ```
+//!
+//! Every file is opened relative to the directory it was listed in, without following symlinks,
+//! so nothing in the volume can send the reader outside it. Contents are hashed and certificates
+//! summarised while the bytes are in a zeroising buffer; only digests and summaries are kept.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::cert::{self, KeyPairing, PemContents, Validity};
+
+/// The name of the symlink AtomicWriter swaps to publish a generation.
+pub const DATA_LINK: &str = "..data";
+/// Secrets and ConfigMaps are capped at 1 MiB by the API server; a larger file is not ours.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// How often a read is retried when `..data` moves under it before giving up.
+pub const MAX_ATTEMPTS: usize = 8;
+const MAX_DEPTH: usize = 16;
+const MAX_ENTRIES: usize = 10_000;
+
+/// Why a volume could not be read at all (as opposed to [`Problem`]s found inside it).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: cannot open volume directory: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("{path}: cannot read {what}: {source}")]
+    Read {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("{path}: ..data moved during each of {attempts} reads; the volume is being rewritten")]
+    Unstable { path: PathBuf, attempts: usize },
+}
+
+/// Whether AtomicWriter has published anything yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VolumeState {
+    /// No `..data` yet: kubelet has not finished the first write.
+    NotWritten,
+    /// `..data` points at an empty generation (e.g. a missing optional Secret).
+    Empty,
+    Written,
+}
+
+/// What is wrong with one file (or the volume), as `inspect` and the agent report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProblemKind {
+    DanglingSymlink,
+    SymlinkEscapesVolume,
+    UnexpectedEntry,
+    NotRegularFile,
+    FileTooLarge,
+    Unreadable,
+    UnparsablePem,
+    KeyMismatch,
+    Expired,
+    NotYetValid,
+    TooManyEntries,
+}
+
+impl ProblemKind {
+    /// Stable camelCase code, the same as in JSON.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProblemKind::DanglingSymlink => "danglingSymlink",
+            ProblemKind::SymlinkEscapesVolume => "symlinkEscapesVolume",
+            ProblemKind::UnexpectedEntry => "unexpectedEntry",
+            ProblemKind::NotRegularFile => "notRegularFile",
+            ProblemKind::FileTooLarge => "fileTooLarge",
+            ProblemKind::Unreadable => "unreadable",
+            ProblemKind::UnparsablePem => "unparsablePem",
+            ProblemKind::KeyMismatch => "keyMismatch",
+            ProblemKind::Expired => "expired",
+            ProblemKind::NotYetValid => "notYetValid",
+            ProblemKind::TooManyEntries => "tooManyEntries",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// Path relative to the volume (`tls.crt`, `a/b/c`, `..data`); `None` for the whole volume.
+    pub file: Option<String>,
+    pub kind: ProblemKind,
+    /// Human-readable detail. Never contains file contents.
+    pub detail: String,
+}
+
+impl Problem {
+    fn new(file: impl Into<String>, kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self {
+            file: Some(file.into()),
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// One regular file of the generation. Only metadata, a digest and certificate summaries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSnapshot {
+    /// Path relative to the generation directory, as the payload names it.
+    pub path: String,
+    pub size: u64,
+    pub mode: u32,
+    /// Lowercase hex SHA-256 of the contents; `None` when the file was not read (too large).
+    pub sha256: Option<String>,
+    /// Certificates and key found in a PEM file.
+    pub pem: Option<PemContents>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshot {
+    /// The `..data` target (`..2026_11_28_05_07_12.123456789`), `None` before the first write.
+    pub generation: Option<String>,
+    /// Sorted by path.
+    pub files: Vec<FileSnapshot>,
+    pub pairings: Vec<KeyPairing>,
+    /// Problems found while reading; time-dependent ones come from [`VolumeSnapshot::problems_at`].
+    pub problems: Vec<Problem>,
+}
+
+impl VolumeSnapshot {
+    pub fn state(&self) -> VolumeState {
+        match (&self.generation, self.files.is_empty()) {
+            (None, _) => VolumeState::NotWritten,
+            (Some(_), true) => VolumeState::Empty,
+            (Some(_), false) => VolumeState::Written,
+        }
+    }
+
+    /// Every problem at `now`: those found while reading plus certificates outside their validity.
+    ///
+    /// A file's first certificate is judged when it is served (paired with a key) or is not a
+    /// CA; an expired root somewhere in a CA bundle is the bundle owner's business.
+    pub fn problems_at(&self, now: OffsetDateTime) -> Vec<Problem> {
+        let mut problems = self.problems.clone();
+        for file in &self.files {
+            let Some(leaf) = file.pem.as_ref().and_then(PemContents::leaf) else {
+                continue;
+            };
+            let served = self.pairings.iter().any(|p| p.cert_file == file.path);
+            if leaf.is_ca && !served {
+                continue;
+            }
+            match leaf.validity_at(now) {
+                Validity::Valid => {}
+                Validity::Expired => problems.push(Problem::new(
+                    &file.path,
+                    ProblemKind::Expired,
+                    format!(
+                        "certificate {} expired at {}",
+                        leaf.subject,
+                        rfc3339(leaf.not_after)
+                    ),
+                )),
+                Validity::NotYetValid => problems.push(Problem::new(
+                    &file.path,
+                    ProblemKind::NotYetValid,
+                    format!(
+                        "certificate {} is not valid before {}",
+                        leaf.subject,
+                        rfc3339(leaf.not_before)
+                    ),
+                )),
+            }
+        }
+        problems.sort_by(|a, b| (&a.file, a.kind).cmp(&(&b.file, b.kind)));
+        problems
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// Reads one volume directory as a single AtomicWriter generation.
+pub fn snapshot(volume_dir: &Path) -> Result<VolumeSnapshot, SnapshotError> {
+    let volume = nix::fcntl::open(
+        volume_dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| SnapshotError::Open {
+        path: volume_dir.to_path_buf(),
+        source,
+    })?;
+    let reader = VolumeReader {
+        path: volume_dir,
+        fd: volume,
+    };
+    for _ in 0..MAX_ATTEMPTS {
+        let before = reader.data_link()?;
+        let attempt = reader.read_once(&before)?;
+        if reader.data_link()? == before
+            && let Some(snapshot) = attempt
+        {
+            return Ok(snapshot);
+        }
+    }
+    Err(SnapshotError::Unstable {
+        path: volume_dir.to_path_buf(),
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Reads just the `..data` target: the cheap way to tell which generation is published.
+pub fn read_generation(volume_dir: &Path) -> Result<Option<OsString>, SnapshotError> {
+    match nix::fcntl::readlink(&volume_dir.join(DATA_LINK)) {
+        Ok(target) => Ok(Some(target)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(source) => Err(SnapshotError::Read {
+            path: volume_dir.to_path_buf(),
+            what: DATA_LINK.into(),
+            source,
+        }),
+    }
+}
+
+/// The result of reading a link at the volume root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DataLink {
+    Missing,
+    NotALink,
+    Target(OsString),
+}
+
+struct VolumeReader<'a> {
+    path: &'a Path,
+    fd: OwnedFd,
+}
+
+/// A generation directory vanished or changed while it was being read: read again.
+struct Moved;
+
+impl VolumeReader<'_> {
+    fn read_error(&self, what: &str, source: Errno) -> SnapshotError {
+        SnapshotError::Read {
+            path: self.path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    fn data_link(&self) -> Result<DataLink, SnapshotError> {
+        match readlinkat(self.fd.as_fd(), DATA_LINK) {
+            Ok(target) => Ok(DataLink::Target(target)),
+            Err(Errno::ENOENT) => Ok(DataLink::Missing),
+            Err(Errno::EINVAL) => Ok(DataLink::NotALink),
+            Err(source) => Err(self.read_error(DATA_LINK, source)),
+        }
+    }
+
+    /// One pass; `Ok(None)` when the generation moved and the caller should read again.
+    fn read_once(&self, link: &DataLink) -> Result<Option<VolumeSnapshot>, SnapshotError> {
+        let mut snap = VolumeSnapshot {
+            generation: None,
+            files: Vec::new(),
+            pairings: Vec::new(),
+            problems: Vec::new(),
+        };
+        let generation = match link {
+            DataLink::Missing => None,
+            DataLink::NotALink => {
+                snap.problems.push(Problem::new(
+                    DATA_LINK,
+                    ProblemKind::UnexpectedEntry,
+                    "..data is not a symlink; this is not an AtomicWriter volume",
+                ));
+                return Ok(Some(snap));
+            }
+            DataLink::Target(target) => match generation_name(target) {
+                Some(name) => Some(name),
+                None => {
+                    snap.problems.push(Problem::new(
+                        DATA_LINK,
+                        ProblemKind::SymlinkEscapesVolume,
+                        format!(
+                            "..data points to {:?}, not to a generation directory in the volume",
+                            target
+                        ),
+                    ));
+                    return Ok(Some(snap));
+                }
+            },
+        };
+
+        let mut walk = Walk::default();
+        if let Some(name) = &generation {
+            let dir = match openat(
+                self.fd.as_fd(),
+                name.as_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(Errno::ENOTDIR | Errno::ELOOP) => {
+                    snap.problems.push(Problem::new(
+                        DATA_LINK,
+                        ProblemKind::NotRegularFile,
+                        format!("..data points to {name}, which is not a directory"),
+                    ));
+                    return Ok(Some(snap));
+                }
+                Err(source) => return Err(self.read_error(name, source)),
+            };
+            if walk.directory(&dir, "", 0).is_err() {
+                return Ok(None);
+            }
+        }
+        let root_problems = match self.check_root(generation.as_deref(), &walk) {
+            Ok(problems) => problems,
+            Err(Moved) => return Ok(None),
+        };
+
+        let parsed: Vec<(&str, &PemContents)> = walk
+            .files
+            .iter()
+            .filter_map(|f| f.pem.as_ref().map(|pem| (f.path.as_str(), pem)))
+            .collect();
+        let pairings = cert::pair_keys(&parsed);
+        let mut problems = walk.problems;
+        problems.extend(root_problems);
+        for pairing in pairings.iter().filter(|p| !p.matches) {
+            problems.push(Problem::new(
+                &pairing.key_file,
+                ProblemKind::KeyMismatch,
+                format!(
+                    "private key does not match the certificate in {}",
+                    pairing.cert_file
+                ),
+            ));
+        }
+        problems.sort_by(|a, b| (&a.file, a.kind).cmp(&(&b.file, b.kind)));
+        snap.generation = generation;
+        snap.files = walk.files;
+        snap.pairings = pairings;
+        snap.problems = problems;
+        Ok(Some(snap))
+    }
+
+    /// The user-visible names at the volume root must be kubelet's `name -> ..data/name` links
+    /// into the published generation; nothing there is ever followed.
+    fn check_root(&self, generation: Option<&str>, walk: &Walk) -> Result<Vec<Problem>, Moved> {
+        let mut problems = Vec::new();
+        let mut dir = Dir::openat(
+            self.fd.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|_| Moved)?;
+        let mut names: Vec<OsString> = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|_| Moved)?;
+            let name = entry.file_name().to_bytes();
+            // `..data`, `..data_tmp` and `..<timestamp>` belong to AtomicWriter itself.
+            if !name.starts_with(b"..") && name != b"." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        names.sort();
+        for name in names {
+            let shown = name.to_string_lossy().into_owned();
+            let target = match readlinkat(self.fd.as_fd(), name.as_os_str()) {
+                Ok(target) => target,
+                Err(Errno::ENOENT) => continue,
+                Err(Errno::EINVAL) => {
+                    problems.push(Problem::new(
+                        &shown,
+                        ProblemKind::UnexpectedEntry,
+                        if generation.is_some() {
+                            "not a symlink into ..data; kubelet publishes every name as one"
+                        } else {
+                            "file in a volume without ..data; this is not an AtomicWriter volume"
+                        },
+                    ));
+                    continue;
+                }
+                Err(_) => return Err(Moved),
+            };
+            if let Some(problem) = judge_root_link(&shown, &target, generation, walk) {
+                problems.push(problem);
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// A `..data` target is one path component naming a sibling directory.
+fn generation_name(target: &OsStr) -> Option<String> {
+    let name = target.to_str()?;
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) if name.starts_with("..") && !name.contains('/') => {
+            Some(name.to_string())
+        }
+        _ => None,
+    }
+}
+
+fn judge_root_link(
+    name: &str,
+    target: &OsStr,
+    generation: Option<&str>,
+    walk: &Walk,
+) -> Option<Problem> {
+    let shown_target = target.to_string_lossy();
+    let escapes = || {
+        Problem::new(
+            name,
+            ProblemKind::SymlinkEscapesVolume,
+            format!("symlink to {shown_target} leaves the volume; not followed"),
+        )
+    };
+    let mut inside: Vec<String> = Vec::new();
+    for component in Path::new(target).components() {
+        match component {
+            Component::Normal(part) => inside.push(part.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if inside.pop().is_none() {
+                    return Some(escapes());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Some(escapes()),
+        }
+    }
+    let Some((first, rest)) = inside.split_first() else {
+        return Some(escapes());
+    };
+    let into_generation =
+        first == DATA_LINK || generation.is_some_and(|generation| first == generation);
+    if !into_generation {
+        return Some(Problem::new(
+            name,
+            ProblemKind::UnexpectedEntry,
+            format!("symlink to {shown_target}, not into ..data"),
+        ));
+    }
+    let rel = rest.join("/");
+    if generation.is_none() || !(walk.has_file(&rel) || walk.dirs.contains(&rel)) {
+        return Some(Problem::new(
+            name,
+            ProblemKind::DanglingSymlink,
+            format!("symlink to {shown_target}, which does not exist in the published generation"),
+        ));
+    }
+    None
+}
+
+/// Accumulates one generation directory tree.
+#[derive(Default)]
+struct Walk {
+    files: Vec<FileSnapshot>,
+    dirs: Vec<String>,
+    problems: Vec<Problem>,
+    entries: usize,
+}
+
+impl Walk {
+    fn has_file(&self, rel: &str) -> bool {
+        self.files.iter().any(|f| f.path == rel)
+    }
+
+    fn directory(&mut self, dir: &OwnedFd, prefix: &str, depth: usize) -> Result<(), Moved> {
+        let mut listing = Dir::openat(
+            dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|_| Moved)?;
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for entry in listing.iter() {
+            let entry = entry.map_err(|_| Moved)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        }
+        names.sort();
+        for name in names {
+            self.entries += 1;
+            let shown = String::from_utf8_lossy(&name);
+            let rel = if prefix.is_empty() {
+                shown.into_owned()
+            } else {
+                format!("{prefix}/{shown}")
+            };
+            if self.entries > MAX_ENTRIES {
+                self.problems.push(Problem {
+                    file: None,
+                    kind: ProblemKind::TooManyEntries,
+                    detail: format!("more than {MAX_ENTRIES} entries; the rest was not read"),
+                });
+                return Ok(());
+            }
+            let name = OsStr::from_bytes(&name);
+            let stat = match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(_) => return Err(Moved),
+            };
+            match file_type(&stat) {
+                SFlag::S_IFDIR if depth + 1 >= MAX_DEPTH => self.problems.push(Problem::new(
+                    rel,
+                    ProblemKind::TooManyEntries,
+                    format!("directories nested deeper than {MAX_DEPTH}; not read"),
+                )),
+                SFlag::S_IFDIR => {
+                    let child = openat(
+                        dir.as_fd(),
+                        name,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|_| Moved)?;
+                    self.directory(&child, &rel, depth + 1)?;
+                    self.dirs.push(rel);
+                }
+                SFlag::S_IFREG => self.file(dir, name, rel)?,
+                SFlag::S_IFLNK => self.problems.push(Problem::new(
+                    rel,
+                    ProblemKind::NotRegularFile,
+                    "symlink inside the generation directory; kubelet never writes one, not followed",
+                )),
+                _ => self.problems.push(Problem::new(
+                    rel,
+                    ProblemKind::NotRegularFile,
+                    "not a regular file; not read",
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, dir: &OwnedFd, name: &OsStr, rel: String) -> Result<(), Moved> {
+        // O_NONBLOCK: a FIFO swapped in after the fstatat must not hang the reader.
+        let fd = match openat(
+            dir.as_fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Err(Moved),
+            Err(errno) => {
+                self.problems.push(Problem::new(
+                    rel,
+                    ProblemKind::Unreadable,
+                    format!("cannot open: {errno}"),
+                ));
+                return Ok(());
+            }
+        };
+        let stat = fstat(&fd).map_err(|_| Moved)?;
+        if file_type(&stat) != SFlag::S_IFREG {
+            return Err(Moved);
+        }
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        let mode = stat.st_mode & 0o7777;
+        let mut entry = FileSnapshot {
+            path: rel,
+            size,
+            mode,
+            sha256: None,
+            pem: None,
+        };
+        if size > MAX_FILE_BYTES {
+            self.problems.push(too_large(&entry.path, size));
+            self.files.push(entry);
+            return Ok(());
+        }
+        let capacity = usize::try_from(size).unwrap_or(0);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+        let mut reader = std::fs::File::from(fd).take(MAX_FILE_BYTES + 1);
+        if let Err(err) = reader.read_to_end(&mut bytes) {
+            self.problems.push(Problem::new(
+                &entry.path,
+                ProblemKind::Unreadable,
+                format!("cannot read: {err}"),
+            ));
+            self.files.push(entry);
+            return Ok(());
+        }
+        entry.size = bytes.len() as u64;
+        if entry.size > MAX_FILE_BYTES {
+            self.problems.push(too_large(&entry.path, entry.size));
+            self.files.push(entry);
+            return Ok(());
+        }
+        entry.sha256 = Some(hex::encode(Sha256::digest(bytes.as_slice())));
+        let base_name = entry.path.rsplit('/').next().unwrap_or(&entry.path);
+        if cert::is_pem_candidate(base_name, &bytes) {
+            match cert::parse_pem(&bytes) {
+                Ok(contents) => entry.pem = Some(contents),
+                Err(err) => self.problems.push(Problem::new(
+                    &entry.path,
+                    ProblemKind::UnparsablePem,
+                    err.to_string(),
+                )),
+            }
+        }
+        self.files.push(entry);
+        Ok(())
+    }
+}
+
+fn too_large(path: &str, size: u64) -> Problem {
+    Problem::new(
+        path,
+        ProblemKind::FileTooLarge,
+        format!("{size} bytes, over the {MAX_FILE_BYTES}-byte limit of a Secret; not read"),
+    )
+}
+
+fn file_type(stat: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
+}

@@ -1,0 +1,20 @@
+//! mountlag: a node agent that keeps three views of every TLS Secret an Ingress controller pod
+//! uses on this node (API, disk, served) and drives them to agree.
+//!
+//! Data flow of the node-side half (this crate so far):
+//!
+//! ```text
+//!  kubelet volume dirs ──▶ watch (one inotify + mountinfo) ──▶ VolumeChange
+//!          │
+//!          └──▶ kubelet::snapshot (one AtomicWriter generation, digests only) ──▶ cert (pure)
+//!                                                                 │
+//!                                                                 ▼
+//!                                                  inspect (report, text / JSON)
+//! ```
+#![doc(html_no_source)]
+
+pub mod cert;
+pub mod cli;
+pub mod inspect;
+pub mod kubelet;
+pub mod watch;

@@ -1,0 +1,17 @@
+//! mountlag-testbed: a Kubernetes node on one machine.
+//!
+//! The parts that cannot be had here (kubelet, the API server) are stand-ins; everything else an
+//! end-to-end test touches is real: the `mountlag` binary, tmpfs and bind mounts, inotify.
+//!
+//! - [`kubelet`]: the kubelet stand-in (AtomicWriter, tmpfs per volume, subPath bind mounts).
+//! - [`certs`]: test CA and leaf certificates.
+//! - [`agent`]: the real `mountlag` binary as tests run it.
+//! - [`real`]: honest skipping when a real part is missing.
+//! - [`bench`], [`demo`]: `testbed bench ...` and `testbed demo`.
+
+pub mod agent;
+pub mod bench;
+pub mod certs;
+pub mod demo;
+pub mod kubelet;
+pub mod real;

@@ -1,0 +1,181 @@
+//! A snapshot is one generation, never two, while kubelet (or anyone) swaps `..data` under it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use mountlag::kubelet::{SnapshotError, snapshot};
+use mountlag_testbed::kubelet::{
+    FileProjection, KubeletStandIn, Payload, VolumeKind, raw_swap_data_link,
+};
+use mountlag_testbed::real;
+use sha2::{Digest, Sha256};
+
+fn digest(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn round_payload(round: usize) -> Payload {
+    let mut payload = Payload::new();
+    for (name, size) in [("tls.crt", 1500), ("tls.key", 300), ("nested/ca.crt", 900)] {
+        let mut data = format!("{name} round {round} ").into_bytes();
+        data.resize(size, b'0' + (round % 10) as u8);
+        payload.insert(name.to_string(), FileProjection { data, mode: 0o644 });
+    }
+    payload
+}
+
+/// Which round each file digest belongs to; a consistent snapshot has one round for all files.
+fn rounds_by_digest(rounds: usize) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    for round in 0..rounds {
+        for file in round_payload(round).values() {
+            map.insert(digest(&file.data), round);
+        }
+    }
+    map
+}
+
+fn setup() -> Option<(tempfile::TempDir, KubeletStandIn)> {
+    if !real::require("root + tmpfs", real::can_mount()) {
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mountlag-snap-")
+        .tempdir()
+        .unwrap();
+    let kubelet = KubeletStandIn::new(dir.path().join("kubelet")).unwrap();
+    Some((dir, kubelet))
+}
+
+#[test]
+fn snapshots_never_mix_generations_under_atomic_writer_updates() {
+    let Some((_dir, kubelet)) = setup() else {
+        return;
+    };
+    let kubelet = Arc::new(kubelet);
+    let volume = kubelet
+        .mount_volume("pod-s", VolumeKind::Projected, "certs")
+        .unwrap();
+    kubelet.write(&volume, &round_payload(0), None).unwrap();
+    const ROUNDS: usize = 3000;
+    let by_digest = rounds_by_digest(ROUNDS + 1);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (kubelet, volume, done) = (Arc::clone(&kubelet), volume.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            for round in 1..=ROUNDS {
+                kubelet.write(&volume, &round_payload(round), None).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let (mut consistent, mut unstable) = (0usize, 0usize);
+    let mut seen_rounds = std::collections::BTreeSet::new();
+    while !done.load(Ordering::SeqCst) {
+        match snapshot(&volume) {
+            Ok(snap) => {
+                assert_eq!(
+                    snap.files.len(),
+                    3,
+                    "every file of the generation: {snap:?}"
+                );
+                let rounds: std::collections::BTreeSet<usize> = snap
+                    .files
+                    .iter()
+                    .map(|f| by_digest[f.sha256.as_ref().unwrap()])
+                    .collect();
+                assert_eq!(rounds.len(), 1, "files from two generations: {rounds:?}");
+                seen_rounds.extend(rounds);
+                consistent += 1;
+            }
+            Err(SnapshotError::Unstable { .. }) => unstable += 1,
+            Err(other) => panic!("unexpected snapshot error: {other}"),
+        }
+    }
+    writer.join().unwrap();
+    eprintln!(
+        "{consistent} consistent snapshots over {} generations, {unstable} gave up",
+        seen_rounds.len()
+    );
+    assert!(
+        consistent > 100,
+        "too few snapshots completed: {consistent}"
+    );
+    assert!(
+        seen_rounds.len() > 10,
+        "the reader saw only {} generations",
+        seen_rounds.len()
+    );
+    let last = snapshot(&volume).unwrap();
+    assert!(
+        last.files
+            .iter()
+            .all(|f| by_digest[f.sha256.as_ref().unwrap()] == ROUNDS)
+    );
+}
+
+#[test]
+fn snapshots_never_mix_generations_under_raw_link_swaps() {
+    let Some((_dir, kubelet)) = setup() else {
+        return;
+    };
+    let volume = kubelet
+        .mount_volume("pod-r", VolumeKind::Secret, "tls")
+        .unwrap();
+    let first = match kubelet.write(&volume, &round_payload(1), None).unwrap() {
+        mountlag_testbed::kubelet::WriteOutcome::Written { generation } => generation,
+        other => panic!("{other:?}"),
+    };
+    // A second, persistent generation to swap to and back, thousands of times.
+    let second = "..2026_01_01_00_00_00.7".to_string();
+    for (name, file) in round_payload(2) {
+        let path = volume.join(&second).join(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &file.data).unwrap();
+    }
+    let by_digest = rounds_by_digest(3);
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let swapper = {
+        let (volume, swaps) = (volume.clone(), Arc::clone(&swaps));
+        let (first, second) = (first.clone(), second.clone());
+        std::thread::spawn(move || {
+            for i in 0..20_000 {
+                raw_swap_data_link(&volume, if i % 2 == 0 { &second } else { &first }).unwrap();
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut by_generation: HashMap<String, usize> = HashMap::new();
+    while swaps.load(Ordering::Relaxed) < 20_000 {
+        if let Ok(snap) = snapshot(&volume) {
+            let rounds: std::collections::BTreeSet<usize> = snap
+                .files
+                .iter()
+                .map(|f| by_digest[f.sha256.as_ref().unwrap()])
+                .collect();
+            assert_eq!(rounds.len(), 1, "files from two generations: {rounds:?}");
+            let expected = if snap.generation.as_deref() == Some(first.as_str()) {
+                1
+            } else {
+                2
+            };
+            assert_eq!(
+                rounds.into_iter().next(),
+                Some(expected),
+                "files match the generation named"
+            );
+            *by_generation.entry(snap.generation.unwrap()).or_default() += 1;
+        }
+    }
+    swapper.join().unwrap();
+    eprintln!("snapshots per generation: {by_generation:?}");
+    assert_eq!(
+        by_generation.len(),
+        2,
+        "both generations were read: {by_generation:?}"
+    );
+}
