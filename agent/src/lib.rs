@@ -15,6 +15,8 @@
 
 pub mod cert;
 pub mod cli;
+pub mod discovery;
 pub mod inspect;
 pub mod kubelet;
+pub mod reconcile;
 pub mod watch;

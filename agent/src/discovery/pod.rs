@@ -1,0 +1,306 @@
+//! Where a Pod becomes a [`ControllerPod`]: the few facts about it mountlag acts on.
+//!
+//! This is the only place that reads `k8s_openapi` Pod types; everything downstream works on
+//! these plain structs, so the index, the payload computation and the state machine can be
+//! tested with literal values.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+
+use crate::kubelet::VolumeKind;
+
+/// The annotation whose change makes kubelet resync the pod's volumes at once.
+pub const RESYNC_ANNOTATION: &str = "mountlag.io/resync";
+
+/// An Ingress controller pod on this node, reduced to what mountlag needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerPod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// The controller profile (config `controllers[].name`) that selected this pod.
+    pub controller: String,
+    pub labels: BTreeMap<String, String>,
+    /// Value of [`RESYNC_ANNOTATION`], if set: the last nudge, by us or a previous run.
+    pub resync_annotation: Option<String>,
+    pub host_network: bool,
+    pub pod_ips: Vec<IpAddr>,
+    /// Being deleted (`deletionTimestamp` set): no more nudges.
+    pub terminating: bool,
+    pub containers: Vec<ContainerInfo>,
+    /// Secret and projected volumes with at least one Secret source.
+    pub volumes: Vec<SecretVolume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub name: String,
+    /// Runtime id without the `containerd://` scheme, once the container has started.
+    pub container_id: Option<String>,
+    pub mounts: Vec<VolumeMountInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMountInfo {
+    pub volume: String,
+    pub mount_path: String,
+    /// `subPath` or `subPathExpr`: kubelet bind-mounts one file once; it never updates.
+    pub sub_path: Option<String>,
+}
+
+/// A secret or projected volume, as kubelet will fill it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVolume {
+    pub name: String,
+    pub kind: VolumeKind,
+    /// In order; for a projected volume a later source wins on the same path.
+    pub sources: Vec<SecretSource>,
+    /// The volume also projects ConfigMaps, downward API, tokens or trust bundles, whose files
+    /// mountlag does not predict.
+    pub has_other_sources: bool,
+}
+
+/// One Secret feeding a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    pub secret: String,
+    /// `None`: every key becomes a file named after it.
+    pub items: Option<Vec<KeyPath>>,
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPath {
+    pub key: String,
+    pub path: String,
+}
+
+impl ControllerPod {
+    /// Converts an API Pod selected by `controller`. `None` for a pod without uid, namespace or
+    /// name (never the case for objects the API server returns).
+    pub fn from_pod(pod: &Pod, controller: &str) -> Option<Self> {
+        let meta = &pod.metadata;
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        let statuses: BTreeMap<&str, Option<String>> = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|cs| {
+                (
+                    cs.name.as_str(),
+                    cs.container_id.as_deref().map(strip_scheme),
+                )
+            })
+            .collect();
+        let containers = spec
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .map(|c| ContainerInfo {
+                        name: c.name.clone(),
+                        container_id: statuses.get(c.name.as_str()).cloned().flatten(),
+                        mounts: c
+                            .volume_mounts
+                            .iter()
+                            .flatten()
+                            .map(|m| VolumeMountInfo {
+                                volume: m.name.clone(),
+                                mount_path: m.mount_path.clone(),
+                                sub_path: m
+                                    .sub_path
+                                    .clone()
+                                    .filter(|p| !p.is_empty())
+                                    .or_else(|| m.sub_path_expr.clone().filter(|p| !p.is_empty())),
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let volumes = spec
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(secret_volume)
+            .collect();
+        let mut pod_ips: Vec<IpAddr> = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip.ip.parse().ok())
+            .collect();
+        if pod_ips.is_empty()
+            && let Some(ip) = status
+                .and_then(|s| s.pod_ip.as_ref())
+                .and_then(|ip| ip.parse().ok())
+        {
+            pod_ips.push(ip);
+        }
+        Some(Self {
+            uid: meta.uid.clone()?,
+            namespace: meta.namespace.clone()?,
+            name: meta.name.clone()?,
+            controller: controller.to_string(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            resync_annotation: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RESYNC_ANNOTATION).cloned()),
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            pod_ips,
+            terminating: meta.deletion_timestamp.is_some(),
+            containers,
+            volumes,
+        })
+    }
+
+    /// The containers that mount `volume`, as (container, subPath) pairs.
+    pub fn consumers<'a>(
+        &'a self,
+        volume: &'a str,
+    ) -> impl Iterator<Item = (&'a ContainerInfo, &'a VolumeMountInfo)> + 'a {
+        self.containers.iter().flat_map(move |c| {
+            c.mounts
+                .iter()
+                .filter(move |m| m.volume == volume)
+                .map(move |m| (c, m))
+        })
+    }
+
+    /// Every Secret name this pod's volumes reference.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.volumes
+            .iter()
+            .flat_map(|v| v.sources.iter().map(|s| s.secret.as_str()))
+    }
+}
+
+fn strip_scheme(id: &str) -> String {
+    id.split_once("://")
+        .map_or(id, |(_, rest)| rest)
+        .to_string()
+}
+
+fn key_paths(items: Option<&Vec<KeyToPath>>) -> Option<Vec<KeyPath>> {
+    items.map(|items| {
+        items
+            .iter()
+            .map(|i| KeyPath {
+                key: i.key.clone(),
+                path: i.path.clone(),
+            })
+            .collect()
+    })
+}
+
+fn secret_volume(volume: &Volume) -> Option<SecretVolume> {
+    if let Some(secret) = &volume.secret {
+        return Some(SecretVolume {
+            name: volume.name.clone(),
+            kind: VolumeKind::Secret,
+            sources: vec![SecretSource {
+                secret: secret.secret_name.clone()?,
+                items: key_paths(secret.items.as_ref()),
+                optional: secret.optional.unwrap_or(false),
+            }],
+            has_other_sources: false,
+        });
+    }
+    let projected = volume.projected.as_ref()?;
+    let mut sources = Vec::new();
+    let mut has_other_sources = false;
+    for source in projected.sources.iter().flatten() {
+        match &source.secret {
+            Some(secret) => sources.push(SecretSource {
+                secret: secret.name.clone(),
+                items: key_paths(secret.items.as_ref()),
+                optional: secret.optional.unwrap_or(false),
+            }),
+            None => has_other_sources = true,
+        }
+    }
+    (!sources.is_empty()).then(|| SecretVolume {
+        name: volume.name.clone(),
+        kind: VolumeKind::Projected,
+        sources,
+        has_other_sources,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_pod_becomes_a_controller_pod_with_its_secret_volumes() {
+        let p = pod(serde_json::json!({
+            "metadata": {"uid": "u-1", "namespace": "ingress", "name": "edge-0",
+                         "labels": {"app": "edge"},
+                         "annotations": {"mountlag.io/resync": "v1", "other": "x"}},
+            "spec": {
+                "nodeName": "node-a",
+                "containers": [
+                    {"name": "nginx", "volumeMounts": [
+                        {"name": "tls", "mountPath": "/etc/tls"},
+                        {"name": "bundle", "mountPath": "/etc/ca.crt", "subPath": "ca.crt"}]},
+                    {"name": "sidecar"}],
+                "volumes": [
+                    {"name": "tls", "secret": {"secretName": "edge-tls", "optional": true}},
+                    {"name": "bundle", "projected": {"sources": [
+                        {"secret": {"name": "ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                        {"configMap": {"name": "extra"}},
+                        {"secret": {"name": "edge-tls"}}]}},
+                    {"name": "cm", "configMap": {"name": "x"}},
+                    {"name": "only-cm", "projected": {"sources": [{"configMap": {"name": "y"}}]}}]
+            },
+            "status": {"podIP": "10.0.0.7",
+                       "containerStatuses": [{"name": "nginx", "containerID": "containerd://abc123",
+                                              "image": "", "imageID": "", "ready": true, "restartCount": 0}]}
+        }));
+        let cp = ControllerPod::from_pod(&p, "edge").unwrap();
+        assert_eq!(cp.uid, "u-1");
+        assert_eq!(cp.controller, "edge");
+        assert_eq!(cp.resync_annotation.as_deref(), Some("v1"));
+        assert_eq!(cp.pod_ips, vec!["10.0.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(cp.containers[0].container_id.as_deref(), Some("abc123"));
+        assert_eq!(cp.containers[1].container_id, None);
+        assert_eq!(cp.volumes.len(), 2, "configMap-only volumes are not ours");
+        assert_eq!(cp.volumes[0].kind, VolumeKind::Secret);
+        assert!(cp.volumes[0].sources[0].optional);
+        let bundle = &cp.volumes[1];
+        assert_eq!(bundle.kind, VolumeKind::Projected);
+        assert!(bundle.has_other_sources);
+        assert_eq!(
+            bundle
+                .sources
+                .iter()
+                .map(|s| s.secret.as_str())
+                .collect::<Vec<_>>(),
+            vec!["ca", "edge-tls"]
+        );
+        assert_eq!(bundle.sources[0].items.as_ref().unwrap()[0].path, "ca.crt");
+        let consumers: Vec<_> = cp
+            .consumers("bundle")
+            .map(|(c, m)| (c.name.as_str(), m.sub_path.as_deref()))
+            .collect();
+        assert_eq!(consumers, vec![("nginx", Some("ca.crt"))]);
+        assert_eq!(
+            cp.secret_names().collect::<Vec<_>>(),
+            vec!["edge-tls", "ca", "edge-tls"]
+        );
+    }
+
+    #[test]
+    fn a_pod_without_identity_is_skipped() {
+        let p = pod(serde_json::json!({"metadata": {"name": "x"}}));
+        assert_eq!(ControllerPod::from_pod(&p, "edge"), None);
+    }
+}

@@ -1,0 +1,7 @@
+//! Where mounts become actions: the per-mount state machine ([`mount`]) and the index that
+//! feeds it from pods, Secrets and disk ([`index`]). Pure: no tokio, no kube; the clock is an
+//! argument.
+
+pub mod mount;
+
+pub use mount::{Action, DiskView, EventReason, Mount, MountState, PodRef, Thresholds};

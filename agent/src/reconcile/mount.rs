@@ -1,0 +1,685 @@
+//! One mount's state machine: where a mount becomes an action.
+//!
+//! ```text
+//!              disk ≠ API                 nudge.after             stuckAfter
+//!   InSync ─────────────▶ Pending ──────────────▶ Nudged ───────────────▶ Stuck
+//!     ▲                      │  (≤ 2 nudges per Secret version per pod)    │
+//!     └──────────────────────┴──────────── disk = API ◀────────────────────┘
+//!                                  (lag observed; from Stuck: SecretMountRecovered)
+//!
+//!   SecretMissing   a required Secret or key is missing: kubelet cannot mount, nothing to do
+//!   NeverUpdates    every watched consumer mounts it through subPath: nudging cannot help
+//!   Unreadable      the volume directory cannot be read
+//!   Unknown         API or disk not seen yet
+//! ```
+//!
+//! Pure: `step(input, now) -> actions`, with the clock passed in. No tokio, no kube.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::discovery::Expected;
+
+/// Which pod an action concerns (what Events are regarding and nudges patch).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MountState {
+    Unknown,
+    InSync,
+    Pending,
+    Nudged,
+    Stuck,
+    SecretMissing,
+    NeverUpdates,
+    Unreadable,
+}
+
+impl MountState {
+    pub const ALL: [MountState; 8] = [
+        MountState::Unknown,
+        MountState::InSync,
+        MountState::Pending,
+        MountState::Nudged,
+        MountState::Stuck,
+        MountState::SecretMissing,
+        MountState::NeverUpdates,
+        MountState::Unreadable,
+    ];
+
+    /// Stable label value (`mountlag_mounts{state}`, `/status`).
+    pub fn label(self) -> &'static str {
+        match self {
+            MountState::Unknown => "unknown",
+            MountState::InSync => "in_sync",
+            MountState::Pending => "pending",
+            MountState::Nudged => "nudged",
+            MountState::Stuck => "stuck",
+            MountState::SecretMissing => "secret_missing",
+            MountState::NeverUpdates => "never_updates",
+            MountState::Unreadable => "unreadable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub nudge_enabled: bool,
+    pub nudge_after: Duration,
+    pub stuck_after: Duration,
+}
+
+/// At most this many nudges per Secret version per pod: one, and one more in case kubelet's own
+/// Secret watch had not delivered the new version when it remounted.
+pub const MAX_NUDGES_PER_VERSION: u8 = 2;
+
+/// What the disk holds, as the watcher and a snapshot saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskView {
+    Files {
+        generation: Option<String>,
+        /// Path → digest (`None` for a file too large to read).
+        files: BTreeMap<String, Option<String>>,
+    },
+    Unreadable {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Expected(Expected),
+    Disk(DiskView),
+    /// Whether every API watch this mount depends on is current. While not, no nudge and no
+    /// Event is raised from this mount: the agent cannot justify them.
+    ApiHealthy(bool),
+    /// The pod's nudge annotation as last seen (a previous run may have nudged already).
+    ResyncAnnotation(Option<String>),
+    Tick,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventReason {
+    SecretMountStuck,
+    SecretMountRecovered,
+    KubeletResyncRequested,
+    SubPathNeverUpdates,
+}
+
+impl EventReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::SecretMountStuck => "SecretMountStuck",
+            EventReason::SecretMountRecovered => "SecretMountRecovered",
+            EventReason::KubeletResyncRequested => "KubeletResyncRequested",
+            EventReason::SubPathNeverUpdates => "SubPathNeverUpdates",
+        }
+    }
+
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventReason::SecretMountStuck | EventReason::SubPathNeverUpdates
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Merge-patch the pod's `mountlag.io/resync` annotation to `version`.
+    Nudge {
+        pod: PodRef,
+        volume: String,
+        version: String,
+        attempt: u8,
+    },
+    Event {
+        pod: PodRef,
+        reason: EventReason,
+        note: String,
+    },
+    /// The API→disk lag of one change, for `mountlag_mount_lag_seconds`.
+    ObserveLag { seconds: f64 },
+}
+
+/// Facts about a mount that do not change while the pod lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub pod: PodRef,
+    pub volume: String,
+    /// Containers that mount the volume through `subPath`.
+    pub subpath_containers: Vec<String>,
+    /// Every watched consumer uses subPath: the containers never see an update.
+    pub subpath_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mount {
+    spec: MountSpec,
+    state: MountState,
+    expected: Expected,
+    disk: Option<DiskView>,
+    api_healthy: bool,
+    /// When disk and API were first seen to differ (in this run).
+    out_of_sync_since: Option<Instant>,
+    nudged_version: Option<String>,
+    nudges: u8,
+    last_nudge: Option<Instant>,
+    subpath_reported: bool,
+}
+
+impl Mount {
+    pub fn new(spec: MountSpec) -> Self {
+        Self {
+            spec,
+            state: MountState::Unknown,
+            expected: Expected::Unknown,
+            disk: None,
+            api_healthy: true,
+            out_of_sync_since: None,
+            nudged_version: None,
+            nudges: 0,
+            last_nudge: None,
+            subpath_reported: false,
+        }
+    }
+
+    pub fn spec(&self) -> &MountSpec {
+        &self.spec
+    }
+
+    pub fn state(&self) -> MountState {
+        self.state
+    }
+
+    pub fn expected(&self) -> &Expected {
+        &self.expected
+    }
+
+    pub fn disk(&self) -> Option<&DiskView> {
+        self.disk.as_ref()
+    }
+
+    /// How long disk has differed from the API, at `now`.
+    pub fn lag(&self, now: Instant) -> Option<Duration> {
+        self.out_of_sync_since
+            .map(|since| now.saturating_duration_since(since))
+    }
+
+    pub fn step(&mut self, input: Input, now: Instant, limits: &Thresholds) -> Vec<Action> {
+        match input {
+            Input::Expected(expected) => self.expected = expected,
+            Input::Disk(disk) => self.disk = Some(disk),
+            Input::ApiHealthy(healthy) => self.api_healthy = healthy,
+            Input::ResyncAnnotation(value) => self.adopt_previous_nudge(value, now),
+            Input::Tick => {}
+        }
+        self.evaluate(now, limits)
+    }
+
+    /// When a previous run already nudged for the version we want, count that nudge, so a
+    /// restart does not start a fresh round of two.
+    fn adopt_previous_nudge(&mut self, annotation: Option<String>, now: Instant) {
+        let Expected::Files(files) = &self.expected else {
+            return;
+        };
+        let version = files.version_key();
+        if annotation.as_deref() == Some(version.as_str())
+            && self.nudged_version.as_deref() != Some(version.as_str())
+        {
+            self.nudged_version = Some(version);
+            self.nudges = 1;
+            self.last_nudge = Some(now);
+        }
+    }
+
+    /// The next instant at which a timer could change something.
+    pub fn next_deadline(&self, limits: &Thresholds) -> Option<Instant> {
+        let since = self.out_of_sync_since?;
+        if !matches!(self.state, MountState::Pending | MountState::Nudged) || !self.api_healthy {
+            return None;
+        }
+        let stuck = since + limits.stuck_after;
+        let nudge = self.next_nudge_at(since, limits);
+        Some(nudge.map_or(stuck, |n| n.min(stuck)))
+    }
+
+    fn next_nudge_at(&self, since: Instant, limits: &Thresholds) -> Option<Instant> {
+        if !limits.nudge_enabled || self.nudges_used_for_current() >= MAX_NUDGES_PER_VERSION {
+            return None;
+        }
+        match (self.nudges_used_for_current(), self.last_nudge) {
+            (0, _) | (_, None) => Some(since + limits.nudge_after),
+            (_, Some(last)) => Some(last + limits.nudge_after),
+        }
+    }
+
+    fn nudges_used_for_current(&self) -> u8 {
+        match &self.expected {
+            Expected::Files(files)
+                if self.nudged_version.as_deref() == Some(files.version_key().as_str()) =>
+            {
+                self.nudges
+            }
+            _ => 0,
+        }
+    }
+
+    fn evaluate(&mut self, now: Instant, limits: &Thresholds) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.subpath_reported && !self.spec.subpath_containers.is_empty() {
+            self.subpath_reported = true;
+            actions.push(Action::Event {
+                pod: self.spec.pod.clone(),
+                reason: EventReason::SubPathNeverUpdates,
+                note: format!(
+                    "container(s) {} mount volume {:?} through subPath; kubelet never updates \
+                     such mounts, so a rotated Secret reaches them only on container restart",
+                    self.spec.subpath_containers.join(", "),
+                    self.spec.volume
+                ),
+            });
+        }
+        let files = match (&self.expected, &self.disk) {
+            (_, Some(DiskView::Unreadable { .. })) => {
+                self.state = MountState::Unreadable;
+                return actions;
+            }
+            (Expected::Unknown, _) | (_, None) => {
+                self.state = MountState::Unknown;
+                return actions;
+            }
+            (Expected::MountFails { .. }, _) => {
+                self.state = MountState::SecretMissing;
+                self.out_of_sync_since = None;
+                return actions;
+            }
+            (Expected::Files(files), Some(DiskView::Files { files: disk, .. })) => {
+                (files.matches(disk), files.clone())
+            }
+        };
+        let (in_sync, expected) = files;
+        if in_sync {
+            if self.state == MountState::Stuck && self.api_healthy {
+                actions.push(Action::Event {
+                    pod: self.spec.pod.clone(),
+                    reason: EventReason::SecretMountRecovered,
+                    note: format!(
+                        "volume {:?} now holds {} after {}",
+                        self.spec.volume,
+                        expected.describe_versions(),
+                        seconds(self.lag(now).unwrap_or_default())
+                    ),
+                });
+            }
+            if let Some(lag) = self.lag(now) {
+                actions.push(Action::ObserveLag {
+                    seconds: lag.as_secs_f64(),
+                });
+            }
+            self.out_of_sync_since = None;
+            self.state = MountState::InSync;
+            return actions;
+        }
+        let since = *self.out_of_sync_since.get_or_insert(now);
+        if self.spec.subpath_only {
+            self.state = MountState::NeverUpdates;
+            return actions;
+        }
+        if self.state != MountState::Stuck && self.state != MountState::Nudged {
+            self.state = MountState::Pending;
+        }
+        if !self.api_healthy {
+            return actions;
+        }
+        if let Some(due) = self.next_nudge_at(since, limits)
+            && now >= due
+        {
+            let version = expected.version_key();
+            let attempt = self.nudges_used_for_current() + 1;
+            self.nudged_version = Some(version.clone());
+            self.nudges = attempt;
+            self.last_nudge = Some(now);
+            actions.push(Action::Nudge {
+                pod: self.spec.pod.clone(),
+                volume: self.spec.volume.clone(),
+                version,
+                attempt,
+            });
+            if self.state == MountState::Pending {
+                self.state = MountState::Nudged;
+            }
+        }
+        if self.state != MountState::Stuck && now >= since + limits.stuck_after {
+            self.state = MountState::Stuck;
+            actions.push(Action::Event {
+                pod: self.spec.pod.clone(),
+                reason: EventReason::SecretMountStuck,
+                note: format!(
+                    "volume {:?} still differs from {} after {} (kubelet has not written the \
+                     current Secret version; nudges sent: {})",
+                    self.spec.volume,
+                    expected.describe_versions(),
+                    seconds(now.saturating_duration_since(since)),
+                    self.nudges_used_for_current()
+                ),
+            });
+        }
+        actions
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::discovery::{ExpectedFiles, SecretVersion};
+
+    const LIMITS: Thresholds = Thresholds {
+        nudge_enabled: true,
+        nudge_after: Duration::from_secs(2),
+        stuck_after: Duration::from_secs(10),
+    };
+
+    /// Instants relative to a base, which may lie in the past (negative seconds).
+    struct Clock(Instant);
+    impl Clock {
+        fn at(&self, secs: f64) -> Instant {
+            if secs >= 0.0 {
+                self.0 + Duration::from_secs_f64(secs)
+            } else {
+                self.0 - Duration::from_secs_f64(-secs)
+            }
+        }
+    }
+
+    fn pod() -> PodRef {
+        PodRef {
+            namespace: "ingress".into(),
+            name: "edge-0".into(),
+            uid: "u1".into(),
+        }
+    }
+
+    fn mount() -> Mount {
+        Mount::new(MountSpec {
+            pod: pod(),
+            volume: "tls".into(),
+            subpath_containers: vec![],
+            subpath_only: false,
+        })
+    }
+
+    fn expected(rv: &str, digest: &str) -> Input {
+        Input::Expected(Expected::Files(ExpectedFiles {
+            files: BTreeMap::from([("tls.crt".to_string(), digest.to_string())]),
+            partial: false,
+            versions: vec![SecretVersion {
+                name: "edge-tls".into(),
+                uid: "s1".into(),
+                resource_version: rv.into(),
+            }],
+        }))
+    }
+
+    fn disk(generation: &str, digest: &str) -> Input {
+        Input::Disk(DiskView::Files {
+            generation: Some(generation.into()),
+            files: BTreeMap::from([("tls.crt".to_string(), Some(digest.to_string()))]),
+        })
+    }
+
+    fn reasons(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Nudge { attempt, .. } => format!("nudge#{attempt}"),
+                Action::Event { reason, .. } => reason.as_str().to_string(),
+                Action::ObserveLag { seconds } => format!("lag {seconds:.1}"),
+            })
+            .collect()
+    }
+
+    /// A mount in sync on version 1, then the API moves to version 2 at t=0.
+    fn lagging(clock: &Clock) -> Mount {
+        let mut m = mount();
+        m.step(expected("1", "a"), clock.at(-100.0), &LIMITS);
+        m.step(disk("..g1", "a"), clock.at(-100.0), &LIMITS);
+        assert_eq!(m.state(), MountState::InSync);
+        assert!(
+            m.step(expected("2", "b"), clock.at(0.0), &LIMITS)
+                .is_empty()
+        );
+        assert_eq!(m.state(), MountState::Pending);
+        m
+    }
+
+    #[test]
+    fn unknown_until_both_api_and_disk_are_seen() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = mount();
+        assert_eq!(m.state(), MountState::Unknown);
+        m.step(expected("1", "a"), clock.at(0.0), &LIMITS);
+        assert_eq!(m.state(), MountState::Unknown);
+        assert!(m.step(disk("..g1", "a"), clock.at(0.0), &LIMITS).is_empty());
+        assert_eq!(m.state(), MountState::InSync);
+    }
+
+    #[test]
+    fn pending_becomes_nudged_after_nudge_after() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = lagging(&clock);
+        assert_eq!(m.next_deadline(&LIMITS), Some(clock.at(2.0)));
+        assert!(m.step(Input::Tick, clock.at(1.9), &LIMITS).is_empty());
+        let actions = m.step(Input::Tick, clock.at(2.0), &LIMITS);
+        assert_eq!(reasons(&actions), vec!["nudge#1"]);
+        let Action::Nudge {
+            pod: p, version, ..
+        } = &actions[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(p, &pod());
+        let Expected::Files(files) = m.expected() else {
+            unreachable!()
+        };
+        assert_eq!(version, &files.version_key());
+        assert_eq!(m.state(), MountState::Nudged);
+    }
+
+    #[test]
+    fn a_remount_with_old_content_gets_one_more_nudge_and_never_a_third() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = lagging(&clock);
+        m.step(Input::Tick, clock.at(2.0), &LIMITS);
+        // kubelet remounted, but with what its own watch had: still the old content.
+        assert!(m.step(disk("..g2", "a"), clock.at(2.5), &LIMITS).is_empty());
+        assert_eq!(m.next_deadline(&LIMITS), Some(clock.at(4.0)));
+        assert_eq!(
+            reasons(&m.step(Input::Tick, clock.at(4.0), &LIMITS)),
+            vec!["nudge#2"]
+        );
+        assert_eq!(
+            m.next_deadline(&LIMITS),
+            Some(clock.at(10.0)),
+            "only stuck is left"
+        );
+        assert!(m.step(Input::Tick, clock.at(9.0), &LIMITS).is_empty());
+    }
+
+    #[test]
+    fn a_new_secret_version_earns_new_nudges() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = lagging(&clock);
+        m.step(Input::Tick, clock.at(2.0), &LIMITS);
+        m.step(Input::Tick, clock.at(4.0), &LIMITS);
+        let actions = m.step(expected("3", "c"), clock.at(5.0), &LIMITS);
+        assert_eq!(
+            reasons(&actions),
+            vec!["nudge#1"],
+            "behind for > nudge.after already"
+        );
+    }
+
+    #[test]
+    fn stuck_after_stuck_after_with_exactly_one_event_then_recovered() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = lagging(&clock);
+        m.step(Input::Tick, clock.at(2.0), &LIMITS);
+        m.step(Input::Tick, clock.at(4.0), &LIMITS);
+        let actions = m.step(Input::Tick, clock.at(10.0), &LIMITS);
+        assert_eq!(reasons(&actions), vec!["SecretMountStuck"]);
+        let Action::Event { note, .. } = &actions[0] else {
+            unreachable!()
+        };
+        assert!(
+            note.contains("edge-tls@2") && note.contains("10.0s"),
+            "{note}"
+        );
+        assert_eq!(m.state(), MountState::Stuck);
+        assert_eq!(m.next_deadline(&LIMITS), None, "nothing more to wait for");
+        for t in [11.0, 20.0, 300.0] {
+            assert!(m.step(Input::Tick, clock.at(t), &LIMITS).is_empty());
+        }
+        let actions = m.step(disk("..g3", "b"), clock.at(301.0), &LIMITS);
+        assert_eq!(reasons(&actions), vec!["SecretMountRecovered", "lag 301.0"]);
+        assert_eq!(m.state(), MountState::InSync);
+    }
+
+    #[test]
+    fn catching_up_records_the_lag_and_raises_no_event() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = lagging(&clock);
+        let actions = m.step(disk("..g2", "b"), clock.at(0.7), &LIMITS);
+        assert_eq!(reasons(&actions), vec!["lag 0.7"]);
+        assert_eq!(m.state(), MountState::InSync);
+        assert_eq!(m.next_deadline(&LIMITS), None);
+    }
+
+    #[test]
+    fn with_nudges_disabled_it_only_waits_and_reports_stuck() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let limits = Thresholds {
+            nudge_enabled: false,
+            ..LIMITS
+        };
+        let mut m = lagging(&clock);
+        assert_eq!(m.next_deadline(&limits), Some(clock.at(10.0)));
+        assert!(m.step(Input::Tick, clock.at(5.0), &limits).is_empty());
+        assert_eq!(m.state(), MountState::Pending);
+        assert_eq!(
+            reasons(&m.step(Input::Tick, clock.at(10.0), &limits)),
+            vec!["SecretMountStuck"]
+        );
+    }
+
+    #[test]
+    fn while_the_api_is_unhealthy_nothing_is_raised() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = lagging(&clock);
+        assert!(
+            m.step(Input::ApiHealthy(false), clock.at(1.0), &LIMITS)
+                .is_empty()
+        );
+        assert_eq!(m.next_deadline(&LIMITS), None);
+        for t in [2.0, 10.0, 60.0] {
+            assert!(m.step(Input::Tick, clock.at(t), &LIMITS).is_empty());
+        }
+        // Disk keeps being watched: catching up still counts.
+        let mut other = lagging(&clock);
+        other.step(Input::ApiHealthy(false), clock.at(1.0), &LIMITS);
+        assert_eq!(
+            reasons(&other.step(disk("..g2", "b"), clock.at(3.0), &LIMITS)),
+            vec!["lag 3.0"]
+        );
+        // Back, still behind after 60 s: the nudge goes first, then stuck is justified.
+        let actions = m.step(Input::ApiHealthy(true), clock.at(61.0), &LIMITS);
+        assert_eq!(reasons(&actions), vec!["nudge#1", "SecretMountStuck"]);
+    }
+
+    #[test]
+    fn a_missing_required_secret_is_its_own_state() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = lagging(&clock);
+        let actions = m.step(
+            Input::Expected(Expected::MountFails {
+                reason: "gone".into(),
+            }),
+            clock.at(1.0),
+            &LIMITS,
+        );
+        assert!(actions.is_empty());
+        assert_eq!(m.state(), MountState::SecretMissing);
+        assert!(m.step(Input::Tick, clock.at(100.0), &LIMITS).is_empty());
+        // Recreated with the content already on disk.
+        m.step(expected("9", "a"), clock.at(101.0), &LIMITS);
+        assert_eq!(m.state(), MountState::InSync);
+    }
+
+    #[test]
+    fn an_unreadable_volume_is_its_own_state() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = lagging(&clock);
+        let unreadable = Input::Disk(DiskView::Unreadable {
+            reason: "EACCES".into(),
+        });
+        assert!(m.step(unreadable, clock.at(1.0), &LIMITS).is_empty());
+        assert_eq!(m.state(), MountState::Unreadable);
+        assert!(m.step(Input::Tick, clock.at(50.0), &LIMITS).is_empty());
+    }
+
+    #[test]
+    fn subpath_consumers_are_reported_once_and_subpath_only_mounts_never_nudge() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = Mount::new(MountSpec {
+            pod: pod(),
+            volume: "tls".into(),
+            subpath_containers: vec!["nginx".into()],
+            subpath_only: true,
+        });
+        let actions = m.step(expected("1", "a"), clock.at(0.0), &LIMITS);
+        assert_eq!(reasons(&actions), vec!["SubPathNeverUpdates"]);
+        assert!(m.step(disk("..g1", "a"), clock.at(0.0), &LIMITS).is_empty());
+        assert!(
+            m.step(expected("2", "b"), clock.at(1.0), &LIMITS)
+                .is_empty()
+        );
+        assert_eq!(m.state(), MountState::NeverUpdates);
+        for t in [3.0, 11.0, 100.0] {
+            assert!(m.step(Input::Tick, clock.at(t), &LIMITS).is_empty());
+        }
+        assert_eq!(m.next_deadline(&LIMITS), None);
+    }
+
+    #[test]
+    fn a_restart_counts_the_nudge_a_previous_run_left_on_the_pod() {
+        let clock = Clock(Instant::now() + Duration::from_secs(1000));
+        let mut m = mount();
+        m.step(expected("2", "b"), clock.at(0.0), &LIMITS);
+        let Expected::Files(files) = m.expected() else {
+            unreachable!()
+        };
+        let version = files.version_key();
+        m.step(
+            Input::ResyncAnnotation(Some(version)),
+            clock.at(0.0),
+            &LIMITS,
+        );
+        m.step(disk("..g1", "a"), clock.at(0.0), &LIMITS);
+        assert!(m.step(Input::Tick, clock.at(1.0), &LIMITS).is_empty());
+        assert_eq!(
+            reasons(&m.step(Input::Tick, clock.at(2.0), &LIMITS)),
+            vec!["nudge#2"]
+        );
+        assert_eq!(m.next_deadline(&LIMITS), Some(clock.at(10.0)));
+    }
+}
