@@ -34,6 +34,13 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent (the DaemonSet entrypoint).
+    Agent(AgentArgs),
+    /// Validate a configuration file; every error is reported with its key and line.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Read kubelet volume directories (a volume, a pod directory or a whole kubelet root) and
     /// report generation, files, digests, certificates, key-pair match and expiry.
     ///
@@ -46,6 +53,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Configuration file (YAML); built-in defaults when absent.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's name (the pod watch is scoped to it).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// kubelet's root directory.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    pub kubelet_root: PathBuf,
+    /// Where the host's /proc is visible.
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// Address of the health endpoint (/livez, /readyz, /metrics, /status).
+    #[arg(long, default_value = "0.0.0.0:9977")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// Entry point for the binary.
@@ -70,7 +96,65 @@ fn init_tracing(format: LogFormat) {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Inspect { paths, json } => run_inspect(&paths, json),
+        Command::CheckConfig { file } => crate::config::check_config_command(&file),
+        Command::Agent(args) => run_agent(args),
     }
+}
+
+fn run_agent(args: AgentArgs) -> u8 {
+    let config = match &args.config {
+        Some(path) => match crate::config::Config::load(path) {
+            Ok(config) => config,
+            Err(errors) => {
+                eprintln!("mountlag agent: invalid configuration:\n{errors}");
+                return EXIT_USAGE;
+            }
+        },
+        None => crate::config::Config::default(),
+    };
+    let options = crate::run::AgentOptions {
+        config,
+        node_name: args.node_name,
+        kubelet_root: args.kubelet_root,
+        proc_root: args.proc_root,
+        listen: args.listen,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mountlag agent: cannot start the runtime: {err}");
+            return 1;
+        }
+    };
+    match runtime.block_on(crate::run::run_agent(options, shutdown_signal())) {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "agent failed");
+            1
+        }
+    }
+}
+
+/// Resolves on SIGTERM (kubelet stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown requested");
 }
 
 fn run_inspect(paths: &[PathBuf], json: bool) -> u8 {

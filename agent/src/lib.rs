@@ -13,10 +13,14 @@
 //! ```
 #![doc(html_no_source)]
 
+pub mod actions;
+pub mod admin;
 pub mod cert;
 pub mod cli;
+pub mod config;
 pub mod discovery;
 pub mod inspect;
 pub mod kubelet;
 pub mod reconcile;
+pub mod run;
 pub mod watch;

@@ -2,6 +2,9 @@
 //! feeds it from pods, Secrets and disk ([`index`]). Pure: no tokio, no kube; the clock is an
 //! argument.
 
+pub mod index;
 pub mod mount;
+
+pub use index::{MountIndex, MountKey, MountStatus, SecretKey};
 
 pub use mount::{Action, DiskView, EventReason, Mount, MountState, PodRef, Thresholds};

@@ -68,6 +68,40 @@ impl RescanReason {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// `mountlag_rescans_total{reason}`.
+#[derive(Debug, Clone, Default)]
+pub struct WatchMetrics {
+    rescans: prometheus_client::metrics::family::Family<
+        ReasonLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl WatchMetrics {
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "mountlag_rescans",
+            "Full re-reads of every tracked volume, by cause",
+            metrics.rescans.clone(),
+        );
+        metrics
+    }
+
+    pub fn rescanned(&self, reason: RescanReason) {
+        self.rescans
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("cannot create the inotify instance: {0}")]

@@ -1,0 +1,240 @@
+//! Where an action touches the system. One executor performs what the reconcile step decided;
+//! each side effect sits behind a narrow trait so the pipeline can be driven in tests.
+//!
+//! ```text
+//!  Action::Nudge ──▶ PodPatcher::annotate (merge patch of mountlag.io/resync) ──▶ KubeletResyncRequested
+//!  Action::Event ──▶ EventLimiter ──▶ EventPublisher::publish (events.k8s.io/v1, series dedup)
+//!  Action::ObserveLag ──▶ mountlag_mount_lag_seconds
+//! ```
+
+pub mod events;
+pub mod kube_sinks;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::reconcile::{Action, EventReason, PodRef};
+
+pub use events::EventLimiter;
+
+/// Why a call to the API failed, as a stable label value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFailure {
+    pub reason: String,
+    pub message: String,
+}
+
+/// Patches the nudge annotation onto a pod.
+pub trait PodPatcher: Send + Sync + 'static {
+    fn annotate(
+        &self,
+        pod: &PodRef,
+        key: &str,
+        value: &str,
+    ) -> BoxFuture<'static, Result<(), ApiFailure>>;
+}
+
+/// Publishes a Kubernetes Event regarding a pod.
+pub trait EventPublisher: Send + Sync + 'static {
+    fn publish(
+        &self,
+        pod: &PodRef,
+        reason: EventReason,
+        note: &str,
+    ) -> BoxFuture<'static, Result<(), ApiFailure>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ApiErrorLabels {
+    pub resource: String,
+    pub reason: String,
+}
+
+/// The executor's metrics, registered into the agent's one registry.
+#[derive(Debug, Clone)]
+pub struct ExecutorMetrics {
+    nudges: Family<ResultLabel, Counter>,
+    pub api_errors: Family<ApiErrorLabels, Counter>,
+    lag: Histogram,
+    events: Family<EventLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabels {
+    reason: &'static str,
+    result: &'static str,
+}
+
+/// Buckets from 50 ms (a nudged remount) to 10 minutes (kubelet's slowest sync and beyond).
+const LAG_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 300.0, 600.0,
+];
+
+impl ExecutorMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            nudges: Family::default(),
+            api_errors: Family::default(),
+            lag: Histogram::new(LAG_BUCKETS),
+            events: Family::default(),
+        };
+        registry.register(
+            "mountlag_kubelet_nudges",
+            "Pod annotation patches that ask kubelet to resync a lagging mount",
+            metrics.nudges.clone(),
+        );
+        registry.register(
+            "mountlag_api_errors",
+            "Failed Kubernetes API calls and watch errors",
+            metrics.api_errors.clone(),
+        );
+        registry.register_with_unit(
+            "mountlag_mount_lag",
+            "Time from an API change being observed to the volume on disk matching it",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.lag.clone(),
+        );
+        registry.register(
+            "mountlag_events",
+            "Kubernetes Events by reason and whether they were published, rate-limited or failed",
+            metrics.events.clone(),
+        );
+        metrics
+    }
+
+    pub fn api_error(&self, resource: &str, reason: &str) {
+        self.api_errors
+            .get_or_create(&ApiErrorLabels {
+                resource: resource.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Performs actions. Cheap to clone; every call spawns its side effect so the reconcile loop
+/// never waits on the API.
+#[derive(Clone)]
+pub struct Executor {
+    patcher: Arc<dyn PodPatcher>,
+    publisher: Arc<dyn EventPublisher>,
+    limiter: Arc<Mutex<EventLimiter>>,
+    metrics: ExecutorMetrics,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    pub fn new(
+        patcher: Arc<dyn PodPatcher>,
+        publisher: Arc<dyn EventPublisher>,
+        limiter: EventLimiter,
+        metrics: ExecutorMetrics,
+    ) -> Self {
+        Self {
+            patcher,
+            publisher,
+            limiter: Arc::new(Mutex::new(limiter)),
+            metrics,
+        }
+    }
+
+    pub fn execute(&self, action: Action) {
+        match action {
+            Action::ObserveLag { seconds } => self.metrics.lag.observe(seconds),
+            Action::Nudge {
+                pod,
+                volume,
+                version,
+                attempt,
+            } => {
+                let this = self.clone();
+                tokio::spawn(async move { this.nudge(pod, volume, version, attempt).await });
+            }
+            Action::Event { pod, reason, note } => {
+                let this = self.clone();
+                tokio::spawn(async move { this.event(pod, reason, note).await });
+            }
+        }
+    }
+
+    async fn nudge(&self, pod: PodRef, volume: String, version: String, attempt: u8) {
+        let result = self
+            .patcher
+            .annotate(&pod, crate::discovery::RESYNC_ANNOTATION, &version)
+            .await;
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .nudges
+                    .get_or_create(&ResultLabel { result: "success" })
+                    .inc();
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, %volume, %version, attempt, "asked kubelet to resync");
+                let note = format!(
+                    "annotated {}={version} so kubelet remounts volume {volume:?} now instead of at its next sync (attempt {attempt})",
+                    crate::discovery::RESYNC_ANNOTATION
+                );
+                self.event(pod, EventReason::KubeletResyncRequested, note)
+                    .await;
+            }
+            Err(failure) => {
+                self.metrics
+                    .nudges
+                    .get_or_create(&ResultLabel { result: "error" })
+                    .inc();
+                self.metrics.api_error("pods", &failure.reason);
+                tracing::warn!(namespace = %pod.namespace, pod = %pod.name, %volume, error = %failure.message, "nudge failed");
+            }
+        }
+    }
+
+    async fn event(&self, pod: PodRef, reason: EventReason, note: String) {
+        let allowed = self
+            .limiter
+            .lock()
+            .map(|mut l| l.allow(&pod.uid, reason, Instant::now()))
+            .unwrap_or(true);
+        if !allowed {
+            self.count_event(reason, "rate_limited");
+            tracing::debug!(pod = %pod.name, reason = reason.as_str(), "event rate-limited");
+            return;
+        }
+        match self.publisher.publish(&pod, reason, &note).await {
+            Ok(()) => {
+                self.count_event(reason, "published");
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, reason = reason.as_str(), %note, "event");
+            }
+            Err(failure) => {
+                self.count_event(reason, "error");
+                self.metrics.api_error("events", &failure.reason);
+                tracing::warn!(pod = %pod.name, reason = reason.as_str(), error = %failure.message, "cannot publish event");
+            }
+        }
+    }
+
+    fn count_event(&self, reason: EventReason, result: &'static str) {
+        self.metrics
+            .events
+            .get_or_create(&EventLabels {
+                reason: reason.as_str(),
+                result,
+            })
+            .inc();
+    }
+}

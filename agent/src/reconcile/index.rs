@@ -1,0 +1,682 @@
+//! The mount index: which pods, Secrets and volume directories exist, and which mount each
+//! change concerns. It owns every [`Mount`] and forwards inputs to the ones affected.
+//!
+//! ```text
+//!  ControllerPod ──▶ mounts (pod uid, volume) ──▶ volume dir on disk
+//!        │                  ▲        ▲
+//!        └─▶ Secret refs ───┘        └── DiskView (watcher + snapshot)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::discovery::{ControllerPod, Expected, SecretLookup, SecretView, expected_payload};
+use crate::kubelet::KubeletRoot;
+
+use super::mount::{Action, DiskView, Input, Mount, MountSpec, MountState, PodRef, Thresholds};
+
+/// A Secret by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A mount: one secret or projected volume of one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MountKey {
+    pub pod_uid: String,
+    pub volume: String,
+}
+
+#[derive(Debug, Default)]
+struct SecretEntry {
+    view: Option<SecretView>,
+    /// The watch has delivered its first list.
+    synced: bool,
+    /// The watch is currently connected.
+    healthy: bool,
+}
+
+#[derive(Debug)]
+struct MountEntry {
+    mount: Mount,
+    path: PathBuf,
+    secrets: Vec<SecretKey>,
+}
+
+/// What `/status` and `mountlag status` show of one mount. No secret bytes: digests,
+/// resourceVersions and states only.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountStatus {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub controller: String,
+    pub containers: Vec<String>,
+    pub volume: String,
+    pub path: PathBuf,
+    pub secrets: Vec<SecretRefStatus>,
+    pub state: &'static str,
+    pub lag_seconds: Option<f64>,
+    pub disk_generation: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRefStatus {
+    pub name: String,
+    pub resource_version: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct MountIndex {
+    kubelet: KubeletRoot,
+    limits: Thresholds,
+    pods: BTreeMap<String, ControllerPod>,
+    /// Containers each pod's controller profile watches (`None`: all).
+    watched_containers: BTreeMap<String, Option<Vec<String>>>,
+    secrets: BTreeMap<SecretKey, SecretEntry>,
+    mounts: BTreeMap<MountKey, MountEntry>,
+    by_path: HashMap<PathBuf, MountKey>,
+    pods_healthy: bool,
+}
+
+impl MountIndex {
+    pub fn new(kubelet: KubeletRoot, limits: Thresholds) -> Self {
+        Self {
+            kubelet,
+            limits,
+            pods: BTreeMap::new(),
+            watched_containers: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            mounts: BTreeMap::new(),
+            by_path: HashMap::new(),
+            pods_healthy: true,
+        }
+    }
+
+    pub fn limits(&self) -> &Thresholds {
+        &self.limits
+    }
+
+    /// Adds or updates a controller pod; `containers` limits which of its containers count.
+    pub fn upsert_pod(
+        &mut self,
+        pod: ControllerPod,
+        containers: Option<Vec<String>>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let uid = pod.uid.clone();
+        let wanted = self.mount_specs(&pod, containers.as_deref());
+        let stale: Vec<MountKey> = self
+            .mounts
+            .keys()
+            .filter(|k| k.pod_uid == uid && !wanted.iter().any(|(key, _, _)| key == *k))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.drop_mount(&key);
+        }
+        let annotation = pod.resync_annotation.clone();
+        self.pods.insert(uid.clone(), pod);
+        self.watched_containers.insert(uid, containers);
+        let mut actions = Vec::new();
+        for (key, spec, secrets) in wanted {
+            for secret in &secrets {
+                self.secrets.entry(secret.clone()).or_default();
+            }
+            if !self.mounts.contains_key(&key) {
+                let path = self
+                    .kubelet
+                    .volume_dir(&key.pod_uid, spec.kind, &key.volume);
+                self.by_path.insert(path.clone(), key.clone());
+                self.mounts.insert(
+                    key.clone(),
+                    MountEntry {
+                        mount: Mount::new(spec.mount),
+                        path,
+                        secrets,
+                    },
+                );
+                actions.extend(self.refresh_expected(&key, now));
+                actions.extend(self.feed(&key, Input::ApiHealthy(self.api_healthy_for(&key)), now));
+            }
+            actions.extend(self.feed(&key, Input::ResyncAnnotation(annotation.clone()), now));
+        }
+        self.forget_unreferenced_secrets();
+        actions
+    }
+
+    pub fn remove_pod(&mut self, uid: &str) {
+        self.pods.remove(uid);
+        self.watched_containers.remove(uid);
+        let keys: Vec<MountKey> = self
+            .mounts
+            .keys()
+            .filter(|k| k.pod_uid == uid)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.drop_mount(&key);
+        }
+        self.forget_unreferenced_secrets();
+    }
+
+    /// Replaces the whole pod set after a (re)list; pods not in it are gone.
+    pub fn replace_pods(
+        &mut self,
+        pods: Vec<(ControllerPod, Option<Vec<String>>)>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let keep: BTreeSet<String> = pods.iter().map(|(p, _)| p.uid.clone()).collect();
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|uid| !keep.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            self.remove_pod(&uid);
+        }
+        let mut actions = Vec::new();
+        for (pod, containers) in pods {
+            actions.extend(self.upsert_pod(pod, containers, now));
+        }
+        actions
+    }
+
+    pub fn pod_uids(&self) -> impl Iterator<Item = &str> {
+        self.pods.keys().map(String::as_str)
+    }
+
+    /// The pod watch (dis)connected: while down, no Event or nudge is raised.
+    pub fn set_pods_healthy(&mut self, healthy: bool, now: Instant) -> Vec<Action> {
+        self.pods_healthy = healthy;
+        self.refresh_health(now)
+    }
+
+    /// A Secret watch delivered the current state: `None` when the Secret does not exist.
+    pub fn secret_observed(
+        &mut self,
+        key: &SecretKey,
+        view: Option<SecretView>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let Some(entry) = self.secrets.get_mut(key) else {
+            return Vec::new();
+        };
+        entry.view = view;
+        entry.synced = true;
+        entry.healthy = true;
+        let mut actions = Vec::new();
+        for mount in self.mounts_of_secret(key) {
+            actions.extend(self.refresh_expected(&mount, now));
+            actions.extend(self.feed(&mount, Input::ApiHealthy(self.api_healthy_for(&mount)), now));
+        }
+        actions
+    }
+
+    /// A Secret watch failed (or recovered without news).
+    pub fn secret_watch_health(
+        &mut self,
+        key: &SecretKey,
+        healthy: bool,
+        now: Instant,
+    ) -> Vec<Action> {
+        let Some(entry) = self.secrets.get_mut(key) else {
+            return Vec::new();
+        };
+        entry.healthy = healthy;
+        let mut actions = Vec::new();
+        for mount in self.mounts_of_secret(key) {
+            actions.extend(self.feed(&mount, Input::ApiHealthy(self.api_healthy_for(&mount)), now));
+        }
+        actions
+    }
+
+    /// What the disk holds in a volume directory; unknown paths are ignored.
+    pub fn disk_observed(&mut self, path: &Path, disk: DiskView, now: Instant) -> Vec<Action> {
+        let Some(key) = self.by_path.get(path).cloned() else {
+            return Vec::new();
+        };
+        self.feed(&key, Input::Disk(disk), now)
+    }
+
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let due: Vec<MountKey> = self
+            .mounts
+            .iter()
+            .filter(|(_, e)| {
+                e.mount
+                    .next_deadline(&self.limits)
+                    .is_some_and(|d| d <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        due.iter()
+            .flat_map(|k| self.feed(k, Input::Tick, now))
+            .collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.mounts
+            .values()
+            .filter_map(|e| e.mount.next_deadline(&self.limits))
+            .min()
+    }
+
+    /// Every Secret some tracked mount depends on: one watch each.
+    pub fn wanted_secrets(&self) -> BTreeSet<SecretKey> {
+        self.secrets.keys().cloned().collect()
+    }
+
+    /// Every volume directory to watch on disk.
+    pub fn volume_paths(&self) -> BTreeSet<PathBuf> {
+        self.by_path.keys().cloned().collect()
+    }
+
+    /// Whether every referenced Secret has been listed once.
+    pub fn secrets_synced(&self) -> bool {
+        self.secrets.values().all(|s| s.synced)
+    }
+
+    /// Secrets not yet listed, for the readiness message.
+    pub fn unsynced_secrets(&self) -> Vec<&SecretKey> {
+        self.secrets
+            .iter()
+            .filter(|(_, s)| !s.synced)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Whether every mount has seen its volume directory at least once.
+    pub fn disk_scanned(&self) -> bool {
+        self.mounts.values().all(|e| e.mount.disk().is_some())
+    }
+
+    /// Whether the mount at `path` has been read from disk at least once.
+    pub fn volume_scanned(&self, path: &Path) -> bool {
+        self.by_path
+            .get(path)
+            .and_then(|key| self.mounts.get(key))
+            .is_some_and(|e| e.mount.disk().is_some())
+    }
+
+    pub fn mount_count(&self) -> usize {
+        self.mounts.len()
+    }
+
+    pub fn count_by_state(&self) -> BTreeMap<MountState, usize> {
+        let mut counts: BTreeMap<MountState, usize> =
+            MountState::ALL.iter().map(|s| (*s, 0)).collect();
+        for entry in self.mounts.values() {
+            *counts.entry(entry.mount.state()).or_default() += 1;
+        }
+        counts
+    }
+
+    pub fn status(&self, now: Instant) -> Vec<MountStatus> {
+        self.mounts
+            .iter()
+            .filter_map(|(key, entry)| {
+                let pod = self.pods.get(&key.pod_uid)?;
+                let containers = pod
+                    .consumers(&key.volume)
+                    .map(|(c, _)| c.name.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                Some(MountStatus {
+                    namespace: pod.namespace.clone(),
+                    pod: pod.name.clone(),
+                    pod_uid: pod.uid.clone(),
+                    controller: pod.controller.clone(),
+                    containers,
+                    volume: key.volume.clone(),
+                    path: entry.path.clone(),
+                    secrets: entry
+                        .secrets
+                        .iter()
+                        .map(|s| SecretRefStatus {
+                            name: s.name.clone(),
+                            resource_version: self
+                                .secrets
+                                .get(s)
+                                .and_then(|e| e.view.as_ref())
+                                .map(|v| v.resource_version.clone()),
+                        })
+                        .collect(),
+                    state: entry.mount.state().label(),
+                    lag_seconds: entry.mount.lag(now).map(|d| d.as_secs_f64()),
+                    disk_generation: match entry.mount.disk() {
+                        Some(DiskView::Files { generation, .. }) => generation.clone(),
+                        _ => None,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The mounts of `pod` that its profile watches, with their specs and Secret references.
+    fn mount_specs(
+        &self,
+        pod: &ControllerPod,
+        containers: Option<&[String]>,
+    ) -> Vec<(MountKey, SpecWithKind, Vec<SecretKey>)> {
+        let watched = |name: &str| containers.is_none_or(|list| list.iter().any(|c| c == name));
+        pod.volumes
+            .iter()
+            .filter_map(|volume| {
+                let consumers: Vec<_> = pod
+                    .consumers(&volume.name)
+                    .filter(|(c, _)| watched(&c.name))
+                    .collect();
+                if consumers.is_empty() {
+                    return None;
+                }
+                let subpath_containers: Vec<String> = consumers
+                    .iter()
+                    .filter(|(_, m)| m.sub_path.is_some())
+                    .map(|(c, _)| c.name.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let subpath_only = consumers.iter().all(|(_, m)| m.sub_path.is_some());
+                let key = MountKey {
+                    pod_uid: pod.uid.clone(),
+                    volume: volume.name.clone(),
+                };
+                let secrets = volume
+                    .sources
+                    .iter()
+                    .map(|s| SecretKey {
+                        namespace: pod.namespace.clone(),
+                        name: s.secret.clone(),
+                    })
+                    .collect();
+                let spec = SpecWithKind {
+                    kind: volume.kind,
+                    mount: MountSpec {
+                        pod: PodRef {
+                            namespace: pod.namespace.clone(),
+                            name: pod.name.clone(),
+                            uid: pod.uid.clone(),
+                        },
+                        volume: volume.name.clone(),
+                        subpath_containers,
+                        subpath_only,
+                    },
+                };
+                Some((key, spec, secrets))
+            })
+            .collect()
+    }
+
+    fn drop_mount(&mut self, key: &MountKey) {
+        if let Some(entry) = self.mounts.remove(key) {
+            self.by_path.remove(&entry.path);
+        }
+    }
+
+    fn forget_unreferenced_secrets(&mut self) {
+        let referenced: BTreeSet<&SecretKey> = self
+            .mounts
+            .values()
+            .flat_map(|e| e.secrets.iter())
+            .collect();
+        let unreferenced: Vec<SecretKey> = self
+            .secrets
+            .keys()
+            .filter(|k| !referenced.contains(k))
+            .cloned()
+            .collect();
+        for key in unreferenced {
+            self.secrets.remove(&key);
+        }
+    }
+
+    fn mounts_of_secret(&self, key: &SecretKey) -> Vec<MountKey> {
+        self.mounts
+            .iter()
+            .filter(|(_, e)| e.secrets.contains(key))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn api_healthy_for(&self, key: &MountKey) -> bool {
+        self.pods_healthy
+            && self.mounts.get(key).is_some_and(|e| {
+                e.secrets.iter().all(|s| {
+                    self.secrets
+                        .get(s)
+                        .is_some_and(|entry| entry.synced && entry.healthy)
+                })
+            })
+    }
+
+    fn refresh_health(&mut self, now: Instant) -> Vec<Action> {
+        let keys: Vec<MountKey> = self.mounts.keys().cloned().collect();
+        keys.iter()
+            .flat_map(|k| {
+                let healthy = self.api_healthy_for(k);
+                self.feed(k, Input::ApiHealthy(healthy), now)
+            })
+            .collect()
+    }
+
+    fn refresh_expected(&mut self, key: &MountKey, now: Instant) -> Vec<Action> {
+        let Some(expected) = self.expected_for(key) else {
+            return Vec::new();
+        };
+        self.feed(key, Input::Expected(expected), now)
+    }
+
+    fn expected_for(&self, key: &MountKey) -> Option<Expected> {
+        let pod = self.pods.get(&key.pod_uid)?;
+        let volume = pod.volumes.iter().find(|v| v.name == key.volume)?;
+        Some(expected_payload(volume, |name| {
+            let secret = SecretKey {
+                namespace: pod.namespace.clone(),
+                name: name.to_string(),
+            };
+            match self.secrets.get(&secret) {
+                Some(SecretEntry {
+                    synced: true,
+                    view: Some(view),
+                    ..
+                }) => SecretLookup::Found(view),
+                Some(SecretEntry { synced: true, .. }) => SecretLookup::Missing,
+                _ => SecretLookup::NotSynced,
+            }
+        }))
+    }
+
+    fn feed(&mut self, key: &MountKey, input: Input, now: Instant) -> Vec<Action> {
+        let terminating = self.pods.get(&key.pod_uid).is_some_and(|p| p.terminating);
+        let limits = Thresholds {
+            nudge_enabled: self.limits.nudge_enabled && !terminating,
+            ..self.limits
+        };
+        match self.mounts.get_mut(key) {
+            Some(entry) => entry.mount.step(input, now, &limits),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A mount spec with the plugin kind that decides its directory.
+#[derive(Debug)]
+struct SpecWithKind {
+    kind: crate::kubelet::VolumeKind,
+    mount: MountSpec,
+}
+
+/// Default thresholds, as the config's defaults (used by tests and benches).
+pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds {
+    nudge_enabled: true,
+    nudge_after: Duration::from_secs(2),
+    stuck_after: Duration::from_secs(120),
+};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::discovery::pod::{ContainerInfo, SecretSource, SecretVolume, VolumeMountInfo};
+    use crate::kubelet::VolumeKind;
+
+    fn pod(uid: &str, secret: &str, sub_path: Option<&str>) -> ControllerPod {
+        ControllerPod {
+            uid: uid.into(),
+            namespace: "ingress".into(),
+            name: format!("edge-{uid}"),
+            controller: "edge".into(),
+            labels: BTreeMap::new(),
+            resync_annotation: None,
+            host_network: false,
+            pod_ips: vec![],
+            terminating: false,
+            containers: vec![
+                ContainerInfo {
+                    name: "nginx".into(),
+                    container_id: None,
+                    mounts: vec![VolumeMountInfo {
+                        volume: "tls".into(),
+                        mount_path: "/etc/tls".into(),
+                        sub_path: sub_path.map(str::to_owned),
+                    }],
+                },
+                ContainerInfo {
+                    name: "exporter".into(),
+                    container_id: None,
+                    mounts: vec![],
+                },
+            ],
+            volumes: vec![SecretVolume {
+                name: "tls".into(),
+                kind: VolumeKind::Secret,
+                sources: vec![SecretSource {
+                    secret: secret.into(),
+                    items: None,
+                    optional: false,
+                }],
+                has_other_sources: false,
+            }],
+        }
+    }
+
+    fn view(name: &str, rv: &str, digest: &str) -> SecretView {
+        SecretView {
+            namespace: "ingress".into(),
+            name: name.into(),
+            uid: "s".into(),
+            resource_version: rv.into(),
+            keys: BTreeMap::from([("tls.crt".to_string(), digest.to_string())]),
+            certificates: BTreeMap::new(),
+            immutable: false,
+        }
+    }
+
+    fn disk(digest: &str) -> DiskView {
+        DiskView::Files {
+            generation: Some("..g".into()),
+            files: BTreeMap::from([("tls.crt".to_string(), Some(digest.to_string()))]),
+        }
+    }
+
+    fn key(name: &str) -> SecretKey {
+        SecretKey {
+            namespace: "ingress".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_pod_brings_its_secret_watches_and_volume_dirs_and_takes_them_away() {
+        let now = Instant::now();
+        let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+        index.upsert_pod(pod("u1", "edge-tls", None), None, now);
+        assert_eq!(index.wanted_secrets(), BTreeSet::from([key("edge-tls")]));
+        let path = PathBuf::from("/k/pods/u1/volumes/kubernetes.io~secret/tls");
+        assert_eq!(index.volume_paths(), BTreeSet::from([path.clone()]));
+        assert!(!index.secrets_synced());
+        assert!(!index.disk_scanned());
+
+        index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "1", "a")), now);
+        index.disk_observed(&path, disk("a"), now);
+        assert!(index.secrets_synced() && index.disk_scanned());
+        assert_eq!(index.count_by_state()[&MountState::InSync], 1);
+        let status = index.status(now);
+        assert_eq!(status[0].state, "in_sync");
+        assert_eq!(status[0].secrets[0].resource_version.as_deref(), Some("1"));
+        assert_eq!(status[0].containers, vec!["nginx"]);
+
+        index.remove_pod("u1");
+        assert!(index.wanted_secrets().is_empty());
+        assert!(index.volume_paths().is_empty());
+    }
+
+    #[test]
+    fn a_container_filter_leaves_unwatched_consumers_out() {
+        let now = Instant::now();
+        let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+        index.upsert_pod(
+            pod("u1", "edge-tls", None),
+            Some(vec!["exporter".into()]),
+            now,
+        );
+        assert_eq!(index.mount_count(), 0);
+        assert!(index.wanted_secrets().is_empty());
+    }
+
+    #[test]
+    fn a_secret_update_makes_the_mount_pending_and_the_deadline_drives_the_nudge() {
+        let now = Instant::now();
+        let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+        index.upsert_pod(pod("u1", "edge-tls", None), None, now);
+        let path = index.volume_paths().into_iter().next().unwrap();
+        index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "1", "a")), now);
+        index.disk_observed(&path, disk("a"), now);
+        index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "2", "b")), now);
+        assert_eq!(index.count_by_state()[&MountState::Pending], 1);
+        let due = index.next_deadline().unwrap();
+        assert_eq!(due, now + Duration::from_secs(2));
+        assert!(index.tick(now + Duration::from_secs(1)).is_empty());
+        let actions = index.tick(due);
+        assert!(
+            matches!(actions.as_slice(), [Action::Nudge { attempt: 1, .. }]),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn while_the_pod_watch_is_down_no_action_is_taken() {
+        let now = Instant::now();
+        let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+        index.upsert_pod(pod("u1", "edge-tls", None), None, now);
+        let path = index.volume_paths().into_iter().next().unwrap();
+        index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "1", "a")), now);
+        index.disk_observed(&path, disk("old"), now);
+        index.set_pods_healthy(false, now);
+        assert!(index.tick(now + Duration::from_secs(300)).is_empty());
+        assert_eq!(index.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_relist_drops_pods_that_are_gone() {
+        let now = Instant::now();
+        let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+        index.upsert_pod(pod("u1", "a", None), None, now);
+        index.upsert_pod(pod("u2", "b", Some("tls.crt")), None, now);
+        let actions = index.replace_pods(vec![(pod("u2", "b", Some("tls.crt")), None)], now);
+        assert!(
+            actions.is_empty(),
+            "u2 was known: no second SubPathNeverUpdates"
+        );
+        assert_eq!(index.pod_uids().collect::<Vec<_>>(), vec!["u2"]);
+        assert_eq!(index.wanted_secrets(), BTreeSet::from([key("b")]));
+    }
+}
