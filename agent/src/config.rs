@@ -12,7 +12,7 @@
 //! How: the text is parsed once into a `serde_yaml::Value` (a syntax error is one error with the
 //! parser's position), then each section is checked by hand so that one bad value does not hide
 //! the next. Positions of key paths come from a small locator over the source text
-//! ([`locate`]), built only when there is an error to report. `serde_yaml` stays inside this
+//! (`locate`), built only when there is an error to report. `serde_yaml` stays inside this
 //! module: no type of it appears in the public API.
 //!
 //! The reference for users is `docs/configuration.md`; a commented example that passes
@@ -47,6 +47,10 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub const MAX_DURATION: Duration = Duration::from_secs(3650 * DAY_SECS);
 
 const DAY_SECS: u64 = 86_400;
+
+/// Deeper `[`/`{` nesting is refused before parsing: libyaml's time grows with nesting depth
+/// times tokens (a 1 MiB run of `{a: ` takes minutes), and no config needs more than a few.
+const MAX_FLOW_DEPTH: usize = 32;
 
 const TOP_KEYS: &[&str] = &[
     "stuckAfter",
@@ -241,6 +245,20 @@ impl Default for ProbeConfig {
 impl Config {
     /// Parses and validates a config document. `origin` names the file in error messages.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+        if let Some((line, column)) = flow_too_deep(text) {
+            return Err(ConfigError::Syntax {
+                at: Location {
+                    file: origin.to_string(),
+                    line,
+                    column,
+                    path: String::new(),
+                },
+                message: format!(
+                    "flow collections ([...], {{...}}) nested more than {MAX_FLOW_DEPTH} levels deep"
+                ),
+            }
+            .into());
+        }
         let mut value: Value = match serde_yaml::from_str(text) {
             Ok(value) => value,
             Err(err) => return Err(syntax_error(&err, text, origin).into()),
@@ -1389,6 +1407,66 @@ fn syntax_error(err: &serde_yaml::Error, text: &str, origin: &str) -> ConfigErro
         },
         message,
     }
+}
+
+/// Position of the first `[`/`{` nested deeper than [`MAX_FLOW_DEPTH`], skipping comments and
+/// quoted scalars (a quote opens a scalar only where a scalar can start). Linear time.
+fn flow_too_deep(text: &str) -> Option<(usize, usize)> {
+    let (mut line, mut col) = (1usize, 0usize);
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    // The last non-blank character of the line so far ('\n' at its start), and whether the
+    // previous character was blank (or the line start).
+    let mut last = '\n';
+    let mut after_blank = true;
+    for c in text.chars() {
+        col += 1;
+        if c == '\n' {
+            (line, col) = (line + 1, 0);
+            (comment, last, after_blank) = (false, '\n', true);
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        match quote {
+            Some('"') => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    quote = None;
+                }
+            }
+            Some(_) => {
+                if c == '\'' {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '#' if after_blank => comment = true,
+                '"' | '\'' if matches!(last, '\n' | ':' | '-' | '[' | '{' | ',' | '?') => {
+                    quote = Some(c);
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Some((line, col));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        after_blank = c == ' ' || c == '\t';
+        if !after_blank {
+            last = c;
+        }
+    }
+    None
 }
 
 /// Line and column of the second occurrence of plain key `key` within one block mapping that
@@ -4057,6 +4135,28 @@ controllers:
         assert!(matches!(err.errors[0], ConfigError::Syntax { .. }));
         // The position is given once, in front.
         assert!(!err.to_string().contains("at line 2 column 1"), "{err}");
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("stuckAfter: 1m\nx: {}\n", "[".repeat(40));
+        assert_eq!(
+            error(&deep),
+            "t.yaml:2:36: invalid YAML: flow collections ([...], {...}) nested more than 32 levels deep"
+        );
+        // Brackets in comments and quoted scalars do not count; 32 levels are fine for the scan.
+        let many = "[".repeat(40);
+        let text = format!(
+            "# {many}\ncontrollers: # {many}\n  - name: \"{many}\"\n    selector: a\n    reload: none\n    probe: {{hosts: ['{many}']}}\n"
+        );
+        let e = error(&text);
+        assert!(
+            e.starts_with("t.yaml:6:21: controllers[0].probe.hosts[0]: host"),
+            "{e}"
+        );
+        let nested = format!("x: {}1{}\n", "[".repeat(32), "]".repeat(32));
+        assert!(error(&nested).starts_with("t.yaml:1:1: x: unknown key"));
+        assert_eq!(flow_too_deep("a: \"\\\"[[\"\nb: 'it''s [['\n"), None);
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! - [`bench`], [`demo`]: `testbed bench ...` and `testbed demo`.
 
 pub mod agent;
+pub mod apiserver;
 pub mod bench;
 pub mod certs;
+pub mod cluster;
 pub mod demo;
 pub mod kubelet;
+pub mod node;
 pub mod real;

@@ -161,11 +161,11 @@ impl Executor {
             Action::Nudge {
                 pod,
                 volume,
-                version,
+                annotation,
                 attempt,
             } => {
                 let this = self.clone();
-                tokio::spawn(async move { this.nudge(pod, volume, version, attempt).await });
+                tokio::spawn(async move { this.nudge(pod, volume, annotation, attempt).await });
             }
             Action::Event { pod, reason, note } => {
                 let this = self.clone();
@@ -174,10 +174,10 @@ impl Executor {
         }
     }
 
-    async fn nudge(&self, pod: PodRef, volume: String, version: String, attempt: u8) {
+    async fn nudge(&self, pod: PodRef, volume: String, annotation: String, attempt: u8) {
         let result = self
             .patcher
-            .annotate(&pod, crate::discovery::RESYNC_ANNOTATION, &version)
+            .annotate(&pod, crate::discovery::RESYNC_ANNOTATION, &annotation)
             .await;
         match result {
             Ok(()) => {
@@ -185,9 +185,9 @@ impl Executor {
                     .nudges
                     .get_or_create(&ResultLabel { result: "success" })
                     .inc();
-                tracing::info!(namespace = %pod.namespace, pod = %pod.name, %volume, %version, attempt, "asked kubelet to resync");
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, %volume, %annotation, attempt, "asked kubelet to resync");
                 let note = format!(
-                    "annotated {}={version} so kubelet remounts volume {volume:?} now instead of at its next sync (attempt {attempt})",
+                    "annotated {}={annotation} so kubelet remounts volume {volume:?} now instead of at its next sync (attempt {attempt})",
                     crate::discovery::RESYNC_ANNOTATION
                 );
                 self.event(pod, EventReason::KubeletResyncRequested, note)

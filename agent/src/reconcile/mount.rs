@@ -131,11 +131,12 @@ impl EventReason {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Merge-patch the pod's `mountlag.io/resync` annotation to `version`.
+    /// Merge-patch the pod's `mountlag.io/resync` annotation to `annotation`.
     Nudge {
         pod: PodRef,
         volume: String,
-        version: String,
+        /// `<version key>/<attempt>`: see [`nudge_annotation`].
+        annotation: String,
         attempt: u8,
     },
     Event {
@@ -170,7 +171,20 @@ pub struct Mount {
     nudged_version: Option<String>,
     nudges: u8,
     last_nudge: Option<Instant>,
+    /// The nudge annotation found on the pod: (version, attempt), maybe left by a previous run.
+    annotated_nudge: Option<(String, u8)>,
     subpath_reported: bool,
+}
+
+/// The nudge annotation's value: which Secret versions it asked for and which attempt it was,
+/// so a restarted agent knows how many nudges that version has had.
+pub fn nudge_annotation(version: &str, attempt: u8) -> String {
+    format!("{version}/{attempt}")
+}
+
+fn parse_nudge_annotation(value: &str) -> Option<(String, u8)> {
+    let (version, attempt) = value.rsplit_once('/')?;
+    Some((version.to_string(), attempt.parse().ok()?))
 }
 
 impl Mount {
@@ -185,6 +199,7 @@ impl Mount {
             nudged_version: None,
             nudges: 0,
             last_nudge: None,
+            annotated_nudge: None,
             subpath_reported: false,
         }
     }
@@ -216,24 +231,23 @@ impl Mount {
             Input::Expected(expected) => self.expected = expected,
             Input::Disk(disk) => self.disk = Some(disk),
             Input::ApiHealthy(healthy) => self.api_healthy = healthy,
-            Input::ResyncAnnotation(value) => self.adopt_previous_nudge(value, now),
+            Input::ResyncAnnotation(value) => {
+                self.annotated_nudge = value.as_deref().and_then(parse_nudge_annotation);
+            }
             Input::Tick => {}
         }
         self.evaluate(now, limits)
     }
 
-    /// When a previous run already nudged for the version we want, count that nudge, so a
+    /// When a previous run already nudged for the version we want, count its nudges, so a
     /// restart does not start a fresh round of two.
-    fn adopt_previous_nudge(&mut self, annotation: Option<String>, now: Instant) {
-        let Expected::Files(files) = &self.expected else {
-            return;
-        };
-        let version = files.version_key();
-        if annotation.as_deref() == Some(version.as_str())
-            && self.nudged_version.as_deref() != Some(version.as_str())
+    fn adopt_previous_nudges(&mut self, version: &str, now: Instant) {
+        if let Some((annotated, attempts)) = &self.annotated_nudge
+            && annotated == version
+            && self.nudged_version.as_deref() != Some(version)
         {
-            self.nudged_version = Some(version);
-            self.nudges = 1;
+            self.nudged_version = Some(version.to_string());
+            self.nudges = (*attempts).min(MAX_NUDGES_PER_VERSION);
             self.last_nudge = Some(now);
         }
     }
@@ -304,6 +318,7 @@ impl Mount {
             }
         };
         let (in_sync, expected) = files;
+        self.adopt_previous_nudges(&expected.version_key(), now);
         if in_sync {
             if self.state == MountState::Stuck && self.api_healthy {
                 actions.push(Action::Event {
@@ -348,7 +363,7 @@ impl Mount {
             actions.push(Action::Nudge {
                 pod: self.spec.pod.clone(),
                 volume: self.spec.volume.clone(),
-                version,
+                annotation: nudge_annotation(&version, attempt),
                 attempt,
             });
             if self.state == MountState::Pending {
@@ -483,7 +498,7 @@ mod tests {
         let actions = m.step(Input::Tick, clock.at(2.0), &LIMITS);
         assert_eq!(reasons(&actions), vec!["nudge#1"]);
         let Action::Nudge {
-            pod: p, version, ..
+            pod: p, annotation, ..
         } = &actions[0]
         else {
             unreachable!()
@@ -492,7 +507,7 @@ mod tests {
         let Expected::Files(files) = m.expected() else {
             unreachable!()
         };
-        assert_eq!(version, &files.version_key());
+        assert_eq!(annotation, &format!("{}/1", files.version_key()));
         assert_eq!(m.state(), MountState::Nudged);
     }
 
@@ -661,19 +676,19 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_counts_the_nudge_a_previous_run_left_on_the_pod() {
+    fn a_restart_counts_the_nudges_a_previous_run_left_on_the_pod() {
         let clock = Clock(Instant::now() + Duration::from_secs(1000));
-        let mut m = mount();
-        m.step(expected("2", "b"), clock.at(0.0), &LIMITS);
-        let Expected::Files(files) = m.expected() else {
+        let mut probe = mount();
+        probe.step(expected("2", "b"), clock.at(0.0), &LIMITS);
+        let Expected::Files(files) = probe.expected() else {
             unreachable!()
         };
-        let version = files.version_key();
-        m.step(
-            Input::ResyncAnnotation(Some(version)),
-            clock.at(0.0),
-            &LIMITS,
-        );
+        let key = files.version_key();
+        // The annotation is seen before the Secret is listed, as on a restart.
+        let mut m = mount();
+        let annotated = Input::ResyncAnnotation(Some(nudge_annotation(&key, 1)));
+        m.step(annotated, clock.at(0.0), &LIMITS);
+        m.step(expected("2", "b"), clock.at(0.0), &LIMITS);
         m.step(disk("..g1", "a"), clock.at(0.0), &LIMITS);
         assert!(m.step(Input::Tick, clock.at(1.0), &LIMITS).is_empty());
         assert_eq!(
@@ -681,5 +696,29 @@ mod tests {
             vec!["nudge#2"]
         );
         assert_eq!(m.next_deadline(&LIMITS), Some(clock.at(10.0)));
+
+        let mut done = mount();
+        let annotated = Input::ResyncAnnotation(Some(nudge_annotation(&key, 2)));
+        done.step(annotated, clock.at(0.0), &LIMITS);
+        done.step(expected("2", "b"), clock.at(0.0), &LIMITS);
+        done.step(disk("..g1", "a"), clock.at(0.0), &LIMITS);
+        for t in [2.0, 5.0, 9.0] {
+            assert!(
+                done.step(Input::Tick, clock.at(t), &LIMITS).is_empty(),
+                "no third nudge"
+            );
+        }
+
+        // An annotation for another version does not count.
+        let mut other = mount();
+        let annotated = Input::ResyncAnnotation(Some("0000/2".into()));
+        other.step(annotated, clock.at(0.0), &LIMITS);
+        other.step(expected("2", "b"), clock.at(0.0), &LIMITS);
+        other.step(disk("..g1", "a"), clock.at(0.0), &LIMITS);
+        assert_eq!(
+            reasons(&other.step(Input::Tick, clock.at(2.0), &LIMITS)),
+            vec!["nudge#1"]
+        );
+        assert_eq!(parse_nudge_annotation("garbage"), None);
     }
 }

@@ -1,0 +1,643 @@
+//! The Kubernetes API server stand-in: real HTTP/1.1 + JSON on `127.0.0.1:<port>`, spoken to
+//! by kube-rs and by the real `kubectl`.
+//!
+//! What it serves (see `docs/testbed.md` for the full contract and the differences from a real
+//! kube-apiserver):
+//!
+//! - discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/events.k8s.io`,
+//!   `/apis/events.k8s.io/v1` (legacy discovery documents; aggregated-discovery `Accept`
+//!   headers get the legacy JSON, which kubectl and kube-rs accept);
+//! - core/v1 `pods` (+ `pods/status`), `secrets`, `events`, and `events.k8s.io/v1` `events`
+//!   (one storage, converted per group), plus a derived read-only `namespaces` list;
+//! - list (field/label selectors, `limit` + `continue`), watch (ADDED/MODIFIED/DELETED,
+//!   selector transitions, BOOKMARKs, `timeoutSeconds`, 410 `Expired`, `sendInitialEvents`),
+//!   get, create, replace (409 on a stale resourceVersion), merge / strategic (approximated) /
+//!   JSON / apply (approximated) patch, delete;
+//! - faults: [`ApiServer::stop`] / [`ApiServer::restart`] (same port), [`ApiServer::drop_watches`],
+//!   [`ApiServer::compact`];
+//! - counters: [`ApiServer::stats`] (requests per verb and resource, open watches).
+//!
+//! Every HTTP request passes through [`auth::authorize`] (the RBAC hook; allows everything by
+//! default). The in-process helpers ([`ApiServer::create_pod`], ...) act as a privileged
+//! client and bypass it.
+
+mod auth;
+mod convert;
+mod error;
+mod http;
+mod patch;
+mod select;
+mod store;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+pub use auth::{AllowAll, Authorizer, Decision, Identity, RequestAttributes, authorize};
+pub use convert::{EventObjectRef, RecordedEvent};
+pub use error::ApiError;
+pub use patch::PatchType;
+pub use select::{FieldSelector, LabelSelector};
+pub use store::{ApiGroup, ChangeType, Resource, StoreChange};
+
+use http::{StatsInner, lock_stats};
+use store::{Part, Preconditions, Store};
+
+/// Token of the built-in admin user (`testbed:admin`), used by [`ApiServer::client`] and the
+/// kubeconfig at [`ApiServer::kubeconfig_path`].
+pub const ADMIN_TOKEN: &str = "mountlag-testbed-admin-token";
+/// User name of [`ADMIN_TOKEN`].
+pub const ADMIN_USER: &str = "testbed:admin";
+
+/// How to run the stand-in.
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    /// Port on 127.0.0.1; 0 picks a free one (kept across [`ApiServer::stop`]/[`ApiServer::restart`]).
+    pub port: u16,
+    /// Changes kept for resuming watches; a watch resumed from before the window gets a 410.
+    pub history_limit: usize,
+    /// BOOKMARK interval for watches with `allowWatchBookmarks=true` (the real server: ~1 min).
+    pub bookmark_interval: Duration,
+    /// Watch duration when the client sends no `timeoutSeconds` (`None`: until the client or a
+    /// fault ends it).
+    pub default_watch_timeout: Option<Duration>,
+    /// Bearer token → user name. Requests without a token are `system:anonymous`; an unknown
+    /// token is a 401.
+    pub tokens: BTreeMap<String, String>,
+    /// The authorization hook every HTTP request passes through.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Capacity of the change broadcast; a watch (or subscriber) that falls this far behind
+    /// is closed (watches) or sees `Lagged` (subscribers).
+    pub change_buffer: usize,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(1),
+            default_watch_timeout: None,
+            tokens: BTreeMap::from([(ADMIN_TOKEN.to_owned(), ADMIN_USER.to_owned())]),
+            authorizer: Arc::new(AllowAll),
+            change_buffer: 16_384,
+        }
+    }
+}
+
+/// Request counters and the open-watch gauge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiStats {
+    /// (verb, resource) → requests, e.g. `("watch", "pods")`, `("create",
+    /// "events.events.k8s.io")`, `("get", "/api")` for non-resource requests.
+    pub requests: BTreeMap<(String, String), u64>,
+    /// User → requests.
+    pub requests_by_user: BTreeMap<String, u64>,
+    /// Watch streams open right now.
+    pub open_watches: usize,
+    /// Open watch streams per resource (`pods`, `secrets`, `events.events.k8s.io`).
+    pub open_watches_by_resource: BTreeMap<String, usize>,
+    /// Watch streams started since the last reset.
+    pub watches_started: u64,
+    /// Requests answered 503 because the server was stopped (on connections still open).
+    pub refused_while_stopped: u64,
+    /// The store's current resourceVersion.
+    pub resource_version: u64,
+}
+
+impl ApiStats {
+    /// Requests with this verb and resource key.
+    pub fn count(&self, verb: &str, resource: &str) -> u64 {
+        self.requests
+            .get(&(verb.to_owned(), resource.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All requests.
+    pub fn total_requests(&self) -> u64 {
+        self.requests.values().sum()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    store: Store,
+    config: ApiServerConfig,
+    available: AtomicBool,
+    epoch: tokio::sync::watch::Sender<u64>,
+    stats: Mutex<StatsInner>,
+    port: u16,
+    started: String,
+}
+
+#[derive(Debug)]
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    server: tokio::sync::Mutex<Option<Running>>,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.available.store(false, Ordering::SeqCst);
+        self.shared.epoch.send_modify(|e| *e += 1);
+        if let Some(r) = self.server.get_mut().take() {
+            let _ = r.shutdown.send(());
+            r.task.abort();
+        }
+    }
+}
+
+/// Handle to a running API stand-in. Cheap to clone; the server stops when the last clone is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct ApiServer {
+    inner: Arc<Inner>,
+}
+
+impl ApiServer {
+    /// Bind 127.0.0.1:`config.port` and serve. Must be called inside a tokio runtime.
+    pub async fn start(config: ApiServerConfig) -> anyhow::Result<Self> {
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], config.port)))
+                .await
+                .with_context(|| format!("binding 127.0.0.1:{}", config.port))?;
+        let port = listener.local_addr()?.port();
+        let (epoch, _) = tokio::sync::watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            store: Store::new(config.history_limit, config.change_buffer),
+            config,
+            available: AtomicBool::new(true),
+            epoch,
+            stats: Mutex::new(StatsInner::default()),
+            port,
+            started: now_rfc3339(),
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("mountlag-apiserver-")
+            .tempdir()
+            .context("creating a temp dir for the kubeconfig")?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        write_kubeconfig_file(&kubeconfig, port, Some(ADMIN_TOKEN))?;
+        let running = serve(shared.clone(), listener);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                server: tokio::sync::Mutex::new(Some(running)),
+                kubeconfig,
+                _dir: dir,
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+
+    /// The port (stable across stop/start).
+    pub fn port(&self) -> u16 {
+        self.shared().port
+    }
+
+    /// A kube-rs client for the admin user. Needs a tokio runtime (kube's client spawns its
+    /// buffer task); panics only if kube rejects a plain `http://` config, which it does not.
+    pub fn client(&self) -> kube::Client {
+        self.client_with_token(Some(ADMIN_TOKEN))
+            .expect("a kube client for an http:// URL can always be built")
+    }
+
+    /// A kube-rs client sending `token` (None: anonymous).
+    pub fn client_with_token(&self, token: Option<&str>) -> anyhow::Result<kube::Client> {
+        let mut config = kube::Config::new(self.url().parse().context("parsing the URL")?);
+        if let Some(t) = token {
+            config.auth_info =
+                serde_json::from_value(json!({ "token": t })).context("building kube AuthInfo")?;
+        }
+        kube::Client::try_from(config).context("building a kube client")
+    }
+
+    /// A kubeconfig (admin token, context `testbed`, namespace `default`) for kubectl,
+    /// `KUBECONFIG=` and kube's `Config::infer`.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.inner.kubeconfig
+    }
+
+    /// Write a kubeconfig for this server with `token` (None: anonymous) to `path`.
+    pub fn write_kubeconfig(&self, path: &Path, token: Option<&str>) -> anyhow::Result<()> {
+        write_kubeconfig_file(path, self.port(), token)
+    }
+
+    /// Is the HTTP listener up?
+    pub fn is_available(&self) -> bool {
+        self.shared().available.load(Ordering::SeqCst)
+    }
+
+    /// Fault: close the listener (new connections are refused), end every open watch, answer
+    /// 503 on connections that are still open. The store is kept.
+    pub async fn stop(&self) {
+        let sh = self.shared();
+        sh.available.store(false, Ordering::SeqCst);
+        sh.epoch.send_modify(|e| *e += 1);
+        let running = self.inner.server.lock().await.take();
+        if let Some(mut r) = running {
+            let _ = r.shutdown.send(());
+            if tokio::time::timeout(Duration::from_secs(2), &mut r.task)
+                .await
+                .is_err()
+            {
+                r.task.abort();
+            }
+        }
+    }
+
+    /// Serve again on the same port after [`ApiServer::stop`]. No-op when running.
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        let mut guard = self.inner.server.lock().await;
+        if guard.is_some() {
+            return Ok(());
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port()));
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "rebinding {addr}, retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("rebinding {addr}")),
+            }
+        };
+        self.shared().available.store(true, Ordering::SeqCst);
+        *guard = Some(serve(self.inner.shared.clone(), listener));
+        Ok(())
+    }
+
+    /// `set_available(false)` is [`ApiServer::stop`], `true` is [`ApiServer::restart`].
+    pub async fn set_available(&self, available: bool) -> anyhow::Result<()> {
+        if available {
+            self.restart().await
+        } else {
+            self.stop().await;
+            Ok(())
+        }
+    }
+
+    /// End every open watch stream (clients see a clean end of stream and re-watch).
+    pub fn drop_watches(&self) {
+        self.shared().epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Drop all change history and advance the resourceVersion (as an etcd compaction would
+    /// after more writes): every watch resumed from a resourceVersion handed out before gets
+    /// an `ERROR` event with a 410 `Expired` Status (kube-rs then relists). Open watches go
+    /// on; combine with [`ApiServer::drop_watches`] to force the resume.
+    pub fn compact(&self) {
+        self.shared().store.compact();
+    }
+
+    /// The store's current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared().store.resource_version()
+    }
+
+    /// Request counters and open watches.
+    pub fn stats(&self) -> ApiStats {
+        let rv = self.resource_version();
+        lock_stats(&self.shared().stats).snapshot(rv)
+    }
+
+    /// Zero the request counters (the open-watch gauge stays).
+    pub fn reset_stats(&self) {
+        let mut s = lock_stats(&self.shared().stats);
+        s.requests.clear();
+        s.requests_by_user.clear();
+        s.watches_started = 0;
+        s.refused_while_stopped = 0;
+    }
+
+    /// Every committed change from now on (the kubelet loop's feed; no polling).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoreChange>> {
+        self.shared().store.subscribe()
+    }
+
+    // ---------------------------------------------------------------- typed in-process helpers
+
+    fn typed<T: DeserializeOwned>(r: Resource, v: &Value) -> Result<T, ApiError> {
+        let v = convert::present(r, ApiGroup::Core, v);
+        serde_json::from_value(v).map_err(|e| {
+            ApiError::new(
+                500,
+                "InternalError",
+                format!("decoding a stored {}: {e}", r.kind()),
+            )
+        })
+    }
+
+    fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, ApiError> {
+        serde_json::to_value(obj).map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
+    fn ns_name(v: &Value) -> (String, String) {
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let ns = s("/metadata/namespace");
+        (
+            if ns.is_empty() { "default".into() } else { ns },
+            s("/metadata/name"),
+        )
+    }
+
+    /// Any object as stored (core/v1 JSON with type meta).
+    pub fn object(&self, r: Resource, ns: &str, name: &str) -> Option<Value> {
+        self.shared()
+            .store
+            .get(r, ns, name)
+            .map(|s| convert::present(r, ApiGroup::Core, &s.obj))
+    }
+
+    /// All objects of `r` (every namespace), sorted by namespace and name.
+    pub fn objects(&self, r: Resource) -> Vec<Value> {
+        self.shared()
+            .store
+            .list(r, None)
+            .0
+            .iter()
+            .map(|s| convert::present(r, ApiGroup::Core, &s.obj))
+            .collect()
+    }
+
+    /// Create a pod (namespace from the object, default `default`). Status is reset to
+    /// `Pending`, as the real create strategy does.
+    pub fn create_pod(&self, pod: &Pod) -> Result<Pod, ApiError> {
+        let v = Self::to_value(pod)?;
+        let (ns, _) = Self::ns_name(&v);
+        let out = self
+            .shared()
+            .store
+            .create(Resource::Pods, &ns, v, ApiGroup::Core)?;
+        Self::typed(Resource::Pods, &out)
+    }
+
+    /// Replace a pod (PUT semantics: 409 on a stale `metadata.resourceVersion` if one is set;
+    /// `status` is kept).
+    pub fn update_pod(&self, pod: &Pod) -> Result<Pod, ApiError> {
+        let v = Self::to_value(pod)?;
+        let (ns, name) = Self::ns_name(&v);
+        let out = self.shared().store.modify(
+            Resource::Pods,
+            &ns,
+            &name,
+            Part::Main,
+            false,
+            ApiGroup::Core,
+            |_| Ok(v),
+        )?;
+        Self::typed(Resource::Pods, &out)
+    }
+
+    /// Merge-patch (RFC 7386) a pod's main resource, e.g.
+    /// `json!({"metadata": {"annotations": {"mountlag.io/resync": "1"}}})`.
+    pub fn patch_pod(&self, ns: &str, name: &str, merge_patch: &Value) -> Result<Pod, ApiError> {
+        self.patch_part(ns, name, Part::Main, merge_patch)
+    }
+
+    /// Merge-patch a pod's `status` subresource (what kubelet does).
+    pub fn patch_pod_status(
+        &self,
+        ns: &str,
+        name: &str,
+        merge_patch: &Value,
+    ) -> Result<Pod, ApiError> {
+        self.patch_part(ns, name, Part::Status, merge_patch)
+    }
+
+    fn patch_part(&self, ns: &str, name: &str, part: Part, p: &Value) -> Result<Pod, ApiError> {
+        let out = self.shared().store.modify(
+            Resource::Pods,
+            ns,
+            name,
+            part,
+            false,
+            ApiGroup::Core,
+            |old| {
+                let mut cur = old.cloned().unwrap_or(json!({}));
+                patch::merge_patch(&mut cur, p, false);
+                Ok(cur)
+            },
+        )?;
+        Self::typed(Resource::Pods, &out)
+    }
+
+    /// Set one annotation on a pod (what the agent's nudge does).
+    pub fn annotate_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Pod, ApiError> {
+        self.patch_pod(
+            ns,
+            name,
+            &json!({"metadata": {"annotations": {key: value}}}),
+        )
+    }
+
+    /// Delete a pod immediately (no graceful termination).
+    pub fn delete_pod(&self, ns: &str, name: &str) -> Result<Pod, ApiError> {
+        let out =
+            self.shared()
+                .store
+                .delete(Resource::Pods, ns, name, &Preconditions::default())?;
+        Self::typed(Resource::Pods, &out)
+    }
+
+    /// The pod, if it exists.
+    pub fn pod(&self, ns: &str, name: &str) -> Option<Pod> {
+        let s = self.shared().store.get(Resource::Pods, ns, name)?;
+        Self::typed(Resource::Pods, &s.obj).ok()
+    }
+
+    /// All pods.
+    pub fn pods(&self) -> Vec<Pod> {
+        self.shared()
+            .store
+            .list(Resource::Pods, None)
+            .0
+            .iter()
+            .filter_map(|s| Self::typed(Resource::Pods, &s.obj).ok())
+            .collect()
+    }
+
+    /// Create the Secret, or replace it if it exists (ignoring any resourceVersion in `secret`:
+    /// last write wins). `stringData` is folded into `data`.
+    pub fn apply_secret(&self, secret: &Secret) -> Result<Secret, ApiError> {
+        let mut v = Self::to_value(secret)?;
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        let (ns, name) = Self::ns_name(&v);
+        let out = self.shared().store.modify(
+            Resource::Secrets,
+            &ns,
+            &name,
+            Part::Main,
+            true,
+            ApiGroup::Core,
+            |_| Ok(v),
+        )?;
+        Self::typed(Resource::Secrets, &out)
+    }
+
+    /// Delete a Secret.
+    pub fn delete_secret(&self, ns: &str, name: &str) -> Result<Secret, ApiError> {
+        let out =
+            self.shared()
+                .store
+                .delete(Resource::Secrets, ns, name, &Preconditions::default())?;
+        Self::typed(Resource::Secrets, &out)
+    }
+
+    /// The Secret, if it exists.
+    pub fn secret(&self, ns: &str, name: &str) -> Option<Secret> {
+        let s = self.shared().store.get(Resource::Secrets, ns, name)?;
+        Self::typed(Resource::Secrets, &s.obj).ok()
+    }
+
+    /// Every Event in the store (both APIs), normalised, oldest resourceVersion first.
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        let mut out: Vec<RecordedEvent> = self
+            .shared()
+            .store
+            .list(Resource::Events, None)
+            .0
+            .iter()
+            .map(|s| convert::recorded_event(&s.obj, s.via))
+            .collect();
+        out.sort_by_key(|e| e.resource_version.parse::<u64>().unwrap_or(0));
+        out
+    }
+}
+
+fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> Running {
+    let app = axum::Router::new()
+        .fallback(http::handle)
+        .with_state(shared);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "API stand-in server ended with an error");
+        }
+    });
+    Running { shutdown: tx, task }
+}
+
+fn write_kubeconfig_file(path: &Path, port: u16, token: Option<&str>) -> anyhow::Result<()> {
+    let user = match token {
+        Some(t) => json!({"token": t}),
+        None => json!({}),
+    };
+    let cfg = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "testbed", "cluster": {"server": format!("http://127.0.0.1:{port}")}}],
+        "users": [{"name": "testbed-user", "user": user}],
+        "contexts": [{"name": "testbed", "context": {"cluster": "testbed", "user": "testbed-user", "namespace": "default"}}],
+        "current-context": "testbed",
+        "preferences": {},
+    });
+    let text = serde_yaml::to_string(&cfg).context("rendering the kubeconfig")?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+// ------------------------------------------------------------------------------ small helpers
+
+/// A random u64 (std's randomly keyed SipHash over a counter and the clock; no extra crate).
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    h.finish()
+}
+
+/// A random RFC 4122 version-4 UUID.
+pub(crate) fn new_uid() -> String {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&random_u64().to_le_bytes());
+    b[8..].copy_from_slice(&random_u64().to_le_bytes());
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    format_uuid(&b)
+}
+
+/// A UUID-shaped id derived from `seed` (stable across runs).
+pub(crate) fn stable_uid(seed: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(seed.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    format_uuid(&b)
+}
+
+fn format_uuid(b: &[u8; 16]) -> String {
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// `generateName` suffix: Kubernetes' alphabet without vowels and ambiguous characters.
+pub(crate) fn random_suffix(n: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..n)
+        .map(|_| ALPHABET[(random_u64() % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+/// Now, RFC 3339 with whole seconds (`metadata.creationTimestamp` style).
+pub(crate) fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

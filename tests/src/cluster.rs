@@ -1,0 +1,360 @@
+//! A whole node for end-to-end tests: the API stand-in, the kubelet stand-in following it, and
+//! the real `mountlag agent` process talking to the API over HTTP with kube-rs.
+//!
+//! ```text
+//!  test ──▶ ApiServer (HTTP) ◀── mountlag agent (process, KUBECONFIG) ──▶ /status /metrics
+//!              │  subscribe                       │ inotify
+//!              ▼                                  ▼
+//!          NodeKubelet ──▶ KubeletStandIn ──▶ tmpfs volumes
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::apiserver::{ApiServer, ApiServerConfig, RecordedEvent};
+use crate::certs::IssuedLeaf;
+use crate::kubelet::KubeletStandIn;
+use crate::node::{NodeConfig, NodeKubelet};
+
+pub const NODE: &str = "node-a";
+pub const NAMESPACE: &str = "ingress";
+
+/// The running agent process.
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Child,
+    pub listen: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// API stand-in + kubelet stand-in + the agent.
+#[derive(Debug)]
+pub struct TestNode {
+    pub api: ApiServer,
+    pub node: NodeKubelet,
+    pub kubelet: Arc<KubeletStandIn>,
+    pub agent: Option<AgentProcess>,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    starts: usize,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl TestNode {
+    /// Starts the API and kubelet stand-ins; the agent is started by [`TestNode::start_agent`].
+    pub async fn start(node: NodeConfig, agent_config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("mountlag-node-")
+            .tempdir()?;
+        let api = ApiServer::start(ApiServerConfig::default()).await?;
+        let kubelet = Arc::new(KubeletStandIn::new(dir.path().join("kubelet"))?);
+        let node = NodeKubelet::start(api.clone(), Arc::clone(&kubelet), node);
+        let config_path = dir.path().join("mountlag.yaml");
+        std::fs::write(&config_path, agent_config)?;
+        Ok(Self {
+            api,
+            node,
+            kubelet,
+            agent: None,
+            dir,
+            config_path,
+            starts: 0,
+        })
+    }
+
+    pub fn start_agent(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let port = free_port()?;
+        let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let log = self.dir.path().join(format!("agent-{}.log", self.starts));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(crate::agent::binary())
+            .args([
+                "agent",
+                "--node-name",
+                NODE,
+                "--listen",
+                &listen.to_string(),
+            ])
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--kubelet-root")
+            .arg(self.kubelet.root())
+            .env("KUBECONFIG", self.api.kubeconfig_path())
+            .env("RUST_LOG", "info,mountlag=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("spawn mountlag agent")?;
+        self.agent = Some(AgentProcess { child, listen, log });
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop_agent(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut agent = self.agent.take().context("no agent running")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(agent.child.id())?),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = agent.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = agent.child.kill();
+                bail!("agent did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: a crash, no shutdown path.
+    pub fn kill_agent(&mut self) -> anyhow::Result<()> {
+        let mut agent = self.agent.take().context("no agent running")?;
+        agent.child.kill()?;
+        agent.child.wait()?;
+        Ok(())
+    }
+
+    fn listen(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.agent.as_ref().context("no agent running")?.listen)
+    }
+
+    /// `GET path` on the agent's health endpoint: (status code, body).
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_get(self.listen()?, path).await
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Value> {
+        let (code, body) = self.get("/status").await?;
+        anyhow::ensure!(code == 200, "/status answered {code}: {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                let last = self
+                    .get("/readyz")
+                    .await
+                    .map(|(_, b)| b)
+                    .unwrap_or_default();
+                bail!(
+                    "agent not ready after {timeout:?}: {last}\n{}",
+                    self.agent_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls `/status` until `pred` holds for it.
+    pub async fn wait_status(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let start = Instant::now();
+        loop {
+            if let Ok(status) = self.status().await
+                && pred(&status)
+            {
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                let last = self.status().await.unwrap_or_default();
+                bail!(
+                    "{what}: not within {timeout:?}; last status {last:#}\n{}",
+                    self.agent_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The value of one sample of `/metrics` (`name{labels}`), if present.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<Option<f64>> {
+        let (_, body) = self.get("/metrics").await?;
+        Ok(metric_value(&body, sample))
+    }
+
+    /// Events recorded by the API stand-in with this reason.
+    pub fn events(&self, reason: &str) -> Vec<RecordedEvent> {
+        self.api
+            .events()
+            .into_iter()
+            .filter(|e| e.reason == reason)
+            .collect()
+    }
+
+    pub fn agent_log(&self) -> String {
+        self.agent
+            .as_ref()
+            .and_then(|a| std::fs::read_to_string(&a.log).ok())
+            .unwrap_or_default()
+    }
+
+    /// Every agent log of this node so far (all starts).
+    pub fn all_agent_logs(&self) -> String {
+        (1..=self.starts)
+            .filter_map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("agent-{i}.log"))).ok()
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.child.kill();
+            let _ = agent.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the agent's endpoint is plain HTTP on loopback).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .context("connect timeout")??;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .context("read timeout")??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status code")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Finds `sample` (e.g. `mountlag_mounts{state="in_sync"}`) in Prometheus text.
+pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A `kubernetes.io/tls` Secret with the leaf's chain and key.
+pub fn tls_secret(namespace: &str, name: &str, leaf: &IssuedLeaf) -> Secret {
+    let mut secret = Secret::default();
+    secret.metadata.namespace = Some(namespace.into());
+    secret.metadata.name = Some(name.into());
+    secret.type_ = Some("kubernetes.io/tls".into());
+    secret.data = Some(BTreeMap::from([
+        (
+            "tls.crt".to_string(),
+            ByteString(leaf.chain_pem.clone().into_bytes()),
+        ),
+        (
+            "tls.key".to_string(),
+            ByteString(leaf.key_pem.clone().into_bytes()),
+        ),
+    ]));
+    secret
+}
+
+/// An ingress controller pod on [`NODE`] mounting Secret `secret` as volume `tls`
+/// (through `subPath` when given).
+pub fn ingress_pod(
+    name: &str,
+    labels: &[(&str, &str)],
+    secret: &str,
+    sub_path: Option<&str>,
+) -> Pod {
+    let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    let mut mount = json!({"name": "tls", "mountPath": "/etc/tls", "readOnly": true});
+    if let Some(sub_path) = sub_path {
+        mount = json!({"name": "tls", "mountPath": format!("/etc/tls/{sub_path}"), "subPath": sub_path});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"namespace": NAMESPACE, "name": name, "labels": labels},
+        "spec": {
+            "nodeName": NODE,
+            "containers": [{"name": "nginx", "image": "nginx", "volumeMounts": [mount]}],
+            "volumes": [{"name": "tls", "secret": {"secretName": secret}}]
+        }
+    }))
+    .expect("a valid pod")
+}
+
+/// The one mount of `/status` for pod `name`, if listed.
+pub fn mount_of<'a>(status: &'a Value, pod: &str) -> Option<&'a Value> {
+    status["mounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["pod"] == pod)
+}
+
+/// An agent config with one controller profile selecting `app=edge` and these thresholds.
+pub fn agent_config(nudge_after: &str, stuck_after: &str, nudge_enabled: bool) -> String {
+    format!(
+        "stuckAfter: {stuck_after}\nnudge:\n  enabled: {nudge_enabled}\n  after: {nudge_after}\n\
+         controllers:\n  - name: edge\n    selector: app=edge\n    reload: none\n"
+    )
+}

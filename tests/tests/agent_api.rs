@@ -1,0 +1,537 @@
+//! The real `mountlag agent` against the API stand-in and the kubelet stand-in on tmpfs:
+//! lag, nudges, stuck mounts, subPath, API outages, restarts and pod churn.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use mountlag_testbed::certs::{LeafSpec, TestCa, secret_bytes_markers};
+use mountlag_testbed::cluster::{
+    NAMESPACE, TestNode, agent_config, ingress_pod, mount_of, tls_secret,
+};
+use mountlag_testbed::node::{NodeConfig, PodRef, SyncOutcome, SyncReason};
+use mountlag_testbed::real;
+use serde_json::Value;
+
+fn can_run() -> bool {
+    real::require("root + tmpfs", real::can_mount())
+}
+
+/// kubelet's real 60–90 s sync period: in these tests only a nudge (or a manual sync) can
+/// make it rewrite a volume in time.
+fn slow_kubelet() -> NodeConfig {
+    NodeConfig::new(mountlag_testbed::cluster::NODE)
+}
+
+/// kubelet's sync scaled by 0.02: every 1.2–1.8 s.
+fn fast_kubelet() -> NodeConfig {
+    NodeConfig::new(mountlag_testbed::cluster::NODE).time_factor(0.02)
+}
+
+struct Rotation {
+    ca: TestCa,
+    keys: Vec<String>,
+}
+
+impl Rotation {
+    fn new() -> Self {
+        Self {
+            ca: TestCa::new("agent test CA").unwrap(),
+            keys: Vec::new(),
+        }
+    }
+
+    fn secret(&mut self, name: &str) -> k8s_openapi::api::core::v1::Secret {
+        let leaf = self
+            .ca
+            .issue(&LeafSpec::valid_for(["edge.example.com"]))
+            .unwrap();
+        self.keys.push(leaf.key_pem.clone());
+        tls_secret(NAMESPACE, name, &leaf)
+    }
+
+    fn assert_not_in(&self, text: &str) {
+        for key in &self.keys {
+            for marker in secret_bytes_markers(key) {
+                assert!(!text.contains(&marker), "key bytes leaked: {marker}");
+            }
+        }
+    }
+}
+
+fn state_of(status: &Value, pod: &str) -> String {
+    mount_of(status, pod)
+        .and_then(|m| m["state"].as_str())
+        .unwrap_or("absent")
+        .to_string()
+}
+
+fn secret_rv(status: &Value, pod: &str) -> String {
+    mount_of(status, pod)
+        .and_then(|m| m["secrets"][0]["resourceVersion"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn current_rv(node: &TestNode, name: &str) -> String {
+    node.api
+        .secret(NAMESPACE, name)
+        .and_then(|s| s.metadata.resource_version)
+        .unwrap()
+}
+
+/// Starts a node with one edge pod in sync and the agent ready.
+async fn node_with_edge_pod(
+    kubelet: NodeConfig,
+    config: &str,
+    rotation: &mut Rotation,
+) -> TestNode {
+    let mut node = TestNode::start(kubelet, config).await.unwrap();
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    node.wait_status(Duration::from_secs(10), "edge-0 in sync", |s| {
+        state_of(s, "edge-0") == "in_sync"
+    })
+    .await
+    .unwrap();
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_followed_by_kubelets_periodic_sync_raises_no_event_and_records_the_lag() {
+    if !can_run() {
+        return;
+    }
+    let mut rotation = Rotation::new();
+    let mut node = node_with_edge_pod(
+        fast_kubelet(),
+        &agent_config("30s", "60s", true),
+        &mut rotation,
+    )
+    .await;
+    assert_eq!(
+        node.metric("mountlag_mount_lag_seconds_count")
+            .await
+            .unwrap(),
+        Some(0.0)
+    );
+
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    let rv = current_rv(&node, "edge-tls");
+    node.wait_status(Duration::from_secs(10), "in sync on the new version", |s| {
+        state_of(s, "edge-0") == "in_sync" && secret_rv(s, "edge-0") == rv
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        node.metric("mountlag_mount_lag_seconds_count")
+            .await
+            .unwrap(),
+        Some(1.0)
+    );
+    let lag = node
+        .metric("mountlag_mount_lag_seconds_sum")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        lag > 0.0 && lag < 3.0,
+        "kubelet synced within 1.2–1.8 s: lag {lag}"
+    );
+    assert!(
+        node.api.events().is_empty(),
+        "no Event: {:?}",
+        node.api.events()
+    );
+    assert!(
+        node.api
+            .pod(NAMESPACE, "edge-0")
+            .unwrap()
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    rotation.assert_not_in(&node.all_agent_logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_kubelet_is_nudged_and_the_mount_catches_up() {
+    if !can_run() {
+        return;
+    }
+    let mut rotation = Rotation::new();
+    let node = node_with_edge_pod(
+        slow_kubelet(),
+        &agent_config("1s", "30s", true),
+        &mut rotation,
+    )
+    .await;
+    let before = node.node.last_seq();
+    let changed = Instant::now();
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    let rv = current_rv(&node, "edge-tls");
+
+    let nudged = node
+        .node
+        .wait_for(before, Duration::from_secs(5), |e| {
+            e.reason == SyncReason::Annotation && matches!(e.outcome, SyncOutcome::Written { .. })
+        })
+        .await
+        .expect("kubelet remounted after the nudge");
+    let elapsed = nudged.at.duration_since(changed);
+    assert!(
+        elapsed <= Duration::from_secs(2),
+        "nudge.after 1 s (+1 s): took {elapsed:?}"
+    );
+    let annotation = node
+        .api
+        .pod(NAMESPACE, "edge-0")
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert!(annotation.contains_key("mountlag.io/resync"));
+    node.wait_status(Duration::from_secs(5), "in sync after the nudge", |s| {
+        state_of(s, "edge-0") == "in_sync" && secret_rv(s, "edge-0") == rv
+    })
+    .await
+    .unwrap();
+    let requested = node.events("KubeletResyncRequested");
+    assert_eq!(requested.len(), 1, "{requested:?}");
+    let e = &requested[0];
+    assert_eq!(e.api_group, "events.k8s.io");
+    assert_eq!(e.type_, "Normal");
+    assert_eq!(e.regarding.kind, "Pod");
+    assert_eq!(e.regarding.name, "edge-0");
+    assert_eq!(e.regarding.api_version, "v1");
+    assert_eq!(e.reporting_controller, "mountlag.io/agent");
+    assert_eq!(e.reporting_instance, mountlag_testbed::cluster::NODE);
+    assert!(node.events("SecretMountStuck").is_empty());
+    assert_eq!(
+        node.metric("mountlag_kubelet_nudges_total{result=\"success\"}")
+            .await
+            .unwrap(),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_mount_is_reported_once_and_its_recovery_too() {
+    if !can_run() {
+        return;
+    }
+    let mut rotation = Rotation::new();
+    let node = node_with_edge_pod(
+        slow_kubelet(),
+        &agent_config("1s", "3s", true),
+        &mut rotation,
+    )
+    .await;
+    node.node.set_stuck(PodRef::name(NAMESPACE, "edge-0"), true);
+    let changed = Instant::now();
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+
+    node.wait_status(Duration::from_secs(5), "stuck", |s| {
+        state_of(s, "edge-0") == "stuck"
+    })
+    .await
+    .unwrap();
+    let stuck_after = changed.elapsed();
+    assert!(
+        stuck_after <= Duration::from_secs(4),
+        "stuckAfter 3 s (+1 s): {stuck_after:?}"
+    );
+    // Give a flapping implementation the chance to report again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stuck = node.events("SecretMountStuck");
+    assert_eq!(stuck.len(), 1, "exactly one SecretMountStuck: {stuck:?}");
+    assert_eq!(stuck[0].type_, "Warning");
+    assert!(stuck[0].series_count.is_none(), "no repeats: {stuck:?}");
+    assert!(stuck[0].note.contains("edge-tls@"), "{}", stuck[0].note);
+    assert_eq!(
+        node.metric("mountlag_kubelet_nudges_total{result=\"success\"}")
+            .await
+            .unwrap(),
+        Some(2.0),
+        "two nudges per version, no more"
+    );
+    let requested = node.events("KubeletResyncRequested");
+    assert_eq!(
+        requested.len(),
+        1,
+        "the second nudge's Event joins the first as a series"
+    );
+    assert_eq!(requested[0].series_count, Some(2));
+    assert!(node.events("SecretMountRecovered").is_empty());
+
+    node.node
+        .set_stuck(PodRef::name(NAMESPACE, "edge-0"), false);
+    assert!(node.node.sync_now(NAMESPACE, "edge-0"));
+    node.wait_status(Duration::from_secs(5), "recovered", |s| {
+        state_of(s, "edge-0") == "in_sync"
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recovered = node.events("SecretMountRecovered");
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0].type_, "Normal");
+    assert_eq!(node.events("SecretMountStuck").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subpath_mount_is_flagged_once() {
+    if !can_run() {
+        return;
+    }
+    let mut rotation = Rotation::new();
+    let mut node = TestNode::start(fast_kubelet(), &agent_config("2s", "30s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod(
+            "edge-sub",
+            &[("app", "edge")],
+            "edge-tls",
+            Some("tls.crt"),
+        ))
+        .unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    node.wait_status(Duration::from_secs(10), "subPath mount known", |s| {
+        state_of(s, "edge-sub") != "absent"
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let flagged = node.events("SubPathNeverUpdates");
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert_eq!(flagged[0].type_, "Warning");
+    assert!(flagged[0].note.contains("nginx"), "{}", flagged[0].note);
+
+    // A rotation: the volume follows, the subPath container never will; no nudge for it.
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(node.events("KubeletResyncRequested").is_empty());
+    assert_eq!(node.events("SubPathNeverUpdates").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_outage_raises_no_false_events_and_the_watches_resume() {
+    if !can_run() {
+        return;
+    }
+    let mut rotation = Rotation::new();
+    let node = node_with_edge_pod(
+        fast_kubelet(),
+        &agent_config("1s", "2s", true),
+        &mut rotation,
+    )
+    .await;
+    node.api.stop().await;
+    // Longer than stuckAfter: nothing may be concluded from a stale view.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, _) = node.get("/livez").await.unwrap();
+    assert_eq!(code, 200, "the agent keeps running while the API is away");
+    node.api.restart().await.unwrap();
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    let rv = current_rv(&node, "edge-tls");
+    node.wait_status(
+        Duration::from_secs(20),
+        "in sync on the version written after the outage",
+        |s| state_of(s, "edge-0") == "in_sync" && secret_rv(s, "edge-0") == rv,
+    )
+    .await
+    .unwrap();
+    for reason in ["SecretMountStuck", "SecretMountRecovered"] {
+        assert!(
+            node.events(reason).is_empty(),
+            "{reason}: {:?}",
+            node.events(reason)
+        );
+    }
+    assert!(
+        node.metric("mountlag_api_errors_total{resource=\"pods\",reason=\"unreachable\"}")
+            .await
+            .unwrap()
+            .unwrap_or(0.0)
+            >= 1.0,
+        "the outage is counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_lag_rebuilds_state_without_a_nudge_storm_or_false_events() {
+    if !can_run() {
+        return;
+    }
+    let mut rotation = Rotation::new();
+    let mut node = node_with_edge_pod(
+        slow_kubelet(),
+        &agent_config("1s", "6s", true),
+        &mut rotation,
+    )
+    .await;
+    node.node.set_stuck(PodRef::name(NAMESPACE, "edge-0"), true);
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    node.wait_status(Duration::from_secs(5), "nudged", |s| {
+        state_of(s, "edge-0") == "nudged"
+    })
+    .await
+    .unwrap();
+    node.kill_agent().unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    node.wait_status(Duration::from_secs(10), "stuck after the restart", |s| {
+        state_of(s, "edge-0") == "stuck"
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pod = node.api.pod(NAMESPACE, "edge-0").unwrap();
+    let nudges: i64 = node
+        .events("KubeletResyncRequested")
+        .iter()
+        .map(|e| e.series_count.unwrap_or(1))
+        .sum();
+    assert!(
+        nudges <= 2,
+        "at most two nudges per version across restarts: {nudges}"
+    );
+    assert_eq!(node.events("SecretMountStuck").len(), 1);
+    assert!(node.events("SecretMountRecovered").is_empty());
+    assert!(
+        pod.metadata
+            .annotations
+            .unwrap()
+            .contains_key("mountlag.io/resync")
+    );
+}
+
+/// Open file descriptors and inotify watches of a process.
+fn fd_and_inotify_watches(pid: u32) -> (usize, usize) {
+    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .collect();
+    let mut watches = 0;
+    for fd in &fds {
+        if std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().contains("inotify")) {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            watches += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
+        }
+    }
+    (fds.len(), watches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churning_200_pods_leaks_no_watches_inotify_watches_or_descriptors() {
+    if !can_run() {
+        return;
+    }
+    let mut rotation = Rotation::new();
+    let mut node = TestNode::start(fast_kubelet(), &agent_config("5s", "60s", true))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        node.api
+            .apply_secret(&rotation.secret(&format!("tls-{i}")))
+            .unwrap();
+    }
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let pid = node.agent.as_ref().unwrap().pid();
+    let (fds_before, watches_before) = fd_and_inotify_watches(pid);
+    assert_eq!(watches_before, 0);
+
+    for round in 0..2 {
+        for i in 0..100 {
+            let name = format!("edge-{round}-{i}");
+            node.api
+                .create_pod(&ingress_pod(
+                    &name,
+                    &[("app", "edge")],
+                    &format!("tls-{}", i % 20),
+                    None,
+                ))
+                .unwrap();
+        }
+        node.wait_status(Duration::from_secs(60), "100 mounts in sync", |s| {
+            s["mounts"]
+                .as_array()
+                .is_some_and(|m| m.len() == 100 && m.iter().all(|m| m["state"] == "in_sync"))
+        })
+        .await
+        .unwrap();
+        let (_, watches) = fd_and_inotify_watches(pid);
+        assert_eq!(watches, 100, "one inotify watch per mounted volume");
+        assert_eq!(
+            node.api
+                .stats()
+                .open_watches_by_resource
+                .get("secrets")
+                .copied(),
+            Some(20)
+        );
+        for i in 0..100 {
+            node.api
+                .delete_pod(NAMESPACE, &format!("edge-{round}-{i}"))
+                .unwrap();
+        }
+        node.wait_status(Duration::from_secs(60), "no mounts left", |s| {
+            s["mounts"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await
+        .unwrap();
+    }
+    // Aborted watches close their connections asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node
+        .api
+        .stats()
+        .open_watches_by_resource
+        .get("secrets")
+        .copied()
+        .unwrap_or(0)
+        > 0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = node.api.stats();
+    assert_eq!(
+        stats
+            .open_watches_by_resource
+            .get("secrets")
+            .copied()
+            .unwrap_or(0),
+        0,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.open_watches_by_resource.get("pods").copied(),
+        Some(1),
+        "{stats:?}"
+    );
+    let (fds_after, watches_after) = fd_and_inotify_watches(pid);
+    assert_eq!(watches_after, 0, "inotify watches left behind");
+    assert!(
+        fds_after <= fds_before + 2,
+        "descriptors: {fds_before} before, {fds_after} after"
+    );
+    assert!(node.events("SecretMountStuck").is_empty());
+}
