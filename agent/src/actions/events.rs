@@ -7,14 +7,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::reconcile::EventReason;
-
 #[derive(Debug, Clone)]
 pub struct EventLimiter {
     burst: u32,
     interval: Duration,
     global_per_minute: u32,
-    buckets: HashMap<(String, EventReason), Bucket>,
+    buckets: HashMap<(String, &'static str), Bucket>,
     global: Bucket,
 }
 
@@ -60,7 +58,7 @@ impl EventLimiter {
         }
     }
 
-    pub fn allow(&mut self, pod_uid: &str, reason: EventReason, now: Instant) -> bool {
+    pub fn allow(&mut self, pod_uid: &str, reason: &'static str, now: Instant) -> bool {
         let capacity = f64::from(self.burst);
         let per_second = 1.0 / self.interval.as_secs_f64().max(0.001);
         let bucket = self
@@ -87,18 +85,17 @@ impl EventLimiter {
 mod tests {
     use super::*;
 
+    const STUCK: &str = "SecretMountStuck";
+
     #[test]
     fn a_burst_then_one_per_interval_per_pod_and_reason() {
         let t0 = Instant::now();
         let mut limiter = EventLimiter::new(2, Duration::from_secs(10), 1000);
-        let reason = EventReason::SecretMountStuck;
+        let reason = STUCK;
         assert!(limiter.allow("p", reason, t0));
         assert!(limiter.allow("p", reason, t0));
         assert!(!limiter.allow("p", reason, t0));
-        assert!(
-            limiter.allow("p", EventReason::SecretMountRecovered, t0),
-            "per reason"
-        );
+        assert!(limiter.allow("p", "SecretMountRecovered", t0), "per reason");
         assert!(limiter.allow("q", reason, t0), "per pod");
         assert!(!limiter.allow("p", reason, t0 + Duration::from_secs(9)));
         assert!(limiter.allow("p", reason, t0 + Duration::from_secs(10)));
@@ -109,13 +106,9 @@ mod tests {
         let t0 = Instant::now();
         let mut limiter = EventLimiter::new(5, Duration::from_secs(1), 3);
         let allowed = (0..10)
-            .filter(|i| limiter.allow(&format!("pod-{i}"), EventReason::SecretMountStuck, t0))
+            .filter(|i| limiter.allow(&format!("pod-{i}"), STUCK, t0))
             .count();
         assert_eq!(allowed, 3);
-        assert!(limiter.allow(
-            "pod-x",
-            EventReason::SecretMountStuck,
-            t0 + Duration::from_secs(20)
-        ));
+        assert!(limiter.allow("pod-x", STUCK, t0 + Duration::from_secs(20)));
     }
 }

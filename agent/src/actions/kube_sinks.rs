@@ -7,8 +7,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use super::{ApiFailure, EventPublisher, PodPatcher};
-use crate::reconcile::{EventReason, PodRef};
+use super::{ApiFailure, EventPublisher, PodPatcher, Reason};
+use crate::reconcile::PodRef;
 
 /// `reportingController` of every Event mountlag publishes.
 pub const REPORTING_CONTROLLER: &str = "mountlag.io/agent";
@@ -114,18 +114,18 @@ impl EventPublisher for KubeEventPublisher {
     fn publish(
         &self,
         pod: &PodRef,
-        reason: EventReason,
+        reason: Reason,
         note: &str,
     ) -> BoxFuture<'static, Result<(), ApiFailure>> {
         let recorder = self.recorder.clone();
         let reference = pod_reference(pod);
         let event = Event {
-            type_: if reason.is_warning() {
+            type_: if reason.warning {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
-            reason: reason.as_str().to_string(),
+            reason: reason.name.to_string(),
             // The Events API caps note at 1 kB.
             note: Some(note.chars().take(1000).collect()),
             action: action_of(reason).to_string(),
@@ -141,10 +141,14 @@ impl EventPublisher for KubeEventPublisher {
     }
 }
 
-fn action_of(reason: EventReason) -> &'static str {
-    match reason {
-        EventReason::SecretMountStuck | EventReason::SecretMountRecovered => "CompareMount",
-        EventReason::KubeletResyncRequested => "NudgeKubelet",
-        EventReason::SubPathNeverUpdates => "Discover",
+/// The Events API's `action`: what mountlag was doing when it observed the reason.
+fn action_of(reason: Reason) -> &'static str {
+    match reason.name {
+        "SecretMountStuck" | "SecretMountRecovered" => "CompareMount",
+        "KubeletResyncRequested" => "NudgeKubelet",
+        "SubPathNeverUpdates" => "Discover",
+        "InvalidCertificateMaterial" | "ControllerProcessNotFound" => "Reload",
+        "ControllerReloaded" | "ReloadUnverified" => "Reload",
+        _ => "Verify",
     }
 }

@@ -41,12 +41,37 @@ pub trait PodPatcher: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), ApiFailure>>;
 }
 
+/// An Event reason from the contract, and whether it is a Warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reason {
+    pub name: &'static str,
+    pub warning: bool,
+}
+
+impl From<EventReason> for Reason {
+    fn from(reason: EventReason) -> Self {
+        Self {
+            name: reason.as_str(),
+            warning: reason.is_warning(),
+        }
+    }
+}
+
+impl From<crate::reconcile::reload::ReloadEvent> for Reason {
+    fn from(reason: crate::reconcile::reload::ReloadEvent) -> Self {
+        Self {
+            name: reason.as_str(),
+            warning: reason.is_warning(),
+        }
+    }
+}
+
 /// Publishes a Kubernetes Event regarding a pod.
 pub trait EventPublisher: Send + Sync + 'static {
     fn publish(
         &self,
         pod: &PodRef,
-        reason: EventReason,
+        reason: Reason,
         note: &str,
     ) -> BoxFuture<'static, Result<(), ApiFailure>>;
 }
@@ -167,11 +192,14 @@ impl Executor {
                 let this = self.clone();
                 tokio::spawn(async move { this.nudge(pod, volume, annotation, attempt).await });
             }
-            Action::Event { pod, reason, note } => {
-                let this = self.clone();
-                tokio::spawn(async move { this.event(pod, reason, note).await });
-            }
+            Action::Event { pod, reason, note } => self.publish(pod, reason.into(), note),
         }
+    }
+
+    /// Publishes an Event (rate-limited) without waiting for it.
+    pub fn publish(&self, pod: PodRef, reason: Reason, note: String) {
+        let this = self.clone();
+        tokio::spawn(async move { this.event(pod, reason, note).await });
     }
 
     async fn nudge(&self, pod: PodRef, volume: String, annotation: String, attempt: u8) {
@@ -190,7 +218,7 @@ impl Executor {
                     "annotated {}={annotation} so kubelet remounts volume {volume:?} now instead of at its next sync (attempt {attempt})",
                     crate::discovery::RESYNC_ANNOTATION
                 );
-                self.event(pod, EventReason::KubeletResyncRequested, note)
+                self.event(pod, EventReason::KubeletResyncRequested.into(), note)
                     .await;
             }
             Err(failure) => {
@@ -204,35 +232,35 @@ impl Executor {
         }
     }
 
-    async fn event(&self, pod: PodRef, reason: EventReason, note: String) {
+    async fn event(&self, pod: PodRef, reason: Reason, note: String) {
         let allowed = self
             .limiter
             .lock()
-            .map(|mut l| l.allow(&pod.uid, reason, Instant::now()))
+            .map(|mut l| l.allow(&pod.uid, reason.name, Instant::now()))
             .unwrap_or(true);
         if !allowed {
             self.count_event(reason, "rate_limited");
-            tracing::debug!(pod = %pod.name, reason = reason.as_str(), "event rate-limited");
+            tracing::debug!(pod = %pod.name, reason = reason.name, "event rate-limited");
             return;
         }
         match self.publisher.publish(&pod, reason, &note).await {
             Ok(()) => {
                 self.count_event(reason, "published");
-                tracing::info!(namespace = %pod.namespace, pod = %pod.name, reason = reason.as_str(), %note, "event");
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, reason = reason.name, %note, "event");
             }
             Err(failure) => {
                 self.count_event(reason, "error");
                 self.metrics.api_error("events", &failure.reason);
-                tracing::warn!(pod = %pod.name, reason = reason.as_str(), error = %failure.message, "cannot publish event");
+                tracing::warn!(pod = %pod.name, reason = reason.name, error = %failure.message, "cannot publish event");
             }
         }
     }
 
-    fn count_event(&self, reason: EventReason, result: &'static str) {
+    fn count_event(&self, reason: Reason, result: &'static str) {
         self.metrics
             .events
             .get_or_create(&EventLabels {
-                reason: reason.as_str(),
+                reason: reason.name,
                 result,
             })
             .inc();

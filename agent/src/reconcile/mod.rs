@@ -3,7 +3,9 @@
 //! argument.
 
 pub mod index;
+pub mod material;
 pub mod mount;
+pub mod reload;
 
 pub use index::{MountIndex, MountKey, MountStatus, SecretKey};
 

@@ -1,0 +1,987 @@
+//! One pod's reload: decide when to reload, withhold broken material, and count a reload only
+//! once the new leaf is served.
+//!
+//! ```text
+//!  new generation on disk ──▶ material invalid? ──yes──▶ InvalidCertificateMaterial (no reload)
+//!          │ valid
+//!          ▼
+//!   Waiting ── other volumes of the pod behind the API? wait (≤ stuckAfter); reload.minInterval
+//!          │
+//!          ▼
+//!   Reloading ──(executor: signal / HTTP)──▶ Verifying ──probe every name + no SNI──▶ served = new?
+//!          ▲                                     │ yes: ControllerReloaded (old → new, duration)
+//!          └── retry with backoff ◀── verify.timeout: ReloadUnverified
+//! ```
+//!
+//! Controllers that reload by themselves (Envoy SDS) or read Secrets from the API
+//! (ingress-nginx, ...) skip the signal: they go straight to Verifying, and a timeout there is
+//! `ServedCertificateMismatch`. Pure: the clock is an argument.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::mount::PodRef;
+
+/// A leaf the controller should serve after the rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedLeaf {
+    pub file: String,
+    pub fingerprint: String,
+    pub dns_names: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// What a new generation on disk holds, judged before anything is reloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Material {
+    /// Key pairs match, leaves are within validity.
+    Valid { leaves: Vec<ExpectedLeaf> },
+    /// Something a server would refuse or serve broken: never reloaded.
+    Invalid { reasons: Vec<String> },
+    /// No certificate with a key: nothing to serve or verify (e.g. a CA bundle only).
+    NoServedCertificate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadKind {
+    /// Signal or HTTP call, then verify.
+    Reload,
+    /// The controller picks the files up itself (Envoy SDS): verify only.
+    VerifyOnly,
+    /// The controller reads the Secret from the API: verify served == API.
+    ApiDriven,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadLimits {
+    pub min_interval: Duration,
+    pub verify_timeout: Duration,
+    /// Bound on waiting for the pod's other lagging volumes.
+    pub wait_for_others: Duration,
+    pub expiry_warn_before: Duration,
+    /// Reload attempts per generation after verification failed, with doubling backoff.
+    pub max_attempts: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReloadEvent {
+    ControllerReloaded,
+    ReloadUnverified,
+    InvalidCertificateMaterial,
+    ServedCertificateMismatch,
+    CertificateExpiringSoon,
+    ControllerProcessNotFound,
+}
+
+impl ReloadEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadEvent::ControllerReloaded => "ControllerReloaded",
+            ReloadEvent::ReloadUnverified => "ReloadUnverified",
+            ReloadEvent::InvalidCertificateMaterial => "InvalidCertificateMaterial",
+            ReloadEvent::ServedCertificateMismatch => "ServedCertificateMismatch",
+            ReloadEvent::CertificateExpiringSoon => "CertificateExpiringSoon",
+            ReloadEvent::ControllerProcessNotFound => "ControllerProcessNotFound",
+        }
+    }
+
+    pub fn is_warning(self) -> bool {
+        !matches!(self, ReloadEvent::ControllerReloaded)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadAction {
+    /// Signal the controller (or call its reload URL).
+    Reload { pod: PodRef, attempt: u8 },
+    /// Handshake with every name of the expected leaves and once without SNI.
+    Probe { pod: PodRef, names: Vec<String> },
+    Event {
+        pod: PodRef,
+        reason: ReloadEvent,
+        note: String,
+    },
+    /// `mountlag_reload_duration_seconds` and `mountlag_reloads_total{result}`.
+    Finished {
+        pod: PodRef,
+        result: ReloadResult,
+        seconds: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadResult {
+    Verified,
+    Unverified,
+    Withheld,
+    Failed,
+}
+
+impl ReloadResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadResult::Verified => "verified",
+            ReloadResult::Unverified => "unverified",
+            ReloadResult::Withheld => "withheld",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
+/// What one probe round saw: per SNI name (`None` = no SNI) the served leaf's fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProbeRound {
+    pub served: BTreeMap<Option<String>, Result<ServedLeaf, String>>,
+    /// Wall-clock time of the probe, Unix seconds (certificate validity is wall-clock).
+    pub at_unix: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedLeaf {
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub not_after: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadInput {
+    /// A mount of this pod has a new generation on disk with this material.
+    NewMaterial {
+        volume: String,
+        generation: String,
+        material: Material,
+    },
+    /// For API-driven controllers: the leaves the API Secrets hold now.
+    ApiLeaves {
+        leaves: Vec<ExpectedLeaf>,
+    },
+    /// Whether another mount of this pod is known to be behind the API.
+    OthersBehind(bool),
+    /// The executor signalled (Ok) or could not (Err: why; `process_not_found`).
+    Reloaded(Result<(), ReloadFailure>),
+    Probed(ProbeRound),
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadFailure {
+    pub process_not_found: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// Valid material waiting for the rest of the rotation or for `min_interval`.
+    Waiting {
+        since: Instant,
+    },
+    /// Reload requested; waiting for the executor.
+    Reloading {
+        attempt: u8,
+        swapped_at: Instant,
+    },
+    Verifying {
+        attempt: u8,
+        swapped_at: Instant,
+        deadline: Instant,
+        next_probe: Instant,
+        probe_in_flight: bool,
+        backoff: Duration,
+    },
+    /// Verification failed; reload again at `retry_at`.
+    RetryAt {
+        attempt: u8,
+        swapped_at: Instant,
+        retry_at: Instant,
+    },
+}
+
+/// The first probe after a reload waits this long; later ones back off to `PROBE_MAX`.
+const PROBE_FIRST: Duration = Duration::from_millis(5);
+const PROBE_MAX: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct PodReload {
+    pod: PodRef,
+    kind: ReloadKind,
+    limits: ReloadLimits,
+    phase: Phase,
+    others_behind: bool,
+    /// What should be served once the reload is done.
+    expected: Vec<ExpectedLeaf>,
+    /// What was last seen served, by name.
+    served: BTreeMap<Option<String>, String>,
+    last_reload: Option<Instant>,
+    last_result: Option<ReloadResult>,
+    warned_expiry_for: Option<String>,
+    /// Extra SNI names from the profile.
+    extra_hosts: Vec<String>,
+}
+
+impl PodReload {
+    pub fn new(
+        pod: PodRef,
+        kind: ReloadKind,
+        limits: ReloadLimits,
+        extra_hosts: Vec<String>,
+    ) -> Self {
+        Self {
+            pod,
+            kind,
+            limits,
+            phase: Phase::Idle,
+            others_behind: false,
+            expected: Vec::new(),
+            served: BTreeMap::new(),
+            last_reload: None,
+            last_result: None,
+            warned_expiry_for: None,
+            extra_hosts,
+        }
+    }
+
+    pub fn last_result(&self) -> Option<ReloadResult> {
+        self.last_result
+    }
+
+    /// Whether what is served equals what is expected, when known.
+    pub fn served_matches(&self) -> Option<bool> {
+        if self.expected.is_empty() || self.served.is_empty() {
+            return None;
+        }
+        Some(
+            self.served
+                .iter()
+                .all(|(name, fp)| self.expected_for(name.as_deref()).contains(&fp.as_str())),
+        )
+    }
+
+    pub fn served_fingerprint(&self) -> Option<&str> {
+        self.served.get(&None).map(String::as_str)
+    }
+
+    /// A label for /status.
+    pub fn phase_label(&self) -> &'static str {
+        match self.phase {
+            Phase::Idle => "idle",
+            Phase::Waiting { .. } => "waiting",
+            Phase::Reloading { .. } => "reloading",
+            Phase::Verifying { .. } => "verifying",
+            Phase::RetryAt { .. } => "retry",
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Idle | Phase::Reloading { .. } => None,
+            Phase::Waiting { since } => Some(self.release_at(*since)),
+            Phase::Verifying {
+                deadline,
+                next_probe,
+                probe_in_flight,
+                ..
+            } => Some(if *probe_in_flight {
+                *deadline
+            } else {
+                (*next_probe).min(*deadline)
+            }),
+            Phase::RetryAt { retry_at, .. } => Some(*retry_at),
+        }
+    }
+
+    /// When waiting valid material may go: the rest of the rotation has arrived (or waiting
+    /// for it took too long), and the last reload is `min_interval` ago.
+    fn release_at(&self, since: Instant) -> Instant {
+        let others = if self.others_behind {
+            since + self.limits.wait_for_others
+        } else {
+            since
+        };
+        let interval = self
+            .last_reload
+            .map_or(since, |last| last + self.limits.min_interval);
+        others.max(interval)
+    }
+
+    pub fn step(&mut self, input: ReloadInput, now: Instant) -> Vec<ReloadAction> {
+        let mut actions = Vec::new();
+        match input {
+            ReloadInput::NewMaterial {
+                volume,
+                generation,
+                material,
+            } => {
+                if self.kind == ReloadKind::ApiDriven {
+                    return actions;
+                }
+                match material {
+                    Material::Invalid { reasons } => {
+                        self.last_result = Some(ReloadResult::Withheld);
+                        actions.push(self.event(
+                            ReloadEvent::InvalidCertificateMaterial,
+                            format!(
+                                "volume {volume:?} generation {generation} holds material a server must not load; reload withheld, the old certificate stays served: {}",
+                                reasons.join("; ")
+                            ),
+                        ));
+                        actions.push(ReloadAction::Finished {
+                            pod: self.pod.clone(),
+                            result: ReloadResult::Withheld,
+                            seconds: 0.0,
+                        });
+                        // Anything already waiting was older material: keep waiting for it.
+                        return actions;
+                    }
+                    Material::NoServedCertificate => return actions,
+                    Material::Valid { leaves } => {
+                        self.expected = leaves;
+                        self.phase = match self.kind {
+                            ReloadKind::Reload => Phase::Waiting { since: now },
+                            _ => self.verifying(0, now, now),
+                        };
+                    }
+                }
+            }
+            ReloadInput::ApiLeaves { leaves } => {
+                if self.kind == ReloadKind::ApiDriven
+                    && leaves != self.expected
+                    && !leaves.is_empty()
+                {
+                    self.expected = leaves;
+                    self.phase = self.verifying(0, now, now);
+                }
+            }
+            ReloadInput::OthersBehind(behind) => self.others_behind = behind,
+            ReloadInput::Reloaded(result) => {
+                if let Phase::Reloading {
+                    attempt,
+                    swapped_at,
+                } = self.phase
+                {
+                    match result {
+                        Ok(()) => {
+                            self.last_reload = Some(now);
+                            self.phase = self.verifying(attempt, swapped_at, now);
+                        }
+                        Err(failure) => {
+                            self.last_result = Some(ReloadResult::Failed);
+                            let reason = if failure.process_not_found {
+                                ReloadEvent::ControllerProcessNotFound
+                            } else {
+                                ReloadEvent::ReloadUnverified
+                            };
+                            actions.push(
+                                self.event(reason, format!("cannot reload: {}", failure.message)),
+                            );
+                            actions.push(ReloadAction::Finished {
+                                pod: self.pod.clone(),
+                                result: ReloadResult::Failed,
+                                seconds: now.saturating_duration_since(swapped_at).as_secs_f64(),
+                            });
+                            self.phase = self.retry_or_idle(attempt, swapped_at, now);
+                        }
+                    }
+                }
+            }
+            ReloadInput::Probed(round) => self.probed(round, now, &mut actions),
+            ReloadInput::Tick => {}
+        }
+        self.advance(now, &mut actions);
+        actions
+    }
+
+    fn verifying(&self, attempt: u8, swapped_at: Instant, now: Instant) -> Phase {
+        Phase::Verifying {
+            attempt,
+            swapped_at,
+            deadline: now + self.limits.verify_timeout,
+            next_probe: now + PROBE_FIRST,
+            probe_in_flight: false,
+            backoff: PROBE_FIRST,
+        }
+    }
+
+    fn retry_or_idle(&self, attempt: u8, swapped_at: Instant, now: Instant) -> Phase {
+        if self.kind == ReloadKind::Reload && attempt + 1 < self.limits.max_attempts {
+            let backoff =
+                self.limits.min_interval.max(Duration::from_secs(1)) * 2u32.pow(u32::from(attempt));
+            Phase::RetryAt {
+                attempt: attempt + 1,
+                swapped_at,
+                retry_at: now + backoff,
+            }
+        } else {
+            Phase::Idle
+        }
+    }
+
+    fn advance(&mut self, now: Instant, actions: &mut Vec<ReloadAction>) {
+        match self.phase.clone() {
+            Phase::Waiting { since } if now >= self.release_at(since) => {
+                self.phase = Phase::Reloading {
+                    attempt: 0,
+                    swapped_at: since,
+                };
+                actions.push(ReloadAction::Reload {
+                    pod: self.pod.clone(),
+                    attempt: 1,
+                });
+            }
+            Phase::RetryAt {
+                attempt,
+                swapped_at,
+                retry_at,
+            } if now >= retry_at => {
+                self.phase = Phase::Reloading {
+                    attempt,
+                    swapped_at,
+                };
+                actions.push(ReloadAction::Reload {
+                    pod: self.pod.clone(),
+                    attempt: attempt + 1,
+                });
+            }
+            Phase::Verifying {
+                attempt,
+                swapped_at,
+                deadline,
+                next_probe,
+                probe_in_flight,
+                backoff,
+            } => {
+                if now >= deadline && !probe_in_flight {
+                    self.verification_timed_out(attempt, swapped_at, now, actions);
+                } else if !probe_in_flight && now >= next_probe {
+                    self.phase = Phase::Verifying {
+                        attempt,
+                        swapped_at,
+                        deadline,
+                        next_probe,
+                        probe_in_flight: true,
+                        backoff,
+                    };
+                    actions.push(ReloadAction::Probe {
+                        pod: self.pod.clone(),
+                        names: self.probe_names(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn verification_timed_out(
+        &mut self,
+        attempt: u8,
+        swapped_at: Instant,
+        now: Instant,
+        actions: &mut Vec<ReloadAction>,
+    ) {
+        let seen = self
+            .served
+            .iter()
+            .map(|(name, fp)| format!("{}={}", name.as_deref().unwrap_or("(no SNI)"), short(fp)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let want = self
+            .expected
+            .iter()
+            .map(|l| short(&l.fingerprint))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (reason, result) = match self.kind {
+            ReloadKind::Reload => (ReloadEvent::ReloadUnverified, ReloadResult::Unverified),
+            _ => (
+                ReloadEvent::ServedCertificateMismatch,
+                ReloadResult::Unverified,
+            ),
+        };
+        actions.push(self.event(
+            reason,
+            format!(
+                "after {} the controller does not serve the expected leaf {want} (served: {})",
+                seconds(self.limits.verify_timeout),
+                if seen.is_empty() {
+                    "nothing reachable".to_string()
+                } else {
+                    seen
+                }
+            ),
+        ));
+        actions.push(ReloadAction::Finished {
+            pod: self.pod.clone(),
+            result,
+            seconds: now.saturating_duration_since(swapped_at).as_secs_f64(),
+        });
+        self.last_result = Some(result);
+        self.phase = self.retry_or_idle(attempt, swapped_at, now);
+    }
+
+    fn probed(&mut self, round: ProbeRound, now: Instant, actions: &mut Vec<ReloadAction>) {
+        for (name, result) in &round.served {
+            if let Ok(leaf) = result {
+                self.served.insert(name.clone(), leaf.fingerprint.clone());
+            }
+        }
+        self.check_expiry(&round, actions);
+        let Phase::Verifying {
+            attempt,
+            swapped_at,
+            deadline,
+            backoff,
+            ..
+        } = self.phase.clone()
+        else {
+            return;
+        };
+        let all_match = !round.served.is_empty()
+            && round.served.iter().all(|(name, result)| match result {
+                Ok(leaf) => self
+                    .expected_for(name.as_deref())
+                    .contains(&leaf.fingerprint.as_str()),
+                Err(_) => false,
+            });
+        if all_match {
+            let took = now.saturating_duration_since(swapped_at);
+            self.last_result = Some(ReloadResult::Verified);
+            if self.kind == ReloadKind::Reload {
+                actions.push(self.event(
+                    ReloadEvent::ControllerReloaded,
+                    format!(
+                        "now serving {} on {} name(s) and without SNI, {} after the new files appeared",
+                        self.expected.iter().map(|l| short(&l.fingerprint)).collect::<Vec<_>>().join(", "),
+                        round.served.len().saturating_sub(1),
+                        seconds(took)
+                    ),
+                ));
+            }
+            actions.push(ReloadAction::Finished {
+                pod: self.pod.clone(),
+                result: ReloadResult::Verified,
+                seconds: took.as_secs_f64(),
+            });
+            self.phase = Phase::Idle;
+            return;
+        }
+        let backoff = (backoff * 2).min(PROBE_MAX);
+        self.phase = Phase::Verifying {
+            attempt,
+            swapped_at,
+            deadline,
+            next_probe: now + backoff,
+            probe_in_flight: false,
+            backoff,
+        };
+    }
+
+    fn check_expiry(&mut self, round: &ProbeRound, actions: &mut Vec<ReloadAction>) {
+        let Some(Ok(leaf)) = round
+            .served
+            .get(&None)
+            .or_else(|| round.served.values().next())
+        else {
+            return;
+        };
+        let Some(not_after) = leaf.not_after else {
+            return;
+        };
+        let now = round.at_unix;
+        let warn = i64::try_from(self.limits.expiry_warn_before.as_secs()).unwrap_or(i64::MAX);
+        if not_after - now <= warn
+            && self.warned_expiry_for.as_deref() != Some(leaf.fingerprint.as_str())
+        {
+            self.warned_expiry_for = Some(leaf.fingerprint.clone());
+            let days = (not_after - now).div_euclid(86_400);
+            actions.push(self.event(
+                ReloadEvent::CertificateExpiringSoon,
+                format!(
+                    "the served leaf {} expires in {days} day(s)",
+                    short(&leaf.fingerprint)
+                ),
+            ));
+        }
+    }
+
+    fn expected_for(&self, name: Option<&str>) -> Vec<&str> {
+        let by_name: Vec<&str> = match name {
+            Some(name) => self
+                .expected
+                .iter()
+                .filter(|l| l.dns_names.iter().any(|n| names_match(n, name)))
+                .map(|l| l.fingerprint.as_str())
+                .collect(),
+            None => Vec::new(),
+        };
+        if by_name.is_empty() {
+            self.expected
+                .iter()
+                .map(|l| l.fingerprint.as_str())
+                .collect()
+        } else {
+            by_name
+        }
+    }
+
+    fn probe_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .expected
+            .iter()
+            .flat_map(|l| l.dns_names.iter())
+            .filter(|n| !n.starts_with("*."))
+            .cloned()
+            .chain(self.extra_hosts.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn event(&self, reason: ReloadEvent, note: String) -> ReloadAction {
+        ReloadAction::Event {
+            pod: self.pod.clone(),
+            reason,
+            note,
+        }
+    }
+}
+
+fn names_match(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name
+            .split_once('.')
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix)),
+        None => pattern.eq_ignore_ascii_case(name),
+    }
+}
+
+fn short(fingerprint: &str) -> String {
+    fingerprint.chars().take(16).collect()
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ReloadLimits = ReloadLimits {
+        min_interval: Duration::from_secs(5),
+        verify_timeout: Duration::from_secs(10),
+        wait_for_others: Duration::from_secs(60),
+        expiry_warn_before: Duration::from_secs(21 * 86_400),
+        max_attempts: 3,
+    };
+    const NOW_UNIX: i64 = 1_800_000_000;
+
+    fn base() -> Instant {
+        Instant::now() + Duration::from_secs(1000)
+    }
+
+    fn ms(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    fn pod() -> PodRef {
+        PodRef {
+            namespace: "ingress".into(),
+            name: "edge-0".into(),
+            uid: "u1".into(),
+        }
+    }
+
+    fn leaf(fp: &str) -> ExpectedLeaf {
+        ExpectedLeaf {
+            file: "tls.crt".into(),
+            fingerprint: fp.into(),
+            dns_names: vec!["a.example".into(), "b.example".into()],
+            not_after: NOW_UNIX + 90 * 86_400,
+        }
+    }
+
+    fn valid(fp: &str) -> ReloadInput {
+        ReloadInput::NewMaterial {
+            volume: "tls".into(),
+            generation: "..g2".into(),
+            material: Material::Valid {
+                leaves: vec![leaf(fp)],
+            },
+        }
+    }
+
+    fn served(fp: &str, not_after: i64) -> ReloadInput {
+        let leaf = ServedLeaf {
+            fingerprint: fp.into(),
+            not_after: Some(not_after),
+        };
+        ReloadInput::Probed(ProbeRound {
+            served: [
+                None,
+                Some("a.example".to_string()),
+                Some("b.example".to_string()),
+            ]
+            .into_iter()
+            .map(|n| (n, Ok(leaf.clone())))
+            .collect(),
+            at_unix: NOW_UNIX,
+        })
+    }
+
+    fn names(actions: &[ReloadAction]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                ReloadAction::Reload { attempt, .. } => format!("reload#{attempt}"),
+                ReloadAction::Probe { names, .. } => format!("probe {}", names.join(",")),
+                ReloadAction::Event { reason, .. } => reason.as_str().to_string(),
+                ReloadAction::Finished { result, .. } => format!("finished {}", result.label()),
+            })
+            .collect()
+    }
+
+    fn reloader(kind: ReloadKind) -> PodReload {
+        PodReload::new(pod(), kind, LIMITS, vec![])
+    }
+
+    #[test]
+    fn valid_material_is_reloaded_probed_and_verified() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        assert_eq!(names(&r.step(valid("new"), t0)), vec!["reload#1"]);
+        assert_eq!(r.phase_label(), "reloading");
+        assert!(r.step(ReloadInput::Reloaded(Ok(())), ms(t0, 2)).is_empty());
+        assert_eq!(r.next_deadline(), Some(ms(t0, 7)));
+        assert_eq!(
+            names(&r.step(ReloadInput::Tick, ms(t0, 7))),
+            vec!["probe a.example,b.example"]
+        );
+        // Still the old leaf: probe again later, backing off.
+        assert!(
+            r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, 9))
+                .is_empty()
+        );
+        assert_eq!(r.next_deadline(), Some(ms(t0, 19)));
+        assert_eq!(r.served_matches(), Some(false));
+        r.step(ReloadInput::Tick, ms(t0, 19));
+        let done = r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 30));
+        assert_eq!(
+            names(&done),
+            vec!["ControllerReloaded", "finished verified"]
+        );
+        let ReloadAction::Finished { seconds, .. } = done[1] else {
+            unreachable!()
+        };
+        assert!((seconds - 0.030).abs() < 1e-6, "swap → served: {seconds}");
+        assert_eq!(r.last_result(), Some(ReloadResult::Verified));
+        assert_eq!(r.served_matches(), Some(true));
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn invalid_material_is_withheld_and_never_reloaded() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        let invalid = ReloadInput::NewMaterial {
+            volume: "tls".into(),
+            generation: "..g3".into(),
+            material: Material::Invalid {
+                reasons: vec!["tls.key: keyMismatch".into()],
+            },
+        };
+        let actions = r.step(invalid, t0);
+        assert_eq!(
+            names(&actions),
+            vec!["InvalidCertificateMaterial", "finished withheld"]
+        );
+        let ReloadAction::Event { note, .. } = &actions[0] else {
+            unreachable!()
+        };
+        assert!(
+            note.contains("keyMismatch") && note.contains("..g3"),
+            "{note}"
+        );
+        assert_eq!(r.next_deadline(), None);
+        assert!(r.step(ReloadInput::Tick, ms(t0, 60_000)).is_empty());
+    }
+
+    #[test]
+    fn a_rotation_touching_several_secrets_costs_one_reload() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        r.step(ReloadInput::OthersBehind(true), t0);
+        assert!(
+            r.step(valid("new"), t0).is_empty(),
+            "waits for the other volume"
+        );
+        assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(60)));
+        assert!(r.step(valid("newer"), ms(t0, 500)).is_empty());
+        assert_eq!(
+            names(&r.step(ReloadInput::OthersBehind(false), ms(t0, 800))),
+            vec!["reload#1"]
+        );
+    }
+
+    #[test]
+    fn waiting_for_other_volumes_is_bounded() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        r.step(ReloadInput::OthersBehind(true), t0);
+        r.step(valid("new"), t0);
+        assert!(r.step(ReloadInput::Tick, ms(t0, 59_999)).is_empty());
+        assert_eq!(
+            names(&r.step(ReloadInput::Tick, ms(t0, 60_000))),
+            vec!["reload#1"]
+        );
+    }
+
+    #[test]
+    fn reloads_respect_the_minimum_interval() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        r.step(valid("v2"), t0);
+        r.step(ReloadInput::Reloaded(Ok(())), ms(t0, 1));
+        r.step(ReloadInput::Tick, ms(t0, 6));
+        r.step(served("v2", NOW_UNIX + 86_400 * 90), ms(t0, 10));
+        assert!(
+            r.step(valid("v3"), ms(t0, 1000)).is_empty(),
+            "5 s since the last reload"
+        );
+        assert_eq!(r.next_deadline(), Some(ms(t0, 5001)));
+        assert_eq!(
+            names(&r.step(ReloadInput::Tick, ms(t0, 5001))),
+            vec!["reload#1"]
+        );
+    }
+
+    #[test]
+    fn an_unverified_reload_is_reported_and_retried_with_backoff() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        r.step(valid("new"), t0);
+        r.step(ReloadInput::Reloaded(Ok(())), t0);
+        let mut t = 0;
+        while t + 5 < 10_000 {
+            t += 5;
+            for action in r.step(ReloadInput::Tick, ms(t0, t)) {
+                if let ReloadAction::Probe { .. } = action {
+                    r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, t));
+                }
+            }
+        }
+        let actions = r.step(ReloadInput::Tick, ms(t0, 10_000));
+        assert_eq!(
+            names(&actions),
+            vec!["ReloadUnverified", "finished unverified"]
+        );
+        let ReloadAction::Event { note, .. } = &actions[0] else {
+            unreachable!()
+        };
+        assert!(note.contains("(no SNI)=old"), "{note}");
+        assert_eq!(r.phase_label(), "retry");
+        assert_eq!(
+            names(&r.step(ReloadInput::Tick, ms(t0, 15_000))),
+            vec!["reload#2"]
+        );
+    }
+
+    #[test]
+    fn a_missing_process_is_its_own_event() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        r.step(valid("new"), t0);
+        let failure = ReloadFailure {
+            process_not_found: true,
+            message: "no process titled nginx: master process in container nginx".into(),
+        };
+        let actions = r.step(ReloadInput::Reloaded(Err(failure)), ms(t0, 1));
+        assert_eq!(
+            names(&actions),
+            vec!["ControllerProcessNotFound", "finished failed"]
+        );
+    }
+
+    #[test]
+    fn self_reloading_controllers_are_only_verified() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::VerifyOnly);
+        assert!(r.step(valid("new"), t0).is_empty());
+        assert_eq!(
+            names(&r.step(ReloadInput::Tick, ms(t0, 5))),
+            vec!["probe a.example,b.example"]
+        );
+        let done = r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 6));
+        assert_eq!(
+            names(&done),
+            vec!["finished verified"],
+            "no ControllerReloaded: we did not reload"
+        );
+    }
+
+    #[test]
+    fn api_driven_controllers_that_keep_the_old_leaf_are_a_mismatch() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::ApiDriven);
+        assert!(
+            r.step(valid("ignored"), t0).is_empty(),
+            "disk does not matter"
+        );
+        r.step(
+            ReloadInput::ApiLeaves {
+                leaves: vec![leaf("api")],
+            },
+            t0,
+        );
+        let mut t = 0;
+        let mut seen = Vec::new();
+        while t <= 10_000 {
+            for action in r.step(ReloadInput::Tick, ms(t0, t)) {
+                match action {
+                    ReloadAction::Probe { .. } => {
+                        seen.extend(names(
+                            &r.step(served("stale", NOW_UNIX + 86_400 * 90), ms(t0, t)),
+                        ));
+                    }
+                    other => seen.extend(names(&[other])),
+                }
+            }
+            t += 5;
+        }
+        assert_eq!(
+            seen,
+            vec!["ServedCertificateMismatch", "finished unverified"]
+        );
+    }
+
+    #[test]
+    fn a_served_leaf_close_to_expiry_is_reported_once() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::VerifyOnly);
+        r.step(valid("new"), t0);
+        r.step(ReloadInput::Tick, ms(t0, 5));
+        let actions = r.step(served("new", NOW_UNIX + 3 * 86_400 + 60), ms(t0, 6));
+        assert_eq!(
+            names(&actions),
+            vec!["CertificateExpiringSoon", "finished verified"]
+        );
+        let ReloadAction::Event { note, .. } = &actions[0] else {
+            unreachable!()
+        };
+        assert!(note.contains("3 day"), "{note}");
+        r.step(valid("new"), ms(t0, 100));
+        r.step(ReloadInput::Tick, ms(t0, 105));
+        let again = r.step(served("new", NOW_UNIX + 3 * 86_400), ms(t0, 106));
+        assert_eq!(names(&again), vec!["finished verified"]);
+    }
+
+    #[test]
+    fn wildcard_names_match_one_label() {
+        assert!(names_match("*.example.com", "a.example.com"));
+        assert!(!names_match("*.example.com", "a.b.example.com"));
+        assert!(names_match("A.example.com", "a.EXAMPLE.com"));
+    }
+}
