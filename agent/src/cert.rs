@@ -314,7 +314,8 @@ pub struct KeyPairing {
 /// 1. the file itself holds certificates (bundle `X.pem`, HAProxy style) → paired with itself;
 /// 2. `X.pem.key` → `X.pem` (HAProxy loads the key from beside the crt file);
 /// 3. `X.key` → `X.crt` (same directory; covers `tls.key`/`tls.crt`);
-/// 4. `X.key` → `X.pem` when no `X.crt` with certificates exists.
+/// 4. `X.key` → `X.pem` when no `X.crt` with certificates exists;
+/// 5. `X.key` → `X` (HAProxy's general `<crt file>.key`, e.g. `tls.crt.key` → `tls.crt`).
 ///
 /// Certificates without a key (CA bundles such as `ca.crt`) and keys without a certificate yield
 /// no pairing; neither is a problem by itself. Paths are matched exactly (`/` separated, case
@@ -362,7 +363,13 @@ fn cert_candidates(key_path: &str) -> Vec<String> {
     if stem.ends_with(".pem") {
         return vec![stem.to_owned()];
     }
-    vec![format!("{stem}.crt"), format!("{stem}.pem")]
+    // Last: HAProxy's general rule, `<crt file>.key` beside any certificate file name
+    // (`tls.crt.key` with `tls.crt`).
+    vec![
+        format!("{stem}.crt"),
+        format!("{stem}.pem"),
+        stem.to_owned(),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1179,6 +1186,8 @@ mod tests {
             ("keyonly.crt", parse(&key_b)),
             (".key", parse(&key_a)),
             (".crt", parse(&leaf_a)),
+            ("hap/tls.crt.key", parse(&key_b)),
+            ("hap/tls.crt", parse(&leaf_b)),
         ];
         let refs: Vec<(&str, &PemContents)> = files.iter().map(|(p, c)| (*p, c)).collect();
         let pairing = |key: &str, cert: &str, matches: bool| KeyPairing {
@@ -1191,6 +1200,7 @@ mod tests {
             vec![
                 pairing("a/b/n.key", "a/b/n.crt", true),
                 pairing("bundle.pem", "bundle.pem", true),
+                pairing("hap/tls.crt.key", "hap/tls.crt", true),
                 pairing("other.key", "other.pem", false),
                 pairing("site.pem.key", "site.pem", true),
                 pairing("tls.key", "tls.crt", true),

@@ -53,6 +53,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Query a running agent's /status and print it as a table (or unchanged with --json).
+    ///
+    /// Exit status: 0 all mounts fine, 1 a mount is stuck, reload_unverified,
+    /// invalid_material or unreadable, 2 the endpoint cannot be reached.
+    Status {
+        /// Base URL of the agent's health endpoint (its --listen address).
+        #[arg(long, value_name = "URL", default_value = crate::admin::status_cli::DEFAULT_ENDPOINT)]
+        endpoint: String,
+        /// Print the /status document unchanged.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every second until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +113,11 @@ pub fn run(cli: Cli) -> u8 {
         Command::Inspect { paths, json } => run_inspect(&paths, json),
         Command::CheckConfig { file } => crate::config::check_config_command(&file),
         Command::Agent(args) => run_agent(args),
+        Command::Status {
+            endpoint,
+            json,
+            watch,
+        } => crate::admin::status_cli::run(&endpoint, json, watch),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod config;
 pub mod discovery;
 pub mod inspect;
 pub mod kubelet;
+pub mod probe;
 pub mod reconcile;
 pub mod run;
 pub mod watch;

@@ -29,12 +29,20 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::actions::kube_sinks::{KubeEventPublisher, KubePodPatcher, api_failure};
+use crate::actions::reload::{ReloadMetrics, probe_address, probe_round, reload_controller};
 use crate::actions::{EventLimiter, Executor, ExecutorMetrics};
 use crate::admin::{self, AgentMetrics, StatusSnapshot};
-use crate::config::Config;
+use crate::config::{Config, ControllerProfile, ReloadAction as ProfileReload, ReloadMode};
 use crate::discovery::{ControllerPod, SecretView};
 use crate::kubelet::{KubeletRoot, snapshot};
-use crate::reconcile::{DiskView, MountIndex, SecretKey, Thresholds};
+use crate::reconcile::material::{material_of_secrets, material_of_snapshot};
+use crate::reconcile::reload::{
+    ExpectedLeaf, Material, PodReload, ProbeRound, ReloadAction, ReloadFailure, ReloadInput,
+    ReloadKind, ReloadLimits,
+};
+use crate::reconcile::{
+    CertificateStatus, DiskView, MountIndex, PodRef, SecretKey, ServedStatus, Thresholds,
+};
 use crate::watch::{RescanReason, VolumeChange, VolumeWatcher, WatcherConfig};
 
 #[derive(Debug, Clone)]
@@ -49,13 +57,15 @@ pub struct AgentOptions {
 /// Everything that can happen, in one channel to the loop.
 #[derive(Debug)]
 enum LoopInput {
-    PodsListed(Vec<(ControllerPod, Option<Vec<String>>)>),
+    PodsListed(Vec<(ControllerPod, ControllerProfile)>),
     PodApplied(Box<Pod>),
     PodDeleted(String),
     PodWatchFailed(String),
     SecretObserved(SecretKey, Option<SecretView>),
     SecretWatchFailed(SecretKey, String),
     Volume(VolumeChange),
+    Reloaded(String, Result<(), ReloadFailure>),
+    Probed(String, ProbeRound),
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -70,6 +80,7 @@ pub async fn run_agent(
     let executor_metrics = ExecutorMetrics::register(&mut registry);
     let agent_metrics = AgentMetrics::register(&mut registry);
     let rescans = crate::watch::WatchMetrics::register(&mut registry);
+    let reload_metrics = ReloadMetrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     let (status_tx, status_rx) = watch::channel(Arc::new(StatusSnapshot {
@@ -134,6 +145,12 @@ pub async fn run_agent(
         executor_metrics,
         agent_metrics,
         rescans,
+        reload_metrics,
+        reloads: HashMap::new(),
+        controllers: HashMap::new(),
+        generations: HashMap::new(),
+        leaves_on_disk: HashMap::new(),
+        proc_root: options.proc_root.clone(),
         pods_listed: false,
         node: options.node_name.clone(),
         status_tx,
@@ -141,7 +158,7 @@ pub async fn run_agent(
 
     tokio::pin!(shutdown);
     let result = loop {
-        let deadline = agent.index.next_deadline();
+        let deadline = agent.next_deadline();
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -188,6 +205,16 @@ struct AgentLoop {
     executor_metrics: ExecutorMetrics,
     agent_metrics: AgentMetrics,
     rescans: crate::watch::WatchMetrics,
+    reload_metrics: ReloadMetrics,
+    /// One reload state machine per controller pod.
+    reloads: HashMap<String, PodReload>,
+    /// The pod and its profile, for reloads and probes.
+    controllers: HashMap<String, (ControllerPod, ControllerProfile)>,
+    /// Last generation seen per volume directory: a change is new material.
+    generations: HashMap<PathBuf, Option<String>>,
+    /// Leaves of the last snapshot per volume directory, for /status and metrics.
+    leaves_on_disk: HashMap<PathBuf, Vec<ExpectedLeaf>>,
+    proc_root: PathBuf,
     pods_listed: bool,
     node: String,
     status_tx: watch::Sender<Arc<StatusSnapshot>>,
@@ -200,18 +227,37 @@ impl AgentLoop {
             LoopInput::PodsListed(pods) => {
                 self.pods_listed = true;
                 let mut actions = self.index.set_pods_healthy(true, now);
+                let keep: BTreeSet<String> = pods.iter().map(|(p, _)| p.uid.clone()).collect();
+                let gone: Vec<String> = self
+                    .controllers
+                    .keys()
+                    .filter(|uid| !keep.contains(*uid))
+                    .cloned()
+                    .collect();
+                for uid in gone {
+                    self.forget_pod(&uid);
+                }
+                for (pod, profile) in &pods {
+                    self.remember_pod(pod.clone(), profile.clone());
+                }
+                let pods = pods
+                    .into_iter()
+                    .map(|(pod, profile)| (pod, profile.containers))
+                    .collect();
                 actions.extend(self.index.replace_pods(pods, now));
                 actions
             }
             LoopInput::PodApplied(pod) => {
                 let mut actions = self.index.set_pods_healthy(true, now);
                 match select_controller(&self.config, &pod) {
-                    Some((controller, containers)) => {
-                        actions.extend(self.index.upsert_pod(controller, containers, now))
+                    Some((controller, profile)) => {
+                        self.remember_pod(controller.clone(), profile.clone());
+                        actions.extend(self.index.upsert_pod(controller, profile.containers, now));
                     }
                     None => {
                         if let Some(uid) = pod.metadata.uid.as_deref() {
                             self.index.remove_pod(uid);
+                            self.forget_pod(uid);
                         }
                     }
                 }
@@ -219,18 +265,32 @@ impl AgentLoop {
             }
             LoopInput::PodDeleted(uid) => {
                 self.index.remove_pod(&uid);
+                self.forget_pod(&uid);
                 Vec::new()
             }
             LoopInput::PodWatchFailed(reason) => {
                 self.executor_metrics.api_error("pods", &reason);
                 self.index.set_pods_healthy(false, now)
             }
-            LoopInput::SecretObserved(key, view) => self.index.secret_observed(&key, view, now),
+            LoopInput::SecretObserved(key, view) => {
+                let actions = self.index.secret_observed(&key, view, now);
+                self.api_leaves_changed(&key, now);
+                actions
+            }
             LoopInput::SecretWatchFailed(key, reason) => {
                 self.executor_metrics.api_error("secrets", &reason);
                 self.index.secret_watch_health(&key, false, now)
             }
             LoopInput::Volume(change) => self.volume_changed(change, now),
+            LoopInput::Reloaded(uid, result) => {
+                self.step_reload(&uid, ReloadInput::Reloaded(result), now);
+                Vec::new()
+            }
+            LoopInput::Probed(uid, round) => {
+                self.record_served(&uid, &round);
+                self.step_reload(&uid, ReloadInput::Probed(round), now);
+                Vec::new()
+            }
         };
         self.sync_secret_watches();
         let mut more = self.sync_volumes(now);
@@ -241,8 +301,161 @@ impl AgentLoop {
     }
 
     fn tick(&mut self) {
-        for action in self.index.tick(Instant::now()) {
+        let now = Instant::now();
+        for action in self.index.tick(now) {
             self.executor.execute(action);
+        }
+        let due: Vec<String> = self
+            .reloads
+            .iter()
+            .filter(|(_, r)| r.next_deadline().is_some_and(|d| d <= now))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in due {
+            self.step_reload(&uid, ReloadInput::Tick, now);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let reloads = self
+            .reloads
+            .values()
+            .filter_map(PodReload::next_deadline)
+            .min();
+        match (self.index.next_deadline(), reloads) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn remember_pod(&mut self, pod: ControllerPod, profile: ControllerProfile) {
+        let uid = pod.uid.clone();
+        if !self.reloads.contains_key(&uid) {
+            let kind = match (profile.mode, &profile.reload) {
+                (ReloadMode::Api, _) => ReloadKind::ApiDriven,
+                (ReloadMode::Files, ProfileReload::None) => ReloadKind::VerifyOnly,
+                (ReloadMode::Files, _) => ReloadKind::Reload,
+            };
+            let limits = ReloadLimits {
+                min_interval: self.config.reload.min_interval,
+                verify_timeout: self.config.verify.timeout,
+                wait_for_others: self.config.stuck_after,
+                expiry_warn_before: self.config.expiry.warn_before,
+                max_attempts: 3,
+            };
+            let pod_ref = PodRef {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: uid.clone(),
+            };
+            self.reloads.insert(
+                uid.clone(),
+                PodReload::new(pod_ref, kind, limits, profile.probe.hosts.clone()),
+            );
+        }
+        self.controllers.insert(uid, (pod, profile));
+    }
+
+    fn forget_pod(&mut self, uid: &str) {
+        self.reloads.remove(uid);
+        if let Some((pod, _)) = self.controllers.remove(uid) {
+            self.reload_metrics.forget_pod(&pod.namespace, &pod.name);
+        }
+    }
+
+    /// Controllers that read Secrets from the API are verified against the API's leaves.
+    fn api_leaves_changed(&mut self, key: &SecretKey, now: Instant) {
+        for uid in self.index.pods_of_secret(key) {
+            let Some((_, profile)) = self.controllers.get(&uid) else {
+                continue;
+            };
+            if profile.mode != ReloadMode::Api {
+                continue;
+            }
+            let mut leaves = Vec::new();
+            for view in self.index.secrets_of_pod(&uid) {
+                if let Material::Valid { leaves: found } = material_of_secrets(&view.certificates) {
+                    leaves.extend(found);
+                }
+            }
+            self.step_reload(&uid, ReloadInput::ApiLeaves { leaves }, now);
+        }
+    }
+
+    fn step_reload(&mut self, uid: &str, input: ReloadInput, now: Instant) {
+        let behind = self.index.pod_behind(uid);
+        let Some(reload) = self.reloads.get_mut(uid) else {
+            return;
+        };
+        let mut actions = reload.step(ReloadInput::OthersBehind(behind), now);
+        actions.extend(reload.step(input, now));
+        for action in actions {
+            self.perform_reload_action(uid, action);
+        }
+    }
+
+    fn perform_reload_action(&mut self, uid: &str, action: ReloadAction) {
+        let Some((pod, profile)) = self.controllers.get(uid).cloned() else {
+            return;
+        };
+        match action {
+            ReloadAction::Reload { attempt, .. } => {
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, attempt, "reloading controller");
+                let tx = self.input_tx.clone();
+                let proc_root = self.proc_root.clone();
+                let timeout = self.config.verify.timeout;
+                let uid = uid.to_string();
+                tokio::spawn(async move {
+                    let result = reload_controller(proc_root, pod, profile, timeout).await;
+                    let _ = tx.send(LoopInput::Reloaded(uid, result));
+                });
+            }
+            ReloadAction::Probe { names, .. } => {
+                let tx = self.input_tx.clone();
+                let addr = probe_address(&pod, &profile);
+                let timeout = self
+                    .config
+                    .verify
+                    .timeout
+                    .min(std::time::Duration::from_secs(2));
+                let uid = uid.to_string();
+                tokio::spawn(async move {
+                    let round = probe_round(addr, names, timeout).await;
+                    let _ = tx.send(LoopInput::Probed(uid, round));
+                });
+            }
+            ReloadAction::Event { pod, reason, note } => {
+                self.executor.publish(pod, reason.into(), note)
+            }
+            ReloadAction::Finished {
+                pod,
+                result,
+                seconds,
+            } => {
+                self.reload_metrics
+                    .finished(&pod.namespace, &pod.name, result, seconds);
+            }
+        }
+    }
+
+    /// Served-certificate gauges after a probe.
+    fn record_served(&mut self, uid: &str, round: &ProbeRound) {
+        let Some((pod, _)) = self.controllers.get(uid) else {
+            return;
+        };
+        let served = round.served.get(&None).and_then(|r| r.as_ref().ok());
+        let secrets: Vec<String> = pod.secret_names().map(str::to_owned).collect();
+        for secret in secrets {
+            if let Some(not_after) = served.and_then(|s| s.not_after) {
+                self.reload_metrics
+                    .not_after
+                    .get_or_create(&crate::actions::reload::NotAfterLabels {
+                        namespace: pod.namespace.clone(),
+                        secret,
+                        source: "served",
+                    })
+                    .set(not_after);
+            }
         }
     }
 
@@ -252,10 +465,7 @@ impl AgentLoop {
         now: Instant,
     ) -> Vec<crate::reconcile::Action> {
         match change {
-            VolumeChange::Generation { volume, .. } => {
-                let disk = disk_view(&volume);
-                self.index.disk_observed(&volume, disk, now)
-            }
+            VolumeChange::Generation { volume, .. } => self.read_volume(&volume, now),
             VolumeChange::Unmounted { volume } => {
                 self.tracked.remove(&volume);
                 self.volumes.untrack(&volume);
@@ -330,8 +540,7 @@ impl AgentLoop {
         match self.volumes.track(&path) {
             Ok(_) => {
                 self.tracked.insert(path.clone());
-                let disk = disk_view(&path);
-                self.index.disk_observed(&path, disk, now)
+                self.read_volume(&path, now)
             }
             Err(err) => {
                 tracing::debug!(volume = %path.display(), error = %err, "volume directory not there yet");
@@ -339,6 +548,56 @@ impl AgentLoop {
                 Vec::new()
             }
         }
+    }
+
+    /// Snapshots a volume: the digests go to the index, and a new generation's material to the
+    /// pod's reload state machine.
+    fn read_volume(&mut self, path: &Path, now: Instant) -> Vec<crate::reconcile::Action> {
+        let (disk, material) = match snapshot(path) {
+            Ok(snap) => {
+                let material = material_of_snapshot(&snap, time::OffsetDateTime::now_utc());
+                let disk = DiskView::Files {
+                    generation: snap.generation,
+                    files: snap.files.into_iter().map(|f| (f.path, f.sha256)).collect(),
+                };
+                (disk, Some(material))
+            }
+            Err(err) => (
+                DiskView::Unreadable {
+                    reason: err.to_string(),
+                },
+                None,
+            ),
+        };
+        let generation = match &disk {
+            DiskView::Files { generation, .. } => generation.clone(),
+            DiskView::Unreadable { .. } => None,
+        };
+        let previous = self
+            .generations
+            .insert(path.to_path_buf(), generation.clone());
+        if let Some(Material::Valid { leaves }) = &material {
+            self.leaves_on_disk
+                .insert(path.to_path_buf(), leaves.clone());
+        }
+        let actions = self.index.disk_observed(path, disk, now);
+        // The first sighting is what the controller started with; only a change is a rotation.
+        if let (Some(Some(_)), Some(generation), Some(material)) =
+            (previous.as_ref(), generation, material)
+            && previous != Some(Some(generation.clone()))
+            && let Some(key) = self.index.mount_at(path).cloned()
+        {
+            self.step_reload(
+                &key.pod_uid,
+                ReloadInput::NewMaterial {
+                    volume: key.volume.clone(),
+                    generation,
+                    material,
+                },
+                now,
+            );
+        }
+        actions
     }
 
     fn waiting_for(&self) -> Vec<String> {
@@ -376,11 +635,61 @@ impl AgentLoop {
             self.agent_metrics.set_mounts(state.label(), count);
         }
         let waiting_for = self.waiting_for();
+        let mut mounts = self.index.status(now);
+        let today = time::OffsetDateTime::now_utc().unix_timestamp();
+        for mount in &mut mounts {
+            mount.certificate = self
+                .leaves_on_disk
+                .get(&mount.path)
+                .and_then(|l| l.first())
+                .map(|leaf| CertificateStatus {
+                    fingerprint_sha256: leaf.fingerprint.clone(),
+                    not_after: time::OffsetDateTime::from_unix_timestamp(leaf.not_after)
+                        .ok()
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_default(),
+                    days_to_expiry: (leaf.not_after - today).div_euclid(86_400),
+                });
+            if let Some(reload) = self.reloads.get(&mount.pod_uid) {
+                mount.served = Some(ServedStatus {
+                    fingerprint_sha256: reload.served_fingerprint().map(str::to_owned),
+                    matches: reload.served_matches(),
+                });
+                mount.last_reload = reload.last_result().map(|r| r.label());
+                if let Some(matches) = reload.served_matches() {
+                    for secret in &mount.secrets {
+                        self.reload_metrics
+                            .served_match
+                            .get_or_create(&crate::actions::reload::ServedLabels {
+                                namespace: mount.namespace.clone(),
+                                pod: mount.pod.clone(),
+                                secret: secret.name.clone(),
+                            })
+                            .set(i64::from(matches));
+                    }
+                }
+            }
+            if let Some(cert) = self.leaves_on_disk.get(&mount.path).and_then(|l| l.first()) {
+                for secret in &mount.secrets {
+                    self.reload_metrics
+                        .not_after
+                        .get_or_create(&crate::actions::reload::NotAfterLabels {
+                            namespace: mount.namespace.clone(),
+                            secret: secret.name.clone(),
+                            source: "disk",
+                        })
+                        .set(cert.not_after);
+                }
+            }
+        }
         let snapshot = StatusSnapshot {
             node: self.node.clone(),
             ready: waiting_for.is_empty(),
             waiting_for,
-            mounts: self.index.status(now),
+            mounts,
         };
         self.status_tx.send_replace(Arc::new(snapshot));
     }
@@ -393,20 +702,8 @@ impl AgentLoop {
     }
 }
 
-fn disk_view(path: &Path) -> DiskView {
-    match snapshot(path) {
-        Ok(snap) => DiskView::Files {
-            generation: snap.generation,
-            files: snap.files.into_iter().map(|f| (f.path, f.sha256)).collect(),
-        },
-        Err(err) => DiskView::Unreadable {
-            reason: err.to_string(),
-        },
-    }
-}
-
-/// The first controller profile that selects the pod, with the containers it watches.
-fn select_controller(config: &Config, pod: &Pod) -> Option<(ControllerPod, Option<Vec<String>>)> {
+/// The first controller profile that selects the pod.
+fn select_controller(config: &Config, pod: &Pod) -> Option<(ControllerPod, ControllerProfile)> {
     let namespace = pod.metadata.namespace.as_deref()?;
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -418,7 +715,7 @@ fn select_controller(config: &Config, pod: &Pod) -> Option<(ControllerPod, Optio
         .iter()
         .find(|c| c.selects(namespace, &labels))?;
     let controller = ControllerPod::from_pod(pod, &profile.name)?;
-    Some((controller, profile.containers.clone()))
+    Some((controller, profile.clone()))
 }
 
 /// One watch on the node's pods; label selectors are applied here, not by the API server,
@@ -434,7 +731,7 @@ async fn watch_pods(
     let mut stream = watcher::watcher(api, watch_config)
         .default_backoff()
         .boxed();
-    let mut listing: Vec<(ControllerPod, Option<Vec<String>>)> = Vec::new();
+    let mut listing: Vec<(ControllerPod, ControllerProfile)> = Vec::new();
     loop {
         let input = match stream.try_next().await {
             Ok(Some(Event::Init)) => {

@@ -55,7 +55,8 @@ pub struct TestNode {
     starts: usize,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -338,6 +339,37 @@ pub fn ingress_pod(
             "nodeName": NODE,
             "containers": [{"name": "nginx", "image": "nginx", "volumeMounts": [mount]}],
             "volumes": [{"name": "tls", "secret": {"secretName": secret}}]
+        }
+    }))
+    .expect("a valid pod")
+}
+
+/// A controller pod whose container `container` mounts Secret `secret` as volume `tls`, with
+/// `items` (key → path) when given, as a HAProxy deployment maps `tls.key` to `tls.crt.key`.
+pub fn controller_pod(
+    name: &str,
+    container: &str,
+    labels: &[(&str, &str)],
+    secret: &str,
+    items: Option<&[(&str, &str)]>,
+) -> Pod {
+    let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    let mut source = json!({"secretName": secret});
+    if let Some(items) = items {
+        source["items"] = items
+            .iter()
+            .map(|(key, path)| json!({"key": key, "path": path}))
+            .collect();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"namespace": NAMESPACE, "name": name, "labels": labels},
+        "spec": {
+            "nodeName": NODE,
+            "containers": [{"name": container, "image": container,
+                            "volumeMounts": [{"name": "tls", "mountPath": "/etc/tls", "readOnly": true}]}],
+            "volumes": [{"name": "tls", "secret": source}]
         }
     }))
     .expect("a valid pod")

@@ -8,7 +8,11 @@
 //! ```
 
 pub mod events;
+pub mod http_reload;
 pub mod kube_sinks;
+pub mod process;
+pub mod reload;
+pub mod signal;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

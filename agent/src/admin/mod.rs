@@ -1,29 +1,90 @@
-//! The node-local health endpoint: `/livez`, `/readyz`, `/metrics`, `/status`.
+//! The node-local health endpoint: `/livez`, `/readyz`, `/metrics`, `/status`, and the
+//! `mountlag status` client that reads it.
 //!
 //! ```text
-//!  reconcile loop ──(watch channel: Arc<StatusSnapshot>)──▶ /readyz /status
-//!  modules' metrics ──(one prometheus-client Registry)────▶ /metrics
+//!  reconcile loop ──(watch channel: Arc<StatusSnapshot>)──▶ /readyz /status ──▶ mountlag status
+//!  modules' metrics ──(one prometheus-client Registry)────▶ /metrics (+ process_*, inotify)
+//!  loops' Heartbeats ──(atomics + on-demand ping)─────────▶ /livez
 //! ```
 //!
-//! Handlers only read a published snapshot and encode the registry: no locks held across
-//! awaits, no work beyond encoding on a scrape.
+//! Handlers only read a published snapshot, check atomics and encode the registry: no locks
+//! held across awaits, no work beyond encoding on a scrape (the `process_*` metrics read four
+//! small files of `/proc/self`).
+//!
+//! Modules: [`server`] (accept loop, limits, routing), [`liveness`] (loops and heartbeats),
+//! [`metrics`] (registry additions and encoding), [`status_cli`] (`mountlag status`),
+//! [`client`] (the minimal HTTP client it uses).
+//!
+//! # What `run.rs` calls
+//!
+//! ```ignore
+//! use mountlag::admin::{self, AdminServer, AgentMetrics, Liveness, StatusSnapshot};
+//!
+//! // 1. One registry; every module registers into it. AgentMetrics also registers
+//! //    mountlag_build_info and the process_* collector.
+//! let mut registry = Registry::default();
+//! let agent_metrics = AgentMetrics::register(&mut registry);
+//! let watches = Arc::new(AtomicUsize::new(0));          // the watcher keeps it current
+//! admin::register_inotify_watches(&mut registry, Arc::clone(&watches));
+//! let registry = Arc::new(registry);
+//!
+//! // 2. Liveness: one Heartbeat per loop that must keep making progress.
+//! let liveness = Liveness::new();
+//! let reconcile_hb = liveness.register(admin::loops::RECONCILE, Duration::from_secs(30));
+//! let pods_hb = liveness.register(admin::loops::POD_WATCH, Duration::from_secs(30));
+//! //    in the reconcile select!:   () = reconcile_hb.pinged() => continue,
+//! //    after handling an input:    reconcile_hb.beat();
+//! //    in the pod watch loop:      pods_hb.answer_pings_while(stream.try_next()).await
+//! //    test hook (test-only):      if Liveness::stall_requested(admin::loops::RECONCILE)
+//! //                                    && ready { std::future::pending::<()>().await }
+//!
+//! // 3. The server.
+//! let listener = admin::bind(options.listen).await?;
+//! let admin_task = tokio::spawn(
+//!     AdminServer::new(Arc::clone(&registry), status_rx)
+//!         .liveness(liveness.clone())
+//!         .serve(listener, async { let _ = admin_stop_rx.await; }),
+//! );
+//!
+//! // 4. Shutdown: unready first, then drain.
+//! admin::mark_unready(&status_tx, "shutting down");
+//! let _ = admin_stop_tx.send(());
+//! let _ = admin_task.await;
+//! ```
+//!
+//! [`serve`] (registry, status, shutdown) is kept for callers without liveness.
+
+pub mod client;
+pub mod liveness;
+pub mod metrics;
+pub mod server;
+pub mod status_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::reconcile::MountStatus;
+
+pub use liveness::{Heartbeat, Liveness, LivenessReport, Stalled};
+pub use metrics::{AgentMetrics, ProcessCollector, register_inotify_watches};
+pub use server::{AdminServer, Limits, serve_with_liveness};
+
+/// Suggested loop names for [`Liveness::register`] (stable: `/livez` bodies, the test hook
+/// `MOUNTLAG_TEST_STALL=<name>` and docs/operations.md use them).
+pub mod loops {
+    /// The loop that owns the mount index and publishes the status.
+    pub const RECONCILE: &str = "reconcile";
+    /// The node's pod watch.
+    pub const POD_WATCH: &str = "pod_watch";
+    /// The inotify / mount table watcher.
+    pub const INOTIFY: &str = "inotify";
+    /// The action executor.
+    pub const EXECUTOR: &str = "executor";
+}
 
 /// What the agent publishes after every reconcile step.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -36,103 +97,30 @@ pub struct StatusSnapshot {
     pub mounts: Vec<MountStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct StateLabel {
-    state: &'static str,
+/// Flips the published status to unready (keeping the mounts), e.g. `"shutting down"`: call it
+/// before resolving the server's shutdown future so `/readyz` answers 503 while it drains.
+pub fn mark_unready(status: &watch::Sender<Arc<StatusSnapshot>>, why: &str) {
+    status.send_modify(|snapshot| {
+        let mut next = StatusSnapshot::clone(snapshot);
+        next.ready = false;
+        next.waiting_for = vec![why.to_string()];
+        *snapshot = Arc::new(next);
+    });
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-}
-
-/// Gauges the reconcile loop sets from its index.
-#[derive(Debug, Clone)]
-pub struct AgentMetrics {
-    mounts: Family<StateLabel, Gauge>,
-}
-
-impl AgentMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let mounts = Family::<StateLabel, Gauge>::default();
-        registry.register("mountlag_mounts", "Tracked mounts by state", mounts.clone());
-        let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register("mountlag_build", "Build information", build);
-        Self { mounts }
-    }
-
-    pub fn set_mounts(&self, state: &'static str, count: usize) {
-        self.mounts
-            .get_or_create(&StateLabel { state })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
-}
-
-#[derive(Clone)]
-struct AdminState {
-    registry: Arc<Registry>,
-    status: watch::Receiver<Arc<StatusSnapshot>>,
-}
-
+/// Serves `/livez` (no loops checked), `/readyz`, `/metrics` and `/status` with default
+/// [`Limits`] until `shutdown` resolves, then drains. See [`AdminServer`] to add liveness.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     status: watch::Receiver<Arc<StatusSnapshot>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status_json))
-        .with_state(AdminState { registry, status });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    AdminServer::new(registry, status)
+        .serve(listener, shutdown)
         .await
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
-}
-
-async fn livez() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(state): State<AdminState>) -> Response {
-    let snapshot = state.status.borrow().clone();
-    if snapshot.ready {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        let body = format!("not ready: {}\n", snapshot.waiting_for.join("; "));
-        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
-    }
-}
-
-async fn metrics(State(state): State<AdminState>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
-    }
-}
-
-async fn status_json(State(state): State<AdminState>) -> Response {
-    let snapshot = state.status.borrow().clone();
-    match serde_json::to_vec_pretty(snapshot.as_ref()) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode status\n").into_response(),
-    }
 }

@@ -62,6 +62,31 @@ pub struct MountStatus {
     pub state: &'static str,
     pub lag_seconds: Option<f64>,
     pub disk_generation: Option<String>,
+    /// The leaf on disk (filled in by the agent from its last snapshot).
+    pub certificate: Option<CertificateStatus>,
+    /// What the controller serves (filled in by the agent from its last probe).
+    pub served: Option<ServedStatus>,
+    /// The outcome of the pod's last reload: verified, unverified, withheld, failed.
+    pub last_reload: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    pub fingerprint_sha256: String,
+    /// RFC 3339.
+    pub not_after: String,
+    pub days_to_expiry: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedStatus {
+    /// Leaf served without SNI.
+    pub fingerprint_sha256: Option<String>,
+    /// Served equals expected on every probed name; `None` before the first probe.
+    #[serde(rename = "match")]
+    pub matches: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -297,6 +322,44 @@ impl MountIndex {
         self.mounts.values().all(|e| e.mount.disk().is_some())
     }
 
+    /// Whether any mount of the pod is known to be behind the API (a rotation in progress).
+    pub fn pod_behind(&self, pod_uid: &str) -> bool {
+        self.mounts.iter().any(|(key, entry)| {
+            key.pod_uid == pod_uid
+                && matches!(
+                    entry.mount.state(),
+                    MountState::Pending | MountState::Nudged | MountState::Stuck
+                )
+        })
+    }
+
+    /// Pods with a mount fed by `secret`.
+    pub fn pods_of_secret(&self, secret: &SecretKey) -> BTreeSet<String> {
+        self.mounts
+            .iter()
+            .filter(|(_, e)| e.secrets.contains(secret))
+            .map(|(k, _)| k.pod_uid.clone())
+            .collect()
+    }
+
+    /// The Secrets feeding a pod's mounts, as the API has them now.
+    pub fn secrets_of_pod(&self, pod_uid: &str) -> Vec<&SecretView> {
+        let keys: BTreeSet<&SecretKey> = self
+            .mounts
+            .iter()
+            .filter(|(k, _)| k.pod_uid == pod_uid)
+            .flat_map(|(_, e)| e.secrets.iter())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.secrets.get(k)?.view.as_ref())
+            .collect()
+    }
+
+    /// The mount a volume directory belongs to.
+    pub fn mount_at(&self, path: &Path) -> Option<&MountKey> {
+        self.by_path.get(path)
+    }
+
     /// Whether the mount at `path` has been read from disk at least once.
     pub fn volume_scanned(&self, path: &Path) -> bool {
         self.by_path
@@ -355,6 +418,9 @@ impl MountIndex {
                         Some(DiskView::Files { generation, .. }) => generation.clone(),
                         _ => None,
                     },
+                    certificate: None,
+                    served: None,
+                    last_reload: None,
                 })
             })
             .collect()

@@ -7,6 +7,6 @@ pub mod material;
 pub mod mount;
 pub mod reload;
 
-pub use index::{MountIndex, MountKey, MountStatus, SecretKey};
+pub use index::{CertificateStatus, MountIndex, MountKey, MountStatus, SecretKey, ServedStatus};
 
 pub use mount::{Action, DiskView, EventReason, Mount, MountState, PodRef, Thresholds};

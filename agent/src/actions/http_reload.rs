@@ -1,0 +1,462 @@
+//! Reloading a controller over HTTP: Caddy's admin API, or any endpoint that reloads on POST.
+//!
+//! ```text
+//!  url path ends with /load (Caddy):  GET <admin>/config/ ──▶ POST <admin>/load
+//!                                     Content-Type: application/json
+//!                                     Cache-Control: must-revalidate   (reload even if unchanged)
+//!  any other url:                     POST <url> (empty body)
+//! ```
+//!
+//! Caddy reloads only when the posted config differs from the running one, unless the request
+//! says `Cache-Control: must-revalidate`; posting the running config back with it makes Caddy
+//! re-read the certificate files with zero downtime. An admin API with no config loaded answers
+//! `null`, and loading that would stop every server: it is refused.
+//!
+//! Plain HTTP only (Caddy's admin endpoint is plain HTTP). The config fetched from Caddy may hold
+//! credentials (DNS provider tokens, inline keys): it is held in memory only for the POST and
+//! never logged; error messages carry at most 200 characters of an error response, and URLs
+//! without userinfo or query.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Largest config read back from Caddy's `/config/`.
+const MAX_CONFIG_BYTES: usize = 64 << 20;
+/// How much of an error response is quoted.
+const MAX_QUOTED_CHARS: usize = 200;
+
+/// Why an HTTP reload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpReloadError {
+    #[error("reload URL {url:?} is not a valid URL: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("reload URL {url}: scheme {scheme:?} is not supported (only http:// is)")]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error("{method} {url}: request failed: {source}")]
+    Request {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{method} {url}: cannot read the response: {source}")]
+    Body {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{method} {url}: HTTP {status}: {body}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        /// At most 200 characters of the response body.
+        body: String,
+    },
+    #[error("GET {url}: {what}; refusing to load it back (that would replace the running config)")]
+    BadConfig { url: String, what: &'static str },
+    #[error("{url}: no complete answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+}
+
+/// Reloads via `url` within `timeout` (the whole exchange). A URL whose path ends with `/load`
+/// is Caddy's admin API: the running config is fetched from `<admin>/config/` and posted back to
+/// `url` with `Cache-Control: must-revalidate`. Any other URL gets an empty POST. Success is a
+/// 2xx answer.
+pub async fn http_reload(url: &str, timeout: Duration) -> Result<(), HttpReloadError> {
+    let uri: Uri =
+        url.parse().map_err(
+            |e: hyper::http::uri::InvalidUri| HttpReloadError::InvalidUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            },
+        )?;
+    let shown = display_url(&uri);
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(HttpReloadError::UnsupportedScheme {
+                url: shown,
+                scheme: other.to_string(),
+            });
+        }
+        None => {
+            return Err(HttpReloadError::InvalidUrl {
+                url: url.to_string(),
+                reason: "an absolute http:// URL is needed".to_string(),
+            });
+        }
+    }
+    if uri.authority().is_none() {
+        return Err(HttpReloadError::InvalidUrl {
+            url: url.to_string(),
+            reason: "the URL names no host".to_string(),
+        });
+    }
+    match tokio::time::timeout(timeout, reload(uri)).await {
+        Ok(result) => result,
+        Err(_) => Err(HttpReloadError::Timeout {
+            url: shown,
+            timeout,
+        }),
+    }
+}
+
+async fn reload(uri: Uri) -> Result<(), HttpReloadError> {
+    // One client per reload: reloads are rare, and a pooled connection must not outlive the
+    // runtime that spawned its task.
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let Some(base) = uri.path().strip_suffix("/load") else {
+        let post = Request::post(uri.clone())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| invalid(&uri, &e))?;
+        let response = send(&client, post, "POST").await?;
+        return expect_success(response, "POST", &uri).await.map(drop);
+    };
+
+    let config_uri = with_path(&uri, &format!("{base}/config/"))?;
+    let get = Request::get(config_uri.clone())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| invalid(&config_uri, &e))?;
+    let response = send(&client, get, "GET").await?;
+    let response = expect_success(response, "GET", &config_uri).await?;
+    let config = Limited::new(response.into_body(), MAX_CONFIG_BYTES)
+        .collect()
+        .await
+        .map_err(|source| HttpReloadError::Body {
+            method: "GET",
+            url: display_url(&config_uri),
+            source,
+        })?
+        .to_bytes();
+    check_config(&config).map_err(|what| HttpReloadError::BadConfig {
+        url: display_url(&config_uri),
+        what,
+    })?;
+
+    let post = Request::post(uri.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .header(CACHE_CONTROL, "must-revalidate")
+        .body(Full::new(config))
+        .map_err(|e| invalid(&uri, &e))?;
+    let response = send(&client, post, "POST").await?;
+    expect_success(response, "POST", &uri).await.map(drop)
+}
+
+/// A config worth loading back: a JSON object (Caddy answers `null` when none is loaded).
+fn check_config(config: &[u8]) -> Result<(), &'static str> {
+    match serde_json::from_slice::<serde_json::Value>(config) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(serde_json::Value::Null) => Err("the admin API has no config loaded (null)"),
+        Ok(_) => Err("the config is not a JSON object"),
+        Err(_) => Err("the config is not valid JSON"),
+    }
+}
+
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    method: &'static str,
+) -> Result<Response<Incoming>, HttpReloadError> {
+    let url = display_url(request.uri());
+    client
+        .request(request)
+        .await
+        .map_err(|source| HttpReloadError::Request {
+            method,
+            url,
+            source,
+        })
+}
+
+/// Passes a 2xx response through; otherwise an error quoting the start of the body.
+async fn expect_success(
+    response: Response<Incoming>,
+    method: &'static str,
+    uri: &Uri,
+) -> Result<Response<Incoming>, HttpReloadError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = quote_body(response.into_body()).await;
+    Err(HttpReloadError::Status {
+        method,
+        url: display_url(uri),
+        status: status.as_u16(),
+        body,
+    })
+}
+
+/// At most [`MAX_QUOTED_CHARS`] characters of the body, control characters as spaces; reads no
+/// more of it than needed.
+async fn quote_body(mut body: Incoming) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_QUOTED_CHARS * 4 {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_QUOTED_CHARS)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, HttpReloadError> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+        HttpReloadError::InvalidUrl {
+            url: display_url(uri),
+            reason: e.to_string(),
+        }
+    })?);
+    Uri::from_parts(parts).map_err(|e| HttpReloadError::InvalidUrl {
+        url: display_url(uri),
+        reason: e.to_string(),
+    })
+}
+
+fn invalid(uri: &Uri, err: &hyper::http::Error) -> HttpReloadError {
+    HttpReloadError::InvalidUrl {
+        url: display_url(uri),
+        reason: err.to_string(),
+    }
+}
+
+/// `scheme://host:port/path`: no userinfo, no query (either may carry a credential).
+fn display_url(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{}", uri.path())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::Bytes as AxumBytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, Uri as AxumUri};
+    use axum::routing::any;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        content_type: Option<String>,
+        cache_control: Option<String>,
+        body: Vec<u8>,
+    }
+
+    #[derive(Clone)]
+    struct Fake {
+        seen: Arc<Mutex<Vec<Seen>>>,
+        config: &'static str,
+    }
+
+    async fn handle(
+        State(fake): State<Fake>,
+        method: axum::http::Method,
+        uri: AxumUri,
+        headers: HeaderMap,
+        body: AxumBytes,
+    ) -> (StatusCode, String) {
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        fake.seen.lock().unwrap().push(Seen {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            content_type: header("content-type"),
+            cache_control: header("cache-control"),
+            body: body.to_vec(),
+        });
+        match (method.as_str(), uri.path()) {
+            ("GET", p) if p.ends_with("/config/") => (StatusCode::OK, fake.config.to_string()),
+            ("POST", p) if p.ends_with("/fail") => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{{\"error\":\"{}\"}}", "x".repeat(1000)),
+            ),
+            ("POST", _) => (StatusCode::OK, String::new()),
+            _ => (StatusCode::NOT_FOUND, "no such route".to_string()),
+        }
+    }
+
+    async fn serve(config: &'static str) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new().fallback(any(handle)).with_state(Fake {
+            seen: seen.clone(),
+            config,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, seen)
+    }
+
+    const CONFIG: &str = r#"{"apps":{"http":{"servers":{"srv0":{"listen":[":443"]}}}}}"#;
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn caddy_load_fetches_the_config_and_posts_it_back_forced() {
+        let (addr, seen) = serve(CONFIG).await;
+        http_reload(&format!("http://{addr}/load"), T)
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("GET", "/config/")
+        );
+        assert_eq!(
+            (seen[1].method.as_str(), seen[1].path.as_str()),
+            ("POST", "/load")
+        );
+        assert_eq!(seen[1].content_type.as_deref(), Some("application/json"));
+        assert_eq!(seen[1].cache_control.as_deref(), Some("must-revalidate"));
+        assert_eq!(seen[1].body, CONFIG.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn the_admin_base_keeps_a_path_prefix() {
+        let (addr, seen) = serve(CONFIG).await;
+        http_reload(&format!("http://{addr}/caddy/admin/load"), T)
+            .await
+            .unwrap();
+        let paths: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        assert_eq!(paths, ["/caddy/admin/config/", "/caddy/admin/load"]);
+    }
+
+    #[tokio::test]
+    async fn other_urls_get_an_empty_post() {
+        let (addr, seen) = serve(CONFIG).await;
+        http_reload(&format!("http://{addr}/-/reload"), T)
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("POST", "/-/reload")
+        );
+        assert!(seen[0].body.is_empty());
+        assert_eq!(seen[0].cache_control, None);
+    }
+
+    #[tokio::test]
+    async fn an_error_status_is_reported_with_a_short_body() {
+        let (addr, _) = serve(CONFIG).await;
+        let err = http_reload(&format!("http://{addr}/fail"), T)
+            .await
+            .unwrap_err();
+        let HttpReloadError::Status { status, body, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(*status, 500);
+        assert_eq!(body.chars().count(), 200);
+        assert!(err.to_string().contains("HTTP 500"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_null_config_is_never_loaded() {
+        let (addr, seen) = serve("null\n").await;
+        let err = http_reload(&format!("http://{addr}/load"), T)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HttpReloadError::BadConfig { .. }), "{err}");
+        assert!(err.to_string().contains("no config loaded"), "{err}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "no POST after a null config: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn only_plain_http_urls() {
+        for (url, scheme) in [
+            ("https://127.0.0.1:2019/load", "https"),
+            ("ftp://127.0.0.1/load", "ftp"),
+        ] {
+            let err = http_reload(url, T).await.unwrap_err();
+            let HttpReloadError::UnsupportedScheme { scheme: s, .. } = &err else {
+                panic!("{url}: {err}");
+            };
+            assert_eq!(s, scheme);
+        }
+        for url in ["", "/load", "not a url", "127.0.0.1:2019"] {
+            let err = http_reload(url, T).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    HttpReloadError::InvalidUrl { .. } | HttpReloadError::UnsupportedScheme { .. }
+                ),
+                "{url}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_and_a_closed_port_fails() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let err = http_reload(&format!("http://{addr}/load"), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HttpReloadError::Timeout { .. }), "{err}");
+        hold.abort();
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let err = http_reload(&format!("http://{addr}/reload"), T)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HttpReloadError::Request { .. }), "{err}");
+    }
+
+    #[test]
+    fn urls_in_messages_carry_no_userinfo_or_query() {
+        let uri: Uri = "http://user:secret@10.0.0.1:2019/load?token=abc"
+            .parse()
+            .unwrap();
+        assert_eq!(display_url(&uri), "http://10.0.0.1:2019/load");
+    }
+}

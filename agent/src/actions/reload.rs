@@ -1,0 +1,208 @@
+//! Reloading a controller and probing what it serves: the side effects behind
+//! [`crate::reconcile::reload`]'s decisions.
+//!
+//! ```text
+//!  Reload ──▶ spawn_blocking: find the process through its cgroup ─▶ pidfd signal
+//!         └─▶ or HTTP (Caddy admin /load)
+//!  Probe  ──▶ one TLS handshake per name + one without SNI ─▶ ProbeRound
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::config::{ControllerProfile, ReloadAction};
+use crate::discovery::ControllerPod;
+use crate::reconcile::reload::{ProbeRound, ReloadFailure, ReloadResult, ServedLeaf};
+
+use super::http_reload::http_reload;
+use super::process::{ProcessError, find_reload_target};
+use super::signal::signal_verified;
+
+/// Signals (or calls) the controller of `pod` as its profile says.
+pub async fn reload_controller(
+    proc_root: PathBuf,
+    pod: ControllerPod,
+    profile: ControllerProfile,
+    http_timeout: Duration,
+) -> Result<(), ReloadFailure> {
+    match profile.reload.clone() {
+        ReloadAction::Signal { signal, .. } => {
+            let reload = profile.reload.clone();
+            tokio::task::spawn_blocking(move || {
+                let target = find_reload_target(&proc_root, &pod, profile.containers.as_deref(), &reload)
+                    .map_err(|err| ReloadFailure {
+                        process_not_found: matches!(
+                            err,
+                            ProcessError::NotFound { .. } | ProcessError::NoContainerId { .. }
+                        ),
+                        message: err.to_string(),
+                    })?;
+                signal_verified(&proc_root, &target, signal).map_err(|err| ReloadFailure {
+                    process_not_found: false,
+                    message: format!("pid {}: {err}", target.pid),
+                })?;
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, signal = signal.name(), "signalled controller");
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|err| {
+                Err(ReloadFailure {
+                    process_not_found: false,
+                    message: format!("reload task failed: {err}"),
+                })
+            })
+        }
+        ReloadAction::Http { url } => {
+            http_reload(&url, http_timeout)
+                .await
+                .map_err(|err| ReloadFailure {
+                    process_not_found: false,
+                    message: err.to_string(),
+                })
+        }
+        ReloadAction::None => Ok(()),
+    }
+}
+
+/// Where to reach the pod's TLS listener: the pod IP, or loopback with hostNetwork.
+pub fn probe_address(pod: &ControllerPod, profile: &ControllerProfile) -> SocketAddr {
+    let ip = if pod.host_network {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        pod.pod_ips
+            .first()
+            .copied()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    };
+    let port = profile.probe.ports.first().copied().unwrap_or(443);
+    SocketAddr::new(ip, port)
+}
+
+/// One handshake per name plus one without SNI; what each presented.
+pub async fn probe_round(addr: SocketAddr, names: Vec<String>, timeout: Duration) -> ProbeRound {
+    let results = crate::probe::probe_all(addr, &names, timeout).await;
+    let served: BTreeMap<Option<String>, Result<ServedLeaf, String>> = results
+        .into_iter()
+        .map(|(target, result)| {
+            let result = result
+                .map(|leaf| ServedLeaf {
+                    fingerprint: leaf.fingerprint_sha256,
+                    not_after: leaf.not_after.map(|t| t.unix_timestamp()),
+                })
+                .map_err(|err| err.to_string());
+            (target.sni, result)
+        })
+        .collect();
+    ProbeRound {
+        served,
+        at_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    namespace: String,
+    pod: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ServedLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct NotAfterLabels {
+    pub namespace: String,
+    pub secret: String,
+    pub source: &'static str,
+}
+
+/// Buckets from 5 ms (a signal and a handshake) to the verify timeout range.
+const RELOAD_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// `mountlag_reloads_total`, `mountlag_reload_duration_seconds`,
+/// `mountlag_served_certificate_match`, `mountlag_certificate_not_after_timestamp_seconds`.
+#[derive(Debug, Clone)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+    duration: Histogram,
+    pub served_match: Family<ServedLabels, Gauge>,
+    pub not_after: Family<NotAfterLabels, Gauge>,
+}
+
+impl ReloadMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            reloads: Family::default(),
+            duration: Histogram::new(RELOAD_BUCKETS),
+            served_match: Family::default(),
+            not_after: Family::default(),
+        };
+        registry.register(
+            "mountlag_reloads",
+            "Controller reloads by result (verified, unverified, withheld, failed)",
+            metrics.reloads.clone(),
+        );
+        registry.register_with_unit(
+            "mountlag_reload_duration",
+            "Time from the new files appearing on disk to the new leaf being served",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "mountlag_served_certificate_match",
+            "1 when the controller serves the expected leaf on every probed name, else 0",
+            metrics.served_match.clone(),
+        );
+        registry.register_with_unit(
+            "mountlag_certificate_not_after_timestamp",
+            "notAfter of the leaf, as the API, the disk and the controller have it",
+            Unit::Seconds,
+            metrics.not_after.clone(),
+        );
+        metrics
+    }
+
+    pub fn finished(&self, namespace: &str, pod: &str, result: ReloadResult, seconds: f64) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+                result: result.label(),
+            })
+            .inc();
+        if result == ReloadResult::Verified {
+            self.duration.observe(seconds);
+        }
+    }
+
+    /// Forgets a pod's series when it goes away, so label cardinality stays bounded.
+    pub fn forget_pod(&self, namespace: &str, pod: &str) {
+        for result in [
+            ReloadResult::Verified,
+            ReloadResult::Unverified,
+            ReloadResult::Withheld,
+            ReloadResult::Failed,
+        ] {
+            self.reloads.remove(&ReloadLabels {
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+                result: result.label(),
+            });
+        }
+    }
+}

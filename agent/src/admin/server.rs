@@ -1,0 +1,730 @@
+//! The admin HTTP server: an accept loop over hyper's HTTP/1 connection driver, hardened for
+//! an endpoint every pod on the node can reach.
+//!
+//! - **Bounded connections:** a semaphore of [`Limits::max_connections`] slots; when every slot
+//!   is taken, new connections wait in the kernel's accept backlog instead of being served.
+//! - **Timeouts:** the request head must arrive within [`Limits::header_read_timeout`] (hyper's
+//!   `header_read_timeout`, which also bounds idle keep-alive connections), a handler must answer
+//!   within [`Limits::request_timeout`], and a connection is closed gracefully after
+//!   [`Limits::max_connection_age`] (then dropped after [`Limits::drain_timeout`]), which bounds
+//!   clients that stop reading their response. Request bodies are never read: a request that
+//!   announces one gets `413` and the connection is closed, so there is no body to time out.
+//!   A slowloris client holds one slot until its header timeout and blocks nobody else.
+//! - **Strict surface:** only `GET` and `HEAD` (`405` with `Allow: GET, HEAD` otherwise), `404`
+//!   for unknown paths, request heads capped at [`Limits::max_header_bytes`] and
+//!   [`Limits::max_headers`] (hyper answers `431`/`400` and closes). Malformed requests are
+//!   hyper's parse errors: logged at debug level, the connection closed, nothing panics.
+//! - **Graceful shutdown:** when `shutdown` resolves the listener is closed, every connection
+//!   finishes its current response and closes, and connections still open after
+//!   [`Limits::drain_timeout`] are dropped. Flip the status to unready *before* resolving
+//!   `shutdown` (see [`super::mark_unready`]).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Body as _, Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::StatusSnapshot;
+use super::liveness::Liveness;
+use super::metrics;
+
+/// Resource limits of the admin server. [`Limits::default`] suits a node-local endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once (default 64); more wait in the accept backlog.
+    pub max_connections: usize,
+    /// The whole request head must arrive within this (default 5 s); also the keep-alive idle
+    /// timeout.
+    pub header_read_timeout: Duration,
+    /// A handler must answer within this (default 10 s); `503` otherwise.
+    pub request_timeout: Duration,
+    /// A connection is asked to close after this long (default 60 s; keep-alive clients
+    /// reconnect).
+    pub max_connection_age: Duration,
+    /// After shutdown or `max_connection_age`, a connection may take this long to finish its
+    /// response (default 5 s) before it is dropped.
+    pub drain_timeout: Duration,
+    /// Maximum size of a request head in bytes (default 16 KiB; hyper needs at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Maximum number of request headers (default 64).
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+        }
+    }
+}
+
+/// hyper refuses (panics on) a read buffer smaller than this.
+const HYPER_MIN_BUF: usize = 8192;
+
+/// The admin server: what the endpoints read, and the limits they are served with.
+#[derive(Debug, Clone)]
+pub struct AdminServer {
+    registry: Arc<Registry>,
+    status: watch::Receiver<Arc<StatusSnapshot>>,
+    liveness: Liveness,
+    limits: Limits,
+}
+
+impl AdminServer {
+    /// Serves `registry` on `/metrics` and the published snapshot on `/readyz` and `/status`.
+    /// Without [`AdminServer::liveness`], `/livez` checks no loop and answers 200.
+    pub fn new(registry: Arc<Registry>, status: watch::Receiver<Arc<StatusSnapshot>>) -> Self {
+        Self {
+            registry,
+            status,
+            liveness: Liveness::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// `/livez` reports these loops.
+    pub fn liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Serves until `shutdown` resolves, then drains (see the module docs). Errors only when
+    /// the listener itself fails; per-connection errors are logged.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let limits = Arc::new(Limits {
+            max_connections: self.limits.max_connections.max(1),
+            max_header_bytes: self.limits.max_header_bytes.max(HYPER_MIN_BUF),
+            max_headers: self.limits.max_headers.max(1),
+            ..self.limits.clone()
+        });
+        let endpoints = Arc::new(Endpoints {
+            registry: self.registry,
+            status: self.status,
+            liveness: self.liveness,
+            request_timeout: limits.request_timeout,
+        });
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let accept = async {
+                let permit = Arc::clone(&slots).acquire_owned().await;
+                (permit, listener.accept().await)
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(err) = joined
+                        && err.is_panic()
+                    {
+                        tracing::error!("an admin connection task panicked");
+                    }
+                }
+                (permit, accepted) = accept => {
+                    let Ok(permit) = permit else { break };
+                    match accepted {
+                        Ok((stream, _peer)) => {
+                            connections.spawn(serve_connection(
+                                stream,
+                                Arc::clone(&endpoints),
+                                Arc::clone(&limits),
+                                stop_rx.clone(),
+                                permit,
+                            ));
+                        }
+                        Err(err) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %err, "admin endpoint: accept failed");
+                            drop(permit);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(limits.drain_timeout + Duration::from_millis(100), {
+            let connections = &mut connections;
+            async move { while connections.join_next().await.is_some() {} }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::debug!(
+                open = connections.len(),
+                "admin endpoint: dropping connections still open after the drain timeout"
+            );
+            connections.abort_all();
+        }
+        Ok(())
+    }
+}
+
+/// Serves until `shutdown` resolves with default limits; `/livez` reports the loops of
+/// `liveness`.
+pub async fn serve_with_liveness(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    status: watch::Receiver<Arc<StatusSnapshot>>,
+    liveness: Liveness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    AdminServer::new(registry, status)
+        .liveness(liveness)
+        .serve(listener, shutdown)
+        .await
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    endpoints: Arc<Endpoints>,
+    limits: Arc<Limits>,
+    mut stop: watch::Receiver<bool>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let endpoints = Arc::clone(&endpoints);
+        async move { Ok::<_, Infallible>(endpoints.handle(request).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let age = tokio::time::sleep(limits.max_connection_age);
+    tokio::pin!(age);
+    let finished = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        _ = stop.wait_for(|stop| *stop) => None,
+        () = &mut age => None,
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => drain(connection, limits.drain_timeout).await,
+    };
+    if let Err(err) = result {
+        // Malformed requests, header timeouts, clients that went away: their problem.
+        tracing::debug!(error = %err, "admin endpoint: connection ended with an error");
+    }
+}
+
+async fn drain<C>(
+    mut connection: std::pin::Pin<&mut http1::Connection<TokioIo<tokio::net::TcpStream>, C>>,
+    timeout: Duration,
+) -> hyper::Result<()>
+where
+    C: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+{
+    connection.as_mut().graceful_shutdown();
+    tokio::time::timeout(timeout, connection)
+        .await
+        .unwrap_or(Ok(()))
+}
+
+/// What the handlers read.
+#[derive(Debug)]
+struct Endpoints {
+    registry: Arc<Registry>,
+    status: watch::Receiver<Arc<StatusSnapshot>>,
+    liveness: Liveness,
+    request_timeout: Duration,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(code: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = code;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn text(code: StatusCode, body: impl Into<Bytes>) -> Reply {
+    reply(code, TEXT, body)
+}
+
+fn closing(mut response: Reply) -> Reply {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The paths served, for the index page and the 404 hint.
+const PATHS: &str = "/livez /readyz /metrics /status";
+
+impl Endpoints {
+    async fn handle(&self, request: Request<Incoming>) -> Reply {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let mut response = closing(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are served\n",
+            ));
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        // Bodies are never read: no body means nothing to time out or to buffer.
+        if !request.body().is_end_stream() {
+            return closing(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "requests to this endpoint carry no body\n",
+            ));
+        }
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let path = request.uri().path().to_owned();
+        drop(request);
+        match tokio::time::timeout(self.request_timeout, self.route(&path, accept.as_deref())).await
+        {
+            Ok(response) => response,
+            Err(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request timed out inside the agent\n",
+            ),
+        }
+    }
+
+    async fn route(&self, path: &str, accept: Option<&str>) -> Reply {
+        match path {
+            "/livez" => self.livez().await,
+            "/readyz" => self.readyz(),
+            "/metrics" => self.metrics(accept),
+            "/status" => self.status(),
+            "/" => text(StatusCode::OK, format!("mountlag agent: {PATHS}\n")),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                format!("not found; this endpoint serves {PATHS}\n"),
+            ),
+        }
+    }
+
+    async fn livez(&self) -> Reply {
+        let report = self.liveness.check().await;
+        let code = if report.is_alive() {
+            StatusCode::OK
+        } else {
+            tracing::warn!(stalled = %report.body().trim_end(), "liveness check failed");
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        text(code, report.body())
+    }
+
+    fn readyz(&self) -> Reply {
+        let snapshot = Arc::clone(&self.status.borrow());
+        if snapshot.ready {
+            text(StatusCode::OK, "ready\n")
+        } else {
+            let body = format!("not ready: {}\n", snapshot.waiting_for.join("; "));
+            text(StatusCode::SERVICE_UNAVAILABLE, body)
+        }
+    }
+
+    fn metrics(&self, accept: Option<&str>) -> Reply {
+        match metrics::encode(&self.registry, accept) {
+            Ok((content_type, body)) => reply(StatusCode::OK, content_type, body),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
+        }
+    }
+
+    fn status(&self) -> Reply {
+        let snapshot = Arc::clone(&self.status.borrow());
+        match serde_json::to_vec_pretty(snapshot.as_ref()) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                reply(StatusCode::OK, "application/json", body)
+            }
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode status\n"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    struct Running {
+        addr: SocketAddr,
+        status: watch::Sender<Arc<StatusSnapshot>>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    async fn start(limits: Limits, liveness: Liveness) -> Running {
+        let mut registry = Registry::default();
+        let counter: Counter = Counter::default();
+        registry.register("mountlag_test_things", "Things", counter.clone());
+        counter.inc();
+        let (status, status_rx) = watch::channel(Arc::new(StatusSnapshot {
+            node: "node-a".into(),
+            ready: false,
+            waiting_for: vec!["pods not listed yet".into()],
+            mounts: Vec::new(),
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = AdminServer::new(Arc::new(registry), status_rx)
+            .liveness(liveness)
+            .limits(limits);
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = stop_rx.await;
+        }));
+        Running {
+            addr,
+            status,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Sends `raw`, reads until the server closes (or 3 s pass).
+    async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(raw).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        exchange(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+    }
+
+    fn code(response: &str) -> u16 {
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_four_endpoints_answer_and_readiness_follows_the_snapshot() {
+        let server = start(Limits::default(), Liveness::new()).await;
+        let livez = get(server.addr, "/livez").await;
+        assert_eq!(code(&livez), 200, "{livez}");
+        assert!(livez.ends_with("\r\n\r\nok\n"), "{livez}");
+        let readyz = get(server.addr, "/readyz").await;
+        assert_eq!(code(&readyz), 503, "{readyz}");
+        assert!(
+            readyz.contains("not ready: pods not listed yet"),
+            "{readyz}"
+        );
+        server.status.send_modify(|s| {
+            let mut next = StatusSnapshot::clone(s);
+            next.ready = true;
+            next.waiting_for.clear();
+            *s = Arc::new(next);
+        });
+        assert_eq!(code(&get(server.addr, "/readyz").await), 200);
+        let status = get(server.addr, "/status").await;
+        assert_eq!(code(&status), 200);
+        assert!(
+            status.contains("content-type: application/json"),
+            "{status}"
+        );
+        let body = status.split_once("\r\n\r\n").unwrap().1;
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["node"], "node-a");
+        assert_eq!(json["ready"], true);
+        let metrics = get(server.addr, "/metrics").await;
+        assert_eq!(code(&metrics), 200);
+        assert!(
+            metrics.contains("content-type: text/plain; version=0.0.4"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("mountlag_test_things_total 1\n"),
+            "{metrics}"
+        );
+        super::super::mark_unready(&server.status, "shutting down");
+        let readyz = get(server.addr, "/readyz").await;
+        assert_eq!(code(&readyz), 503);
+        assert!(readyz.contains("not ready: shutting down"), "{readyz}");
+    }
+
+    #[tokio::test]
+    async fn head_404_405_and_bodies_are_handled_strictly() {
+        let server = start(Limits::default(), Liveness::new()).await;
+        let head = exchange(
+            server.addr,
+            b"HEAD /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(code(&head), 200, "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+        let missing = get(server.addr, "/nope").await;
+        assert_eq!(code(&missing), 404, "{missing}");
+        assert_eq!(code(&get(server.addr, "/livez/extra").await), 404);
+        for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "BREW"] {
+            let response = exchange(
+                server.addr,
+                format!("{method} /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+            assert_eq!(code(&response), 405, "{method}: {response}");
+            assert!(response.contains("allow: GET, HEAD\r\n"), "{response}");
+            assert!(response.contains("connection: close\r\n"), "{response}");
+        }
+        let with_body = exchange(
+            server.addr,
+            b"GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        assert_eq!(code(&with_body), 413, "{with_body}");
+        // A body announced but never sent does not hold the answer back.
+        let started = Instant::now();
+        let hanging = exchange(
+            server.addr,
+            b"GET /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await;
+        assert_eq!(code(&hanging), 413, "{hanging}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // Query strings and absolute-form targets name the same paths.
+        assert_eq!(code(&get(server.addr, "/livez?verbose=1").await), 200);
+        assert_eq!(code(&get(server.addr, "http://x/livez").await), 200);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_requests_are_refused_and_the_server_stays_up() {
+        let server = start(Limits::default(), Liveness::new()).await;
+        let cases: [(&str, Vec<u8>); 6] = [
+            (
+                "garbage",
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec(),
+            ),
+            ("no version", b"GET /livez\r\n\r\n".to_vec()),
+            (
+                "bad header",
+                b"GET /livez HTTP/1.1\r\nHost x\r\n\r\n".to_vec(),
+            ),
+            (
+                "http/2 preface",
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            ),
+            (
+                "huge header",
+                format!(
+                    "GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                    "a".repeat(64 * 1024)
+                )
+                .into_bytes(),
+            ),
+            (
+                "many headers",
+                format!(
+                    "GET /livez HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                    (0..200)
+                        .map(|i| format!("X-H{i}: v\r\n"))
+                        .collect::<String>()
+                )
+                .into_bytes(),
+            ),
+        ];
+        for (what, raw) in cases {
+            let response = exchange(server.addr, &raw).await;
+            let status = code(&response);
+            assert!(
+                status == 0 || (400..500).contains(&status),
+                "{what}: {response}"
+            );
+            assert_eq!(code(&get(server.addr, "/livez").await), 200, "after {what}");
+        }
+        let huge_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
+        let response = exchange(server.addr, huge_uri.as_bytes()).await;
+        assert!(matches!(code(&response), 0 | 400..=499), "{response}");
+        assert_eq!(code(&get(server.addr, "/livez").await), 200);
+        assert!(!server.task.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_slowloris_client_blocks_nobody_and_is_cut_off_by_the_header_timeout() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let server = start(limits, Liveness::new()).await;
+        let mut slow = TcpStream::connect(server.addr).await.unwrap();
+        slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let livez = get(server.addr, "/livez").await;
+        assert_eq!(code(&livez), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        // Trickling bytes does not extend the deadline.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = slow.write_all(b"a").await;
+        }
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), slow.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the slow connection was closed");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn idle_keep_alive_connections_are_closed_after_the_header_timeout() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let server = start(limits, Liveness::new()).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(code(&String::from_utf8_lossy(&buf[..n])), 200);
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "idle keep-alive connection still open");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+        let limits = Limits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_millis(600),
+            ..Limits::default()
+        };
+        let server = start(limits, Liveness::new()).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(b"GET /livez HTTP/1.1\r\n").await.unwrap();
+            held.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let response = get(server.addr, "/livez").await;
+        assert_eq!(code(&response), 200);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(400) && waited < Duration::from_secs(2),
+            "served once a slot freed: {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_the_listener_and_drains_within_the_timeout() {
+        let limits = Limits {
+            drain_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let mut server = start(limits, Liveness::new()).await;
+        // One idle keep-alive connection and one stuck mid-header.
+        let mut idle = TcpStream::connect(server.addr).await.unwrap();
+        idle.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0; 4096];
+        let _ = idle.read(&mut buf).await.unwrap();
+        let mut stuck = TcpStream::connect(server.addr).await.unwrap();
+        stuck.write_all(b"GET /livez HTTP/1.1\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let _ = server.stop.take().unwrap().send(());
+        let result = tokio::time::timeout(Duration::from_secs(2), &mut server.task)
+            .await
+            .expect("serve returns after draining")
+            .unwrap();
+        assert!(result.is_ok());
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            TcpStream::connect(server.addr).await.is_err(),
+            "listener closed"
+        );
+        let mut rest = Vec::new();
+        let eof = tokio::time::timeout(Duration::from_secs(1), idle.read_to_end(&mut rest)).await;
+        assert!(eof.is_ok(), "idle connection closed");
+    }
+
+    #[tokio::test]
+    async fn livez_names_a_stalled_loop() {
+        let liveness = Liveness::new();
+        let _wedged = liveness.register("reconcile", Duration::from_secs(1));
+        let server = start(Limits::default(), liveness).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let first = get(server.addr, "/livez").await;
+        assert_eq!(code(&first), 200, "benefit of the doubt: {first}");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let second = get(server.addr, "/livez").await;
+        assert_eq!(code(&second), 503, "{second}");
+        assert!(
+            second.contains("stalled: reconcile (no sign of life"),
+            "{second}"
+        );
+    }
+}

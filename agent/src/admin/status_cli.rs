@@ -1,0 +1,721 @@
+//! `mountlag status [--endpoint URL] [--json] [--watch]`: reads a running agent's `/status`
+//! and prints it as a table an operator reads at a glance, or unchanged as JSON.
+//!
+//! Exit status (also with `--json`): 0 when every mount is fine, 1 when any mount is in a state
+//! that needs a human ([`NEEDS_ATTENTION`]), 2 when the endpoint cannot be reached or does not
+//! answer a status document. With `--watch` the last refresh's status is returned on Ctrl-C.
+//!
+//! Rendering is tolerant: the document is read as untyped JSON, fields that this version does
+//! not know are ignored and columns whose fields are absent show `-`, so an older client reads
+//! a newer agent (and the other way round).
+
+use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::client::{ClientError, Endpoint};
+
+/// Default `--endpoint`.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9977";
+/// Exit status when a mount needs attention.
+pub const EXIT_ATTENTION: u8 = 1;
+/// Exit status when the endpoint cannot be reached or answers something else than a status.
+pub const EXIT_UNREACHABLE: u8 = 2;
+/// Mount states that make `mountlag status` exit 1: stuck, unverified or invalid.
+pub const NEEDS_ATTENTION: [&str; 4] = [
+    "stuck",
+    "reload_unverified",
+    "invalid_material",
+    "unreadable",
+];
+/// States shown in green.
+const HEALTHY: [&str; 1] = ["in_sync"];
+/// Whole exchange with the agent.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(endpoint: &str, json: bool, watch: bool) -> u8 {
+    let endpoint = match Endpoint::parse(endpoint) {
+        Ok(endpoint) => endpoint,
+        Err(err) => {
+            eprintln!("mountlag status: {err}");
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mountlag status: cannot start the runtime: {err}");
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let terminal = std::io::stdout().is_terminal();
+    let color = terminal
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    runtime.block_on(async {
+        if watch {
+            watch_loop(&endpoint, json, terminal, color).await
+        } else {
+            match fetch(&endpoint).await {
+                Ok(fetched) => {
+                    let text = if json {
+                        fetched.raw_text()
+                    } else {
+                        render(&fetched.value, OffsetDateTime::now_utc(), color)
+                    };
+                    print(&text);
+                    exit_code(&fetched.value)
+                }
+                Err(message) => {
+                    eprintln!("mountlag status: {message}");
+                    EXIT_UNREACHABLE
+                }
+            }
+        }
+    })
+}
+
+fn print(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not a failure of the status query.
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+async fn watch_loop(endpoint: &Endpoint, json: bool, terminal: bool, color: bool) -> u8 {
+    let mut last;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let mut frame = String::new();
+        if terminal {
+            // Home + clear: redraw in place.
+            frame.push_str("\x1b[H\x1b[2J");
+        }
+        if !json {
+            frame.push_str(&format!(
+                "Every 1s: mountlag status --endpoint {}    {}\n\n",
+                endpoint.authority(),
+                now.replace_nanosecond(0)
+                    .unwrap_or(now)
+                    .format(&Rfc3339)
+                    .unwrap_or_default()
+            ));
+        }
+        match fetch(endpoint).await {
+            Ok(fetched) => {
+                last = exit_code(&fetched.value);
+                if json {
+                    frame.push_str(&fetched.raw_text());
+                } else {
+                    frame.push_str(&render(&fetched.value, now, color));
+                }
+            }
+            Err(message) => {
+                last = EXIT_UNREACHABLE;
+                frame.push_str(&format!("mountlag status: {message}\n"));
+            }
+        }
+        if !terminal && !json {
+            frame.push('\n');
+        }
+        print(&frame);
+        tokio::select! {
+            _ = &mut ctrl_c => return last,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// A fetched status document: the bytes as served and their parse.
+struct Fetched {
+    raw: Vec<u8>,
+    value: Value,
+}
+
+impl Fetched {
+    /// The body unchanged, ending with a newline.
+    fn raw_text(&self) -> String {
+        let mut text = String::from_utf8_lossy(&self.raw).into_owned();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text
+    }
+}
+
+async fn fetch(endpoint: &Endpoint) -> Result<Fetched, String> {
+    let (code, body) = endpoint
+        .get("/status", REQUEST_TIMEOUT)
+        .await
+        .map_err(|err| unreachable_message(endpoint, &err))?;
+    if !code.is_success() {
+        let excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+        return Err(format!(
+            "{} answered /status with {code}: {}",
+            endpoint.authority(),
+            excerpt.trim()
+        ));
+    }
+    let value: Value = serde_json::from_slice(&body).map_err(|err| {
+        format!(
+            "{} answered /status with something that is not JSON ({err}); is it a mountlag agent?",
+            endpoint.authority()
+        )
+    })?;
+    if !value.is_object() || !value["mounts"].is_array() {
+        return Err(format!(
+            "{} answered /status with JSON that is not a mountlag status (no \"mounts\" list)",
+            endpoint.authority()
+        ));
+    }
+    Ok(Fetched {
+        raw: body.to_vec(),
+        value,
+    })
+}
+
+fn unreachable_message(endpoint: &Endpoint, err: &ClientError) -> String {
+    match err {
+        ClientError::Connect { source, .. } => format!(
+            "cannot reach the agent at {} ({source}); is `mountlag agent` running there \
+             (its --listen address)? Use --endpoint to point elsewhere",
+            endpoint.authority()
+        ),
+        other => format!("cannot read the agent's status: {other}"),
+    }
+}
+
+/// 1 when any mount is in a [`NEEDS_ATTENTION`] state, 0 otherwise.
+pub fn exit_code(status: &Value) -> u8 {
+    let bad = mounts(status)
+        .iter()
+        .any(|m| NEEDS_ATTENTION.contains(&state(m)));
+    if bad { EXIT_ATTENTION } else { 0 }
+}
+
+fn mounts(status: &Value) -> Vec<&Value> {
+    status["mounts"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+fn state(mount: &Value) -> &str {
+    mount["state"].as_str().unwrap_or("unknown")
+}
+
+fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key)?.as_str().filter(|s| !s.is_empty())
+}
+
+/// `secret@resourceVersion` for every Secret of the mount (`secrets` list, or one `secret`).
+fn secrets_cell(mount: &Value) -> String {
+    let one = |s: &Value| -> Option<String> {
+        let name = s.as_str().or_else(|| str_field(s, "name"))?;
+        let rv = str_field(s, "resourceVersion").unwrap_or("-");
+        Some(format!("{name}@{rv}"))
+    };
+    let cells: Vec<String> = match (&mount["secrets"], &mount["secret"]) {
+        (Value::Array(list), _) => list.iter().filter_map(one).collect(),
+        (_, secret) if !secret.is_null() => one(secret).into_iter().collect(),
+        _ => Vec::new(),
+    };
+    if cells.is_empty() {
+        "-".to_string()
+    } else {
+        cells.join(",")
+    }
+}
+
+/// Human duration: `850ms`, `4.2s`, `3m05s`, `2h10m`, `3d4h`.
+fn human_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "-".to_string();
+    }
+    if seconds < 1.0 {
+        return format!("{}ms", (seconds * 1000.0).round() as u64);
+    }
+    if seconds < 60.0 {
+        return format!("{seconds:.1}s");
+    }
+    let total = seconds.round() as u64;
+    let (d, h, m, s) = (
+        total / 86400,
+        total / 3600 % 24,
+        total / 60 % 60,
+        total % 60,
+    );
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else {
+        format!("{m}m{s:02}s")
+    }
+}
+
+fn lag_cell(mount: &Value) -> String {
+    mount["lagSeconds"]
+        .as_f64()
+        .map_or_else(|| "-".to_string(), human_duration)
+}
+
+/// Whether the served certificate matches: `served.match`, `servedMatch` or `served` (bool).
+fn served_match(mount: &Value) -> Option<bool> {
+    mount["served"]["match"]
+        .as_bool()
+        .or_else(|| mount["servedMatch"].as_bool())
+        .or_else(|| mount["served"].as_bool())
+}
+
+/// A timestamp written as RFC 3339 text or as seconds since the epoch.
+fn timestamp(value: &Value) -> Option<OffsetDateTime> {
+    match value {
+        Value::String(text) => OffsetDateTime::parse(text, &Rfc3339).ok(),
+        Value::Number(n) => {
+            let secs = n.as_f64()?;
+            OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The certificate's notAfter: `certificate.notAfter`, `served.notAfter` or `notAfter`.
+fn not_after(mount: &Value) -> Option<OffsetDateTime> {
+    [
+        &mount["certificate"]["notAfter"],
+        &mount["served"]["notAfter"],
+        &mount["notAfter"],
+    ]
+    .into_iter()
+    .find_map(timestamp)
+}
+
+/// Whole days until expiry (negative once expired): from notAfter, else the agent's
+/// `certificate.daysToExpiry`.
+fn expiry_days(mount: &Value, now: OffsetDateTime) -> Option<i64> {
+    match not_after(mount) {
+        Some(not_after) => Some((not_after - now).whole_seconds().div_euclid(86400)),
+        None => mount["certificate"]["daysToExpiry"].as_i64(),
+    }
+}
+
+fn expiry_cell(days: Option<i64>) -> String {
+    match days {
+        None => "-".to_string(),
+        Some(d) if d < 0 => "EXPIRED".to_string(),
+        Some(d) => format!("{d}d"),
+    }
+}
+
+/// `result age ago` from `lastReload` (`{result|outcome, at|time|finishedAt}`) or its text.
+fn last_reload_cell(mount: &Value, now: OffsetDateTime) -> (String, Option<bool>) {
+    let reload = &mount["lastReload"];
+    let (result, at) = match reload {
+        Value::String(text) if !text.is_empty() => (text.as_str(), None),
+        Value::Object(_) => (
+            ["result", "outcome"]
+                .iter()
+                .find_map(|k| str_field(reload, k))
+                .unwrap_or("?"),
+            ["at", "time", "finishedAt", "timestamp"]
+                .iter()
+                .find_map(|k| timestamp(&reload[*k])),
+        ),
+        _ => return ("-".to_string(), None),
+    };
+    let verdict = match result {
+        "ok" | "success" | "verified" | "reloaded" => Some(true),
+        "failed" | "failure" | "error" | "unverified" | "timeout" | "withheld" => Some(false),
+        _ => None,
+    };
+    let cell = match at {
+        Some(at) => format!(
+            "{result} {} ago",
+            human_duration((now - at).as_seconds_f64().max(0.0))
+        ),
+        None => result.to_string(),
+    };
+    (cell, verdict)
+}
+
+#[derive(Clone, Copy)]
+enum Tone {
+    Plain,
+    Good,
+    Warn,
+    Bad,
+}
+
+impl Tone {
+    fn paint(self, text: &str, color: bool) -> String {
+        let code = match self {
+            Tone::Plain => return text.to_string(),
+            Tone::Good => "32",
+            Tone::Warn => "33",
+            Tone::Bad => "1;31",
+        };
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+fn state_tone(state: &str) -> Tone {
+    if HEALTHY.contains(&state) {
+        Tone::Good
+    } else if NEEDS_ATTENTION.contains(&state) {
+        Tone::Bad
+    } else {
+        Tone::Warn
+    }
+}
+
+const HEADERS: [&str; 8] = [
+    "POD",
+    "VOLUME",
+    "SECRET@RV",
+    "STATE",
+    "LAG",
+    "SERVED",
+    "EXPIRY",
+    "LAST RELOAD",
+];
+
+/// The status as a table (plus a summary line), coloured when `color`.
+pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
+    let node = str_field(status, "node").unwrap_or("?");
+    let mut mounts = mounts(status);
+    mounts.sort_by_key(|m| {
+        (
+            str_field(m, "namespace").unwrap_or("").to_string(),
+            str_field(m, "pod").unwrap_or("").to_string(),
+            str_field(m, "volume").unwrap_or("").to_string(),
+        )
+    });
+    let mut out = String::new();
+    let readiness = if status["ready"].as_bool() == Some(true) {
+        Tone::Good.paint("ready", color)
+    } else {
+        let waiting: Vec<&str> = status["waitingFor"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let why = if waiting.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", waiting.join("; "))
+        };
+        Tone::Warn.paint(&format!("NOT READY{why}"), color)
+    };
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for m in &mounts {
+        *counts.entry(state(m)).or_default() += 1;
+    }
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    out.push_str(&format!(
+        "node {node}: {readiness}, {} mount{}{}\n",
+        mounts.len(),
+        if mounts.len() == 1 { "" } else { "s" },
+        if summary.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", summary.join(", "))
+        }
+    ));
+    if mounts.is_empty() {
+        return out;
+    }
+    let rows: Vec<[(String, Tone); 8]> = mounts
+        .iter()
+        .map(|m| {
+            let pod = format!(
+                "{}/{}",
+                str_field(m, "namespace").unwrap_or("-"),
+                str_field(m, "pod").unwrap_or("-")
+            );
+            let state = state(m);
+            let served = match served_match(m) {
+                Some(true) => ("match".to_string(), Tone::Good),
+                Some(false) => ("MISMATCH".to_string(), Tone::Bad),
+                None => ("-".to_string(), Tone::Plain),
+            };
+            let days = expiry_days(m, now);
+            let expiry_tone = match days {
+                Some(d) if d < 7 => Tone::Bad,
+                Some(d) if d < 21 => Tone::Warn,
+                _ => Tone::Plain,
+            };
+            let (reload, reload_ok) = last_reload_cell(m, now);
+            let reload_tone = match reload_ok {
+                Some(true) => Tone::Good,
+                Some(false) => Tone::Bad,
+                None => Tone::Plain,
+            };
+            [
+                (pod, Tone::Plain),
+                (
+                    str_field(m, "volume").unwrap_or("-").to_string(),
+                    Tone::Plain,
+                ),
+                (secrets_cell(m), Tone::Plain),
+                (state.to_string(), state_tone(state)),
+                (lag_cell(m), Tone::Plain),
+                served,
+                (expiry_cell(days), expiry_tone),
+                (reload, reload_tone),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, (cell, _)) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<(String, Tone)>| -> String {
+        let last = cells.len() - 1;
+        let mut text = String::new();
+        for (i, ((cell, tone), width)) in cells.into_iter().zip(widths).enumerate() {
+            text.push_str(&tone.paint(&cell, color));
+            if i < last {
+                let pad = width - cell.chars().count() + 2;
+                text.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        text.push('\n');
+        text
+    };
+    out.push_str(&line(
+        HEADERS
+            .iter()
+            .map(|h| (h.to_string(), Tone::Plain))
+            .collect(),
+    ));
+    for row in rows {
+        out.push_str(&line(row.into()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2025-06-01 12:00:00 UTC);
+
+    /// Every state the agent reports today, those the reload issue adds, and one this client
+    /// has never heard of.
+    const STATES: [&str; 13] = [
+        "unknown",
+        "in_sync",
+        "pending",
+        "nudged",
+        "stuck",
+        "secret_missing",
+        "never_updates",
+        "unreadable",
+        "reloading",
+        "reload_unverified",
+        "invalid_material",
+        "served_mismatch",
+        "some_future_state",
+    ];
+
+    fn mount(pod: &str, state: &str) -> Value {
+        json!({
+            "namespace": "ingress",
+            "pod": pod,
+            "podUid": "uid-1",
+            "controller": "edge",
+            "containers": ["nginx"],
+            "volume": "tls",
+            "path": "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~secret/tls",
+            "secrets": [{"name": "edge-tls", "resourceVersion": "42"}],
+            "state": state,
+            "lagSeconds": null,
+            "diskGeneration": "..2025_06_01_11_59_00.123"
+        })
+    }
+
+    fn status(mounts: Vec<Value>) -> Value {
+        json!({"node": "node-a", "ready": true, "waitingFor": [], "mounts": mounts})
+    }
+
+    #[test]
+    fn the_table_renders_every_state_with_one_row_each() {
+        let all: Vec<Value> = STATES
+            .iter()
+            .enumerate()
+            .map(|(i, s)| mount(&format!("edge-{i:02}"), s))
+            .collect();
+        let text = render(&status(all), NOW, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2 + STATES.len(), "{text}");
+        assert!(
+            lines[0].starts_with("node node-a: ready, 13 mounts ("),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("POD"), "{text}");
+        for header in HEADERS {
+            assert!(lines[1].contains(header), "{header}: {text}");
+        }
+        for (i, state) in STATES.iter().enumerate() {
+            let row = lines[2 + i];
+            assert!(row.starts_with(&format!("ingress/edge-{i:02} ")), "{row}");
+            assert!(row.contains(&format!("  {state}  ")), "{state}: {row}");
+            assert!(row.contains("edge-tls@42"), "{row}");
+        }
+        assert!(!text.contains('\x1b'), "no colour when not asked: {text}");
+        // Columns line up: every STATE cell starts where the header's does.
+        let column = lines[1].find("STATE").unwrap();
+        for (i, state) in STATES.iter().enumerate() {
+            assert_eq!(&lines[2 + i][column..column + state.len()], *state);
+        }
+    }
+
+    #[test]
+    fn fields_of_newer_agents_fill_their_columns() {
+        let mut m = mount("edge-0", "in_sync");
+        m["lagSeconds"] = json!(1.25);
+        m["served"] = json!({"fingerprint": "ab:cd", "match": true});
+        m["certificate"] = json!({"notAfter": "2025-07-11T12:00:00Z", "fingerprint": "ab:cd"});
+        m["lastReload"] = json!({"at": "2025-06-01T11:57:00Z", "result": "verified"});
+        let mut n = mount("edge-1", "reload_unverified");
+        n["served"] = json!({"match": false});
+        n["certificate"] = json!({"notAfter": 1_748_779_200});
+        n["lastReload"] = json!({"time": 1_748_779_170, "outcome": "unverified"});
+        let text = render(&status(vec![m, n]), NOW, false);
+        let rows: Vec<&str> = text.lines().skip(2).collect();
+        for cell in ["1.2s", "match", "40d", "verified 3m00s ago"] {
+            assert!(rows[0].contains(cell), "{cell}: {}", rows[0]);
+        }
+        for cell in ["MISMATCH", "0d", "unverified 30.0s ago"] {
+            assert!(rows[1].contains(cell), "{cell}: {}", rows[1]);
+        }
+    }
+
+    #[test]
+    fn the_agents_current_shapes_are_read() {
+        let mut m = mount("edge-0", "in_sync");
+        m["certificate"] = json!({"fingerprintSha256": "ab", "notAfter": "2025-06-11T12:00:00Z",
+                                  "daysToExpiry": 10});
+        m["served"] = json!({"fingerprintSha256": null, "match": null});
+        m["lastReload"] = json!("verified");
+        let mut n = mount("edge-1", "in_sync");
+        n["certificate"] = json!({"daysToExpiry": 3});
+        n["lastReload"] = json!("withheld");
+        let text = render(&status(vec![m, n]), NOW, true);
+        let rows: Vec<&str> = text.lines().skip(2).collect();
+        assert!(rows[0].contains("\x1b[33m10d\x1b[0m"), "{}", rows[0]);
+        assert!(rows[0].contains("\x1b[32mverified\x1b[0m"), "{}", rows[0]);
+        assert!(
+            rows[0].contains(" - "),
+            "served not probed yet: {}",
+            rows[0]
+        );
+        assert!(rows[1].contains("\x1b[1;31m3d\x1b[0m"), "{}", rows[1]);
+        assert!(rows[1].contains("\x1b[1;31mwithheld\x1b[0m"), "{}", rows[1]);
+    }
+
+    #[test]
+    fn absent_fields_show_a_dash_and_an_expired_leaf_says_so() {
+        let mut m = mount("edge-0", "in_sync");
+        m["secrets"] = json!([]);
+        m["notAfter"] = json!("2025-05-01T00:00:00Z");
+        let text = render(&status(vec![m]), NOW, false);
+        let row = text.lines().nth(2).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "ingress/edge-0",
+                "tls",
+                "-",
+                "in_sync",
+                "-",
+                "-",
+                "EXPIRED",
+                "-"
+            ]
+        );
+    }
+
+    #[test]
+    fn colour_marks_states_but_keeps_the_columns() {
+        let text = render(
+            &status(vec![mount("a", "in_sync"), mount("b", "stuck")]),
+            NOW,
+            true,
+        );
+        assert!(text.contains("\x1b[32min_sync\x1b[0m"), "{text}");
+        assert!(text.contains("\x1b[1;31mstuck\x1b[0m"), "{text}");
+        let plain = render(
+            &status(vec![mount("a", "in_sync"), mount("b", "stuck")]),
+            NOW,
+            false,
+        );
+        let strip = |s: &str| {
+            let mut out = String::new();
+            let mut chars = s.chars();
+            while let Some(c) = chars.next() {
+                if c == '\x1b' {
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        assert_eq!(strip(&text), plain);
+    }
+
+    #[test]
+    fn an_unready_agent_says_what_it_waits_for() {
+        let doc = json!({"node": "node-a", "ready": false,
+                         "waitingFor": ["pods not listed yet"], "mounts": []});
+        assert_eq!(
+            render(&doc, NOW, false),
+            "node node-a: NOT READY (pods not listed yet), 0 mounts\n"
+        );
+    }
+
+    #[test]
+    fn exit_codes_follow_the_states() {
+        assert_eq!(exit_code(&status(vec![])), 0);
+        for state in STATES {
+            let code = exit_code(&status(vec![mount("a", "in_sync"), mount("b", state)]));
+            let expected = u8::from(NEEDS_ATTENTION.contains(&state));
+            assert_eq!(code, expected, "{state}");
+        }
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(human_duration(0.0123), "12ms");
+        assert_eq!(human_duration(4.25), "4.2s");
+        assert_eq!(human_duration(185.0), "3m05s");
+        assert_eq!(human_duration(7800.0), "2h10m");
+        assert_eq!(human_duration(3.0 * 86400.0 + 4.0 * 3600.0), "3d4h");
+        assert_eq!(human_duration(-1.0), "-");
+    }
+}

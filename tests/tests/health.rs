@@ -1,0 +1,782 @@
+//! The node-local health endpoint of the real `mountlag agent`, end to end: readiness across
+//! an API outage and SIGTERM, liveness with a wedged loop, `promtool check metrics` on a live
+//! scrape, `/status` against `mountlag status`, hostile HTTP clients, and no key bytes in any
+//! output.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mountlag_testbed::certs::{LeafSpec, TestCa, secret_bytes_markers};
+use mountlag_testbed::cluster::{
+    NAMESPACE, NODE, TestNode, agent_config, free_port, http_get, ingress_pod, mount_of, tls_secret,
+};
+use mountlag_testbed::node::{NodeConfig, PodRef};
+use mountlag_testbed::real;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+fn can_run() -> bool {
+    real::require("root + tmpfs", real::can_mount())
+}
+
+/// `promtool` from Debian's `prometheus` package (tests/run installs it).
+fn promtool() -> Result<(), String> {
+    match Command::new("promtool").arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!("`promtool --version` failed: {}", out.status)),
+        Err(err) => Err(format!(
+            "promtool not found ({err}); install Debian package `prometheus`"
+        )),
+    }
+}
+
+/// kubelet's real 60–90 s sync period: only nudges (or the initial mount) write volumes.
+fn slow_kubelet() -> NodeConfig {
+    NodeConfig::new(NODE)
+}
+
+/// Issues leaves and remembers every key, to scan outputs for them.
+struct Keys {
+    ca: TestCa,
+    keys: Vec<String>,
+}
+
+impl Keys {
+    fn new() -> Self {
+        Self {
+            ca: TestCa::new("health test CA").unwrap(),
+            keys: Vec::new(),
+        }
+    }
+
+    fn secret(&mut self, name: &str) -> k8s_openapi::api::core::v1::Secret {
+        let leaf = self
+            .ca
+            .issue(&LeafSpec::valid_for(["edge.example.com"]))
+            .unwrap();
+        self.keys.push(leaf.key_pem.clone());
+        tls_secret(NAMESPACE, name, &leaf)
+    }
+
+    fn assert_not_in(&self, what: &str, text: &str) {
+        for key in &self.keys {
+            for marker in secret_bytes_markers(key) {
+                assert!(
+                    !text.contains(&marker),
+                    "key bytes leaked in {what}: {marker}"
+                );
+            }
+        }
+    }
+}
+
+fn state_of(status: &Value, pod: &str) -> String {
+    mount_of(status, pod)
+        .and_then(|m| m["state"].as_str())
+        .unwrap_or("absent")
+        .to_string()
+}
+
+fn endpoint(node: &TestNode) -> String {
+    format!("http://{}", node.agent.as_ref().unwrap().listen)
+}
+
+/// `mountlag status ARGS...`: (exit code, stdout, stderr).
+fn mountlag_status(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(mountlag_testbed::agent::binary())
+        .arg("status")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A node whose agent tracks four mounts in four states: `edge-ok` in_sync, `edge-stuck`
+/// stuck (kubelet ignores it), `edge-missing` secret_missing (its Secret was deleted),
+/// `edge-sub` never_updates (subPath only, its Secret rotated).
+async fn node_with_mounts_in_several_states(keys: &mut Keys) -> TestNode {
+    let mut node = TestNode::start(slow_kubelet(), &agent_config("1s", "2s", true))
+        .await
+        .unwrap();
+    let pods = [
+        ("edge-ok", "edge-tls", None),
+        ("edge-stuck", "stuck-tls", None),
+        ("edge-missing", "gone-tls", None),
+        ("edge-sub", "sub-tls", Some("tls.crt")),
+    ];
+    for (pod, secret, sub_path) in pods {
+        node.api.apply_secret(&keys.secret(secret)).unwrap();
+        node.api
+            .create_pod(&ingress_pod(pod, &[("app", "edge")], secret, sub_path))
+            .unwrap();
+    }
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(15)).await.unwrap();
+    node.wait_status(Duration::from_secs(15), "every mount in sync", |s| {
+        pods.iter().all(|(pod, _, _)| state_of(s, pod) == "in_sync")
+    })
+    .await
+    .unwrap();
+    node.node
+        .set_stuck(PodRef::name(NAMESPACE, "edge-stuck"), true);
+    node.api.apply_secret(&keys.secret("stuck-tls")).unwrap();
+    node.api.apply_secret(&keys.secret("sub-tls")).unwrap();
+    node.api.delete_secret(NAMESPACE, "gone-tls").unwrap();
+    node.wait_status(Duration::from_secs(15), "four states", |s| {
+        state_of(s, "edge-ok") == "in_sync"
+            && state_of(s, "edge-stuck") == "stuck"
+            && state_of(s, "edge-missing") == "secret_missing"
+            && state_of(s, "edge-sub") == "never_updates"
+    })
+    .await
+    .unwrap();
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_goes_unready_ready_and_unready_on_sigterm_then_the_agent_exits_0() {
+    if !can_run() {
+        return;
+    }
+    let mut keys = Keys::new();
+    let mut node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    // The API is away when the agent starts: the pods cannot be listed.
+    node.api.stop().await;
+    node.start_agent().unwrap();
+    let started = Instant::now();
+    let body = loop {
+        match node.get("/readyz").await {
+            Ok((code, body)) => {
+                assert_eq!(code, 503, "unready before the pods are listed: {body}");
+                break body;
+            }
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("the endpoint never came up: {err}\n{}", node.agent_log()),
+        }
+    };
+    assert!(body.contains("pods not listed yet"), "{body}");
+    let (code, body) = node.get("/livez").await.unwrap();
+    assert_eq!(code, 200, "alive while the API is away: {body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(node.get("/readyz").await.unwrap().0, 503);
+
+    node.api.restart().await.unwrap();
+    node.wait_ready(Duration::from_secs(40)).await.unwrap();
+    assert_eq!(node.get("/readyz").await.unwrap(), (200, "ready\n".into()));
+
+    // SIGTERM: unready first, then the listener goes away, then exit 0.
+    let pid =
+        nix::unistd::Pid::from_raw(i32::try_from(node.agent.as_ref().unwrap().pid()).unwrap());
+    let addr = node.agent.as_ref().unwrap().listen;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let signalled = Instant::now();
+    let mut seen = Vec::new();
+    while signalled.elapsed() < Duration::from_secs(10) {
+        match quick_get(addr, "/readyz").await {
+            Some(code) => {
+                if seen.last() != Some(&code) {
+                    seen.push(code);
+                }
+            }
+            None => break,
+        }
+    }
+    // Best effort: the unready window may be shorter than one request.
+    eprintln!("/readyz after SIGTERM: {seen:?} then connection refused");
+    assert!(
+        !seen.windows(2).any(|w| w[0] == 503 && w[1] == 200),
+        "ready again after unready: {seen:?}"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the listener still answers 10 s after SIGTERM"
+    );
+    let status = node.stop_agent().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", node.all_agent_logs());
+    keys.assert_not_in("agent log", &node.all_agent_logs());
+}
+
+/// One GET with a short timeout: the status code, `None` when the connection is refused.
+async fn quick_get(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The agent started by hand, with extra arguments and environment (e.g. the test-only
+/// liveness hook).
+struct HookedAgent {
+    child: Child,
+    listen: SocketAddr,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HookedAgent {
+    fn start(node: &TestNode, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mountlag.yaml");
+        std::fs::write(&config, agent_config("2s", "30s", true)).unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+            .parse()
+            .unwrap();
+        let log = dir.path().join("agent.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(mountlag_testbed::agent::binary())
+            .args([
+                "agent",
+                "--node-name",
+                NODE,
+                "--listen",
+                &listen.to_string(),
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--kubelet-root")
+            .arg(node.kubelet.root())
+            .args(args)
+            .env("KUBECONFIG", node.api.kubeconfig_path())
+            .env("RUST_LOG", "info,mountlag=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            listen,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HookedAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "waiting for the lead to wire the heartbeat in run.rs"]
+async fn livez_fails_naming_the_loop_that_is_wedged() {
+    if !can_run() {
+        return;
+    }
+    let mut keys = Keys::new();
+    let node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+
+    // Without the hook the same agent stays alive past the (shortened) stall threshold.
+    let healthy = HookedAgent::start(&node, &[], &[("MOUNTLAG_TEST_STALL_AFTER", "1s")]);
+    wait_code(
+        healthy.listen,
+        "/readyz",
+        200,
+        Duration::from_secs(15),
+        &healthy,
+    )
+    .await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (code, body) = http_get(healthy.listen, "/livez").await.unwrap();
+        assert_eq!(code, 200, "an idle agent is alive: {body}");
+    }
+    let loops = http_get(healthy.listen, "/livez").await.unwrap().1;
+    assert!(
+        loops.contains("reconcile"),
+        "the loop is registered: {loops}"
+    );
+    drop(healthy);
+
+    let wedged = HookedAgent::start(
+        &node,
+        &[],
+        &[
+            ("MOUNTLAG_TEST_STALL", "reconcile"),
+            ("MOUNTLAG_TEST_STALL_AFTER", "1s"),
+        ],
+    );
+    let body = wait_code(
+        wedged.listen,
+        "/livez",
+        503,
+        Duration::from_secs(15),
+        &wedged,
+    )
+    .await;
+    assert!(body.starts_with("stalled: reconcile"), "{body}");
+    assert!(
+        wedged.log().contains("liveness test hook active"),
+        "{}",
+        wedged.log()
+    );
+    keys.assert_not_in("/livez", &body);
+}
+
+async fn wait_code(
+    addr: SocketAddr,
+    path: &str,
+    want: u16,
+    timeout: Duration,
+    agent: &HookedAgent,
+) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok((code, body)) = http_get(addr, path).await
+            && code == want
+        {
+            return body;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{path} never answered {want} within {timeout:?}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_a_live_scrape_with_mounts_in_several_states() {
+    if !can_run() || !real::require("promtool (Debian package prometheus)", promtool()) {
+        return;
+    }
+    let mut keys = Keys::new();
+    let node = node_with_mounts_in_several_states(&mut keys).await;
+    let (code, metrics) = node.get("/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\n--- scrape ---\n{metrics}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    for (state, count) in [
+        ("in_sync", 1.0),
+        ("stuck", 1.0),
+        ("secret_missing", 1.0),
+        ("never_updates", 1.0),
+        ("pending", 0.0),
+    ] {
+        let sample = format!("mountlag_mounts{{state=\"{state}\"}}");
+        assert_eq!(
+            mountlag_testbed::cluster::metric_value(&metrics, &sample),
+            Some(count),
+            "{sample}\n{metrics}"
+        );
+    }
+    for name in [
+        "mountlag_build_info{version=",
+        "mountlag_mount_lag_seconds_bucket{",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let rss =
+        mountlag_testbed::cluster::metric_value(&metrics, "process_resident_memory_bytes").unwrap();
+    assert!(rss > 1e6, "RSS {rss}");
+    keys.assert_not_in("/metrics", &metrics);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_endpoint_and_mountlag_status_agree_and_the_table_shows_every_mount() {
+    if !can_run() {
+        return;
+    }
+    let mut keys = Keys::new();
+    let node = node_with_mounts_in_several_states(&mut keys).await;
+    let url = endpoint(&node);
+
+    // The JSON printed is the document served (retry: a publish may land in between).
+    let mut agreed = false;
+    for _ in 0..10 {
+        let before = node.get("/status").await.unwrap().1;
+        let (code, printed, stderr) = mountlag_status(&["--endpoint", &url, "--json"]);
+        let after = node.get("/status").await.unwrap().1;
+        assert_eq!(code, 1, "a stuck mount: exit 1\n{stderr}");
+        let printed_value: Value = serde_json::from_str(&printed).unwrap();
+        let served: [Value; 2] = [
+            serde_json::from_str(&before).unwrap(),
+            serde_json::from_str(&after).unwrap(),
+        ];
+        if served.contains(&printed_value) {
+            if before == after {
+                assert_eq!(printed.trim_end(), before.trim_end(), "printed unchanged");
+            }
+            agreed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(agreed, "mountlag status --json never matched /status");
+
+    let (code, table, stderr) = mountlag_status(&["--endpoint", &url]);
+    assert_eq!(code, 1, "{table}{stderr}");
+    assert!(
+        !table.contains('\x1b'),
+        "no colour off a terminal: {table:?}"
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("node {NODE}: ready, 4 mounts")),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("POD"), "{table}");
+    for (pod, state, secret) in [
+        ("edge-ok", "in_sync", "edge-tls@"),
+        ("edge-stuck", "stuck", "stuck-tls@"),
+        ("edge-missing", "secret_missing", "gone-tls@"),
+        ("edge-sub", "never_updates", "sub-tls@"),
+    ] {
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{NAMESPACE}/{pod} ")))
+            .unwrap_or_else(|| panic!("{pod} missing:\n{table}"));
+        assert!(row.contains(&format!(" {state} ")), "{row}");
+        assert!(row.contains(secret), "{row}");
+    }
+    keys.assert_not_in("mountlag status", &table);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mountlag_status_exits_0_in_sync_1_stuck_2_unreachable() {
+    if !can_run() {
+        return;
+    }
+    let mut keys = Keys::new();
+    let mut node = TestNode::start(slow_kubelet(), &agent_config("1s", "2s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
+    node.api.apply_secret(&keys.secret("stuck-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    node.api
+        .create_pod(&ingress_pod(
+            "edge-1",
+            &[("app", "edge")],
+            "stuck-tls",
+            None,
+        ))
+        .unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(15)).await.unwrap();
+    node.wait_status(Duration::from_secs(15), "both in sync", |s| {
+        state_of(s, "edge-0") == "in_sync" && state_of(s, "edge-1") == "in_sync"
+    })
+    .await
+    .unwrap();
+    let url = endpoint(&node);
+    let (code, table, stderr) = mountlag_status(&["--endpoint", &url]);
+    assert_eq!(code, 0, "{table}{stderr}");
+    assert!(table.contains("(2 in_sync)"), "{table}");
+    assert_eq!(mountlag_status(&["--endpoint", &url, "--json"]).0, 0);
+
+    node.node.set_stuck(PodRef::name(NAMESPACE, "edge-1"), true);
+    node.api.apply_secret(&keys.secret("stuck-tls")).unwrap();
+    node.wait_status(Duration::from_secs(10), "edge-1 stuck", |s| {
+        state_of(s, "edge-1") == "stuck"
+    })
+    .await
+    .unwrap();
+    let (code, table, stderr) = mountlag_status(&["--endpoint", &url]);
+    assert_eq!(code, 1, "{table}{stderr}");
+    assert_eq!(mountlag_status(&["--endpoint", &url, "--json"]).0, 1);
+
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    let (code, stdout, stderr) = mountlag_status(&["--endpoint", &url]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("cannot reach the agent at"), "{stderr}");
+    let (code, _, stderr) = mountlag_status(&["--endpoint", &url, "--json"]);
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = mountlag_status(&["--endpoint", "https://127.0.0.1:1"]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// Sends `raw` on a fresh connection; returns what came back before the server closed.
+async fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let _ = stream.write_all(raw).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_do_not_stop_the_endpoint_from_answering_others() {
+    if !can_run() {
+        return;
+    }
+    let mut keys = Keys::new();
+    let mut node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(15)).await.unwrap();
+    let addr = node.agent.as_ref().unwrap().listen;
+
+    // Slowloris: connections that send part of a header and hold it.
+    let mut slow = Vec::new();
+    for i in 0..16 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("GET /status HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: ").as_bytes())
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (code, body) = http_get(addr, "/livez").await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            took < Duration::from_secs(1),
+            "/livez took {took:?} beside slowloris"
+        );
+        for stream in &mut slow {
+            let _ = stream.write_all(b"a").await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Malformed and oversized requests: refused (4xx or closed), nobody else affected.
+    let huge_header = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let many_headers = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..500)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        (
+            "binary garbage",
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n".to_vec(),
+            &[400],
+        ),
+        ("bad request line", b"GET\r\n\r\n".to_vec(), &[400]),
+        (
+            "bad header",
+            b"GET /livez HTTP/1.1\r\nHost x\r\n\r\n".to_vec(),
+            &[400],
+        ),
+        ("huge header", huge_header.into_bytes(), &[400, 431]),
+        ("many headers", many_headers.into_bytes(), &[400, 431]),
+        (
+            "huge uri",
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1 << 20)).into_bytes(),
+            &[400, 414, 431],
+        ),
+        (
+            "a body",
+            b"GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc".to_vec(),
+            &[413],
+        ),
+        (
+            "POST",
+            b"POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            &[405],
+        ),
+        (
+            "unknown path",
+            b"GET /debug/pprof HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            &[404],
+        ),
+    ];
+    for (what, raw, codes) in cases {
+        let response = raw_exchange(addr, &raw).await;
+        let code: u16 = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            code == 0 || codes.contains(&code),
+            "{what}: expected {codes:?} or a closed connection, got {:?}",
+            response.lines().next()
+        );
+        if code == 405 {
+            assert!(
+                response.to_ascii_lowercase().contains("allow: get, head"),
+                "{response}"
+            );
+        }
+        let started = Instant::now();
+        let (livez, _) = http_get(addr, "/livez").await.unwrap();
+        assert_eq!(livez, 200, "after {what}");
+        assert!(started.elapsed() < Duration::from_secs(1), "after {what}");
+    }
+    let status = node.status().await.unwrap();
+    assert_eq!(state_of(&status, "edge-0"), "in_sync");
+    drop(slow);
+    assert_eq!(
+        node.stop_agent().unwrap().code(),
+        Some(0),
+        "{}",
+        node.all_agent_logs()
+    );
+    keys.assert_not_in("agent log", &node.all_agent_logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_test_key_bytes_in_any_endpoint_output() {
+    if !can_run() {
+        return;
+    }
+    let mut keys = Keys::new();
+    let mut node = node_with_mounts_in_several_states(&mut keys).await;
+    let url = endpoint(&node);
+    let mut outputs = Vec::new();
+    for path in ["/livez", "/readyz", "/metrics", "/status", "/", "/nope"] {
+        let (_, body) = node.get(path).await.unwrap();
+        outputs.push((path.to_string(), body));
+    }
+    let (_, openmetrics) = accept_get(
+        node.agent.as_ref().unwrap().listen,
+        "/metrics",
+        "application/openmetrics-text; version=1.0.0",
+    )
+    .await;
+    assert!(openmetrics.contains("# EOF"), "{openmetrics}");
+    outputs.push(("/metrics (OpenMetrics)".into(), openmetrics));
+    for args in [vec!["--endpoint", &url], vec!["--endpoint", &url, "--json"]] {
+        let (_, stdout, stderr) = mountlag_status(&args);
+        outputs.push((format!("mountlag status {args:?}"), stdout + &stderr));
+    }
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    outputs.push(("agent log".into(), node.all_agent_logs()));
+    for (what, text) in &outputs {
+        assert!(!text.is_empty(), "{what} is empty");
+        keys.assert_not_in(what, text);
+    }
+}
+
+/// GET with an `Accept` header: (status line, whole response).
+async fn accept_get(addr: SocketAddr, path: &str, accept: &str) -> (String, String) {
+    let raw =
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
+    let response = raw_exchange(addr, raw.as_bytes()).await;
+    (
+        response.lines().next().unwrap_or_default().to_string(),
+        response,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_gives_one_json_object_per_line_and_rust_log_sets_the_level() {
+    if !can_run() {
+        return;
+    }
+    let mut keys = Keys::new();
+    let node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+
+    let json = HookedAgent::start(&node, &["--log-format", "json"], &[]);
+    wait_code(json.listen, "/readyz", 200, Duration::from_secs(15), &json).await;
+    let log = json.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"mountlag agent starting\"")),
+        "{log}"
+    );
+    assert!(!log.contains('\x1b'), "no terminal colours in JSON logs");
+    keys.assert_not_in("JSON log", &log);
+    drop(json);
+
+    let quiet = HookedAgent::start(&node, &["--log-format", "json"], &[("RUST_LOG", "warn")]);
+    wait_code(
+        quiet.listen,
+        "/readyz",
+        200,
+        Duration::from_secs(15),
+        &quiet,
+    )
+    .await;
+    let log = quiet.log();
+    assert!(
+        !log.contains("mountlag agent starting"),
+        "RUST_LOG=warn: {log}"
+    );
+    assert!(
+        !log.contains("\"INFO\"") && !log.contains("\"DEBUG\""),
+        "{log}"
+    );
+}

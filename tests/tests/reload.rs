@@ -1,0 +1,325 @@
+//! Reload and prove it: the real agent finds real nginx and HAProxy through kubelet-shaped
+//! cgroups, signals them through a pidfd, and verifies the served leaf over TLS.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use mountlag_testbed::certs::{IssuedLeaf, LeafSpec, TestCa, secret_bytes_markers};
+use mountlag_testbed::cluster::{
+    NAMESPACE, TestNode, controller_pod, free_port, mount_of, tls_secret,
+};
+use mountlag_testbed::controllers::{self, ControllerKind, ControllerSpec, RunningController};
+use mountlag_testbed::kubelet::VolumeKind;
+use mountlag_testbed::node::{NodeConfig, SyncOutcome};
+use mountlag_testbed::real;
+use mountlag_testbed::tlsload::LoadGenerator;
+
+const NAMES: [&str; 2] = ["edge.example.com", "www.example.com"];
+
+fn can_run(kind: ControllerKind) -> bool {
+    real::require("root + tmpfs", real::can_mount())
+        && real::require(kind.name(), controllers::available(kind))
+}
+
+struct Setup {
+    node: TestNode,
+    controller: RunningController,
+    ca: TestCa,
+    keys: Vec<String>,
+    pod: &'static str,
+}
+
+fn config(kind: ControllerKind, port: u16) -> String {
+    let profile = match kind {
+        ControllerKind::Nginx => "nginx",
+        ControllerKind::Haproxy => "haproxy",
+    };
+    format!(
+        "stuckAfter: 30s\nnudge:\n  after: 100ms\nreload:\n  minInterval: 0s\nverify:\n  timeout: 3s\n\
+         controllers:\n  - name: edge\n    profile: {profile}\n    selector: app=edge\n    probe:\n      ports: [{port}]\n"
+    )
+}
+
+impl Setup {
+    async fn start(kind: ControllerKind) -> Self {
+        let port = free_port().unwrap();
+        // kubelet at its real 60–90 s period: the agent's nudge is what brings rotations in.
+        let mut node = TestNode::start(
+            NodeConfig::new(mountlag_testbed::cluster::NODE),
+            &config(kind, port),
+        )
+        .await
+        .unwrap();
+        let ca = TestCa::new("reload test CA").unwrap();
+        let mut setup_keys = Vec::new();
+        let leaf = ca.issue(&LeafSpec::valid_for(NAMES)).unwrap();
+        setup_keys.push(leaf.key_pem.clone());
+        node.api
+            .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &leaf))
+            .unwrap();
+        let items: Option<&[(&str, &str)]> = match kind {
+            ControllerKind::Nginx => None,
+            ControllerKind::Haproxy => Some(&[("tls.crt", "tls.crt"), ("tls.key", "tls.crt.key")]),
+        };
+        let pod = "edge-0";
+        let before = node.node.last_seq();
+        node.api
+            .create_pod(&controller_pod(
+                pod,
+                kind.name(),
+                &[("app", "edge")],
+                "edge-tls",
+                items,
+            ))
+            .unwrap();
+        node.node
+            .wait_for(before, Duration::from_secs(10), |e| {
+                e.pod == pod && e.outcome == SyncOutcome::Started
+            })
+            .await
+            .expect("kubelet started the pod");
+        let uid = node.api.pod(NAMESPACE, pod).unwrap().metadata.uid.unwrap();
+        let volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
+        let names = NAMES.iter().map(|n| n.to_string()).collect();
+        let controller = RunningController::start(
+            ControllerSpec::new(kind, &uid, &volume, names).with_port(port),
+        )
+        .unwrap();
+        node.start_agent().unwrap();
+        node.wait_ready(Duration::from_secs(10)).await.unwrap();
+        node.wait_status(Duration::from_secs(10), "in sync", |s| {
+            mount_of(s, pod).is_some_and(|m| m["state"] == "in_sync")
+        })
+        .await
+        .unwrap();
+        let served = probe(&controller).await;
+        assert!(
+            served.iter().all(|fp| fp == &leaf.fingerprint_sha256),
+            "serves v1 at start"
+        );
+        Self {
+            node,
+            controller,
+            ca,
+            keys: setup_keys,
+            pod,
+        }
+    }
+
+    fn issue(&mut self) -> IssuedLeaf {
+        let leaf = self.ca.issue(&LeafSpec::valid_for(NAMES)).unwrap();
+        self.keys.push(leaf.key_pem.clone());
+        leaf
+    }
+
+    async fn verified(&self) -> f64 {
+        self.node
+            .metric(&format!(
+                "mountlag_reloads_total{{namespace=\"{NAMESPACE}\",pod=\"{}\",result=\"verified\"}}",
+                self.pod
+            ))
+            .await
+            .unwrap()
+            .unwrap_or(0.0)
+    }
+
+    async fn wait_verified(&self, count: f64, timeout: Duration) {
+        let start = Instant::now();
+        while self.verified().await < count {
+            assert!(
+                start.elapsed() < timeout,
+                "reload #{count} not verified within {timeout:?}\n{}",
+                self.node.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn assert_no_key_bytes(&self) {
+        let logs = self.node.all_agent_logs();
+        for key in &self.keys {
+            for marker in secret_bytes_markers(key) {
+                assert!(!logs.contains(&marker), "key bytes in the agent log");
+            }
+        }
+    }
+}
+
+/// The leaf fingerprint served for every name and without SNI.
+async fn probe(controller: &RunningController) -> Vec<String> {
+    let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+    mountlag::probe::probe_all(controller.addr(), &names, Duration::from_secs(2))
+        .await
+        .into_iter()
+        .map(|(target, result)| {
+            result
+                .unwrap_or_else(|e| panic!("probe {:?}: {e}", target.sni))
+                .fingerprint_sha256
+        })
+        .collect()
+}
+
+async fn rotation_is_reloaded_and_verified(kind: ControllerKind) {
+    let mut setup = Setup::start(kind).await;
+    let v2 = setup.issue();
+    let rotated = Instant::now();
+    setup
+        .node
+        .api
+        .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
+        .unwrap();
+    setup.wait_verified(1.0, Duration::from_secs(5)).await;
+    let took = rotated.elapsed();
+    let served = probe(&setup.controller).await;
+    assert_eq!(served.len(), 3, "two names and no SNI");
+    assert!(
+        served.iter().all(|fp| fp == &v2.fingerprint_sha256),
+        "{served:?} != {}",
+        v2.fingerprint_sha256
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reloaded = setup.node.events("ControllerReloaded");
+    assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+    assert_eq!(reloaded[0].type_, "Normal");
+    assert!(
+        reloaded[0].note.contains(&v2.fingerprint_sha256[..16]),
+        "{}",
+        reloaded[0].note
+    );
+    let status = setup.node.status().await.unwrap();
+    let mount = mount_of(&status, setup.pod).unwrap();
+    assert_eq!(mount["served"]["match"], true, "{mount:#}");
+    assert_eq!(mount["lastReload"], "verified");
+    assert_eq!(
+        mount["certificate"]["fingerprintSha256"],
+        v2.fingerprint_sha256.as_str()
+    );
+    eprintln!(
+        "{}: Secret updated → new leaf verified in {took:?}",
+        kind.name()
+    );
+    setup.assert_no_key_bytes();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_rotation_is_reloaded_and_verified_on_every_name() {
+    if can_run(ControllerKind::Nginx) {
+        rotation_is_reloaded_and_verified(ControllerKind::Nginx).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_rotation_is_reloaded_and_verified_on_every_name() {
+    if can_run(ControllerKind::Haproxy) {
+        rotation_is_reloaded_and_verified(ControllerKind::Haproxy).await;
+    }
+}
+
+async fn broken_material_is_withheld(kind: ControllerKind) {
+    let mut setup = Setup::start(kind).await;
+    let before = probe(&setup.controller).await;
+    let good = setup.issue();
+    let other = setup.issue();
+    let mut broken = tls_secret(NAMESPACE, "edge-tls", &good);
+    let data = broken.data.as_mut().unwrap();
+    data.insert(
+        "tls.key".into(),
+        k8s_openapi::ByteString(other.key_pem.clone().into_bytes()),
+    );
+    setup.node.api.apply_secret(&broken).unwrap();
+    let start = Instant::now();
+    while setup.node.events("InvalidCertificateMaterial").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no InvalidCertificateMaterial\n{}",
+            setup.node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let event = &setup.node.events("InvalidCertificateMaterial")[0];
+    assert_eq!(event.type_, "Warning");
+    assert!(event.note.contains("keyMismatch"), "{}", event.note);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        probe(&setup.controller).await,
+        before,
+        "the old certificate stays served"
+    );
+    assert!(setup.node.events("ControllerReloaded").is_empty());
+    assert_eq!(setup.verified().await, 0.0);
+    let withheld = setup
+        .node
+        .metric(&format!(
+            "mountlag_reloads_total{{namespace=\"{NAMESPACE}\",pod=\"{}\",result=\"withheld\"}}",
+            setup.pod
+        ))
+        .await
+        .unwrap();
+    assert_eq!(withheld, Some(1.0));
+    setup.assert_no_key_bytes();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_keeps_serving_when_the_new_key_does_not_match() {
+    if can_run(ControllerKind::Nginx) {
+        broken_material_is_withheld(ControllerKind::Nginx).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_keeps_serving_when_the_new_key_does_not_match() {
+    if can_run(ControllerKind::Haproxy) {
+        broken_material_is_withheld(ControllerKind::Haproxy).await;
+    }
+}
+
+async fn hundred_rotations_under_load(kind: ControllerKind) {
+    let mut setup = Setup::start(kind).await;
+    let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+    let load = LoadGenerator::start(setup.controller.addr(), &names, 4).unwrap();
+    let mut expected = Vec::new();
+    for round in 1..=100u32 {
+        let leaf = setup.issue();
+        setup
+            .node
+            .api
+            .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &leaf))
+            .unwrap();
+        setup
+            .wait_verified(f64::from(round), Duration::from_secs(10))
+            .await;
+        expected.push(leaf.fingerprint_sha256);
+    }
+    let report = load.stop();
+    eprintln!(
+        "{}: 100 rotations under load: {} requests, {} failed",
+        kind.name(),
+        report.requests,
+        report.failures
+    );
+    assert!(report.requests > 100, "the load ran: {report:?}");
+    assert_eq!(
+        report.failures, 0,
+        "failed requests: {:?}",
+        report.failure_samples
+    );
+    let served = probe(&setup.controller).await;
+    assert!(served.iter().all(|fp| Some(fp) == expected.last()));
+    let unverified = setup.node.events("ReloadUnverified");
+    assert!(unverified.is_empty(), "{unverified:?}\n{}", setup.node.agent_log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_hundred_rotations_under_tls_load_fail_no_request() {
+    if can_run(ControllerKind::Nginx) {
+        hundred_rotations_under_load(ControllerKind::Nginx).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_hundred_rotations_under_tls_load_fail_no_request() {
+    if can_run(ControllerKind::Haproxy) {
+        hundred_rotations_under_load(ControllerKind::Haproxy).await;
+    }
+}
