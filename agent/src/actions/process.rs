@@ -514,10 +514,10 @@ pub fn find_reload_target(
             },
         });
     }
-    let procs = scan_pod(proc_root, &pod.uid)?;
+    let procs = scan_pod(proc_root, pod.cgroup_uid())?;
     let mut misses = Vec::new();
     for (name, id) in &running {
-        let mine = container_processes(&procs, &pod.uid, id);
+        let mine = container_processes(&procs, pod.cgroup_uid(), id);
         match select_target(&mine, &target, &pod_name, name) {
             Ok(found) => return Ok(found.clone()),
             Err(err) => misses.push((err, mine)),

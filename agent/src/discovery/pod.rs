@@ -13,6 +13,8 @@ use crate::kubelet::VolumeKind;
 
 /// The annotation whose change makes kubelet resync the pod's volumes at once.
 pub const RESYNC_ANNOTATION: &str = "mountlag.io/resync";
+/// On a static pod's mirror Pod: the UID kubelet uses for the pod's cgroup (32 hex).
+pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
 
 /// An Ingress controller pod on this node, reduced to what mountlag needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub struct ControllerPod {
     pub labels: BTreeMap<String, String>,
     /// Value of [`RESYNC_ANNOTATION`], if set: the last nudge, by us or a previous run.
     pub resync_annotation: Option<String>,
+    /// A static pod's config hash: its cgroups are named after it, not after `uid`.
+    pub config_hash: Option<String>,
     pub host_network: bool,
     pub pod_ips: Vec<IpAddr>,
     /// Being deleted (`deletionTimestamp` set): no more nudges.
@@ -149,12 +153,22 @@ impl ControllerPod {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(RESYNC_ANNOTATION).cloned()),
+            config_hash: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned()),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             pod_ips,
             terminating: meta.deletion_timestamp.is_some(),
             containers,
             volumes,
         })
+    }
+
+    /// The pod UID as kubelet writes it into cgroup paths: a static pod's config hash, else
+    /// `metadata.uid`.
+    pub fn cgroup_uid(&self) -> &str {
+        self.config_hash.as_deref().unwrap_or(&self.uid)
     }
 
     /// The containers that mount `volume`, as (container, subPath) pairs.
@@ -267,6 +281,7 @@ mod tests {
         }));
         let cp = ControllerPod::from_pod(&p, "edge").unwrap();
         assert_eq!(cp.uid, "u-1");
+        assert_eq!(cp.cgroup_uid(), "u-1");
         assert_eq!(cp.controller, "edge");
         assert_eq!(cp.resync_annotation.as_deref(), Some("v1"));
         assert_eq!(cp.pod_ips, vec!["10.0.0.7".parse::<IpAddr>().unwrap()]);
@@ -296,6 +311,16 @@ mod tests {
             cp.secret_names().collect::<Vec<_>>(),
             vec!["edge-tls", "ca", "edge-tls"]
         );
+    }
+
+    #[test]
+    fn a_static_pod_is_found_in_cgroups_by_its_config_hash() {
+        let p = pod(serde_json::json!({
+            "metadata": {"uid": "mirror-uid", "namespace": "kube-system", "name": "edge-node-a",
+                         "annotations": {"kubernetes.io/config.hash": "0123456789abcdef0123456789abcdef"}}
+        }));
+        let cp = ControllerPod::from_pod(&p, "edge").unwrap();
+        assert_eq!(cp.cgroup_uid(), "0123456789abcdef0123456789abcdef");
     }
 
     #[test]

@@ -602,6 +602,7 @@ mod tests {
             controller: "edge".into(),
             labels: BTreeMap::new(),
             resync_annotation: None,
+            config_hash: None,
             host_network: false,
             pod_ips: vec![],
             terminating: false,
