@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -29,9 +29,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::actions::kube_sinks::{KubeEventPublisher, KubePodPatcher, api_failure};
-use crate::actions::reload::{ReloadMetrics, probe_address, probe_round, reload_controller};
+use crate::actions::reload::{
+    ReloadMetrics, TargetCache, probe_address, probe_round, reload_controller,
+};
 use crate::actions::{EventLimiter, Executor, ExecutorMetrics};
-use crate::admin::{self, AgentMetrics, StatusSnapshot};
+use crate::admin::{self, AgentMetrics, Heartbeat, Liveness, StatusSnapshot};
 use crate::config::{Config, ControllerProfile, ReloadAction as ProfileReload, ReloadMode};
 use crate::discovery::{ControllerPod, SecretView};
 use crate::kubelet::{KubeletRoot, snapshot};
@@ -81,6 +83,8 @@ pub async fn run_agent(
     let agent_metrics = AgentMetrics::register(&mut registry);
     let rescans = crate::watch::WatchMetrics::register(&mut registry);
     let reload_metrics = ReloadMetrics::register(&mut registry);
+    let inotify_watches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    admin::register_inotify_watches(&mut registry, Arc::clone(&inotify_watches));
     let registry = Arc::new(registry);
 
     let (status_tx, status_rx) = watch::channel(Arc::new(StatusSnapshot {
@@ -93,15 +97,17 @@ pub async fn run_agent(
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     tracing::info!(listen = %options.listen, node = %options.node_name, "mountlag agent starting");
+    let liveness = Liveness::new();
+    let reconcile_beat = liveness.register(admin::loops::RECONCILE, Duration::from_secs(30));
+    let pods_beat = liveness.register(admin::loops::POD_WATCH, Duration::from_secs(30));
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(
-        listener,
-        Arc::clone(&registry),
-        status_rx,
-        async {
-            let _ = admin_stop_rx.await;
-        },
-    ));
+    let admin_task = tokio::spawn(
+        admin::AdminServer::new(Arc::clone(&registry), status_rx)
+            .liveness(liveness.clone())
+            .serve(listener, async {
+                let _ = admin_stop_rx.await;
+            }),
+    );
 
     let (input_tx, mut input_rx) = mpsc::unbounded_channel();
     let volume_tx = input_tx.clone();
@@ -119,6 +125,7 @@ pub async fn run_agent(
         options.node_name.clone(),
         Arc::clone(&config),
         input_tx.clone(),
+        pods_beat,
     ));
 
     let executor = Executor::new(
@@ -151,13 +158,21 @@ pub async fn run_agent(
         generations: HashMap::new(),
         leaves_on_disk: HashMap::new(),
         proc_root: options.proc_root.clone(),
+        targets: Arc::new(TargetCache::default()),
+        inotify_watches,
         pods_listed: false,
         node: options.node_name.clone(),
         status_tx,
     };
 
     tokio::pin!(shutdown);
+    let stall_for_test = Liveness::stall_requested(admin::loops::RECONCILE);
     let result = loop {
+        if stall_for_test && agent.status_tx.borrow().ready {
+            // Test hook (MOUNTLAG_TEST_STALL): wedge the loop so /livez must notice.
+            tracing::warn!("MOUNTLAG_TEST_STALL: the reconcile loop stops making progress");
+            std::future::pending::<()>().await;
+        }
         let deadline = agent.next_deadline();
         let sleep = async {
             match deadline {
@@ -172,13 +187,17 @@ pub async fn run_agent(
                 None => break Err(anyhow::anyhow!("every input of the agent loop closed")),
             },
             () = sleep => agent.tick(),
+            () = reconcile_beat.pinged() => {}
         }
+        reconcile_beat.beat();
         if pod_task.is_finished() {
             break Err(anyhow::anyhow!("the pod watch stopped"));
         }
         agent.publish();
     };
     agent.mark_unready("shutting down");
+    // Let load balancers and kubelet see the unready answer before the listener closes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     for (_, task) in agent.secret_watches.drain() {
         task.abort();
     }
@@ -215,6 +234,9 @@ struct AgentLoop {
     /// Leaves of the last snapshot per volume directory, for /status and metrics.
     leaves_on_disk: HashMap<PathBuf, Vec<ExpectedLeaf>>,
     proc_root: PathBuf,
+    targets: Arc<TargetCache>,
+    /// Volume directories under an inotify watch, for `mountlag_inotify_watches`.
+    inotify_watches: Arc<std::sync::atomic::AtomicUsize>,
     pods_listed: bool,
     node: String,
     status_tx: watch::Sender<Arc<StatusSnapshot>>,
@@ -358,6 +380,7 @@ impl AgentLoop {
 
     fn forget_pod(&mut self, uid: &str) {
         self.reloads.remove(uid);
+        self.targets.forget(uid);
         if let Some((pod, _)) = self.controllers.remove(uid) {
             self.reload_metrics.forget_pod(&pod.namespace, &pod.name);
         }
@@ -405,8 +428,9 @@ impl AgentLoop {
                 let proc_root = self.proc_root.clone();
                 let timeout = self.config.verify.timeout;
                 let uid = uid.to_string();
+                let targets = Arc::clone(&self.targets);
                 tokio::spawn(async move {
-                    let result = reload_controller(proc_root, pod, profile, timeout).await;
+                    let result = reload_controller(proc_root, pod, profile, timeout, targets).await;
                     let _ = tx.send(LoopInput::Reloaded(uid, result));
                 });
             }
@@ -631,6 +655,8 @@ impl AgentLoop {
 
     fn publish(&mut self) {
         let now = Instant::now();
+        self.inotify_watches
+            .store(self.tracked.len(), std::sync::atomic::Ordering::Relaxed);
         for (state, count) in self.index.count_by_state() {
             self.agent_metrics.set_mounts(state.label(), count);
         }
@@ -725,6 +751,7 @@ async fn watch_pods(
     node: String,
     config: Arc<Config>,
     tx: mpsc::UnboundedSender<LoopInput>,
+    beat: Heartbeat,
 ) {
     let api: Api<Pod> = Api::all(client);
     let watch_config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
@@ -733,7 +760,10 @@ async fn watch_pods(
         .boxed();
     let mut listing: Vec<(ControllerPod, ControllerProfile)> = Vec::new();
     loop {
-        let input = match stream.try_next().await {
+        // An API outage is not a wedged loop: pings are answered while waiting for the stream.
+        let next = beat.answer_pings_while(stream.try_next()).await;
+        beat.beat();
+        let input = match next {
             Ok(Some(Event::Init)) => {
                 listing.clear();
                 continue;

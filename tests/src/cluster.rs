@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,10 +64,21 @@ pub fn free_port() -> anyhow::Result<u16> {
 impl TestNode {
     /// Starts the API and kubelet stand-ins; the agent is started by [`TestNode::start_agent`].
     pub async fn start(node: NodeConfig, agent_config: &str) -> anyhow::Result<Self> {
+        Self::start_with(ApiServerConfig::default(), node, agent_config).await
+    }
+
+    /// [`TestNode::start`] with an API stand-in configured by `api_config` (tokens, an RBAC
+    /// authorizer, ...). The kubelet stand-in uses the in-process handle, so it is not subject
+    /// to the authorizer.
+    pub async fn start_with(
+        api_config: ApiServerConfig,
+        node: NodeConfig,
+        agent_config: &str,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("mountlag-node-")
             .tempdir()?;
-        let api = ApiServer::start(ApiServerConfig::default()).await?;
+        let api = ApiServer::start(api_config).await?;
         let kubelet = Arc::new(KubeletStandIn::new(dir.path().join("kubelet"))?);
         let node = NodeKubelet::start(api.clone(), Arc::clone(&kubelet), node);
         let config_path = dir.path().join("mountlag.yaml");
@@ -84,6 +95,13 @@ impl TestNode {
     }
 
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
+        let kubeconfig = self.api.kubeconfig_path().to_path_buf();
+        self.start_agent_with_kubeconfig(&kubeconfig)
+    }
+
+    /// Starts the agent with `KUBECONFIG=kubeconfig` (e.g. one written by
+    /// [`ApiServer::write_kubeconfig`] with a ServiceAccount's token) instead of the admin's.
+    pub fn start_agent_with_kubeconfig(&mut self, kubeconfig: &Path) -> anyhow::Result<()> {
         self.starts += 1;
         let port = free_port()?;
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -101,7 +119,7 @@ impl TestNode {
             .arg(&self.config_path)
             .arg("--kubelet-root")
             .arg(self.kubelet.root())
-            .env("KUBECONFIG", self.api.kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,mountlag=debug")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -291,7 +291,6 @@ impl Drop for HookedAgent {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waiting for the lead to wire the heartbeat in run.rs"]
 async fn livez_fails_naming_the_loop_that_is_wedged() {
     if !can_run() {
         return;

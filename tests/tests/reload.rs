@@ -307,7 +307,11 @@ async fn hundred_rotations_under_load(kind: ControllerKind) {
     let served = probe(&setup.controller).await;
     assert!(served.iter().all(|fp| Some(fp) == expected.last()));
     let unverified = setup.node.events("ReloadUnverified");
-    assert!(unverified.is_empty(), "{unverified:?}\n{}", setup.node.agent_log());
+    assert!(
+        unverified.is_empty(),
+        "{unverified:?}\n{}",
+        setup.node.agent_log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

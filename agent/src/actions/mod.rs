@@ -119,6 +119,10 @@ impl ExecutorMetrics {
             lag: Histogram::new(LAG_BUCKETS),
             events: Family::default(),
         };
+        // The fixed label sets exist from the start, so dashboards see zeros, not gaps.
+        for result in ["success", "error"] {
+            drop(metrics.nudges.get_or_create(&ResultLabel { result }));
+        }
         registry.register(
             "mountlag_kubelet_nudges",
             "Pod annotation patches that ask kubelet to resync a lagging mount",

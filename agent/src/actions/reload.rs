@@ -7,9 +7,10 @@
 //!  Probe  ──▶ one TLS handshake per name + one without SNI ─▶ ProbeRound
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,8 +25,33 @@ use crate::discovery::ControllerPod;
 use crate::reconcile::reload::{ProbeRound, ReloadFailure, ReloadResult, ServedLeaf};
 
 use super::http_reload::http_reload;
-use super::process::{ProcessError, find_reload_target};
-use super::signal::signal_verified;
+use super::process::{ProcessError, ProcessInfo, find_reload_target};
+use super::signal::{SignalError, signal_verified};
+
+/// The process each pod's reloads went to last time. A /proc scan costs milliseconds on a busy
+/// node; re-checking a known target through its pidfd costs two small reads.
+#[derive(Debug, Default)]
+pub struct TargetCache {
+    targets: Mutex<HashMap<String, ProcessInfo>>,
+}
+
+impl TargetCache {
+    fn get(&self, pod_uid: &str) -> Option<ProcessInfo> {
+        self.targets.lock().ok()?.get(pod_uid).cloned()
+    }
+
+    fn put(&self, pod_uid: &str, target: ProcessInfo) {
+        if let Ok(mut targets) = self.targets.lock() {
+            targets.insert(pod_uid.to_string(), target);
+        }
+    }
+
+    pub fn forget(&self, pod_uid: &str) {
+        if let Ok(mut targets) = self.targets.lock() {
+            targets.remove(pod_uid);
+        }
+    }
+}
 
 /// Signals (or calls) the controller of `pod` as its profile says.
 pub async fn reload_controller(
@@ -33,11 +59,27 @@ pub async fn reload_controller(
     pod: ControllerPod,
     profile: ControllerProfile,
     http_timeout: Duration,
+    cache: Arc<TargetCache>,
 ) -> Result<(), ReloadFailure> {
     match profile.reload.clone() {
         ReloadAction::Signal { signal, .. } => {
             let reload = profile.reload.clone();
             tokio::task::spawn_blocking(move || {
+                if let Some(known) = cache.get(&pod.uid) {
+                    match signal_verified(&proc_root, &known, signal) {
+                        Ok(()) => return Ok(()),
+                        // The process went away or was replaced: find the current one.
+                        Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
+                            cache.forget(&pod.uid);
+                        }
+                        Err(err) => {
+                            return Err(ReloadFailure {
+                                process_not_found: false,
+                                message: err.to_string(),
+                            });
+                        }
+                    }
+                }
                 let target = find_reload_target(&proc_root, &pod, profile.containers.as_deref(), &reload)
                     .map_err(|err| ReloadFailure {
                         process_not_found: matches!(
@@ -48,9 +90,10 @@ pub async fn reload_controller(
                     })?;
                 signal_verified(&proc_root, &target, signal).map_err(|err| ReloadFailure {
                     process_not_found: false,
-                    message: format!("pid {}: {err}", target.pid),
+                    message: err.to_string(),
                 })?;
                 tracing::info!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, signal = signal.name(), "signalled controller");
+                cache.put(&pod.uid, target);
                 Ok(())
             })
             .await

@@ -48,6 +48,19 @@ pub enum SignalError {
         #[source]
         source: io::Error,
     },
+    /// The process has no handler for the signal, or keeps it blocked: the signal would kill it
+    /// (default action) or be dropped (HAProxy's master blocks SIGUSR2 for a while after each
+    /// reload).
+    #[error(
+        "pid {pid} ({comm}) did not accept {signal} within {waited:?} (no handler installed, or \
+         the signal blocked); not signalled"
+    )]
+    NotReady {
+        pid: i32,
+        comm: String,
+        signal: &'static str,
+        waited: std::time::Duration,
+    },
     #[error("cannot {op} pid {pid} ({comm}): {source}")]
     Other {
         pid: i32,
@@ -65,6 +78,7 @@ impl SignalError {
             SignalError::Gone { .. } => "gone",
             SignalError::Recycled { .. } => "recycled",
             SignalError::Permission { .. } => "permission",
+            SignalError::NotReady { .. } => "not_ready",
             SignalError::Other { .. } => "error",
         }
     }
@@ -169,6 +183,7 @@ pub fn signal_verified(
         )));
     }
 
+    wait_until_accepting(proc_root, target, signal)?;
     pidfd_send_signal(&pidfd, rustix_signal(signal)).map_err(|e| errno("send a signal to", e))?;
     tracing::debug!(
         pid = pid_number,
@@ -177,6 +192,53 @@ pub fn signal_verified(
         "signal delivered via pidfd"
     );
     Ok(())
+}
+
+/// How long a process may take to (re)install its handler or unblock the signal.
+const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const ACCEPT_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Waits until the target catches `signal` and does not block it, as `/proc/<pid>/status`
+/// shows (`SigCgt`, `SigBlk`). Signalling earlier would kill a process whose handler is not
+/// installed yet, or be lost while it is blocked.
+fn wait_until_accepting(
+    proc_root: &Path,
+    target: &ProcessInfo,
+    signal: ReloadSignal,
+) -> Result<(), SignalError> {
+    let status_path = proc_root.join(target.pid.to_string()).join("status");
+    let start = std::time::Instant::now();
+    loop {
+        let status = std::fs::read_to_string(&status_path).map_err(|_| SignalError::Gone {
+            pid: target.pid,
+            comm: target.comm.clone(),
+        })?;
+        if accepts_signal(&status, signal.number()) == Some(true) {
+            return Ok(());
+        }
+        if start.elapsed() >= ACCEPT_WAIT {
+            return Err(SignalError::NotReady {
+                pid: target.pid,
+                comm: target.comm.clone(),
+                signal: signal.name(),
+                waited: ACCEPT_WAIT,
+            });
+        }
+        std::thread::sleep(ACCEPT_POLL);
+    }
+}
+
+/// Whether a process with this `/proc/<pid>/status` catches `signo` and has it unblocked;
+/// `None` when the masks are missing or malformed.
+pub fn accepts_signal(status: &str, signo: i32) -> Option<bool> {
+    let mask = |field: &str| -> Option<u64> {
+        let line = status.lines().find_map(|l| l.strip_prefix(field))?;
+        u64::from_str_radix(line.trim(), 16).ok()
+    };
+    let bit = 1u64.checked_shl(u32::try_from(signo - 1).ok()?)?;
+    let caught = mask("SigCgt:")? & bit != 0;
+    let blocked = mask("SigBlk:")? & bit != 0;
+    Some(caught && !blocked)
 }
 
 fn rustix_signal(signal: ReloadSignal) -> Signal {
@@ -192,6 +254,34 @@ fn rustix_signal(signal: ReloadSignal) -> Signal {
 mod tests {
     use super::*;
     use crate::actions::process::CgroupMatch;
+
+    #[test]
+    fn a_signal_is_accepted_only_when_caught_and_unblocked() {
+        // SIGHUP = bit 0, SIGUSR2 = bit 11 (0x800).
+        let status = |blk: &str, cgt: &str| {
+            format!("Name:\tx\nSigBlk:\t{blk}\nSigIgn:\t0000000000000000\nSigCgt:\t{cgt}\n")
+        };
+        assert_eq!(
+            accepts_signal(&status("0000000000000000", "0000000000000801"), 1),
+            Some(true)
+        );
+        assert_eq!(
+            accepts_signal(&status("0000000000000000", "0000000000000801"), 12),
+            Some(true)
+        );
+        assert_eq!(
+            accepts_signal(&status("0000000000000800", "0000000000000801"), 12),
+            Some(false),
+            "blocked"
+        );
+        assert_eq!(
+            accepts_signal(&status("0000000000000000", "0000000000000000"), 1),
+            Some(false),
+            "no handler: SIGHUP would kill"
+        );
+        assert_eq!(accepts_signal("Name:\tx\n", 1), None);
+        assert_eq!(accepts_signal(&status("zz", "01"), 1), None);
+    }
 
     #[test]
     fn signal_numbers_agree_with_the_config() {

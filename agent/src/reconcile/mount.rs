@@ -304,13 +304,14 @@ impl Mount {
                 self.state = MountState::Unreadable;
                 return actions;
             }
-            (Expected::Unknown, _) | (_, None) => {
-                self.state = MountState::Unknown;
-                return actions;
-            }
+            // Known from the API alone: kubelet cannot fill the volume, whatever disk holds.
             (Expected::MountFails { .. }, _) => {
                 self.state = MountState::SecretMissing;
                 self.out_of_sync_since = None;
+                return actions;
+            }
+            (Expected::Unknown, _) | (_, None) => {
+                self.state = MountState::Unknown;
                 return actions;
             }
             (Expected::Files(files), Some(DiskView::Files { files: disk, .. })) => {

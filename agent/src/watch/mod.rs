@@ -85,6 +85,15 @@ pub struct WatchMetrics {
 impl WatchMetrics {
     pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
         let metrics = Self::default();
+        for reason in [
+            RescanReason::QueueOverflow,
+            RescanReason::MountTable,
+            RescanReason::Safety,
+        ] {
+            drop(metrics.rescans.get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            }));
+        }
         registry.register(
             "mountlag_rescans",
             "Full re-reads of every tracked volume, by cause",

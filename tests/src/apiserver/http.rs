@@ -34,6 +34,7 @@ pub(crate) struct StatsInner {
     pub open_watches: BTreeMap<String, usize>,
     pub watches_started: u64,
     pub refused_while_stopped: u64,
+    pub forbidden: BTreeMap<(String, String), u64>,
 }
 
 impl StatsInner {
@@ -50,6 +51,7 @@ impl StatsInner {
                 .collect(),
             watches_started: self.watches_started,
             refused_while_stopped: self.refused_while_stopped,
+            forbidden: self.forbidden.clone(),
             resource_version: rv,
         }
     }
@@ -281,6 +283,10 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
     let route = parse_route(&path);
     let attrs = attributes(&parts.method, &route, &q, &path);
     if let Decision::Deny(why) = auth::authorize(sh.config.authorizer.as_ref(), &who, &attrs) {
+        *lock_stats(&sh.stats)
+            .forbidden
+            .entry((attrs.verb.clone(), attrs.resource_key()))
+            .or_default() += 1;
         return error_response(&ApiError::new(
             403,
             "Forbidden",

@@ -111,6 +111,8 @@ pub struct ApiStats {
     pub watches_started: u64,
     /// Requests answered 503 because the server was stopped (on connections still open).
     pub refused_while_stopped: u64,
+    /// (verb, resource) → requests the authorizer denied (403 Forbidden); not in `requests`.
+    pub forbidden: BTreeMap<(String, String), u64>,
     /// The store's current resourceVersion.
     pub resource_version: u64,
 }
@@ -338,6 +340,7 @@ impl ApiServer {
         s.requests_by_user.clear();
         s.watches_started = 0;
         s.refused_while_stopped = 0;
+        s.forbidden.clear();
     }
 
     /// Every committed change from now on (the kubelet loop's feed; no polling).
