@@ -406,11 +406,11 @@ impl AgentLoop {
     }
 
     fn step_reload(&mut self, uid: &str, input: ReloadInput, now: Instant) {
-        let behind = self.index.pod_behind(uid);
+        let lagging = self.index.lagging_volumes(uid);
         let Some(reload) = self.reloads.get_mut(uid) else {
             return;
         };
-        let mut actions = reload.step(ReloadInput::OthersBehind(behind), now);
+        let mut actions = reload.step(ReloadInput::Lagging(lagging), now);
         actions.extend(reload.step(input, now));
         for action in actions {
             self.perform_reload_action(uid, action);

@@ -322,15 +322,19 @@ impl MountIndex {
         self.mounts.values().all(|e| e.mount.disk().is_some())
     }
 
-    /// Whether any mount of the pod is known to be behind the API (a rotation in progress).
-    pub fn pod_behind(&self, pod_uid: &str) -> bool {
-        self.mounts.iter().any(|(key, entry)| {
-            key.pod_uid == pod_uid
-                && matches!(
-                    entry.mount.state(),
-                    MountState::Pending | MountState::Nudged | MountState::Stuck
-                )
-        })
+    /// The pod's mounts known to be behind the API (a rotation in progress).
+    pub fn lagging_volumes(&self, pod_uid: &str) -> BTreeSet<String> {
+        self.mounts
+            .iter()
+            .filter(|(key, entry)| {
+                key.pod_uid == pod_uid
+                    && matches!(
+                        entry.mount.state(),
+                        MountState::Pending | MountState::Nudged | MountState::Stuck
+                    )
+            })
+            .map(|(key, _)| key.volume.clone())
+            .collect()
     }
 
     /// Pods with a mount fed by `secret`.

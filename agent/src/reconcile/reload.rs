@@ -17,7 +17,7 @@
 //! (ingress-nginx, ...) skip the signal: they go straight to Verifying, and a timeout there is
 //! `ServedCertificateMismatch`. Pure: the clock is an argument.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::mount::PodRef;
@@ -157,8 +157,9 @@ pub enum ReloadInput {
     ApiLeaves {
         leaves: Vec<ExpectedLeaf>,
     },
-    /// Whether another mount of this pod is known to be behind the API.
-    OthersBehind(bool),
+    /// The pod's mounts known to be behind the API. The ones whose new material is already
+    /// waiting do not count: only the rest of a rotation is waited for.
+    Lagging(BTreeSet<String>),
     /// The executor signalled (Ok) or could not (Err: why; `process_not_found`).
     Reloaded(Result<(), ReloadFailure>),
     Probed(ProbeRound),
@@ -209,7 +210,9 @@ pub struct PodReload {
     kind: ReloadKind,
     limits: ReloadLimits,
     phase: Phase,
-    others_behind: bool,
+    lagging: BTreeSet<String>,
+    /// Volumes whose new material waits for this reload.
+    fresh: BTreeSet<String>,
     /// What should be served once the reload is done.
     expected: Vec<ExpectedLeaf>,
     /// What was last seen served, by name.
@@ -233,7 +236,8 @@ impl PodReload {
             kind,
             limits,
             phase: Phase::Idle,
-            others_behind: false,
+            lagging: BTreeSet::new(),
+            fresh: BTreeSet::new(),
             expected: Vec::new(),
             served: BTreeMap::new(),
             last_reload: None,
@@ -295,7 +299,7 @@ impl PodReload {
     /// When waiting valid material may go: the rest of the rotation has arrived (or waiting
     /// for it took too long), and the last reload is `min_interval` ago.
     fn release_at(&self, since: Instant) -> Instant {
-        let others = if self.others_behind {
+        let others = if !self.lagging.is_subset(&self.fresh) {
             since + self.limits.wait_for_others
         } else {
             since
@@ -338,6 +342,7 @@ impl PodReload {
                     Material::NoServedCertificate => return actions,
                     Material::Valid { leaves } => {
                         self.expected = leaves;
+                        self.fresh.insert(volume);
                         self.phase = match self.kind {
                             ReloadKind::Reload => Phase::Waiting { since: now },
                             _ => self.verifying(0, now, now),
@@ -354,7 +359,7 @@ impl PodReload {
                     self.phase = self.verifying(0, now, now);
                 }
             }
-            ReloadInput::OthersBehind(behind) => self.others_behind = behind,
+            ReloadInput::Lagging(volumes) => self.lagging = volumes,
             ReloadInput::Reloaded(result) => {
                 if let Phase::Reloading {
                     attempt,
@@ -744,6 +749,20 @@ mod tests {
             .collect()
     }
 
+    fn lagging(volumes: &[&str]) -> ReloadInput {
+        ReloadInput::Lagging(volumes.iter().map(|v| v.to_string()).collect())
+    }
+
+    #[test]
+    fn the_volume_that_brought_the_material_does_not_hold_it_back() {
+        // Disk ahead of the API (API unreachable, or kubelet faster than our watch): the changed
+        // volume itself lags, and disk is what the controller reads.
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        r.step(lagging(&["tls"]), t0);
+        assert_eq!(names(&r.step(valid("new"), t0)), vec!["reload#1"]);
+    }
+
     fn reloader(kind: ReloadKind) -> PodReload {
         PodReload::new(pod(), kind, LIMITS, vec![])
     }
@@ -813,24 +832,21 @@ mod tests {
     fn a_rotation_touching_several_secrets_costs_one_reload() {
         let t0 = base();
         let mut r = reloader(ReloadKind::Reload);
-        r.step(ReloadInput::OthersBehind(true), t0);
+        r.step(lagging(&["tls", "ca"]), t0);
         assert!(
             r.step(valid("new"), t0).is_empty(),
             "waits for the other volume"
         );
         assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(60)));
         assert!(r.step(valid("newer"), ms(t0, 500)).is_empty());
-        assert_eq!(
-            names(&r.step(ReloadInput::OthersBehind(false), ms(t0, 800))),
-            vec!["reload#1"]
-        );
+        assert_eq!(names(&r.step(lagging(&[]), ms(t0, 800))), vec!["reload#1"]);
     }
 
     #[test]
     fn waiting_for_other_volumes_is_bounded() {
         let t0 = base();
         let mut r = reloader(ReloadKind::Reload);
-        r.step(ReloadInput::OthersBehind(true), t0);
+        r.step(lagging(&["ca"]), t0);
         r.step(valid("new"), t0);
         assert!(r.step(ReloadInput::Tick, ms(t0, 59_999)).is_empty());
         assert_eq!(

@@ -1,0 +1,486 @@
+//! `testbed bench reload`: what a rotation costs end to end, measured, never asserted.
+//!
+//! - **swap → signal**: `..data` rename → SIGHUP received by a controller stand-in (`sigsink`,
+//!   in a kubelet-shaped cgroup), through the real agent (inotify, snapshot, material check,
+//!   process lookup, pidfd), next to a bare inotify floor in alternating blocks; plus the
+//!   agent's CPU time per update (sum of its threads' `schedstat`).
+//! - **swap → served**: `..data` rename → the new leaf answered on every name by real nginx and
+//!   HAProxy after the agent's reload, polled by the bench itself.
+//! - **headline**: Secret updated in the API → new leaf served and verified by the agent, with
+//!   kubelet at its real 60–90 s period and the default `nudge.after: 2s`.
+//!
+//! In the first two the kubelet stand-in is set stuck and the bench writes the volume itself
+//! with kubelet's exact AtomicWriter steps, so it can time the rename.
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::time::{ClockId, clock_gettime};
+
+use crate::bench::Summary;
+use crate::certs::{IssuedLeaf, LeafSpec, TestCa};
+use crate::cluster::{NAMESPACE, NODE, TestNode, controller_pod, free_port, tls_secret};
+use crate::controllers::{self, ControllerKind, ControllerSpec, RunningController};
+use crate::kubelet::{Payload, VolumeKind, raw_write_generation};
+use crate::node::{NodeConfig, PodRef, SyncOutcome};
+
+fn monotonic_ns() -> i128 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+        .unwrap_or_default()
+}
+
+fn from_ns(ns: i128) -> Duration {
+    Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(0))
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// kubelet's AtomicWriter on `dir`, with the rename timed (CLOCK_MONOTONIC ns just before it).
+fn swap(dir: &Path, payload: &Payload) -> anyhow::Result<i128> {
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let generation = raw_write_generation(dir, payload)?;
+    let tmp = dir.join("..data_tmp");
+    symlink(&generation, &tmp).context("symlink ..data_tmp")?;
+    let renamed = monotonic_ns();
+    std::fs::rename(&tmp, dir.join("..data")).context("rename ..data")?;
+    for name in payload.keys() {
+        let first = name.split('/').next().unwrap_or(name);
+        let visible = dir.join(first);
+        if visible.symlink_metadata().is_err() {
+            symlink(format!("..data/{first}"), &visible)?;
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old))?;
+    }
+    Ok(renamed)
+}
+
+fn tls_payload(leaf: &IssuedLeaf, key_name: &str) -> Payload {
+    Payload::from([
+        (
+            "tls.crt".to_string(),
+            crate::kubelet::FileProjection::new(leaf.chain_pem.clone(), 0o644),
+        ),
+        (
+            key_name.to_string(),
+            crate::kubelet::FileProjection::new(leaf.key_pem.clone(), 0o600),
+        ),
+    ])
+}
+
+/// The floor: one thread blocked on an inotify fd watching only `IN_MOVED_TO`.
+fn start_floor(dir: &Path) -> anyhow::Result<Receiver<i128>> {
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC)?;
+    inotify.add_watch(dir, AddWatchFlags::IN_MOVED_TO)?;
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        while let Ok(events) = inotify.read_events() {
+            let seen = monotonic_ns();
+            if events
+                .iter()
+                .any(|e| e.name.as_deref().is_some_and(|n| n == "..data"))
+                && tx.send(seen).is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// CPU time of every thread of `pid`, from `/proc/<pid>/task/*/schedstat` (ns).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `sigsink` in the cgroup kubelet would give container `container_id` of pod `pod_uid`.
+struct SignalSink {
+    child: Child,
+    received: Receiver<i128>,
+    cgroup: PathBuf,
+}
+
+impl SignalSink {
+    fn start(pod_uid: &str, container_id: &str) -> anyhow::Result<Self> {
+        let root = controllers::cgroup_v2_root()?.context("no cgroup2 hierarchy")?;
+        let cgroup = root
+            .join(controllers::kubelet_cgroup_path(pod_uid, container_id).trim_start_matches('/'));
+        std::fs::create_dir_all(&cgroup)?;
+        let exe = std::env::current_exe()?;
+        let sink = exe.parent().context("exe dir")?.join("sigsink");
+        anyhow::ensure!(
+            sink.exists(),
+            "{} missing: build the testbed package",
+            sink.display()
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec {}",
+                cgroup.display(),
+                sink.display()
+            ))
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("sigsink stdout")?;
+        let (tx, rx) = channel();
+        let (ready_tx, ready_rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "ready" {
+                    let _ = ready_tx.send(());
+                } else if let Ok(ns) = line.parse::<i128>()
+                    && tx.send(ns).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .context("sigsink not ready")?;
+        Ok(Self {
+            child,
+            received: rx,
+            cgroup,
+        })
+    }
+}
+
+impl Drop for SignalSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.cgroup);
+    }
+}
+
+/// Starts a node with one pod whose container is `container`, the kubelet stuck after the
+/// first mount so only the bench writes the volume. Returns the node, pod uid and volume dir.
+async fn stuck_node(
+    config: &str,
+    container: &str,
+    items: Option<&[(&str, &str)]>,
+    leaf: &IssuedLeaf,
+) -> anyhow::Result<(TestNode, String, PathBuf)> {
+    let node = TestNode::start(NodeConfig::new(NODE), config).await?;
+    node.api
+        .apply_secret(&tls_secret(NAMESPACE, "bench-tls", leaf))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let before = node.node.last_seq();
+    node.api
+        .create_pod(&controller_pod(
+            "bench-0",
+            container,
+            &[("app", "bench")],
+            "bench-tls",
+            items,
+        ))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    node.node
+        .wait_for(before, Duration::from_secs(10), |e| {
+            e.pod == "bench-0" && e.outcome == SyncOutcome::Started
+        })
+        .await
+        .context("kubelet did not start the pod")?;
+    node.node
+        .set_stuck(PodRef::name(NAMESPACE, "bench-0"), true);
+    let uid = node
+        .api
+        .pod(NAMESPACE, "bench-0")
+        .and_then(|p| p.metadata.uid)
+        .context("pod uid")?;
+    let volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
+    Ok((node, uid, volume))
+}
+
+#[derive(Debug)]
+pub struct SignalResult {
+    pub floor: Vec<Duration>,
+    pub mountlag: Vec<Duration>,
+    pub missed: usize,
+    pub cpu_per_update: Duration,
+}
+
+/// `..data` rename → SIGHUP delivered, against the inotify floor.
+pub async fn swap_to_signal(
+    swaps: usize,
+    blocks: usize,
+    pause: Duration,
+) -> anyhow::Result<SignalResult> {
+    let ca = TestCa::new("bench CA")?;
+    let leaves: Vec<IssuedLeaf> = (0..16)
+        .map(|_| ca.issue(&LeafSpec::valid_for(["bench.example"])))
+        .collect::<anyhow::Result<_>>()?;
+    let closed_port = free_port()?;
+    let config = format!(
+        "stuckAfter: 1h\nnudge:\n  enabled: false\nreload:\n  minInterval: 0s\nverify:\n  timeout: 1h\n\
+         controllers:\n  - name: sink\n    selector: app=bench\n    reload:\n      signal: SIGHUP\n      process: sigsink\n    probe:\n      ports: [{closed_port}]\n"
+    );
+    let (mut node, uid, volume) = stuck_node(&config, "sigsink", None, &leaves[0]).await?;
+    let sink = SignalSink::start(&uid, &crate::node::container_id(&uid, "sigsink"))?;
+    node.start_agent()?;
+    node.wait_ready(Duration::from_secs(10)).await?;
+    let agent_pid = node.agent.as_ref().context("agent")?.pid();
+    let floor_dir = node
+        .kubelet
+        .mount_volume("bench-floor", VolumeKind::Secret, "tls")?;
+    swap(&floor_dir, &tls_payload(&leaves[0], "tls.key"))?;
+    let floor_rx = start_floor(&floor_dir)?;
+
+    let mut result = SignalResult {
+        floor: Vec::new(),
+        mountlag: Vec::new(),
+        missed: 0,
+        cpu_per_update: Duration::ZERO,
+    };
+    // One warm-up rotation: the first reload scans /proc; later ones reuse the target.
+    swap(&volume, &tls_payload(&leaves[1], "tls.key"))?;
+    let _ = sink.received.recv_timeout(Duration::from_secs(5));
+    tokio::time::sleep(pause).await;
+    let per_block = swaps.div_ceil(blocks.max(1));
+    let mut round = 2usize;
+    let mut cpu_total = 0u64;
+    let mut done = 0;
+    while done < swaps {
+        let n = per_block.min(swaps - done);
+        for _ in 0..n {
+            round += 1;
+            let renamed = swap(
+                &floor_dir,
+                &tls_payload(&leaves[round % leaves.len()], "tls.key"),
+            )?;
+            match floor_rx.recv_timeout(Duration::from_secs(2)) {
+                Ok(seen) => result.floor.push(from_ns(seen - renamed)),
+                Err(_) => result.missed += 1,
+            }
+            tokio::time::sleep(pause).await;
+        }
+        for _ in 0..n {
+            round += 1;
+            let cpu_before = cpu_ns(agent_pid);
+            let renamed = swap(
+                &volume,
+                &tls_payload(&leaves[round % leaves.len()], "tls.key"),
+            )?;
+            match sink.received.recv_timeout(Duration::from_secs(2)) {
+                Ok(seen) => result.mountlag.push(from_ns(seen - renamed)),
+                Err(_) => result.missed += 1,
+            }
+            // Let the agent finish the update (snapshot, Events, status) before counting CPU.
+            tokio::time::sleep(pause).await;
+            cpu_total += cpu_ns(agent_pid).saturating_sub(cpu_before);
+        }
+        done += n;
+    }
+    result.cpu_per_update =
+        Duration::from_nanos(cpu_total / u64::try_from(swaps.max(1)).unwrap_or(1));
+    drop(sink);
+    node.stop_agent()?;
+    Ok(result)
+}
+
+/// `..data` rename → the new leaf served on every name, through the agent's reload.
+pub async fn swap_to_served(
+    kind: ControllerKind,
+    rotations: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let ca = TestCa::new("bench CA")?;
+    let names = vec![
+        "edge.example.com".to_string(),
+        "www.example.com".to_string(),
+    ];
+    let leaves: Vec<IssuedLeaf> = (0..8)
+        .map(|_| ca.issue(&LeafSpec::valid_for(names.clone())))
+        .collect::<anyhow::Result<_>>()?;
+    let port = free_port()?;
+    let profile = kind.name();
+    let config = format!(
+        "stuckAfter: 1h\nnudge:\n  enabled: false\nreload:\n  minInterval: 0s\nverify:\n  timeout: 5s\n\
+         controllers:\n  - name: edge\n    profile: {profile}\n    selector: app=bench\n    probe:\n      ports: [{port}]\n"
+    );
+    let (key_name, items): (&str, Option<&[(&str, &str)]>) = match kind {
+        ControllerKind::Nginx => ("tls.key", None),
+        ControllerKind::Haproxy => (
+            "tls.crt.key",
+            Some(&[("tls.crt", "tls.crt"), ("tls.key", "tls.crt.key")]),
+        ),
+    };
+    let (mut node, uid, volume) = stuck_node(&config, kind.name(), items, &leaves[0]).await?;
+    let controller = RunningController::start(
+        ControllerSpec::new(kind, &uid, &volume, names.clone()).with_port(port),
+    )?;
+    node.start_agent()?;
+    node.wait_ready(Duration::from_secs(10)).await?;
+    let mut samples = Vec::with_capacity(rotations);
+    for round in 1..=rotations {
+        let leaf = &leaves[round % leaves.len()];
+        // Like a real rotation, each one comes to a settled controller (HAProxy's master
+        // blocks its reload signal for a moment after each reload).
+        controller.wait_reload_ready(Duration::from_secs(5))?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let renamed_at = swap(&volume, &tls_payload(leaf, key_name))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let served =
+                mountlag::probe::probe_all(controller.addr(), &names, Duration::from_secs(1)).await;
+            if served.iter().all(|(_, r)| {
+                r.as_ref()
+                    .is_ok_and(|l| l.fingerprint_sha256 == leaf.fingerprint_sha256)
+            }) {
+                samples.push(from_ns(monotonic_ns() - renamed_at));
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: rotation {round} not served within 5 s\n{}",
+                    kind.name(),
+                    node.agent_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    node.stop_agent()?;
+    Ok(samples)
+}
+
+/// Secret updated in the API → the agent has verified the new leaf served by nginx.
+pub async fn api_to_verified(rotations: usize) -> anyhow::Result<Vec<Duration>> {
+    let ca = TestCa::new("bench CA")?;
+    let names = vec!["edge.example.com".to_string()];
+    let port = free_port()?;
+    let config = format!(
+        "controllers:\n  - name: edge\n    profile: nginx\n    selector: app=bench\n    probe:\n      ports: [{port}]\n"
+    );
+    let mut node = TestNode::start(NodeConfig::new(NODE), &config).await?;
+    let first = ca.issue(&LeafSpec::valid_for(names.clone()))?;
+    node.api
+        .apply_secret(&tls_secret(NAMESPACE, "bench-tls", &first))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let before = node.node.last_seq();
+    node.api
+        .create_pod(&controller_pod(
+            "bench-0",
+            "nginx",
+            &[("app", "bench")],
+            "bench-tls",
+            None,
+        ))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    node.node
+        .wait_for(before, Duration::from_secs(10), |e| {
+            e.pod == "bench-0" && e.outcome == SyncOutcome::Started
+        })
+        .await
+        .context("kubelet did not start the pod")?;
+    let uid = node
+        .api
+        .pod(NAMESPACE, "bench-0")
+        .and_then(|p| p.metadata.uid)
+        .context("uid")?;
+    let volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
+    let _controller = RunningController::start(
+        ControllerSpec::new(ControllerKind::Nginx, &uid, &volume, names.clone()).with_port(port),
+    )?;
+    node.start_agent()?;
+    node.wait_ready(Duration::from_secs(10)).await?;
+    let verified =
+        "mountlag_reloads_total{namespace=\"ingress\",pod=\"bench-0\",result=\"verified\"}";
+    let mut samples = Vec::new();
+    for round in 1..=rotations {
+        let leaf = ca.issue(&LeafSpec::valid_for(names.clone()))?;
+        let start = Instant::now();
+        node.api
+            .apply_secret(&tls_secret(NAMESPACE, "bench-tls", &leaf))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        loop {
+            if node.metric(verified).await?.unwrap_or(0.0) >= round as f64 {
+                samples.push(start.elapsed());
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "rotation {round} not verified within 30 s\n{}",
+                    node.agent_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    node.stop_agent()?;
+    Ok(samples)
+}
+
+fn row(name: &str, samples: &[Duration]) {
+    match Summary::of(samples) {
+        Some(s) => println!(
+            "| {name} | {} | {:.0} | {:.0} | {:.0} |",
+            s.count,
+            micros(s.p50),
+            micros(s.p99),
+            micros(s.max)
+        ),
+        None => println!("| {name} | 0 | - | - | - |"),
+    }
+}
+
+pub async fn run(
+    swaps: usize,
+    blocks: usize,
+    served: usize,
+    headline: usize,
+) -> anyhow::Result<()> {
+    println!(
+        "## ..data rename → reload signal delivered ({swaps} swaps each, {blocks} alternating blocks)\n"
+    );
+    let signal = swap_to_signal(swaps, blocks, Duration::from_millis(20)).await?;
+    println!("| subject | swaps | p50 µs | p99 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|");
+    row("inotify floor (rename seen)", &signal.floor);
+    row("mountlag (SIGHUP received)", &signal.mountlag);
+    if let (Some(f), Some(m)) = (Summary::of(&signal.floor), Summary::of(&signal.mountlag)) {
+        println!(
+            "\nratio mountlag / floor: p50 {:.2}×, p99 {:.2}×; missed {}; agent CPU per update {:.0} µs",
+            micros(m.p50) / micros(f.p50),
+            micros(m.p99) / micros(f.p99),
+            signal.missed,
+            micros(signal.cpu_per_update)
+        );
+    }
+    println!("\n## ..data rename → new leaf served on every name ({served} rotations each)\n");
+    println!("| controller | rotations | p50 µs | p99 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|");
+    for kind in [ControllerKind::Nginx, ControllerKind::Haproxy] {
+        if let Err(why) = controllers::available(kind) {
+            println!("| {} | skipped: {why} | | | |", kind.name());
+            continue;
+        }
+        row(kind.name(), &swap_to_served(kind, served).await?);
+    }
+    println!(
+        "\n## Secret updated in the API → new leaf served and verified (nginx, kubelet 60–90 s, nudge.after 2s)\n"
+    );
+    println!("| path | rotations | p50 µs | p99 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|");
+    row("API → verified", &api_to_verified(headline).await?);
+    Ok(())
+}
