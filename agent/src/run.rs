@@ -32,7 +32,7 @@ use crate::actions::kube_sinks::{KubeEventPublisher, KubePodPatcher, api_failure
 use crate::actions::reload::{
     ReloadMetrics, TargetCache, probe_address, probe_round, reload_controller,
 };
-use crate::actions::{EventLimiter, Executor, ExecutorMetrics};
+use crate::actions::{EventLimiter, Executor, ExecutorMetrics, RelatedSecret};
 use crate::admin::{self, AgentMetrics, Heartbeat, Liveness, StatusSnapshot};
 use crate::config::{Config, ControllerProfile, ReloadAction as ProfileReload, ReloadMode};
 use crate::discovery::{ControllerPod, SecretView};
@@ -449,7 +449,19 @@ impl AgentLoop {
                 });
             }
             ReloadAction::Event { pod, reason, note } => {
-                self.executor.publish(pod, reason.into(), note)
+                // Related to the Secret version at hand: one Event per version, each with its
+                // own note, instead of a series that keeps the first note.
+                let related = self
+                    .index
+                    .secrets_of_pod(uid)
+                    .first()
+                    .map(|view| RelatedSecret {
+                        namespace: view.namespace.clone(),
+                        name: view.name.clone(),
+                        uid: view.uid.clone(),
+                        resource_version: view.resource_version.clone(),
+                    });
+                self.executor.publish(pod, reason.into(), note, related)
             }
             ReloadAction::Finished {
                 pod,

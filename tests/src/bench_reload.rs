@@ -235,6 +235,7 @@ pub async fn swap_to_signal(
          controllers:\n  - name: sink\n    selector: app=bench\n    reload:\n      signal: SIGHUP\n      process: sigsink\n    probe:\n      ports: [{closed_port}]\n"
     );
     let (mut node, uid, volume) = stuck_node(&config, "sigsink", None, &leaves[0]).await?;
+    node.log_filter = "warn".to_string();
     let sink = SignalSink::start(&uid, &crate::node::container_id(&uid, "sigsink"))?;
     node.start_agent()?;
     node.wait_ready(Duration::from_secs(10)).await?;
@@ -324,6 +325,7 @@ pub async fn swap_to_served(
         ),
     };
     let (mut node, uid, volume) = stuck_node(&config, kind.name(), items, &leaves[0]).await?;
+    node.log_filter = "warn".to_string();
     let controller = RunningController::start(
         ControllerSpec::new(kind, &uid, &volume, names.clone()).with_port(port),
     )?;
@@ -371,6 +373,7 @@ pub async fn api_to_verified(rotations: usize) -> anyhow::Result<Vec<Duration>> 
         "controllers:\n  - name: edge\n    profile: nginx\n    selector: app=bench\n    probe:\n      ports: [{port}]\n"
     );
     let mut node = TestNode::start(NodeConfig::new(NODE), &config).await?;
+    node.log_filter = "warn".to_string();
     let first = ca.issue(&LeafSpec::valid_for(names.clone()))?;
     node.api
         .apply_secret(&tls_secret(NAMESPACE, "bench-tls", &first))
@@ -424,7 +427,8 @@ pub async fn api_to_verified(rotations: usize) -> anyhow::Result<Vec<Duration>> 
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Rotations come `reload.minInterval` (5 s by default) apart, as real ones do.
+        tokio::time::sleep(Duration::from_millis(5500)).await;
     }
     node.stop_agent()?;
     Ok(samples)

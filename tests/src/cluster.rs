@@ -53,6 +53,8 @@ pub struct TestNode {
     dir: tempfile::TempDir,
     config_path: PathBuf,
     starts: usize,
+    /// `RUST_LOG` of the agent process (benches turn debug logging off).
+    pub log_filter: String,
 }
 
 /// A free TCP port on loopback (bound and released).
@@ -91,6 +93,7 @@ impl TestNode {
             dir,
             config_path,
             starts: 0,
+            log_filter: "info,mountlag=debug".to_string(),
         })
     }
 
@@ -120,7 +123,7 @@ impl TestNode {
             .arg("--kubelet-root")
             .arg(self.kubelet.root())
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,mountlag=debug")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

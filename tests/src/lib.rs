@@ -7,16 +7,21 @@
 //! - [`certs`]: test CA and leaf certificates.
 //! - [`agent`]: the real `mountlag` binary as tests run it.
 //! - [`real`]: honest skipping when a real part is missing.
+//! - [`rbac`]: the RBAC of `deploy/` as the API stand-in's authorizer.
 //! - [`bench`], [`demo`]: `testbed bench ...` and `testbed demo`.
 
 pub mod agent;
 pub mod apiserver;
 pub mod bench;
+pub mod bench_api;
+pub mod bench_footprint;
+pub mod bench_reload;
 pub mod certs;
 pub mod cluster;
 pub mod controllers;
 pub mod demo;
 pub mod kubelet;
 pub mod node;
+pub mod rbac;
 pub mod real;
 pub mod tlsload;

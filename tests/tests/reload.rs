@@ -30,24 +30,32 @@ struct Setup {
     pod: &'static str,
 }
 
-fn config(kind: ControllerKind, port: u16) -> String {
-    let profile = match kind {
+/// The agent config for one controller; `reload` overrides the profile's reload action.
+fn config(kind: ControllerKind, port: u16, profile: Option<&str>, reload: Option<&str>) -> String {
+    let profile = profile.unwrap_or(match kind {
         ControllerKind::Nginx => "nginx",
         ControllerKind::Haproxy => "haproxy",
-    };
+    });
+    let reload = reload
+        .map(|r| format!("    reload: {r}\n"))
+        .unwrap_or_default();
     format!(
         "stuckAfter: 30s\nnudge:\n  after: 100ms\nreload:\n  minInterval: 0s\nverify:\n  timeout: 3s\n\
-         controllers:\n  - name: edge\n    profile: {profile}\n    selector: app=edge\n    probe:\n      ports: [{port}]\n"
+         controllers:\n  - name: edge\n    profile: {profile}\n    selector: app=edge\n{reload}    probe:\n      ports: [{port}]\n"
     )
 }
 
 impl Setup {
     async fn start(kind: ControllerKind) -> Self {
+        Self::start_with(kind, None, None).await
+    }
+
+    async fn start_with(kind: ControllerKind, profile: Option<&str>, reload: Option<&str>) -> Self {
         let port = free_port().unwrap();
         // kubelet at its real 60–90 s period: the agent's nudge is what brings rotations in.
         let mut node = TestNode::start(
             NodeConfig::new(mountlag_testbed::cluster::NODE),
-            &config(kind, port),
+            &config(kind, port, profile, reload),
         )
         .await
         .unwrap();
@@ -216,17 +224,52 @@ async fn haproxy_rotation_is_reloaded_and_verified_on_every_name() {
     }
 }
 
-async fn broken_material_is_withheld(kind: ControllerKind) {
+/// How a renewal can be broken.
+#[derive(Debug, Clone, Copy)]
+enum Broken {
+    KeyMismatch,
+    GarbagePem,
+    ExpiredLeaf,
+}
+
+async fn broken_material_is_withheld(kind: ControllerKind, how: Broken) {
     let mut setup = Setup::start(kind).await;
     let before = probe(&setup.controller).await;
+    let processes_before = setup.controller.pids();
     let good = setup.issue();
-    let other = setup.issue();
     let mut broken = tls_secret(NAMESPACE, "edge-tls", &good);
     let data = broken.data.as_mut().unwrap();
-    data.insert(
-        "tls.key".into(),
-        k8s_openapi::ByteString(other.key_pem.clone().into_bytes()),
-    );
+    let code = match how {
+        Broken::KeyMismatch => {
+            let other = setup.issue();
+            data.insert(
+                "tls.key".into(),
+                k8s_openapi::ByteString(other.key_pem.clone().into_bytes()),
+            );
+            "keyMismatch"
+        }
+        Broken::GarbagePem => {
+            let garbage = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+            data.insert(
+                "tls.crt".into(),
+                k8s_openapi::ByteString(garbage.as_bytes().to_vec()),
+            );
+            "unparsablePem"
+        }
+        Broken::ExpiredLeaf => {
+            let now = time::OffsetDateTime::now_utc();
+            let expired = setup
+                .ca
+                .issue(&LeafSpec::valid_for(NAMES).with_validity(
+                    now - time::Duration::days(30),
+                    now - time::Duration::days(1),
+                ))
+                .unwrap();
+            setup.keys.push(expired.key_pem.clone());
+            broken = tls_secret(NAMESPACE, "edge-tls", &expired);
+            "expired"
+        }
+    };
     setup.node.api.apply_secret(&broken).unwrap();
     let start = Instant::now();
     while setup.node.events("InvalidCertificateMaterial").is_empty() {
@@ -239,12 +282,17 @@ async fn broken_material_is_withheld(kind: ControllerKind) {
     }
     let event = &setup.node.events("InvalidCertificateMaterial")[0];
     assert_eq!(event.type_, "Warning");
-    assert!(event.note.contains("keyMismatch"), "{}", event.note);
+    assert!(event.note.contains(code), "{how:?}: {}", event.note);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         probe(&setup.controller).await,
         before,
         "the old certificate stays served"
+    );
+    assert_eq!(
+        setup.controller.pids(),
+        processes_before,
+        "no signal: the same master and workers"
     );
     assert!(setup.node.events("ControllerReloaded").is_empty());
     assert_eq!(setup.verified().await, 0.0);
@@ -261,16 +309,138 @@ async fn broken_material_is_withheld(kind: ControllerKind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_is_not_signalled_for_garbage_pem_or_an_expired_leaf() {
+    if can_run(ControllerKind::Nginx) {
+        broken_material_is_withheld(ControllerKind::Nginx, Broken::GarbagePem).await;
+        broken_material_is_withheld(ControllerKind::Nginx, Broken::ExpiredLeaf).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_ignores_the_signal_is_reported_unverified() {
+    if !can_run(ControllerKind::Nginx) {
+        return;
+    }
+    // SIGUSR1 makes nginx reopen its logs: the signal arrives, the certificate stays.
+    let reload = "{signal: SIGUSR1, process: \"nginx: master process\"}";
+    let mut setup = Setup::start_with(ControllerKind::Nginx, None, Some(reload)).await;
+    let before = probe(&setup.controller).await;
+    let v2 = setup.issue();
+    setup
+        .node
+        .api
+        .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
+        .unwrap();
+    let start = Instant::now();
+    while setup.node.events("ReloadUnverified").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "no ReloadUnverified\n{}",
+            setup.node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event = &setup.node.events("ReloadUnverified")[0];
+    assert_eq!(event.type_, "Warning");
+    assert!(
+        event.note.contains(&before[0][..16]),
+        "names what is served: {}",
+        event.note
+    );
+    assert!(setup.node.events("ControllerReloaded").is_empty());
+    let status = setup.node.status().await.unwrap();
+    assert_eq!(
+        mount_of(&status, setup.pod).unwrap()["served"]["match"],
+        false
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_reloading_profile_with_a_stale_server_is_a_mismatch() {
+    if !can_run(ControllerKind::Nginx) {
+        return;
+    }
+    // The envoy profile sends no signal (Envoy SDS watches the files itself); nginx does not.
+    let mut setup = Setup::start_with(ControllerKind::Nginx, Some("envoy"), None).await;
+    let processes_before = setup.controller.pids();
+    let v2 = setup.issue();
+    setup
+        .node
+        .api
+        .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
+        .unwrap();
+    let start = Instant::now();
+    while setup.node.events("ServedCertificateMismatch").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "no ServedCertificateMismatch\n{}",
+            setup.node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        setup.controller.pids(),
+        processes_before,
+        "nothing was signalled"
+    );
+    assert!(setup.node.events("ControllerReloaded").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_with_the_same_title_in_another_cgroup_is_never_signalled() {
+    if !can_run(ControllerKind::Nginx) {
+        return;
+    }
+    let mut setup = Setup::start(ControllerKind::Nginx).await;
+    // A decoy nginx reading the same files, in another pod's cgroup: a signal to it would show
+    // as new workers and a new leaf on its port.
+    let uid = setup
+        .node
+        .api
+        .pod(NAMESPACE, setup.pod)
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let volume = setup
+        .node
+        .kubelet
+        .volume_dir(&uid, VolumeKind::Secret, "tls");
+    let names = NAMES.iter().map(|n| n.to_string()).collect();
+    let decoy = RunningController::start(ControllerSpec::new(
+        ControllerKind::Nginx,
+        "00000000-0000-4000-8000-00000000dec0",
+        &volume,
+        names,
+    ))
+    .unwrap();
+    let decoy_before = (decoy.pids(), probe(&decoy).await);
+    let v2 = setup.issue();
+    setup
+        .node
+        .api
+        .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
+        .unwrap();
+    setup.wait_verified(1.0, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        (decoy.pids(), probe(&decoy).await),
+        decoy_before,
+        "the decoy was left alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_keeps_serving_when_the_new_key_does_not_match() {
     if can_run(ControllerKind::Nginx) {
-        broken_material_is_withheld(ControllerKind::Nginx).await;
+        broken_material_is_withheld(ControllerKind::Nginx, Broken::KeyMismatch).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_keeps_serving_when_the_new_key_does_not_match() {
     if can_run(ControllerKind::Haproxy) {
-        broken_material_is_withheld(ControllerKind::Haproxy).await;
+        broken_material_is_withheld(ControllerKind::Haproxy, Broken::KeyMismatch).await;
     }
 }
 

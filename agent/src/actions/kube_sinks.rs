@@ -7,7 +7,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use super::{ApiFailure, EventPublisher, PodPatcher, Reason};
+use super::{ApiFailure, EventPublisher, PodPatcher, Reason, RelatedSecret};
 use crate::reconcile::PodRef;
 
 /// `reportingController` of every Event mountlag publishes.
@@ -116,6 +116,7 @@ impl EventPublisher for KubeEventPublisher {
         pod: &PodRef,
         reason: Reason,
         note: &str,
+        related: Option<&RelatedSecret>,
     ) -> BoxFuture<'static, Result<(), ApiFailure>> {
         let recorder = self.recorder.clone();
         let reference = pod_reference(pod);
@@ -129,7 +130,15 @@ impl EventPublisher for KubeEventPublisher {
             // The Events API caps note at 1 kB.
             note: Some(note.chars().take(1000).collect()),
             action: action_of(reason).to_string(),
-            secondary: None,
+            secondary: related.map(|secret| ObjectReference {
+                api_version: Some("v1".to_string()),
+                kind: Some("Secret".to_string()),
+                name: Some(secret.name.clone()),
+                namespace: Some(secret.namespace.clone()),
+                uid: Some(secret.uid.clone()),
+                resource_version: Some(secret.resource_version.clone()),
+                ..ObjectReference::default()
+            }),
         };
         async move {
             recorder

@@ -70,6 +70,16 @@ impl From<crate::reconcile::reload::ReloadEvent> for Reason {
     }
 }
 
+/// A Secret version an Event is about (`related`): Events about different versions are not
+/// folded into one series, so each keeps its own note.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RelatedSecret {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+}
+
 /// Publishes a Kubernetes Event regarding a pod.
 pub trait EventPublisher: Send + Sync + 'static {
     fn publish(
@@ -77,6 +87,7 @@ pub trait EventPublisher: Send + Sync + 'static {
         pod: &PodRef,
         reason: Reason,
         note: &str,
+        related: Option<&RelatedSecret>,
     ) -> BoxFuture<'static, Result<(), ApiFailure>>;
 }
 
@@ -200,14 +211,20 @@ impl Executor {
                 let this = self.clone();
                 tokio::spawn(async move { this.nudge(pod, volume, annotation, attempt).await });
             }
-            Action::Event { pod, reason, note } => self.publish(pod, reason.into(), note),
+            Action::Event { pod, reason, note } => self.publish(pod, reason.into(), note, None),
         }
     }
 
     /// Publishes an Event (rate-limited) without waiting for it.
-    pub fn publish(&self, pod: PodRef, reason: Reason, note: String) {
+    pub fn publish(
+        &self,
+        pod: PodRef,
+        reason: Reason,
+        note: String,
+        related: Option<RelatedSecret>,
+    ) {
         let this = self.clone();
-        tokio::spawn(async move { this.event(pod, reason, note).await });
+        tokio::spawn(async move { this.event(pod, reason, note, related).await });
     }
 
     async fn nudge(&self, pod: PodRef, volume: String, annotation: String, attempt: u8) {
@@ -226,7 +243,7 @@ impl Executor {
                     "annotated {}={annotation} so kubelet remounts volume {volume:?} now instead of at its next sync (attempt {attempt})",
                     crate::discovery::RESYNC_ANNOTATION
                 );
-                self.event(pod, EventReason::KubeletResyncRequested.into(), note)
+                self.event(pod, EventReason::KubeletResyncRequested.into(), note, None)
                     .await;
             }
             Err(failure) => {
@@ -240,7 +257,13 @@ impl Executor {
         }
     }
 
-    async fn event(&self, pod: PodRef, reason: Reason, note: String) {
+    async fn event(
+        &self,
+        pod: PodRef,
+        reason: Reason,
+        note: String,
+        related: Option<RelatedSecret>,
+    ) {
         let allowed = self
             .limiter
             .lock()
@@ -251,7 +274,11 @@ impl Executor {
             tracing::debug!(pod = %pod.name, reason = reason.name, "event rate-limited");
             return;
         }
-        match self.publisher.publish(&pod, reason, &note).await {
+        match self
+            .publisher
+            .publish(&pod, reason, &note, related.as_ref())
+            .await
+        {
             Ok(()) => {
                 self.count_event(reason, "published");
                 tracing::info!(namespace = %pod.namespace, pod = %pod.name, reason = reason.name, %note, "event");

@@ -116,16 +116,14 @@ pub async fn reload_controller(
     }
 }
 
-/// Where to reach the pod's TLS listener: the pod IP, or loopback with hostNetwork.
+/// Where to reach the pod's TLS listener: the pod IP (for hostNetwork pods that is the node's
+/// IP, reachable from the agent's own network namespace); loopback only when none is known.
 pub fn probe_address(pod: &ControllerPod, profile: &ControllerProfile) -> SocketAddr {
-    let ip = if pod.host_network {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        pod.pod_ips
-            .first()
-            .copied()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    };
+    let ip = pod
+        .pod_ips
+        .first()
+        .copied()
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = profile.probe.ports.first().copied().unwrap_or(443);
     SocketAddr::new(ip, port)
 }

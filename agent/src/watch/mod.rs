@@ -173,8 +173,9 @@ impl std::fmt::Debug for VolumeWatcher {
 
 struct Shared {
     volumes: Mutex<HashMap<PathBuf, Tracked>>,
-    /// Never locked while `volumes` is held: notify's calls wait for its event thread, which
-    /// may be inside `handle_event` waiting for `volumes`.
+    /// Lock order: `inotify` before `volumes`, and `volumes` is released before any call into
+    /// notify: notify's calls wait for its event thread, which may be inside `handle_event`
+    /// waiting for `volumes`.
     inotify: Mutex<INotifyWatcher>,
     sink: ChangeSink,
 }
@@ -263,9 +264,13 @@ impl VolumeWatcher {
 
     /// Stops watching a volume directory. Unknown paths are ignored.
     pub fn untrack(&self, volume: &Path) {
-        if self.shared.volumes().remove(volume).is_some() {
+        // Holding the inotify lock across both steps keeps a concurrent re-arm (mount table
+        // thread) from placing a watch on a volume that is no longer tracked.
+        let mut inotify = self.shared.inotify();
+        let removed = self.shared.volumes().remove(volume).is_some();
+        if removed {
             // The kernel may have dropped the watch already (unmount): nothing to undo then.
-            let _ = self.shared.inotify().unwatch(volume);
+            let _ = inotify.unwatch(volume);
         }
     }
 
@@ -291,6 +296,21 @@ impl Shared {
 
     fn arm(&self, volume: &Path) -> Result<(), WatchError> {
         let mut inotify = self.inotify();
+        let _ = inotify.unwatch(volume);
+        inotify
+            .watch(volume, RecursiveMode::NonRecursive)
+            .map_err(|source| WatchError::Watch {
+                path: volume.to_path_buf(),
+                source,
+            })
+    }
+
+    /// Re-places the watch, unless the volume was untracked meanwhile.
+    fn rearm_if_tracked(&self, volume: &Path) -> Result<(), WatchError> {
+        let mut inotify = self.inotify();
+        if !self.volumes().contains_key(volume) {
+            return Ok(());
+        }
         let _ = inotify.unwatch(volume);
         inotify
             .watch(volume, RecursiveMode::NonRecursive)
@@ -379,7 +399,7 @@ impl Shared {
                 volume: volume.to_path_buf(),
             });
         }
-        if rearm && let Err(err) = self.arm(volume) {
+        if rearm && let Err(err) = self.rearm_if_tracked(volume) {
             tracing::warn!(volume = %volume.display(), error = %err, "cannot re-arm watch");
         }
         if current.is_some() {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mountlag_testbed::{bench, demo};
+use mountlag_testbed::{bench, bench_api, bench_footprint, demo};
 
 #[derive(Debug, Parser)]
 #[command(name = "testbed", about = "mountlag's stand-in node: demo and benches")]
@@ -40,6 +40,92 @@ enum Bench {
         /// Snapshot runs per volume size.
         #[arg(long, default_value_t = 300)]
         snapshot_runs: usize,
+    },
+    /// `..data` rename → reload signal (vs inotify floor), → new leaf served by nginx and
+    /// HAProxy; Secret updated in the API → new leaf verified.
+    Reload {
+        /// Swaps per subject for rename → signal.
+        #[arg(long, default_value_t = 300)]
+        swaps: usize,
+        /// Alternating blocks for rename → signal.
+        #[arg(long, default_value_t = 10)]
+        blocks: usize,
+        /// Rotations per controller for rename → served.
+        #[arg(long, default_value_t = 50)]
+        served: usize,
+        /// Rotations through the API for the headline figure (about 8 s each).
+        #[arg(long, default_value_t = 12)]
+        headline: usize,
+    },
+    /// API side: API change → disk with and without the nudge, API load, start → ready
+    /// (needs root: it mounts tmpfs).
+    Api {
+        /// Parts to run (comma-separated): lag, load, ready, all.
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        parts: Vec<String>,
+        /// Secret rotations per lag run.
+        #[arg(long, default_value_t = 20)]
+        rotations: usize,
+        /// kubelet stand-in time factor of the run without the nudge (0.02: syncs every 1.2–1.8 s).
+        #[arg(long, default_value_t = 0.02)]
+        time_factor: f64,
+        /// `nudge.after` of the run with the nudge (the agent's default).
+        #[arg(long, default_value = "2s")]
+        nudge_after: String,
+        /// kubelet stand-in delay between a pod annotation change and its sync, milliseconds.
+        #[arg(long, default_value_t = 0)]
+        pod_change_delay_ms: u64,
+        /// Idle steady-state window of the load part, seconds.
+        #[arg(long, default_value_t = 60)]
+        window_s: u64,
+        /// Controller pods of the load part.
+        #[arg(long, default_value_t = 50)]
+        load_pods: usize,
+        /// Secret volumes per pod of the load part.
+        #[arg(long, default_value_t = 4)]
+        load_per_pod: usize,
+        /// Distinct Secrets of the load part.
+        #[arg(long, default_value_t = 200)]
+        load_secrets: usize,
+        /// Tracked mounts of the ready part.
+        #[arg(long, default_value_t = 1000)]
+        ready_mounts: usize,
+        /// Secret volumes per pod of the ready part.
+        #[arg(long, default_value_t = 4)]
+        ready_per_pod: usize,
+        /// Distinct Secrets of the ready part.
+        #[arg(long, default_value_t = 1000)]
+        ready_secrets: usize,
+        /// Agent starts of the ready part.
+        #[arg(long, default_value_t = 3)]
+        ready_repeats: usize,
+        /// Repeat the ready part with the same mounts sharing this many Secrets (0: no).
+        #[arg(long, default_value_t = 4)]
+        ready_shared_secrets: usize,
+    },
+    /// Agent RSS, idle CPU and wakeups, scrape latency (needs root: it mounts tmpfs).
+    Footprint {
+        /// Idle window per row, seconds.
+        #[arg(long, default_value_t = 30)]
+        window_s: u64,
+        /// Tracked mounts per row (one distinct Secret per mount).
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        mounts: Vec<usize>,
+        /// Secret volumes per pod.
+        #[arg(long, default_value_t = 4)]
+        per_pod: usize,
+        /// Extra row: the largest mount count sharing this many Secrets (0: none).
+        #[arg(long, default_value_t = 4)]
+        shared_secrets: usize,
+        /// API stand-in BOOKMARK interval, seconds (the real server: about 60).
+        #[arg(long, default_value_t = 60)]
+        bookmark_interval_s: u64,
+        /// Requests per endpoint for the scrape latency.
+        #[arg(long, default_value_t = 100)]
+        scrapes: usize,
+        /// Pause between steady state and the idle window, seconds.
+        #[arg(long, default_value_t = 3)]
+        settle_s: u64,
     },
 }
 
@@ -83,5 +169,74 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bench::print_snapshot(&rows);
             Ok(())
         }
+        Command::Bench {
+            what:
+                Bench::Reload {
+                    swaps,
+                    blocks,
+                    served,
+                    headline,
+                },
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(mountlag_testbed::bench_reload::run(
+                swaps, blocks, served, headline,
+            )),
+        Command::Bench {
+            what:
+                Bench::Api {
+                    parts,
+                    rotations,
+                    time_factor,
+                    nudge_after,
+                    pod_change_delay_ms,
+                    window_s,
+                    load_pods,
+                    load_per_pod,
+                    load_secrets,
+                    ready_mounts,
+                    ready_per_pod,
+                    ready_secrets,
+                    ready_repeats,
+                    ready_shared_secrets,
+                },
+        } => bench_api::run(&bench_api::ApiBenchOptions {
+            parts,
+            rotations,
+            time_factor,
+            nudge_after,
+            pod_change_delay: Duration::from_millis(pod_change_delay_ms),
+            window: Duration::from_secs(window_s),
+            load_pods,
+            load_secrets,
+            load_per_pod,
+            ready_mounts,
+            ready_per_pod,
+            ready_secrets,
+            ready_repeats,
+            ready_shared_secrets,
+        }),
+        Command::Bench {
+            what:
+                Bench::Footprint {
+                    window_s,
+                    mounts,
+                    per_pod,
+                    shared_secrets,
+                    bookmark_interval_s,
+                    scrapes,
+                    settle_s,
+                },
+        } => bench_footprint::run(&bench_footprint::FootprintOptions {
+            window: Duration::from_secs(window_s),
+            mounts,
+            per_pod,
+            shared_secrets,
+            bookmark_interval: Duration::from_secs(bookmark_interval_s),
+            scrapes,
+            settle: Duration::from_secs(settle_s),
+        }),
     }
 }

@@ -1,0 +1,413 @@
+//! `testbed bench footprint`: the agent's memory, idle CPU and idle wakeups with many tracked
+//! mounts, and the latency of its `/metrics` and `/status` endpoints; measured, never asserted.
+//!
+//! Per row: the API stand-in (BOOKMARKs every 60 s, like a real API server), the kubelet
+//! stand-in at real timing (periodic syncs every 60–90 s, which find nothing to write), the
+//! Secrets and pods of the row, all volumes mounted before the agent starts. Then the agent is
+//! spawned, timed to `/readyz` 200, left until every mount is `in_sync` and every watch is open,
+//! and sampled from `/proc` at the start and the end of an idle window in which nothing touches
+//! it (no scrape, no change):
+//!
+//! - CPU: `utime + stime` of `/proc/<pid>/stat` (whole process, exited threads included), in
+//!   USER_HZ ticks (100 per second on Linux);
+//! - wakeups: `voluntary_ctxt_switches + nonvoluntary_ctxt_switches` of every
+//!   `/proc/<pid>/task/<tid>/status`, differenced per thread (a thread that exits during the
+//!   window loses its count and is reported);
+//! - memory: `VmRSS` (and `VmHWM`, `RssAnon`, `RssFile`) of `/proc/<pid>/status` at the end.
+//!
+//! After the window, `/metrics` and `/status` are each fetched `scrapes` times in a row (a new
+//! connection per request, as Prometheus and `mountlag status` do).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::apiserver::ApiServerConfig;
+use crate::bench::Summary;
+use crate::bench_api::{BenchNode, Shape};
+use crate::certs::TestCa;
+use crate::cluster::{NODE, agent_config, http_get};
+use crate::node::NodeConfig;
+
+/// Linux reports `/proc/<pid>/stat` times in USER_HZ ticks: 100 per second on every
+/// architecture the agent targets.
+const USER_HZ: f64 = 100.0;
+
+/// Options of `testbed bench footprint`.
+#[derive(Debug, Clone)]
+pub struct FootprintOptions {
+    /// Idle window.
+    pub window: Duration,
+    /// Tracked mounts per row.
+    pub mounts: Vec<usize>,
+    /// Secret volumes per pod.
+    pub per_pod: usize,
+    /// Add a row with the largest mount count sharing this many Secrets (0: no such row).
+    pub shared_secrets: usize,
+    /// The API stand-in's BOOKMARK interval.
+    pub bookmark_interval: Duration,
+    /// Requests per endpoint for the scrape latency.
+    pub scrapes: usize,
+    /// Pause between "all in sync, all watches open" and the start of the window.
+    pub settle: Duration,
+}
+
+/// One `/proc` sample of a process.
+#[derive(Debug, Clone)]
+pub struct ProcSample {
+    pub at: Instant,
+    /// utime + stime, ticks.
+    pub ticks: u64,
+    /// tid → (comm, voluntary + nonvoluntary context switches).
+    pub tasks: BTreeMap<u32, (String, u64)>,
+}
+
+fn status_fields(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect())
+}
+
+fn kib(fields: &BTreeMap<String, String>, key: &str) -> u64 {
+    fields
+        .get(key)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of `/proc/<pid>/stat`, ticks.
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').context("no ) in /proc/<pid>/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> anyhow::Result<u64> {
+        Ok(f.get(n - 3).context("short /proc/<pid>/stat")?.parse()?)
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// One sample of CPU time and per-thread context switches.
+pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
+    let at = Instant::now();
+    let ticks = cpu_ticks(pid)?;
+    let mut tasks = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A thread may exit between read_dir and the read.
+        let Ok(fields) = status_fields(&entry.path().join("status")) else {
+            continue;
+        };
+        let switches =
+            kib(&fields, "voluntary_ctxt_switches") + kib(&fields, "nonvoluntary_ctxt_switches");
+        let comm = fields.get("Name").cloned().unwrap_or_default();
+        tasks.insert(tid, (comm, switches));
+    }
+    Ok(ProcSample { at, ticks, tasks })
+}
+
+/// Memory and thread figures of `/proc/<pid>/status`, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    pub rss: u64,
+    pub hwm: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub threads: u64,
+    pub fds: usize,
+}
+
+pub fn memory(pid: u32) -> anyhow::Result<Memory> {
+    let f = status_fields(Path::new(&format!("/proc/{pid}/status")))?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    Ok(Memory {
+        rss: kib(&f, "VmRSS"),
+        hwm: kib(&f, "VmHWM"),
+        anon: kib(&f, "RssAnon"),
+        file: kib(&f, "RssFile"),
+        threads: kib(&f, "Threads"),
+        fds,
+    })
+}
+
+/// Idle CPU and wakeups between two samples.
+#[derive(Debug, Clone, Default)]
+pub struct Idle {
+    pub seconds: f64,
+    pub cpu_ms: f64,
+    pub wakeups: u64,
+    /// Thread name → wakeups in the window.
+    pub by_thread: BTreeMap<String, u64>,
+    /// Threads present at the start and gone at the end.
+    pub exited: usize,
+    /// Threads born during the window.
+    pub born: usize,
+}
+
+pub fn idle_between(a: &ProcSample, b: &ProcSample) -> Idle {
+    let mut idle = Idle {
+        seconds: b.at.duration_since(a.at).as_secs_f64(),
+        cpu_ms: b.ticks.saturating_sub(a.ticks) as f64 * 1000.0 / USER_HZ,
+        ..Idle::default()
+    };
+    for (tid, (comm, n)) in &b.tasks {
+        let d = match a.tasks.get(tid) {
+            Some((_, before)) => n.saturating_sub(*before),
+            None => {
+                idle.born += 1;
+                *n
+            }
+        };
+        idle.wakeups += d;
+        *idle.by_thread.entry(comm.clone()).or_insert(0) += d;
+    }
+    idle.exited = a.tasks.keys().filter(|t| !b.tasks.contains_key(t)).count();
+    idle
+}
+
+/// One row of the footprint table.
+#[derive(Debug, Clone)]
+pub struct FootprintRow {
+    pub shape: Shape,
+    pub ready: Duration,
+    pub memory: Memory,
+    pub idle: Idle,
+    /// BOOKMARK rounds (one BOOKMARK per open watch) due in the window: every watch gets one
+    /// `bookmark_interval` after it started and then every interval; the watches start
+    /// together, within the agent's startup.
+    pub bookmark_rounds: usize,
+    /// Requests the agent made to the API stand-in during the window.
+    pub api_requests_in_window: u64,
+    pub metrics_scrape: Option<Summary>,
+    pub status_scrape: Option<Summary>,
+    pub metrics_bytes: usize,
+    pub status_bytes: usize,
+}
+
+async fn scrape(
+    listen: std::net::SocketAddr,
+    path: &str,
+    n: usize,
+) -> anyhow::Result<(Option<Summary>, usize)> {
+    let mut samples = Vec::with_capacity(n);
+    let mut bytes = 0;
+    for _ in 0..n {
+        let start = Instant::now();
+        let (code, body) = http_get(listen, path).await?;
+        samples.push(start.elapsed());
+        anyhow::ensure!(code == 200, "{path} answered {code}");
+        bytes = body.len();
+    }
+    Ok((Summary::of(&samples), bytes))
+}
+
+pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result<FootprintRow> {
+    let mut bn = BenchNode::start(
+        ApiServerConfig {
+            bookmark_interval: o.bookmark_interval,
+            ..ApiServerConfig::default()
+        },
+        NodeConfig::new(NODE),
+        &agent_config("2s", "120s", true),
+        false,
+    )
+    .await?;
+    let ca = TestCa::new("bench footprint CA")?;
+    bn.populate(&shape, &ca)?;
+    bn.wait_pods_started(shape.pods(), Duration::from_secs(300))
+        .await?;
+    bn.start_agent()?;
+    let ready = bn.wait_ready(Duration::from_secs(120)).await?;
+    bn.wait_all_in_sync(shape.mounts, Duration::from_secs(120))
+        .await?;
+    let watches = shape.referenced_secrets() + 1;
+    bn.wait_open_watches(watches, Duration::from_secs(60))
+        .await?;
+    let watches_open = Instant::now();
+    if ready > Duration::from_secs(1) {
+        eprintln!(
+            "bench: slow start ({:.0} ms); agent log:\n{}",
+            ms(ready),
+            bn.agent_log_tail()
+        );
+    }
+    tokio::time::sleep(o.settle).await;
+    let pid = bn.agent()?.pid();
+    bn.api.reset_stats();
+    let a = sample(pid)?;
+    tokio::time::sleep(o.window).await;
+    let b = sample(pid)?;
+    let memory = memory(pid)?;
+    let api_requests_in_window = bn.api.stats().total_requests();
+    let idle = idle_between(&a, &b);
+    let listen = bn.agent()?.listen;
+    let (metrics_scrape, metrics_bytes) = scrape(listen, "/metrics", o.scrapes).await?;
+    let (status_scrape, status_bytes) = scrape(listen, "/status", o.scrapes).await?;
+    let status = bn.stop_agent()?;
+    if !status.success() {
+        eprintln!("bench: agent exited with {status}");
+    }
+    Ok(FootprintRow {
+        shape,
+        ready,
+        memory,
+        bookmark_rounds: (1..)
+            .map(|k| watches_open + o.bookmark_interval * k)
+            .take_while(|t| *t <= b.at)
+            .filter(|t| *t >= a.at)
+            .count(),
+        idle,
+        api_requests_in_window,
+        metrics_scrape,
+        status_scrape,
+        metrics_bytes,
+        status_bytes,
+    })
+}
+
+fn mib(k: u64) -> f64 {
+    k as f64 / 1024.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn print_rows(rows: &[FootprintRow], o: &FootprintOptions) {
+    println!(
+        "idle window {:.0} s, API stand-in BOOKMARK interval {:.0} s, kubelet stand-in at real timing\n",
+        o.window.as_secs_f64(),
+        o.bookmark_interval.as_secs_f64()
+    );
+    println!(
+        "| mounts | pods | Secrets (watches) | spawn → ready ms | VmRSS MiB | VmHWM MiB | RssAnon / RssFile MiB | threads | fds | idle CPU ms/s | idle wakeups/s | BOOKMARK rounds due in window | API requests in window |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let s = r.idle.seconds.max(1e-9);
+        println!(
+            "| {} | {} | {} ({}) | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} | {} | {} | {:.3} | {:.2} | {} | {} |",
+            r.shape.mounts,
+            r.shape.pods(),
+            r.shape.referenced_secrets(),
+            r.shape.referenced_secrets() + 1,
+            ms(r.ready),
+            mib(r.memory.rss),
+            mib(r.memory.hwm),
+            mib(r.memory.anon),
+            mib(r.memory.file),
+            r.memory.threads,
+            r.memory.fds,
+            r.idle.cpu_ms / s,
+            r.idle.wakeups as f64 / s,
+            r.bookmark_rounds,
+            r.api_requests_in_window
+        );
+    }
+    println!("\nidle wakeups by thread (count over the window):\n");
+    println!("| mounts | Secrets | wakeups by thread | threads born / exited in window |");
+    println!("|---:|---:|---|---|");
+    for r in rows {
+        let by: Vec<String> = r
+            .idle
+            .by_thread
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect();
+        println!(
+            "| {} | {} | {} | {} / {} |",
+            r.shape.mounts,
+            r.shape.referenced_secrets(),
+            if by.is_empty() {
+                "none".to_string()
+            } else {
+                by.join(", ")
+            },
+            r.idle.born,
+            r.idle.exited
+        );
+    }
+    println!(
+        "\nscrape latency ({} requests per endpoint, one connection each, after the idle window):\n",
+        o.scrapes
+    );
+    println!("| mounts | endpoint | body KiB | p50 ms | p99 ms | max ms |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for r in rows {
+        for (name, s, bytes) in [
+            ("/metrics", r.metrics_scrape, r.metrics_bytes),
+            ("/status", r.status_scrape, r.status_bytes),
+        ] {
+            if let Some(s) = s {
+                println!(
+                    "| {} | {name} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                    r.shape.mounts,
+                    bytes as f64 / 1024.0,
+                    ms(s.p50),
+                    ms(s.p99),
+                    ms(s.max)
+                );
+            }
+        }
+    }
+}
+
+/// `testbed bench footprint`.
+pub fn run(o: &FootprintOptions) -> anyhow::Result<()> {
+    if let Err(why) = crate::real::can_mount() {
+        bail!("bench footprint needs root and tmpfs mounts: {why}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut shapes: Vec<Shape> = o
+            .mounts
+            .iter()
+            .map(|&m| Shape {
+                mounts: m,
+                per_pod: o.per_pod,
+                secrets: m,
+            })
+            .collect();
+        if o.shared_secrets > 0
+            && let Some(&max) = o.mounts.iter().max()
+        {
+            shapes.push(Shape {
+                mounts: max,
+                per_pod: o.per_pod,
+                secrets: o.shared_secrets,
+            });
+        }
+        println!("## footprint\n");
+        let mut rows = Vec::new();
+        for shape in shapes {
+            eprintln!(
+                "bench footprint: {} mounts, {} Secrets ...",
+                shape.mounts,
+                shape.referenced_secrets()
+            );
+            rows.push(footprint_row(shape, o).await?);
+        }
+        print_rows(&rows, o);
+        Ok(())
+    })
+}

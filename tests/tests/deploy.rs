@@ -1,0 +1,790 @@
+//! `deploy/`: the manifests render and validate, the DaemonSet keeps the properties
+//! docs/security.md promises, every shipped configuration passes `check-config`, the alert rules
+//! pass promtool (checks and unit tests), and the static binary the Dockerfile builds is static
+//! and works.
+//!
+//! Real parts: `kubectl` (kustomize), `kubernetes-validate` (PyPI), `promtool` (Debian
+//! `prometheus`), `cargo`. Under `MOUNTLAG_REQUIRE_REAL=1` a missing one fails the test.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mountlag::config::ReloadAction;
+use mountlag_testbed::apiserver::{ApiServer, ApiServerConfig};
+use mountlag_testbed::cluster::{free_port, http_get};
+use mountlag_testbed::rbac::{self, documents, of_kind};
+use mountlag_testbed::real;
+use serde_json::Value;
+
+/// Kubernetes versions the manifests are validated against: the oldest supported and the one
+/// the code's API types come from (k8s-openapi feature `v1_33`).
+const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.33.0"];
+
+/// Capabilities the agent adds after dropping ALL; each is justified in docs/security.md.
+const ADDED_CAPABILITIES: &[&str] = &["KILL"];
+
+/// The build command of deploy/Dockerfile, run as is by the static build test.
+const STATIC_BUILD: &str = r#"RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target x86_64-unknown-linux-gnu -p mountlag"#;
+const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn can_render() -> bool {
+    real::require("kubectl (kustomize)", rbac::kubectl_available())
+}
+
+fn command_works(program: &str, args: &[&str]) -> Result<(), String> {
+    match Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(err) => Err(format!("{program} is not installed ({err})")),
+    }
+}
+
+/// `deploy/` and every overlay: what a user may `kubectl apply -k`.
+fn variants() -> Vec<String> {
+    let mut out = vec![".".to_owned()];
+    let mut overlays: Vec<String> = std::fs::read_dir(rbac::deploy_dir().join("overlays"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("kustomization.yaml").exists())
+        .map(|e| format!("overlays/{}", e.file_name().to_string_lossy()))
+        .collect();
+    overlays.sort();
+    assert!(overlays.len() >= 6, "{overlays:?}");
+    out.extend(overlays);
+    out
+}
+
+fn render(variant: &str) -> String {
+    rbac::render(&rbac::deploy_dir().join(variant)).unwrap()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str, variant: &str) -> &'a Value {
+    match of_kind(docs, kind)[..] {
+        [doc] => doc,
+        ref found => panic!("{variant}: expected one {kind}, found {}", found.len()),
+    }
+}
+
+// ------------------------------------------------------------------------------- rendering
+
+#[test]
+fn every_kustomization_renders_and_validates_against_the_kubernetes_schemas() {
+    if !can_render()
+        || !real::require(
+            "kubernetes-validate (pip install kubernetes-validate)",
+            command_works("kubernetes-validate", &["--version"]),
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for variant in variants() {
+        let yaml = render(&variant);
+        let docs = documents(&yaml).unwrap();
+        for kind in [
+            "Namespace",
+            "ServiceAccount",
+            "DaemonSet",
+            "ConfigMap",
+            "ClusterRoleBinding",
+        ] {
+            assert!(!of_kind(&docs, kind).is_empty(), "{variant}: no {kind}");
+        }
+        let file = dir
+            .path()
+            .join(format!("{}.yaml", variant.replace(['/', '.'], "_")));
+        std::fs::write(&file, yaml).unwrap();
+        files.push(file);
+    }
+    // The monitoring kustomization renders too (its CRs have no schema in kubernetes-validate:
+    // the rules are checked by promtool below).
+    let monitoring = documents(&render("prometheus")).unwrap();
+    assert_eq!(of_kind(&monitoring, "PrometheusRule").len(), 1);
+    assert_eq!(of_kind(&monitoring, "PodMonitor").len(), 1);
+
+    for version in KUBERNETES_VERSIONS {
+        let out = Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", "-k", version])
+            .args(&files)
+            .output()
+            .unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "kubernetes-validate --strict -k {version}: every resource must validate, none be \
+             skipped:\n{report}"
+        );
+    }
+    // The validator does catch mistakes (a misspelt field).
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        render(".").replace("hostPID: true", "hostPID: true\n      hostPIDs: true"),
+    )
+    .unwrap();
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", KUBERNETES_VERSIONS[0]])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a misspelt field must fail validation"
+    );
+}
+
+// ------------------------------------------------------------------------------- DaemonSet
+
+fn args_of(container: &Container) -> BTreeMap<String, String> {
+    let args = container.args.as_deref().unwrap_or_default();
+    assert_eq!(args.first().map(String::as_str), Some("agent"), "{args:?}");
+    args[1..]
+        .iter()
+        .map(|a| {
+            let (k, v) = a
+                .strip_prefix("--")
+                .and_then(|a| a.split_once('='))
+                .unwrap_or_else(|| panic!("write agent flags as --flag=value: {a:?}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// The container port a probe points at (by number or by name).
+fn probe_target(probe: Option<&Probe>, container: &Container) -> (String, i32) {
+    let get = probe
+        .and_then(|p| p.http_get.as_ref())
+        .expect("an httpGet probe");
+    assert!(get.scheme.as_deref().is_none_or(|s| s == "HTTP"), "{get:?}");
+    let port = match &get.port {
+        IntOrString::Int(port) => *port,
+        IntOrString::String(name) => {
+            container
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("probe port {name:?} is not a container port"))
+                .container_port
+        }
+    };
+    (get.path.clone().unwrap_or_default(), port)
+}
+
+fn config_of(docs: &[Value], variant: &str) -> mountlag::config::Config {
+    let text = one(docs, "ConfigMap", variant)["data"]["mountlag.yaml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{variant}: the ConfigMap has no mountlag.yaml"));
+    mountlag::config::Config::from_yaml(text, &format!("{variant} ConfigMap"))
+        .unwrap_or_else(|errors| panic!("{variant}: invalid configuration:\n{errors}"))
+}
+
+#[test]
+fn the_daemonset_keeps_every_property_docs_security_md_describes() {
+    if !can_render() {
+        return;
+    }
+    let security = read("docs/security.md");
+    for cap in ADDED_CAPABILITIES {
+        assert!(
+            security.contains(&format!("CAP_{cap}")),
+            "docs/security.md justifies CAP_{cap}"
+        );
+    }
+    for variant in variants() {
+        let docs = documents(&render(&variant)).unwrap();
+        let ds: DaemonSet = serde_json::from_value(one(&docs, "DaemonSet", &variant).clone())
+            .unwrap_or_else(|e| panic!("{variant}: DaemonSet: {e}"));
+        let ctx = |what: &str| format!("{variant}: {what}");
+        let namespace = ds.metadata.namespace.clone().unwrap();
+        let ns = one(&docs, "Namespace", &variant);
+        assert_eq!(ns["metadata"]["name"], namespace.as_str());
+        assert_eq!(
+            ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "privileged",
+            "{}",
+            ctx("hostPID and hostPath need a privileged Pod Security level")
+        );
+        let spec = ds.spec.as_ref().unwrap();
+        let strategy = spec.update_strategy.as_ref().unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        assert!(
+            strategy
+                .rolling_update
+                .as_ref()
+                .and_then(|r| r.max_unavailable.as_ref())
+                .is_some(),
+            "{}",
+            ctx("RollingUpdate with maxUnavailable")
+        );
+        let pod: &PodSpec = spec.template.spec.as_ref().unwrap();
+
+        // Finding and signalling a controller process needs the host's PID namespace and
+        // CAP_KILL; a configuration that never signals (verify-only) gets neither.
+        let config = config_of(&docs, &variant);
+        let signals = config
+            .controllers
+            .iter()
+            .any(|c| matches!(c.reload, ReloadAction::Signal { .. }));
+        let expected_caps: &[&str] = if signals { ADDED_CAPABILITIES } else { &[] };
+        assert_eq!(
+            pod.host_pid.unwrap_or(false),
+            signals,
+            "{}",
+            ctx("hostPID exactly when a controller is reloaded by signal")
+        );
+        assert_ne!(pod.host_network, Some(true), "{}", ctx("no hostNetwork"));
+        assert_ne!(pod.host_ipc, Some(true), "{}", ctx("no hostIPC"));
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-node-critical")
+        );
+        assert!(
+            pod.tolerations
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|t| {
+                    t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()
+                }),
+            "{}",
+            ctx("tolerates every taint")
+        );
+        let account = pod.service_account_name.as_deref().unwrap();
+        assert!(
+            of_kind(&docs, "ServiceAccount")
+                .iter()
+                .any(|sa| sa["metadata"]["name"] == account
+                    && sa["metadata"]["namespace"] == namespace.as_str()),
+            "{}",
+            ctx("the ServiceAccount exists")
+        );
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(
+            pod_security
+                .seccomp_profile
+                .as_ref()
+                .map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        // docs/security.md, "User": uid 0 with every capability but KILL dropped.
+        assert_eq!(pod_security.run_as_user, Some(0), "{}", ctx("runAsUser"));
+        assert_eq!(pod_security.run_as_non_root, Some(false));
+
+        let [container] = &pod.containers[..] else {
+            panic!("{}", ctx("one container"));
+        };
+        assert!(pod.init_containers.is_none());
+        assert_eq!(
+            container.image.as_deref(),
+            Some(format!("ghcr.io/example/mountlag:{}", env!("CARGO_PKG_VERSION")).as_str()),
+            "{}",
+            ctx("the image tag is the release version")
+        );
+        let sc = container.security_context.as_ref().unwrap();
+        assert_ne!(sc.privileged, Some(true), "{}", ctx("not privileged"));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert!(sc.proc_mount.is_none() || sc.proc_mount.as_deref() == Some("Default"));
+        assert!(sc.run_as_user.is_none() && sc.run_as_non_root.is_none());
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        let added: Vec<&str> = caps
+            .add
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(added, expected_caps, "{}", ctx("added capabilities"));
+        if let Some(seccomp) = &sc.seccomp_profile {
+            assert_eq!(seccomp.type_, "RuntimeDefault");
+        }
+
+        // Flags: the kubelet root whose pods/ is mounted, the host's /proc, the port.
+        let args = args_of(container);
+        let kubelet_root = &args["kubelet-root"];
+        assert_eq!(kubelet_root, "/var/lib/kubelet");
+        assert_eq!(args["proc-root"], "/proc", "{}", ctx("hostPID gives /proc"));
+        let listen: SocketAddr = args["listen"].parse().unwrap();
+        assert!(
+            listen.ip().is_unspecified(),
+            "{}",
+            ctx("kubelet probes the pod IP")
+        );
+        let listen_port = i32::from(listen.port());
+        assert_eq!(listen_port, 9977);
+        assert!(
+            container
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|p| p.container_port == listen_port),
+            "{}",
+            ctx("the --listen port is a container port")
+        );
+        assert_eq!(
+            probe_target(container.liveness_probe.as_ref(), container),
+            ("/livez".to_owned(), listen_port)
+        );
+        assert_eq!(
+            probe_target(container.readiness_probe.as_ref(), container),
+            ("/readyz".to_owned(), listen_port)
+        );
+        let node_name = container
+            .env
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|e| e.name == "NODE_NAME")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(node_name, Some("spec.nodeName"), "{}", ctx("NODE_NAME"));
+
+        let resources = container.resources.as_ref().unwrap();
+        let quantity =
+            |map: &Option<
+                BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            >,
+             key: &str| { map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone()) };
+        assert_eq!(quantity(&resources.requests, "cpu").as_deref(), Some("10m"));
+        assert_eq!(
+            quantity(&resources.requests, "memory").as_deref(),
+            Some("32Mi")
+        );
+        assert_eq!(quantity(&resources.limits, "cpu").as_deref(), Some("100m"));
+        assert_eq!(
+            quantity(&resources.limits, "memory").as_deref(),
+            Some("64Mi")
+        );
+
+        // Volumes: kubelet's pods directory read-only at the same path, HostToContainer; the
+        // config; nothing else from the host.
+        let volumes = pod.volumes.as_deref().unwrap_or_default();
+        let host_paths: Vec<_> = volumes.iter().filter(|v| v.host_path.is_some()).collect();
+        let [kubelet_pods] = &host_paths[..] else {
+            panic!("{}", ctx("exactly one hostPath volume"));
+        };
+        let host_path = kubelet_pods.host_path.as_ref().unwrap();
+        assert_eq!(host_path.path, format!("{kubelet_root}/pods"));
+        assert_eq!(host_path.type_.as_deref(), Some("Directory"));
+        let mounts = container.volume_mounts.as_deref().unwrap_or_default();
+        for mount in mounts {
+            assert_eq!(mount.read_only, Some(true), "{}", ctx(&mount.name));
+            assert!(mount.sub_path.is_none() && mount.sub_path_expr.is_none());
+        }
+        let pods_mount = mounts.iter().find(|m| m.name == kubelet_pods.name).unwrap();
+        assert_eq!(
+            pods_mount.mount_path,
+            host_path.path,
+            "{}",
+            ctx("same path")
+        );
+        assert_eq!(
+            pods_mount.mount_propagation.as_deref(),
+            Some("HostToContainer")
+        );
+        let config_volume = volumes.iter().find(|v| v.config_map.is_some()).unwrap();
+        let config_mount = mounts
+            .iter()
+            .find(|m| m.name == config_volume.name)
+            .unwrap();
+        assert_eq!(
+            args["config"],
+            format!("{}/mountlag.yaml", config_mount.mount_path)
+        );
+        let config_map = one(&docs, "ConfigMap", &variant);
+        assert_eq!(
+            config_map["metadata"]["name"],
+            config_volume.config_map.as_ref().unwrap().name.as_str(),
+            "{}",
+            ctx("the DaemonSet mounts the rendered ConfigMap")
+        );
+        assert_eq!(config_map["metadata"]["namespace"], namespace.as_str());
+        assert!(config_map["data"]["mountlag.yaml"].is_string());
+    }
+}
+
+#[test]
+fn every_rendered_configuration_passes_check_config() {
+    if !can_render() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for variant in variants() {
+        let docs = documents(&render(&variant)).unwrap();
+        let text = one(&docs, "ConfigMap", &variant)["data"]["mountlag.yaml"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let file = dir.path().join("mountlag.yaml");
+        std::fs::write(&file, text).unwrap();
+        let out = mountlag_testbed::agent::run(&["check-config", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{variant}: check-config: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------- alerts
+
+fn can_promtool() -> bool {
+    real::require(
+        "promtool (Debian package prometheus)",
+        command_works("promtool", &["--version"]),
+    )
+}
+
+fn promtool(args: &[&str], cwd: &Path) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn yaml(path: &str) -> Value {
+    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    if !can_promtool() {
+        return;
+    }
+    let dir = repo().join("deploy/prometheus");
+    promtool(&["check", "rules", "mountlag-rules.yaml"], &dir);
+    promtool(&["test", "rules", "mountlag-rules.test.yaml"], &dir);
+    // The PrometheusRule's groups are a valid rules file too.
+    let tmp = tempfile::tempdir().unwrap();
+    let groups = serde_json::json!({"groups": yaml("deploy/prometheus/prometheusrule.yaml")["spec"]["groups"]});
+    std::fs::write(
+        tmp.path().join("rules.yaml"),
+        serde_yaml::to_string(&groups).unwrap(),
+    )
+    .unwrap();
+    promtool(&["check", "rules", "rules.yaml"], tmp.path());
+}
+
+#[test]
+fn the_prometheusrule_carries_exactly_the_groups_of_the_rules_file() {
+    let plain = yaml("deploy/prometheus/mountlag-rules.yaml");
+    let cr = yaml("deploy/prometheus/prometheusrule.yaml");
+    assert_eq!(cr["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(cr["kind"], "PrometheusRule");
+    assert_eq!(
+        cr["spec"]["groups"], plain["groups"],
+        "deploy/prometheus/prometheusrule.yaml spec.groups must equal mountlag-rules.yaml groups"
+    );
+}
+
+/// GitHub's anchor for a Markdown heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_alert_has_a_runbook_and_unit_tests_that_fire_and_stay_quiet() {
+    let rules = yaml("deploy/prometheus/mountlag-rules.yaml");
+    let tests = yaml("deploy/prometheus/mountlag-rules.test.yaml");
+    let operations = read("docs/operations.md");
+    let anchors: Vec<String> = operations
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect();
+    let expected = [
+        "MountlagSecretMountStuck",
+        "MountlagReloadUnverified",
+        "MountlagServedCertificateMismatch",
+        "MountlagCertificateExpiringSoon",
+        "MountlagInvalidCertificateMaterial",
+        "MountlagAgentDown",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for rule in rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        let name = rule["alert"].as_str().expect("only alerting rules");
+        seen.insert(name.to_owned());
+        assert!(
+            matches!(
+                rule["labels"]["severity"].as_str(),
+                Some("warning" | "critical")
+            ),
+            "{name}: severity"
+        );
+        for key in ["summary", "description"] {
+            assert!(
+                rule["annotations"][key]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty()),
+                "{name}: {key}"
+            );
+        }
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap();
+        let (page, fragment) = url.split_once('#').unwrap();
+        assert!(
+            page.ends_with("/docs/operations.md"),
+            "{name}: runbook in docs/operations.md: {url}"
+        );
+        assert_eq!(fragment, name.to_lowercase(), "{name}: anchor");
+        assert!(
+            anchors.iter().any(|a| a == fragment),
+            "{name}: docs/operations.md has no heading for #{fragment}"
+        );
+    }
+    assert_eq!(
+        seen,
+        expected.iter().map(|s| (*s).to_owned()).collect(),
+        "the documented alerts"
+    );
+    for name in &seen {
+        let cases: Vec<&Value> = tests["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["alert_rule_test"].as_array().unwrap())
+            .filter(|c| c["alertname"] == name.as_str())
+            .collect();
+        let firing = cases
+            .iter()
+            .any(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()));
+        let quiet = cases
+            .iter()
+            .any(|c| c["exp_alerts"].as_array().is_some_and(Vec::is_empty));
+        assert!(
+            firing && quiet,
+            "{name}: unit tests firing ({firing}) and quiet ({quiet})"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------- static binary
+
+/// Whether an ELF executable needs a program interpreter or shared libraries.
+fn dynamic_dependencies(elf: &[u8]) -> Result<Vec<String>, String> {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return Err("not a 64-bit little-endian ELF file".into());
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    let mut needs = Vec::new();
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        match u32_at(ph) {
+            3 => needs.push("a program interpreter (PT_INTERP)".to_owned()),
+            2 => {
+                let (offset, size) = (u64_at(ph + 8), u64_at(ph + 32));
+                for entry in (offset..offset + size).step_by(16) {
+                    match u64_at(entry) {
+                        0 => break,
+                        1 => needs.push("a shared library (DT_NEEDED)".to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(needs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_args() {
+    if !can_render() {
+        return;
+    }
+    let dockerfile = read("deploy/Dockerfile");
+    assert!(
+        dockerfile.contains(STATIC_BUILD),
+        "deploy/Dockerfile builds with: {STATIC_BUILD}"
+    );
+    assert!(dockerfile.contains(&format!("target/{STATIC_TARGET}/release/mountlag")));
+    // Same command; its own target dir so it never waits for (or invalidates) the main build.
+    let (rustflags, cargo_args) = STATIC_BUILD
+        .strip_prefix("RUSTFLAGS=\"")
+        .and_then(|s| s.split_once("\" cargo "))
+        .unwrap();
+    let target_dir = repo().join("target/static");
+    let started = Instant::now();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(cargo_args.split_whitespace())
+        .current_dir(repo())
+        .env("RUSTFLAGS", rustflags)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{STATIC_BUILD} failed");
+    eprintln!("static build: {:?}", started.elapsed());
+    let binary = target_dir.join(STATIC_TARGET).join("release/mountlag");
+
+    let needs = dynamic_dependencies(&std::fs::read(&binary).unwrap()).unwrap();
+    assert!(needs.is_empty(), "{} needs {needs:?}", binary.display());
+    if let Ok(out) = Command::new("ldd").arg(&binary).output() {
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("statically linked") || text.contains("not a dynamic executable"),
+            "ldd: {text}"
+        );
+    }
+    let out = Command::new(&binary).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("mountlag {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = Command::new(&binary)
+        .args(["check-config", "deploy/config/mountlag.yaml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The static agent, started with the rendered DaemonSet's arguments (paths and address
+    // made local) and environment, talks to the API stand-in at 127.0.0.1 and gets ready.
+    let docs = documents(&render(".")).unwrap();
+    let ds: DaemonSet = serde_json::from_value(one(&docs, "DaemonSet", ".").clone()).unwrap();
+    let container = &ds.spec.unwrap().template.spec.unwrap().containers[0];
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mountlag.yaml");
+    std::fs::write(
+        &config,
+        one(&docs, "ConfigMap", ".")["data"]["mountlag.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("kubelet/pods")).unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| match a.split_once('=') {
+            Some(("--config", _)) => format!("--config={}", config.display()),
+            Some(("--kubelet-root", _)) => {
+                format!("--kubelet-root={}", dir.path().join("kubelet").display())
+            }
+            Some(("--listen", _)) => format!("--listen={listen}"),
+            _ => a,
+        })
+        .collect();
+    let api = ApiServer::start(ApiServerConfig::default()).await.unwrap();
+    let log = dir.path().join("agent.log");
+    let mut child = Command::new(&binary)
+        .args(&args)
+        .env("KUBECONFIG", api.kubeconfig_path())
+        .env("NODE_NAME", "node-a")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let ready = loop {
+        if let Ok((200, body)) = http_get(listen, "/readyz").await {
+            break body;
+        }
+        if started.elapsed() > Duration::from_secs(10) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "the static agent did not get ready: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (code, _) = http_get(listen, "/livez").await.unwrap();
+    // The idle footprint fits the DaemonSet's memory request (32Mi) with room to spare.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!("static agent, idle and ready: VmRSS {rss_kib} KiB");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exit = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 200);
+    assert!(ready.contains("ready"), "{ready}");
+    assert!(
+        rss_kib < 16 * 1024,
+        "idle RSS {rss_kib} KiB; the DaemonSet requests 32Mi"
+    );
+    assert_eq!(exit.code(), Some(0), "{text}");
+    assert!(api.stats().count("watch", "pods") >= 1, "{text}");
+    // --log-format=json, as the DaemonSet asks: one JSON object per line.
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}

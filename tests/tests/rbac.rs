@@ -1,0 +1,589 @@
+//! The RBAC shipped in `deploy/` is least privilege and sufficient.
+//!
+//! The API stand-in enforces the Roles, ClusterRoles and bindings rendered by
+//! `kubectl kustomize` (`mountlag_testbed::rbac`), and the real agent runs with a kubeconfig
+//! carrying its ServiceAccount's token:
+//!
+//! - with exactly the rendered rules everything works: pods listed and watched, the Secret
+//!   synced, the nudge patch accepted, Events created and folded into a series, no 403;
+//! - without the `patch pods` rule the agent says so (log line naming the verb and resource,
+//!   `mountlag_api_errors_total{resource="pods",reason="Forbidden"}`) and keeps working;
+//! - without the Secret Role `/readyz` stays 503 and names the Secret it cannot read.
+//!
+//! A static check covers every overlay: the permissions each variant's own configuration
+//! needs are granted, and nothing beyond the documented verbs is.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mountlag_testbed::apiserver::{ADMIN_TOKEN, ADMIN_USER, ApiServerConfig};
+use mountlag_testbed::certs::{LeafSpec, TestCa, secret_bytes_markers};
+use mountlag_testbed::cluster::{
+    NAMESPACE, NODE, TestNode, agent_config, ingress_pod, mount_of, tls_secret,
+};
+use mountlag_testbed::node::{NodeConfig, PodRef};
+use mountlag_testbed::rbac::{self, Rbac};
+use mountlag_testbed::real;
+use serde_json::Value;
+
+/// The token the agent's kubeconfig carries; the stand-in maps it to the ServiceAccount.
+const AGENT_TOKEN: &str = "mountlag-serviceaccount-token";
+
+fn can_render() -> bool {
+    real::require("kubectl (kustomize)", rbac::kubectl_available())
+}
+
+fn can_run() -> bool {
+    can_render() && real::require("root + tmpfs", real::can_mount())
+}
+
+/// `kubectl kustomize deploy/<variant>`, parsed.
+fn rendered(variant: &str) -> Vec<Value> {
+    let dir = rbac::deploy_dir().join(variant);
+    let yaml = rbac::render(&dir).unwrap();
+    rbac::documents(&yaml).unwrap()
+}
+
+/// The base's RBAC and the user its DaemonSet runs as.
+fn base_rbac() -> (Rbac, String) {
+    let docs = rendered(".");
+    let user = rbac::daemonset_user(&docs).unwrap();
+    let rbac = Rbac::from_documents(&docs).unwrap();
+    // The end-to-end tests run the controller pods in the namespace the base's Secret Role
+    // covers; if that namespace moves, move the tests with it.
+    let secrets = rbac.grants(&user, "watch", "", "secrets");
+    assert!(
+        secrets.namespaces.contains(NAMESPACE) && !secrets.cluster_wide,
+        "the base grants Secret reads in {NAMESPACE:?} only: {secrets:?}"
+    );
+    (rbac, user)
+}
+
+/// A node whose API stand-in enforces `rbac`, with the agent running as `user`.
+async fn node_under(rbac: Rbac, user: &str, config: &str) -> (TestNode, tempfile::TempDir) {
+    let api_config = ApiServerConfig {
+        tokens: BTreeMap::from([
+            (AGENT_TOKEN.to_owned(), user.to_owned()),
+            (ADMIN_TOKEN.to_owned(), ADMIN_USER.to_owned()),
+        ]),
+        authorizer: Arc::new(rbac.with_kubernetes_defaults().with_superuser(ADMIN_USER)),
+        ..ApiServerConfig::default()
+    };
+    // kubelet's real 60–90 s sync: only a nudge makes it rewrite a volume in time.
+    let node = TestNode::start_with(api_config, NodeConfig::new(NODE), config)
+        .await
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("mountlag-rbac-")
+        .tempdir()
+        .unwrap();
+    node.api
+        .write_kubeconfig(&dir.path().join("kubeconfig"), Some(AGENT_TOKEN))
+        .unwrap();
+    (node, dir)
+}
+
+fn start_agent(node: &mut TestNode, dir: &tempfile::TempDir) {
+    node.start_agent_with_kubeconfig(&dir.path().join("kubeconfig"))
+        .unwrap();
+}
+
+struct Keys {
+    ca: TestCa,
+    issued: Vec<String>,
+}
+
+impl Keys {
+    fn new() -> Self {
+        Self {
+            ca: TestCa::new("rbac test CA").unwrap(),
+            issued: Vec::new(),
+        }
+    }
+
+    fn secret(&mut self) -> k8s_openapi::api::core::v1::Secret {
+        let leaf = self
+            .ca
+            .issue(&LeafSpec::valid_for(["edge.example.com"]))
+            .unwrap();
+        self.issued.push(leaf.key_pem.clone());
+        tls_secret(NAMESPACE, "edge-tls", &leaf)
+    }
+
+    fn assert_not_in(&self, text: &str) {
+        for key in &self.issued {
+            for marker in secret_bytes_markers(key) {
+                assert!(!text.contains(&marker), "key bytes leaked: {marker}");
+            }
+        }
+    }
+}
+
+fn state_of(status: &Value) -> String {
+    mount_of(status, "edge-0")
+        .and_then(|m| m["state"].as_str())
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+/// Polls `/metrics` until `sample` is at least `at_least`.
+async fn wait_metric(node: &TestNode, sample: &str, at_least: f64, timeout: Duration) -> f64 {
+    let start = Instant::now();
+    loop {
+        let value = node.metric(sample).await.unwrap().unwrap_or(0.0);
+        if value >= at_least {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{sample} stayed at {value} for {timeout:?}\n{}",
+            node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
+    if !can_run() {
+        return;
+    }
+    let (rbac, user) = base_rbac();
+    let (mut node, dir) = node_under(rbac, &user, &agent_config("1s", "3s", true)).await;
+    let mut keys = Keys::new();
+    node.api.apply_secret(&keys.secret()).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    start_agent(&mut node, &dir);
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    node.wait_status(Duration::from_secs(10), "in sync", |s| {
+        state_of(s) == "in_sync"
+    })
+    .await
+    .unwrap();
+
+    // A rotation kubelet does not pick up: two nudges (pod patches), a stuck mount, then the
+    // recovery; the second nudge's Event is folded into the first (an Event patch).
+    node.node.set_stuck(PodRef::name(NAMESPACE, "edge-0"), true);
+    node.api.apply_secret(&keys.secret()).unwrap();
+    node.wait_status(Duration::from_secs(8), "stuck", |s| state_of(s) == "stuck")
+        .await
+        .unwrap();
+    node.node
+        .set_stuck(PodRef::name(NAMESPACE, "edge-0"), false);
+    assert!(node.node.sync_now(NAMESPACE, "edge-0"));
+    node.wait_status(Duration::from_secs(5), "recovered", |s| {
+        state_of(s) == "in_sync"
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let annotations = node
+        .api
+        .pod(NAMESPACE, "edge-0")
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        annotations.contains_key("mountlag.io/resync"),
+        "nudged: {annotations:?}"
+    );
+    for reason in [
+        "KubeletResyncRequested",
+        "SecretMountStuck",
+        "SecretMountRecovered",
+    ] {
+        assert_eq!(
+            node.events(reason).len(),
+            1,
+            "{reason}: {:?}",
+            node.api.events()
+        );
+    }
+    assert_eq!(
+        node.events("KubeletResyncRequested")[0].series_count,
+        Some(2)
+    );
+
+    let stats = node.api.stats();
+    assert!(stats.forbidden.is_empty(), "403s: {:?}", stats.forbidden);
+    let users: BTreeSet<&String> = stats.requests_by_user.keys().collect();
+    assert_eq!(
+        users,
+        BTreeSet::from([&user]),
+        "every request came from the agent"
+    );
+    for (verb, resource) in [
+        ("list", "pods"),
+        ("watch", "pods"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("patch", "pods"),
+        ("create", "events.events.k8s.io"),
+        ("patch", "events.events.k8s.io"),
+    ] {
+        assert!(
+            stats.count(verb, resource) >= 1,
+            "{verb} {resource} was exercised: {:?}",
+            stats.requests
+        );
+    }
+    assert_eq!(stats.count("patch", "pods"), 2, "{:?}", stats.requests);
+    assert_eq!(
+        node.metric("mountlag_kubelet_nudges_total{result=\"success\"}")
+            .await
+            .unwrap(),
+        Some(2.0)
+    );
+    let (_, metrics) = node.get("/metrics").await.unwrap();
+    assert!(
+        !metrics.contains("reason=\"Forbidden\""),
+        "no Forbidden API error:\n{metrics}"
+    );
+    let log = node.agent_log();
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    keys.assert_not_in(&node.all_agent_logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_patch_permission_a_nudge_fails_loudly_and_the_agent_keeps_working() {
+    if !can_run() {
+        return;
+    }
+    let (mut rbac, user) = base_rbac();
+    assert_eq!(
+        rbac.revoke("patch", "", "pods"),
+        1,
+        "one rule grants patch pods"
+    );
+    assert!(!rbac.allows(&user, "patch", "", "pods", NAMESPACE));
+    let (mut node, dir) = node_under(rbac, &user, &agent_config("1s", "30s", true)).await;
+    let mut keys = Keys::new();
+    node.api.apply_secret(&keys.secret()).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    start_agent(&mut node, &dir);
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    node.wait_status(Duration::from_secs(10), "in sync", |s| {
+        state_of(s) == "in_sync"
+    })
+    .await
+    .unwrap();
+
+    node.api.apply_secret(&keys.secret()).unwrap();
+    wait_metric(
+        &node,
+        "mountlag_api_errors_total{resource=\"pods\",reason=\"Forbidden\"}",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        node.metric("mountlag_kubelet_nudges_total{result=\"error\"}")
+            .await
+            .unwrap()
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    // The log line names what was refused: the verb, the resource and the namespace.
+    let log = node.agent_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("nudge failed"))
+        .unwrap_or_else(|| panic!("no `nudge failed` line:\n{log}"));
+    eprintln!("the agent said: {line}");
+    for needle in [
+        "forbidden",
+        "cannot patch resource",
+        "pods",
+        NAMESPACE,
+        "edge-0",
+    ] {
+        assert!(line.contains(needle), "{needle:?} missing from: {line}");
+    }
+    let stats = node.api.stats();
+    assert_eq!(
+        stats.forbidden.keys().collect::<Vec<_>>(),
+        vec![&("patch".to_owned(), "pods".to_owned())],
+        "only the nudge was refused"
+    );
+    // Everything else goes on: still ready, the watches still work, Events can be written.
+    let (code, body) = node.get("/readyz").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        node.api
+            .pod(NAMESPACE, "edge-0")
+            .unwrap()
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .is_empty(),
+        "the refused patch changed nothing"
+    );
+    keys.assert_not_in(&node.all_agent_logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_secret_role_readiness_names_the_secret_it_cannot_read() {
+    if !can_run() {
+        return;
+    }
+    let (mut rbac, user) = base_rbac();
+    let secret_roles: Vec<(String, String)> = rbac
+        .roles
+        .iter()
+        .filter(|r| {
+            r.namespace.as_deref() == Some(NAMESPACE)
+                && r.rules.iter().any(|rule| {
+                    rule.resources
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|x| x == "secrets")
+                })
+        })
+        .map(|r| (r.kind.clone(), r.name.clone()))
+        .collect();
+    assert_eq!(secret_roles.len(), 1, "{secret_roles:?}");
+    for (kind, name) in &secret_roles {
+        assert!(rbac.remove_role(kind, name, Some(NAMESPACE)));
+    }
+    assert!(!rbac.allows(&user, "watch", "", "secrets", NAMESPACE));
+    let (mut node, dir) = node_under(rbac, &user, &agent_config("1s", "30s", true)).await;
+    let mut keys = Keys::new();
+    node.api.apply_secret(&keys.secret()).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    start_agent(&mut node, &dir);
+
+    let expected = format!("Secret(s) not synced: {NAMESPACE}/edge-tls");
+    let start = Instant::now();
+    let mut seen_since = None;
+    loop {
+        let (code, body) = node.get("/readyz").await.unwrap_or((0, String::new()));
+        if body.contains(&expected) {
+            assert_eq!(code, 503, "{body}");
+            let since = *seen_since.get_or_insert_with(Instant::now);
+            // It stays that way: the watch retries, and keeps being refused.
+            if since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        } else {
+            assert!(seen_since.is_none(), "readiness changed to {code}: {body}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "/readyz never named the Secret: {code} {body}\n{}",
+            node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        node.metric("mountlag_api_errors_total{resource=\"secrets\",reason=\"Forbidden\"}")
+            .await
+            .unwrap()
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        node.get("/metrics").await.unwrap().1
+    );
+    let log = node.agent_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("secret watch failed"))
+        .unwrap_or_else(|| panic!("no `secret watch failed` line:\n{log}"));
+    eprintln!("the agent said: {line}");
+    for needle in ["forbidden", "cannot list resource", "secrets", "edge-tls"] {
+        assert!(line.contains(needle), "{needle:?} missing from: {line}");
+    }
+    let stats = node.api.stats();
+    assert!(
+        stats
+            .forbidden
+            .keys()
+            .all(|(_, resource)| resource == "secrets"),
+        "only Secret reads were refused: {:?}",
+        stats.forbidden
+    );
+    keys.assert_not_in(&node.all_agent_logs());
+}
+
+/// Every kustomization a user may apply, with whether its configuration is expected to be
+/// fully covered by its RBAC (the base ships the annotated example configuration, some of
+/// whose controllers run in namespaces a user must grant: docs/install.md).
+const VARIANTS: &[(&str, bool)] = &[
+    (".", false),
+    ("overlays/nginx", true),
+    ("overlays/haproxy", true),
+    ("overlays/traefik", true),
+    ("overlays/verify-only", true),
+    ("overlays/no-nudge", true),
+    ("overlays/cluster-wide-secrets", true),
+];
+
+/// Everything the agent may be granted: (API group, resource) → verbs.
+fn documented_permissions() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
+    BTreeMap::from([
+        (
+            ("", "pods"),
+            BTreeSet::from(["get", "list", "watch", "patch"]),
+        ),
+        (("", "secrets"), BTreeSet::from(["get", "list", "watch"])),
+        (
+            ("events.k8s.io", "events"),
+            BTreeSet::from(["create", "patch"]),
+        ),
+    ])
+}
+
+fn config_of(docs: &[Value], variant: &str) -> mountlag::config::Config {
+    let [cm] = rbac::of_kind(docs, "ConfigMap")[..] else {
+        panic!("{variant}: expected one ConfigMap");
+    };
+    let text = cm["data"]["mountlag.yaml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{variant}: the ConfigMap has no mountlag.yaml"));
+    mountlag::config::Config::from_yaml(text, &format!("{variant} ConfigMap"))
+        .unwrap_or_else(|errors| panic!("{variant}: invalid configuration:\n{errors}"))
+}
+
+#[test]
+fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
+    if !can_render() {
+        return;
+    }
+    let allowed = documented_permissions();
+    for (variant, fully_covered) in VARIANTS {
+        let docs = rendered(variant);
+        let user = rbac::daemonset_user(&docs).unwrap();
+        let rbac = Rbac::from_documents(&docs).unwrap();
+        let config = config_of(&docs, variant);
+
+        // Nothing beyond the documented verbs; no wildcards; nothing non-resource.
+        for role in &rbac.roles {
+            for rule in &role.rules {
+                assert!(rule.non_resource_urls.is_none(), "{variant}: {role:?}");
+                assert!(rule.resource_names.is_none(), "{variant}: {role:?}");
+                for group in rule.api_groups.as_deref().unwrap_or_default() {
+                    for resource in rule.resources.as_deref().unwrap_or_default() {
+                        let verbs = allowed
+                            .get(&(group.as_str(), resource.as_str()))
+                            .unwrap_or_else(|| {
+                                panic!(
+                                    "{variant}: {}/{} grants {group}/{resource}",
+                                    role.kind, role.name
+                                )
+                            });
+                        for verb in &rule.verbs {
+                            assert!(
+                                verbs.contains(verb.as_str()),
+                                "{variant}: {}/{} grants {verb} on {group}/{resource}",
+                                role.kind,
+                                role.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Every binding binds the agent's ServiceAccount only.
+        for binding in &rbac.bindings {
+            assert_eq!(binding.subjects.len(), 1, "{variant}: {binding:?}");
+            let subject = &binding.subjects[0];
+            assert_eq!(subject.kind, "ServiceAccount", "{variant}: {binding:?}");
+            assert_eq!(
+                rbac::service_account_user(
+                    subject.namespace.as_deref().unwrap_or_default(),
+                    &subject.name
+                ),
+                user,
+                "{variant}: {binding:?}"
+            );
+        }
+
+        // The pod watch is cluster-scoped (field-selected to the node).
+        for verb in ["list", "watch"] {
+            assert!(
+                rbac.allows(&user, verb, "", "pods", ""),
+                "{variant}: {verb} pods"
+            );
+        }
+        let secrets = rbac.grants(&user, "watch", "", "secrets");
+        assert_eq!(
+            secrets,
+            rbac.grants(&user, "list", "", "secrets"),
+            "{variant}"
+        );
+        assert_eq!(
+            secrets.cluster_wide,
+            *variant == "overlays/cluster-wide-secrets",
+            "{variant}: cluster-wide Secret reads are opt-in: {secrets:?}"
+        );
+        let patch = rbac.grants(&user, "patch", "", "pods");
+        assert_eq!(
+            patch.cluster_wide || !patch.namespaces.is_empty(),
+            config.nudge.enabled,
+            "{variant}: pods patch is granted exactly when the nudge is enabled"
+        );
+        if !fully_covered {
+            continue;
+        }
+        let namespaces: Vec<String> = match config.watched_namespaces() {
+            Some(set) => set.into_iter().map(str::to_owned).collect(),
+            // Controllers in any namespace: a namespace nobody listed must be covered too.
+            None => vec!["any-namespace".to_owned()],
+        };
+        assert!(!namespaces.is_empty(), "{variant}: no controller");
+        for ns in &namespaces {
+            assert!(
+                secrets.covers(ns),
+                "{variant}: Secrets in {ns:?}: {secrets:?}"
+            );
+            for verb in ["create", "patch"] {
+                assert!(
+                    rbac.allows(&user, verb, "events.k8s.io", "events", ns),
+                    "{variant}: {verb} events in {ns:?}"
+                );
+            }
+            if config.nudge.enabled {
+                assert!(patch.covers(ns), "{variant}: patch pods in {ns:?}");
+            }
+        }
+        // Secret Roles exist only where the configuration has controllers.
+        if !secrets.cluster_wide {
+            let wanted: BTreeSet<String> = namespaces.iter().cloned().collect();
+            assert_eq!(
+                secrets.namespaces, wanted,
+                "{variant}: Secret Roles beyond the config"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_base_documents_its_secret_namespace() {
+    if !can_render() {
+        return;
+    }
+    // docs/install.md tells users where the base reads Secrets; keep it true.
+    let (rbac, user) = base_rbac();
+    let install =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/install.md"))
+            .unwrap();
+    for ns in rbac.grants(&user, "watch", "", "secrets").namespaces {
+        assert!(
+            install.contains(&format!("`{ns}`")),
+            "docs/install.md names the Secret namespace {ns:?}"
+        );
+    }
+}
