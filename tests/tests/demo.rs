@@ -7,7 +7,10 @@ use mountlag_testbed::{controllers, real};
 #[test]
 fn the_demo_runs_to_completion_and_every_step_behaves() {
     if !real::require("root + tmpfs", real::can_mount())
-        || !real::require("nginx", controllers::available(controllers::ControllerKind::Nginx))
+        || !real::require(
+            "nginx",
+            controllers::available(controllers::ControllerKind::Nginx),
+        )
     {
         return;
     }
