@@ -415,7 +415,9 @@ async fn a_restart_mid_lag_rebuilds_state_without_a_nudge_storm_or_false_events(
     );
 }
 
-/// Open file descriptors and inotify watches of a process.
+/// Open file descriptors other than sockets, and inotify watches, of a process. Sockets are
+/// left out: the Kubernetes client keeps a bounded pool of idle connections that expire on
+/// their own; leaked watches show in the API stand-in's open-watch count instead.
 fn fd_and_inotify_watches(pid: u32) -> (usize, usize) {
     let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -435,7 +437,13 @@ fn fd_and_inotify_watches(pid: u32) -> (usize, usize) {
                 .count();
         }
     }
-    (fds.len(), watches)
+    let not_sockets = fds
+        .iter()
+        .filter(|fd| {
+            !std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    (not_sockets, watches)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,18 +535,17 @@ async fn churning_200_pods_leaks_no_watches_inotify_watches_or_descriptors() {
         Some(1),
         "{stats:?}"
     );
-    // Connections of aborted watches and pooled idle ones close asynchronously: a leak is what
-    // is still open after that.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Snapshot and pidfd descriptors are closed synchronously; allow the loop a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
     let (mut fds_after, mut watches_after) = fd_and_inotify_watches(pid);
-    while (fds_after > fds_before + 2 || watches_after > 0) && Instant::now() < deadline {
+    while (fds_after > fds_before || watches_after > 0) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         (fds_after, watches_after) = fd_and_inotify_watches(pid);
     }
     assert_eq!(watches_after, 0, "inotify watches left behind");
     assert!(
-        fds_after <= fds_before + 2,
-        "descriptors: {fds_before} before, {fds_after} after"
+        fds_after <= fds_before,
+        "descriptors (not sockets): {fds_before} before, {fds_after} after"
     );
     assert!(node.events("SecretMountStuck").is_empty());
 }
