@@ -527,7 +527,7 @@ impl BuiltinProfile {
             BuiltinProfile::Haproxy => signal(ReloadSignal::Usr2, "haproxy"),
             BuiltinProfile::Traefik => signal(ReloadSignal::Hup, "traefik"),
             BuiltinProfile::Caddy => ReloadAction::Http {
-                url: "http://127.0.0.1:2019/load".to_string(),
+                url: "http://{podIP}:2019/load".to_string(),
             },
             BuiltinProfile::Envoy
             | BuiltinProfile::IngressNginx
@@ -3304,7 +3304,7 @@ controllers:
                 "caddy",
                 ReloadMode::Files,
                 ReloadAction::Http {
-                    url: "http://127.0.0.1:2019/load".into(),
+                    url: "http://{podIP}:2019/load".into(),
                 },
                 vec![443],
                 None,

@@ -104,16 +104,25 @@ pub async fn reload_controller(
                 })
             })
         }
-        ReloadAction::Http { url } => {
-            http_reload(&url, http_timeout)
-                .await
-                .map_err(|err| ReloadFailure {
-                    process_not_found: false,
-                    message: err.to_string(),
-                })
-        }
+        ReloadAction::Http { url } => http_reload(&with_pod_ip(&url, &pod), http_timeout)
+            .await
+            .map_err(|err| ReloadFailure {
+                process_not_found: false,
+                message: err.to_string(),
+            }),
         ReloadAction::None => Ok(()),
     }
+}
+
+/// Fills `{podIP}` in a reload URL: the agent runs in its own network namespace, so a
+/// controller's admin endpoint is reached on the pod's IP, not on loopback.
+pub fn with_pod_ip(url: &str, pod: &ControllerPod) -> String {
+    let ip = match pod.pod_ips.first() {
+        Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        None => Ipv4Addr::LOCALHOST.to_string(),
+    };
+    url.replace("{podIP}", &ip)
 }
 
 /// Where to reach the pod's TLS listener: the pod IP (for hostNetwork pods that is the node's
@@ -146,6 +155,47 @@ pub async fn probe_round(addr: SocketAddr, names: Vec<String>, timeout: Duration
     ProbeRound {
         served,
         at_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pod(ips: &[&str]) -> ControllerPod {
+        ControllerPod {
+            uid: "u".into(),
+            namespace: "ns".into(),
+            name: "caddy-0".into(),
+            controller: "caddy".into(),
+            labels: Default::default(),
+            resync_annotation: None,
+            config_hash: None,
+            host_network: false,
+            pod_ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            terminating: false,
+            containers: vec![],
+            volumes: vec![],
+        }
+    }
+
+    #[test]
+    fn reload_urls_reach_the_pod_on_its_ip() {
+        let url = "http://{podIP}:2019/load";
+        assert_eq!(
+            with_pod_ip(url, &pod(&["10.1.2.3"])),
+            "http://10.1.2.3:2019/load"
+        );
+        assert_eq!(
+            with_pod_ip(url, &pod(&["fd00::7"])),
+            "http://[fd00::7]:2019/load"
+        );
+        assert_eq!(with_pod_ip(url, &pod(&[])), "http://127.0.0.1:2019/load");
+        assert_eq!(
+            with_pod_ip("http://caddy.admin/load", &pod(&["10.1.2.3"])),
+            "http://caddy.admin/load"
+        );
     }
 }
 
