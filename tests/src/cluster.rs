@@ -320,6 +320,45 @@ pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
     })
 }
 
+/// Issues test Secrets and remembers every private key, so any output can be scanned for them.
+#[derive(Debug)]
+pub struct KeyRing {
+    pub ca: crate::certs::TestCa,
+    keys: Vec<String>,
+}
+
+impl KeyRing {
+    pub fn new(ca_name: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            ca: crate::certs::TestCa::new(ca_name)?,
+            keys: Vec::new(),
+        })
+    }
+
+    /// A `kubernetes.io/tls` Secret `name` in [`NAMESPACE`] with a fresh leaf for
+    /// `edge.example.com`.
+    pub fn secret(&mut self, name: &str) -> Secret {
+        let leaf = self
+            .ca
+            .issue(&crate::certs::LeafSpec::valid_for(["edge.example.com"]))
+            .expect("issue a test leaf");
+        self.keys.push(leaf.key_pem.clone());
+        tls_secret(NAMESPACE, name, &leaf)
+    }
+
+    /// Panics when `text` holds bytes of any key issued so far.
+    pub fn assert_not_in(&self, what: &str, text: &str) {
+        for key in &self.keys {
+            for marker in crate::certs::secret_bytes_markers(key) {
+                assert!(
+                    !text.contains(&marker),
+                    "key bytes leaked in {what}: {marker}"
+                );
+            }
+        }
+    }
+}
+
 /// A `kubernetes.io/tls` Secret with the leaf's chain and key.
 pub fn tls_secret(namespace: &str, name: &str, leaf: &IssuedLeaf) -> Secret {
     let mut secret = Secret::default();

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use mountlag_testbed::certs::{LeafSpec, TestCa, secret_bytes_markers};
 use mountlag_testbed::cluster::{
-    NAMESPACE, TestNode, agent_config, ingress_pod, mount_of, tls_secret,
+    KeyRing, NAMESPACE, TestNode, agent_config, ingress_pod, mount_of,
 };
 use mountlag_testbed::node::{NodeConfig, PodRef, SyncOutcome, SyncReason};
 use mountlag_testbed::real;
@@ -26,37 +25,6 @@ fn slow_kubelet() -> NodeConfig {
 /// kubelet's sync scaled by 0.02: every 1.2–1.8 s.
 fn fast_kubelet() -> NodeConfig {
     NodeConfig::new(mountlag_testbed::cluster::NODE).time_factor(0.02)
-}
-
-struct Rotation {
-    ca: TestCa,
-    keys: Vec<String>,
-}
-
-impl Rotation {
-    fn new() -> Self {
-        Self {
-            ca: TestCa::new("agent test CA").unwrap(),
-            keys: Vec::new(),
-        }
-    }
-
-    fn secret(&mut self, name: &str) -> k8s_openapi::api::core::v1::Secret {
-        let leaf = self
-            .ca
-            .issue(&LeafSpec::valid_for(["edge.example.com"]))
-            .unwrap();
-        self.keys.push(leaf.key_pem.clone());
-        tls_secret(NAMESPACE, name, &leaf)
-    }
-
-    fn assert_not_in(&self, text: &str) {
-        for key in &self.keys {
-            for marker in secret_bytes_markers(key) {
-                assert!(!text.contains(&marker), "key bytes leaked: {marker}");
-            }
-        }
-    }
 }
 
 fn state_of(status: &Value, pod: &str) -> String {
@@ -81,11 +49,7 @@ fn current_rv(node: &TestNode, name: &str) -> String {
 }
 
 /// Starts a node with one edge pod in sync and the agent ready.
-async fn node_with_edge_pod(
-    kubelet: NodeConfig,
-    config: &str,
-    rotation: &mut Rotation,
-) -> TestNode {
+async fn node_with_edge_pod(kubelet: NodeConfig, config: &str, rotation: &mut KeyRing) -> TestNode {
     let mut node = TestNode::start(kubelet, config).await.unwrap();
     node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
     node.api
@@ -106,7 +70,7 @@ async fn a_rotation_followed_by_kubelets_periodic_sync_raises_no_event_and_recor
     if !can_run() {
         return;
     }
-    let mut rotation = Rotation::new();
+    let mut rotation = KeyRing::new("agent test CA").unwrap();
     let mut node = node_with_edge_pod(
         fast_kubelet(),
         &agent_config("30s", "60s", true),
@@ -157,7 +121,7 @@ async fn a_rotation_followed_by_kubelets_periodic_sync_raises_no_event_and_recor
             .is_empty()
     );
     assert_eq!(node.stop_agent().unwrap().code(), Some(0));
-    rotation.assert_not_in(&node.all_agent_logs());
+    rotation.assert_not_in("agent log", &node.all_agent_logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +129,7 @@ async fn a_slow_kubelet_is_nudged_and_the_mount_catches_up() {
     if !can_run() {
         return;
     }
-    let mut rotation = Rotation::new();
+    let mut rotation = KeyRing::new("agent test CA").unwrap();
     let node = node_with_edge_pod(
         slow_kubelet(),
         &agent_config("1s", "30s", true),
@@ -226,7 +190,7 @@ async fn a_stuck_mount_is_reported_once_and_its_recovery_too() {
     if !can_run() {
         return;
     }
-    let mut rotation = Rotation::new();
+    let mut rotation = KeyRing::new("agent test CA").unwrap();
     let node = node_with_edge_pod(
         slow_kubelet(),
         &agent_config("1s", "3s", true),
@@ -290,7 +254,7 @@ async fn a_subpath_mount_is_flagged_once() {
     if !can_run() {
         return;
     }
-    let mut rotation = Rotation::new();
+    let mut rotation = KeyRing::new("agent test CA").unwrap();
     let mut node = TestNode::start(fast_kubelet(), &agent_config("2s", "30s", true))
         .await
         .unwrap();
@@ -328,7 +292,7 @@ async fn an_api_outage_raises_no_false_events_and_the_watches_resume() {
     if !can_run() {
         return;
     }
-    let mut rotation = Rotation::new();
+    let mut rotation = KeyRing::new("agent test CA").unwrap();
     let node = node_with_edge_pod(
         fast_kubelet(),
         &agent_config("1s", "2s", true),
@@ -372,7 +336,7 @@ async fn a_restart_mid_lag_rebuilds_state_without_a_nudge_storm_or_false_events(
     if !can_run() {
         return;
     }
-    let mut rotation = Rotation::new();
+    let mut rotation = KeyRing::new("agent test CA").unwrap();
     let mut node = node_with_edge_pod(
         slow_kubelet(),
         &agent_config("1s", "6s", true),
@@ -451,7 +415,7 @@ async fn churning_200_pods_leaks_no_watches_inotify_watches_or_descriptors() {
     if !can_run() {
         return;
     }
-    let mut rotation = Rotation::new();
+    let mut rotation = KeyRing::new("agent test CA").unwrap();
     let mut node = TestNode::start(fast_kubelet(), &agent_config("5s", "60s", true))
         .await
         .unwrap();

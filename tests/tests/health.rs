@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mountlag_testbed::certs::{LeafSpec, TestCa, secret_bytes_markers};
 use mountlag_testbed::cluster::{
-    NAMESPACE, NODE, TestNode, agent_config, free_port, http_get, ingress_pod, mount_of, tls_secret,
+    KeyRing, NAMESPACE, NODE, TestNode, agent_config, free_port, http_get, ingress_pod, mount_of,
 };
 use mountlag_testbed::node::{NodeConfig, PodRef};
 use mountlag_testbed::real;
@@ -37,41 +36,6 @@ fn promtool() -> Result<(), String> {
 /// kubelet's real 60–90 s sync period: only nudges (or the initial mount) write volumes.
 fn slow_kubelet() -> NodeConfig {
     NodeConfig::new(NODE)
-}
-
-/// Issues leaves and remembers every key, to scan outputs for them.
-struct Keys {
-    ca: TestCa,
-    keys: Vec<String>,
-}
-
-impl Keys {
-    fn new() -> Self {
-        Self {
-            ca: TestCa::new("health test CA").unwrap(),
-            keys: Vec::new(),
-        }
-    }
-
-    fn secret(&mut self, name: &str) -> k8s_openapi::api::core::v1::Secret {
-        let leaf = self
-            .ca
-            .issue(&LeafSpec::valid_for(["edge.example.com"]))
-            .unwrap();
-        self.keys.push(leaf.key_pem.clone());
-        tls_secret(NAMESPACE, name, &leaf)
-    }
-
-    fn assert_not_in(&self, what: &str, text: &str) {
-        for key in &self.keys {
-            for marker in secret_bytes_markers(key) {
-                assert!(
-                    !text.contains(&marker),
-                    "key bytes leaked in {what}: {marker}"
-                );
-            }
-        }
-    }
 }
 
 fn state_of(status: &Value, pod: &str) -> String {
@@ -103,7 +67,7 @@ fn mountlag_status(args: &[&str]) -> (i32, String, String) {
 /// A node whose agent tracks four mounts in four states: `edge-ok` in_sync, `edge-stuck`
 /// stuck (kubelet ignores it), `edge-missing` secret_missing (its Secret was deleted),
 /// `edge-sub` never_updates (subPath only, its Secret rotated).
-async fn node_with_mounts_in_several_states(keys: &mut Keys) -> TestNode {
+async fn node_with_mounts_in_several_states(keys: &mut KeyRing) -> TestNode {
     let mut node = TestNode::start(slow_kubelet(), &agent_config("1s", "2s", true))
         .await
         .unwrap();
@@ -147,7 +111,7 @@ async fn readiness_goes_unready_ready_and_unready_on_sigterm_then_the_agent_exit
     if !can_run() {
         return;
     }
-    let mut keys = Keys::new();
+    let mut keys = KeyRing::new("health test CA").unwrap();
     let mut node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
         .await
         .unwrap();
@@ -295,7 +259,7 @@ async fn livez_fails_naming_the_loop_that_is_wedged() {
     if !can_run() {
         return;
     }
-    let mut keys = Keys::new();
+    let mut keys = KeyRing::new("health test CA").unwrap();
     let node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
         .await
         .unwrap();
@@ -379,7 +343,7 @@ async fn promtool_accepts_a_live_scrape_with_mounts_in_several_states() {
     if !can_run() || !real::require("promtool (Debian package prometheus)", promtool()) {
         return;
     }
-    let mut keys = Keys::new();
+    let mut keys = KeyRing::new("health test CA").unwrap();
     let node = node_with_mounts_in_several_states(&mut keys).await;
     let (code, metrics) = node.get("/metrics").await.unwrap();
     assert_eq!(code, 200);
@@ -433,7 +397,7 @@ async fn status_endpoint_and_mountlag_status_agree_and_the_table_shows_every_mou
     if !can_run() {
         return;
     }
-    let mut keys = Keys::new();
+    let mut keys = KeyRing::new("health test CA").unwrap();
     let node = node_with_mounts_in_several_states(&mut keys).await;
     let url = endpoint(&node);
 
@@ -493,7 +457,7 @@ async fn mountlag_status_exits_0_in_sync_1_stuck_2_unreachable() {
     if !can_run() {
         return;
     }
-    let mut keys = Keys::new();
+    let mut keys = KeyRing::new("health test CA").unwrap();
     let mut node = TestNode::start(slow_kubelet(), &agent_config("1s", "2s", true))
         .await
         .unwrap();
@@ -561,7 +525,7 @@ async fn hostile_clients_do_not_stop_the_endpoint_from_answering_others() {
     if !can_run() {
         return;
     }
-    let mut keys = Keys::new();
+    let mut keys = KeyRing::new("health test CA").unwrap();
     let mut node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
         .await
         .unwrap();
@@ -684,7 +648,7 @@ async fn no_test_key_bytes_in_any_endpoint_output() {
     if !can_run() {
         return;
     }
-    let mut keys = Keys::new();
+    let mut keys = KeyRing::new("health test CA").unwrap();
     let mut node = node_with_mounts_in_several_states(&mut keys).await;
     let url = endpoint(&node);
     let mut outputs = Vec::new();
@@ -728,7 +692,7 @@ async fn log_format_json_gives_one_json_object_per_line_and_rust_log_sets_the_le
     if !can_run() {
         return;
     }
-    let mut keys = Keys::new();
+    let mut keys = KeyRing::new("health test CA").unwrap();
     let node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
         .await
         .unwrap();

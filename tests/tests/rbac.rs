@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mountlag_testbed::apiserver::{ADMIN_TOKEN, ADMIN_USER, ApiServerConfig};
-use mountlag_testbed::certs::{LeafSpec, TestCa, secret_bytes_markers};
+
 use mountlag_testbed::cluster::{
-    NAMESPACE, NODE, TestNode, agent_config, ingress_pod, mount_of, tls_secret,
+    KeyRing, NAMESPACE, NODE, TestNode, agent_config, ingress_pod, mount_of,
 };
 use mountlag_testbed::node::{NodeConfig, PodRef};
 use mountlag_testbed::rbac::{self, Rbac};
@@ -92,37 +92,6 @@ fn start_agent(node: &mut TestNode, dir: &tempfile::TempDir) {
         .unwrap();
 }
 
-struct Keys {
-    ca: TestCa,
-    issued: Vec<String>,
-}
-
-impl Keys {
-    fn new() -> Self {
-        Self {
-            ca: TestCa::new("rbac test CA").unwrap(),
-            issued: Vec::new(),
-        }
-    }
-
-    fn secret(&mut self) -> k8s_openapi::api::core::v1::Secret {
-        let leaf = self
-            .ca
-            .issue(&LeafSpec::valid_for(["edge.example.com"]))
-            .unwrap();
-        self.issued.push(leaf.key_pem.clone());
-        tls_secret(NAMESPACE, "edge-tls", &leaf)
-    }
-
-    fn assert_not_in(&self, text: &str) {
-        for key in &self.issued {
-            for marker in secret_bytes_markers(key) {
-                assert!(!text.contains(&marker), "key bytes leaked: {marker}");
-            }
-        }
-    }
-}
-
 fn state_of(status: &Value) -> String {
     mount_of(status, "edge-0")
         .and_then(|m| m["state"].as_str())
@@ -154,8 +123,8 @@ async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
     }
     let (rbac, user) = base_rbac();
     let (mut node, dir) = node_under(rbac, &user, &agent_config("1s", "3s", true)).await;
-    let mut keys = Keys::new();
-    node.api.apply_secret(&keys.secret()).unwrap();
+    let mut keys = KeyRing::new("rbac test CA").unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
     node.api
         .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
         .unwrap();
@@ -170,7 +139,7 @@ async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
     // A rotation kubelet does not pick up: two nudges (pod patches), a stuck mount, then the
     // recovery; the second nudge's Event is folded into the first (an Event patch).
     node.node.set_stuck(PodRef::name(NAMESPACE, "edge-0"), true);
-    node.api.apply_secret(&keys.secret()).unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
     node.wait_status(Duration::from_secs(8), "stuck", |s| state_of(s) == "stuck")
         .await
         .unwrap();
@@ -250,7 +219,7 @@ async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
     let log = node.agent_log();
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
     assert_eq!(node.stop_agent().unwrap().code(), Some(0));
-    keys.assert_not_in(&node.all_agent_logs());
+    keys.assert_not_in("agent log", &node.all_agent_logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,8 +235,8 @@ async fn without_the_patch_permission_a_nudge_fails_loudly_and_the_agent_keeps_w
     );
     assert!(!rbac.allows(&user, "patch", "", "pods", NAMESPACE));
     let (mut node, dir) = node_under(rbac, &user, &agent_config("1s", "30s", true)).await;
-    let mut keys = Keys::new();
-    node.api.apply_secret(&keys.secret()).unwrap();
+    let mut keys = KeyRing::new("rbac test CA").unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
     node.api
         .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
         .unwrap();
@@ -279,7 +248,7 @@ async fn without_the_patch_permission_a_nudge_fails_loudly_and_the_agent_keeps_w
     .await
     .unwrap();
 
-    node.api.apply_secret(&keys.secret()).unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
     wait_metric(
         &node,
         "mountlag_api_errors_total{resource=\"pods\",reason=\"Forbidden\"}",
@@ -329,7 +298,7 @@ async fn without_the_patch_permission_a_nudge_fails_loudly_and_the_agent_keeps_w
             .is_empty(),
         "the refused patch changed nothing"
     );
-    keys.assert_not_in(&node.all_agent_logs());
+    keys.assert_not_in("agent log", &node.all_agent_logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,8 +328,8 @@ async fn without_the_secret_role_readiness_names_the_secret_it_cannot_read() {
     }
     assert!(!rbac.allows(&user, "watch", "", "secrets", NAMESPACE));
     let (mut node, dir) = node_under(rbac, &user, &agent_config("1s", "30s", true)).await;
-    let mut keys = Keys::new();
-    node.api.apply_secret(&keys.secret()).unwrap();
+    let mut keys = KeyRing::new("rbac test CA").unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
     node.api
         .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
         .unwrap();
@@ -415,7 +384,7 @@ async fn without_the_secret_role_readiness_names_the_secret_it_cannot_read() {
         "only Secret reads were refused: {:?}",
         stats.forbidden
     );
-    keys.assert_not_in(&node.all_agent_logs());
+    keys.assert_not_in("agent log", &node.all_agent_logs());
 }
 
 /// Every kustomization a user may apply, with whether its configuration is expected to be
