@@ -181,6 +181,80 @@ pub fn idle_between(a: &ProcSample, b: &ProcSample) -> Idle {
     idle
 }
 
+fn volume_syncs(node: &crate::node::NodeKubelet) -> u64 {
+    let s = node.stats();
+    s.volume_writes + s.volume_unchanged
+}
+
+/// `mountlag_rescans_total` samples by `reason`.
+fn rescans(metrics: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("mountlag_rescans_total{")?;
+            let (labels, value) = rest.split_once("} ")?;
+            let reason = labels
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix("reason="))?
+                .trim_matches('"')
+                .to_string();
+            Some((reason, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Counts mount-table changes of this mount namespace: `poll(POLLPRI)` on
+/// `/proc/self/mountinfo` in a thread (the same mechanism the agent uses).
+#[derive(Debug)]
+pub struct MountChangeCounter {
+    stop: Option<std::os::unix::net::UnixStream>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl MountChangeCounter {
+    pub fn start() -> anyhow::Result<Self> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd as _;
+        let table = std::fs::File::open("/proc/self/mountinfo")?;
+        let (stop, stopped) = std::os::unix::net::UnixStream::pair()?;
+        let thread = std::thread::Builder::new()
+            .name("mount-changes".into())
+            .spawn(move || {
+                let mut changes = 0u64;
+                loop {
+                    let mut fds = [
+                        PollFd::new(table.as_fd(), PollFlags::POLLPRI),
+                        PollFd::new(stopped.as_fd(), PollFlags::POLLIN),
+                    ];
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Ok(_) => {
+                            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                                return changes;
+                            }
+                            if fds[0].revents().is_some_and(|r| {
+                                r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)
+                            }) {
+                                changes += 1;
+                            }
+                        }
+                        Err(nix::errno::Errno::EINTR) => {}
+                        Err(_) => return changes,
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread; the number of changes seen.
+    pub fn stop(mut self) -> u64 {
+        drop(self.stop.take());
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
 /// One row of the footprint table.
 #[derive(Debug, Clone)]
 pub struct FootprintRow {
@@ -194,6 +268,14 @@ pub struct FootprintRow {
     pub bookmark_rounds: usize,
     /// Requests the agent made to the API stand-in during the window.
     pub api_requests_in_window: u64,
+    /// Mount-table changes in this mount namespace during the window (any process), counted
+    /// by a thread of this process polling `/proc/self/mountinfo`.
+    pub mount_changes: u64,
+    /// Volume syncs of the kubelet stand-in during the window (periodic resyncs that found
+    /// nothing to write, or writes).
+    pub kubelet_volume_syncs: u64,
+    /// `mountlag_rescans_total` deltas over the window, by `reason`.
+    pub rescans: BTreeMap<String, f64>,
     pub metrics_scrape: Option<Summary>,
     pub status_scrape: Option<Summary>,
     pub metrics_bytes: usize,
@@ -240,6 +322,7 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
     bn.wait_open_watches(watches, Duration::from_secs(60))
         .await?;
     let watches_open = Instant::now();
+    let rescans_before = rescans(&bn.metrics().await?);
     if ready > Duration::from_secs(1) {
         eprintln!(
             "bench: slow start ({:.0} ms); agent log:\n{}",
@@ -250,11 +333,21 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
     tokio::time::sleep(o.settle).await;
     let pid = bn.agent()?.pid();
     bn.api.reset_stats();
+    let counter = MountChangeCounter::start()?;
+    let syncs_before = volume_syncs(bn.node()?);
     let a = sample(pid)?;
     tokio::time::sleep(o.window).await;
     let b = sample(pid)?;
+    let kubelet_volume_syncs = volume_syncs(bn.node()?) - syncs_before;
+    let mount_changes = counter.stop();
     let memory = memory(pid)?;
     let api_requests_in_window = bn.api.stats().total_requests();
+    let rescans_after = rescans(&bn.metrics().await?);
+    let rescans = rescans_after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - rescans_before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d != 0.0)
+        .collect();
     let idle = idle_between(&a, &b);
     let listen = bn.agent()?.listen;
     let (metrics_scrape, metrics_bytes) = scrape(listen, "/metrics", o.scrapes).await?;
@@ -274,6 +367,9 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
             .count(),
         idle,
         api_requests_in_window,
+        mount_changes,
+        kubelet_volume_syncs,
+        rescans,
         metrics_scrape,
         status_scrape,
         metrics_bytes,
@@ -320,9 +416,13 @@ pub fn print_rows(rows: &[FootprintRow], o: &FootprintOptions) {
             r.api_requests_in_window
         );
     }
-    println!("\nidle wakeups by thread (count over the window):\n");
-    println!("| mounts | Secrets | wakeups by thread | threads born / exited in window |");
-    println!("|---:|---:|---|---|");
+    println!(
+        "\nwhat happened in the window, and the agent's wakeups by thread (counts over the window):\n"
+    );
+    println!(
+        "| mounts | Secrets | mount-table changes (any process) | kubelet stand-in volume resyncs | agent rescans by reason | wakeups by thread | threads born / exited |"
+    );
+    println!("|---:|---:|---:|---:|---|---|---|");
     for r in rows {
         let by: Vec<String> = r
             .idle
@@ -331,10 +431,22 @@ pub fn print_rows(rows: &[FootprintRow], o: &FootprintOptions) {
             .filter(|(_, n)| **n > 0)
             .map(|(t, n)| format!("{t}: {n}"))
             .collect();
+        let rescans: Vec<String> = r
+            .rescans
+            .iter()
+            .map(|(k, v)| format!("{k}: {v:.0}"))
+            .collect();
         println!(
-            "| {} | {} | {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} |",
             r.shape.mounts,
             r.shape.referenced_secrets(),
+            r.mount_changes,
+            r.kubelet_volume_syncs,
+            if rescans.is_empty() {
+                "none".to_string()
+            } else {
+                rescans.join(", ")
+            },
             if by.is_empty() {
                 "none".to_string()
             } else {
