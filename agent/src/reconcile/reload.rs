@@ -191,6 +191,9 @@ enum Phase {
         next_probe: Instant,
         probe_in_flight: bool,
         backoff: Duration,
+        /// The run of consecutive rounds that all served the expected leaf: when it began and
+        /// how many rounds it holds.
+        matched: Option<(Instant, u8)>,
     },
     /// Verification failed; reload again at `retry_at`.
     RetryAt {
@@ -203,6 +206,12 @@ enum Phase {
 /// The first probe after a reload waits this long; later ones back off to `PROBE_MAX`.
 const PROBE_FIRST: Duration = Duration::from_millis(5);
 const PROBE_MAX: Duration = Duration::from_millis(500);
+/// One round serving the new leaf does not prove the old one is gone: nginx keeps its old
+/// workers accepting for 100 ms after the new ones start (the master sleeps before it tells
+/// them to quit), and a loaded node stretches that. A reload counts as verified only after
+/// `CONFIRM_ROUNDS` consecutive rounds, `CONFIRM_GAP` apart, all served the new leaf.
+const CONFIRM_ROUNDS: u8 = 3;
+const CONFIRM_GAP: Duration = Duration::from_millis(150);
 
 #[derive(Debug, Clone)]
 pub struct PodReload {
@@ -406,6 +415,7 @@ impl PodReload {
             next_probe: now + PROBE_FIRST,
             probe_in_flight: false,
             backoff: PROBE_FIRST,
+            matched: None,
         }
     }
 
@@ -456,6 +466,7 @@ impl PodReload {
                 next_probe,
                 probe_in_flight,
                 backoff,
+                matched,
             } => {
                 if now >= deadline && !probe_in_flight {
                     self.verification_timed_out(attempt, swapped_at, now, actions);
@@ -467,6 +478,7 @@ impl PodReload {
                         next_probe,
                         probe_in_flight: true,
                         backoff,
+                        matched,
                     };
                     actions.push(ReloadAction::Probe {
                         pod: self.pod.clone(),
@@ -537,6 +549,7 @@ impl PodReload {
             swapped_at,
             deadline,
             backoff,
+            matched,
             ..
         } = self.phase.clone()
         else {
@@ -549,37 +562,57 @@ impl PodReload {
                     .contains(&leaf.fingerprint.as_str()),
                 Err(_) => false,
             });
-        if all_match {
-            let took = now.saturating_duration_since(swapped_at);
-            self.last_result = Some(ReloadResult::Verified);
-            if self.kind == ReloadKind::Reload {
-                actions.push(self.event(
-                    ReloadEvent::ControllerReloaded,
-                    format!(
-                        "now serving {} on {} name(s) and without SNI, {} after the new files appeared",
-                        self.expected.iter().map(|l| short(&l.fingerprint)).collect::<Vec<_>>().join(", "),
-                        round.served.len().saturating_sub(1),
-                        seconds(took)
-                    ),
-                ));
-            }
-            actions.push(ReloadAction::Finished {
-                pod: self.pod.clone(),
-                result: ReloadResult::Verified,
-                seconds: took.as_secs_f64(),
-            });
-            self.phase = Phase::Idle;
+        if !all_match {
+            let backoff = (backoff * 2).min(PROBE_MAX);
+            self.phase = Phase::Verifying {
+                attempt,
+                swapped_at,
+                deadline,
+                next_probe: now + backoff,
+                probe_in_flight: false,
+                backoff,
+                matched: None,
+            };
             return;
         }
-        let backoff = (backoff * 2).min(PROBE_MAX);
-        self.phase = Phase::Verifying {
-            attempt,
-            swapped_at,
-            deadline,
-            next_probe: now + backoff,
-            probe_in_flight: false,
-            backoff,
-        };
+        let (first_seen, rounds) = matched.map_or((now, 1), |(since, n)| (since, n + 1));
+        if rounds < CONFIRM_ROUNDS {
+            self.phase = Phase::Verifying {
+                attempt,
+                swapped_at,
+                deadline,
+                next_probe: now + CONFIRM_GAP,
+                probe_in_flight: false,
+                backoff,
+                matched: Some((first_seen, rounds)),
+            };
+            return;
+        }
+        // The figure users care about is when the new leaf began to be served, not when we
+        // finished convincing ourselves.
+        let took = first_seen.saturating_duration_since(swapped_at);
+        self.last_result = Some(ReloadResult::Verified);
+        if self.kind == ReloadKind::Reload {
+            actions.push(self.event(
+                ReloadEvent::ControllerReloaded,
+                format!(
+                    "now serving {} on {} name(s) and without SNI, {} after the new files appeared",
+                    self.expected
+                        .iter()
+                        .map(|l| short(&l.fingerprint))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    round.served.len().saturating_sub(1),
+                    seconds(took)
+                ),
+            ));
+        }
+        actions.push(ReloadAction::Finished {
+            pod: self.pod.clone(),
+            result: ReloadResult::Verified,
+            seconds: took.as_secs_f64(),
+        });
+        self.phase = Phase::Idle;
     }
 
     fn check_expiry(&mut self, round: &ProbeRound, actions: &mut Vec<ReloadAction>) {
@@ -749,6 +782,29 @@ mod tests {
             .collect()
     }
 
+    /// The confirming rounds after a first round that served `fp` at `at_ms`: returns the actions
+    /// of the last one.
+    fn confirm(
+        r: &mut PodReload,
+        t0: Instant,
+        at_ms: u64,
+        fp: &str,
+        not_after: i64,
+    ) -> Vec<ReloadAction> {
+        let mut last = Vec::new();
+        let mut at = at_ms;
+        for _ in 1..CONFIRM_ROUNDS {
+            at += CONFIRM_GAP.as_millis() as u64;
+            assert_eq!(r.next_deadline(), Some(ms(t0, at)));
+            assert!(matches!(
+                r.step(ReloadInput::Tick, ms(t0, at))[..],
+                [ReloadAction::Probe { .. }]
+            ));
+            last = r.step(served(fp, not_after), ms(t0, at));
+        }
+        last
+    }
+
     fn lagging(volumes: &[&str]) -> ReloadInput {
         ReloadInput::Lagging(volumes.iter().map(|v| v.to_string()).collect())
     }
@@ -787,7 +843,12 @@ mod tests {
         assert_eq!(r.next_deadline(), Some(ms(t0, 19)));
         assert_eq!(r.served_matches(), Some(false));
         r.step(ReloadInput::Tick, ms(t0, 19));
-        let done = r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 30));
+        assert!(
+            r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 30))
+                .is_empty(),
+            "one round is not proof yet"
+        );
+        let done = confirm(&mut r, t0, 30, "new", NOW_UNIX + 86_400 * 90);
         assert_eq!(
             names(&done),
             vec!["ControllerReloaded", "finished verified"]
@@ -795,10 +856,53 @@ mod tests {
         let ReloadAction::Finished { seconds, .. } = done[1] else {
             unreachable!()
         };
-        assert!((seconds - 0.030).abs() < 1e-6, "swap → served: {seconds}");
+        assert!(
+            (seconds - 0.030).abs() < 1e-6,
+            "swap → first served, not → confirmed: {seconds}"
+        );
         assert_eq!(r.last_result(), Some(ReloadResult::Verified));
         assert_eq!(r.served_matches(), Some(true));
         assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_old_leaf_between_new_ones_restarts_the_confirmation() {
+        // nginx right after SIGHUP: new and old workers both accept for a while.
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        r.step(valid("new"), t0);
+        r.step(ReloadInput::Reloaded(Ok(())), t0);
+        r.step(ReloadInput::Tick, ms(t0, 5));
+        assert!(
+            r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 6))
+                .is_empty()
+        );
+        r.step(ReloadInput::Tick, ms(t0, 156));
+        assert!(
+            r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, 156))
+                .is_empty()
+        );
+        assert_eq!(r.served_matches(), Some(false));
+        assert_eq!(r.phase_label(), "verifying");
+        let next = r.next_deadline().unwrap();
+        r.step(ReloadInput::Tick, next);
+        let at = next.duration_since(t0).as_millis() as u64;
+        assert!(
+            r.step(served("new", NOW_UNIX + 86_400 * 90), next)
+                .is_empty()
+        );
+        let done = confirm(&mut r, t0, at, "new", NOW_UNIX + 86_400 * 90);
+        assert_eq!(
+            names(&done),
+            vec!["ControllerReloaded", "finished verified"]
+        );
+        let ReloadAction::Finished { seconds, .. } = done[1] else {
+            unreachable!()
+        };
+        assert!(
+            (seconds - at as f64 / 1000.0).abs() < 1e-6,
+            "served since the run that held: {seconds}"
+        );
     }
 
     #[test]
@@ -863,6 +967,7 @@ mod tests {
         r.step(ReloadInput::Reloaded(Ok(())), ms(t0, 1));
         r.step(ReloadInput::Tick, ms(t0, 6));
         r.step(served("v2", NOW_UNIX + 86_400 * 90), ms(t0, 10));
+        confirm(&mut r, t0, 10, "v2", NOW_UNIX + 86_400 * 90);
         assert!(
             r.step(valid("v3"), ms(t0, 1000)).is_empty(),
             "5 s since the last reload"
@@ -930,7 +1035,8 @@ mod tests {
             names(&r.step(ReloadInput::Tick, ms(t0, 5))),
             vec!["probe a.example,b.example"]
         );
-        let done = r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 6));
+        r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 6));
+        let done = confirm(&mut r, t0, 6, "new", NOW_UNIX + 86_400 * 90);
         assert_eq!(
             names(&done),
             vec!["finished verified"],
@@ -980,18 +1086,23 @@ mod tests {
         r.step(valid("new"), t0);
         r.step(ReloadInput::Tick, ms(t0, 5));
         let actions = r.step(served("new", NOW_UNIX + 3 * 86_400 + 60), ms(t0, 6));
+        assert_eq!(names(&actions), vec!["CertificateExpiringSoon"]);
         assert_eq!(
-            names(&actions),
-            vec!["CertificateExpiringSoon", "finished verified"]
+            names(&confirm(&mut r, t0, 6, "new", NOW_UNIX + 3 * 86_400 + 60)),
+            vec!["finished verified"]
         );
         let ReloadAction::Event { note, .. } = &actions[0] else {
             unreachable!()
         };
         assert!(note.contains("3 day"), "{note}");
-        r.step(valid("new"), ms(t0, 100));
-        r.step(ReloadInput::Tick, ms(t0, 105));
-        let again = r.step(served("new", NOW_UNIX + 3 * 86_400), ms(t0, 106));
-        assert_eq!(names(&again), vec!["finished verified"]);
+        r.step(valid("new"), ms(t0, 1000));
+        r.step(ReloadInput::Tick, ms(t0, 1005));
+        let again = r.step(served("new", NOW_UNIX + 3 * 86_400), ms(t0, 1006));
+        assert!(again.is_empty(), "{:?}", names(&again));
+        assert_eq!(
+            names(&confirm(&mut r, t0, 1006, "new", NOW_UNIX + 3 * 86_400)),
+            vec!["finished verified"]
+        );
     }
 
     #[test]
