@@ -53,6 +53,33 @@ impl TargetCache {
     }
 }
 
+/// Signals the process that took this pod's last reload, if it is still the same process:
+/// a pidfd and two small /proc reads, cheap enough to run on the reconcile loop, which saves
+/// the hop to a blocking thread on the hot path. `None` when there is no such process (first
+/// reload, restarted container, HTTP profile): use [`reload_controller`].
+pub fn signal_known_target(
+    proc_root: &std::path::Path,
+    pod_uid: &str,
+    profile: &ControllerProfile,
+    cache: &TargetCache,
+) -> Option<Result<(), ReloadFailure>> {
+    let ReloadAction::Signal { signal, .. } = profile.reload else {
+        return None;
+    };
+    let known = cache.get(pod_uid)?;
+    match signal_verified(proc_root, &known, signal) {
+        Ok(()) => Some(Ok(())),
+        Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
+            cache.forget(pod_uid);
+            None
+        }
+        Err(err) => Some(Err(ReloadFailure {
+            process_not_found: false,
+            message: err.to_string(),
+        })),
+    }
+}
+
 /// Signals (or calls) the controller of `pod` as its profile says.
 pub async fn reload_controller(
     proc_root: PathBuf,

@@ -11,7 +11,11 @@
 //! is a hint to re-read it; a report goes out only when it differs from the last one, so the
 //! five or so events of one AtomicWriter update make one report and none is reported twice.
 //!
-//! notify (8.x) does not surface `IN_UNMOUNT` or `IN_IGNORED`, and a watch placed before kubelet
+//! The inotify mask holds only what can change a generation or the directory itself (create,
+//! delete, rename, and the self events notify always adds): no `IN_OPEN`, `IN_ATTRIB` or
+//! `IN_MODIFY`, so kubelet's periodic resync, which opens and reads each volume, wakes nobody.
+//!
+//! notify does not surface `IN_UNMOUNT` or `IN_IGNORED`, and a watch placed before kubelet
 //! mounts the volume's tmpfs sits on the directory underneath and never fires. Both are caught
 //! the same way: every mount table change re-checks each volume's (device, inode) and re-arms
 //! the watch on the directory that is visible now. A volume whose tmpfs went away, or whose
@@ -26,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use notify::event::{EventKind, Flag};
-use notify::{INotifyWatcher, RecursiveMode, Watcher};
+use notify::{EventKindMask, INotifyWatcher, RecursiveMode, Watcher};
 
 use crate::kubelet::snapshot::{SnapshotError, read_generation};
 
@@ -44,6 +48,9 @@ pub enum VolumeChange {
     Unmounted { volume: PathBuf },
     /// Every tracked volume was re-read; any change found was reported before this.
     Rescanned { reason: RescanReason },
+    /// Filesystems were mounted or unmounted at these paths; the tracked volumes at or below
+    /// them were re-checked, and any change found was reported before this.
+    MountsChanged { mount_points: Vec<PathBuf> },
 }
 
 /// Why the watcher re-read every volume.
@@ -206,8 +213,10 @@ impl VolumeWatcher {
                 shared.handle_event(event);
             }
         };
+        let kinds = EventKindMask::CREATE | EventKindMask::REMOVE | EventKindMask::MODIFY_NAME;
         let inotify =
-            INotifyWatcher::new(handler, notify::Config::default()).map_err(WatchError::Init)?;
+            INotifyWatcher::new(handler, notify::Config::default().with_event_kinds(kinds))
+                .map_err(WatchError::Init)?;
         let shared = Arc::new(Shared {
             volumes: Mutex::new(HashMap::new()),
             inotify: Mutex::new(inotify),
@@ -218,9 +227,12 @@ impl VolumeWatcher {
         let mount_table = mounttable::MountTableListener::start(
             &config.mountinfo,
             config.safety_rescan,
-            move |reason| {
+            move |change| {
                 if let Some(shared) = listener_shared.upgrade() {
-                    shared.rescan(reason);
+                    match change {
+                        mounttable::TableChange::Mounts(points) => shared.mounts_changed(points),
+                        mounttable::TableChange::Unknown(reason) => shared.rescan(reason),
+                    }
                 }
             },
         )
@@ -341,7 +353,7 @@ impl Shared {
         for path in &event.paths {
             if self.volumes().contains_key(path.as_path()) {
                 // An event on the volume directory itself: removed, moved or its mount changed.
-                self.recheck(path, now);
+                self.recheck(path, now, Caller::InotifyThread);
             } else if let Some(volume) = path.parent()
                 && path.file_name().is_some_and(|n| n != "..data_tmp")
             {
@@ -375,7 +387,7 @@ impl Shared {
 
     /// Checks whether the directory visible at `volume` is still the one watched; re-arms the
     /// watch on a new mount, reports a volume whose mount or directory went away.
-    fn recheck(&self, volume: &Path, now: Instant) {
+    fn recheck(&self, volume: &Path, now: Instant, caller: Caller) {
         let current = identity_of(volume).ok();
         let (rearm, unmounted) = {
             let mut volumes = self.volumes();
@@ -387,11 +399,15 @@ impl Shared {
             } else {
                 let was_mounted = tracked.identity.is_some_and(|i| i.mount_point);
                 let now_mounted = current.is_some_and(|i| i.mount_point);
+                let gone = was_mounted && !now_mounted || current.is_none();
+                if caller == Caller::InotifyThread && !gone {
+                    // Another directory is visible here (a new mount): re-arming means calling
+                    // into notify, which waits for its own thread — this one. The mount-table
+                    // listener sees the same mount and re-arms; leave the identity for it.
+                    return;
+                }
                 tracked.identity = current;
-                (
-                    current.is_some(),
-                    was_mounted && !now_mounted || current.is_none(),
-                )
+                (current.is_some(), gone)
             }
         };
         if unmounted {
@@ -399,6 +415,9 @@ impl Shared {
                 volume: volume.to_path_buf(),
             });
         }
+        // A volume reported gone is untracked by the agent; from the inotify thread nothing is
+        // re-armed (see above).
+        let rearm = rearm && !(caller == Caller::InotifyThread && unmounted);
         if rearm && let Err(err) = self.rearm_if_tracked(volume) {
             tracing::warn!(volume = %volume.display(), error = %err, "cannot re-arm watch");
         }
@@ -409,14 +428,37 @@ impl Shared {
         }
     }
 
+    /// Re-checks the volumes a mount or unmount at `mount_points` can affect: a volume's own
+    /// tmpfs, or a filesystem mounted over one of its ancestors.
+    fn mounts_changed(&self, mount_points: Vec<PathBuf>) {
+        let now = Instant::now();
+        let affected: Vec<PathBuf> = self
+            .volumes()
+            .keys()
+            .filter(|volume| mount_points.iter().any(|point| volume.starts_with(point)))
+            .cloned()
+            .collect();
+        for volume in &affected {
+            self.recheck(volume, now, Caller::Other);
+        }
+        (self.sink)(VolumeChange::MountsChanged { mount_points });
+    }
+
     fn rescan(&self, reason: RescanReason) {
         let now = Instant::now();
         let volumes: Vec<PathBuf> = self.volumes().keys().cloned().collect();
         for volume in &volumes {
-            self.recheck(volume, now);
+            self.recheck(volume, now, Caller::Other);
         }
         (self.sink)(VolumeChange::Rescanned { reason });
     }
+}
+
+/// Who re-checks a volume: the inotify thread must not call back into notify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    InotifyThread,
+    Other,
 }
 
 fn identity_of(path: &Path) -> std::io::Result<Identity> {

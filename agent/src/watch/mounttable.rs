@@ -3,11 +3,17 @@
 //! The kernel flags `/proc/self/mountinfo` with `POLLPRI` on every mount and unmount in the
 //! namespace; `poll` itself clears the flag. One thread blocks in `poll` on that file and on
 //! one end of a socket pair; dropping the listener closes the other end, which ends the thread.
+//!
+//! A change is reported as the mount points that appeared or went away (the table is re-read
+//! and compared with the last one by mount ID), so that the watcher re-checks only the volumes
+//! at or below them: on a node, every pod start or stop anywhere changes the table, and a full
+//! rescan costs ~16 µs per tracked volume.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,6 +21,18 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::RescanReason;
+
+/// What the listener saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum TableChange {
+    /// These mount points were mounted or unmounted (each once, sorted).
+    Mounts(Vec<PathBuf>),
+    /// Something may have changed, nobody knows what: re-check everything.
+    Unknown(RescanReason),
+}
+
+/// One mount: its ID (unique while mounted) and where it is mounted.
+type MountEntry = (u64, PathBuf);
 
 pub(super) struct MountTableListener {
     stop: Option<UnixStream>,
@@ -25,14 +43,15 @@ impl MountTableListener {
     pub(super) fn start(
         mountinfo: &Path,
         safety_interval: Duration,
-        on_change: impl Fn(RescanReason) + Send + 'static,
+        on_change: impl Fn(TableChange) + Send + 'static,
     ) -> std::io::Result<Self> {
         let table = File::open(mountinfo)?;
+        let path = mountinfo.to_path_buf();
         let (stop, stopped) = UnixStream::pair()?;
         let timeout = PollTimeout::try_from(safety_interval).unwrap_or(PollTimeout::MAX);
         let thread = std::thread::Builder::new()
             .name("mountlag-mounttable".into())
-            .spawn(move || listen(&table, &stopped, timeout, on_change))?;
+            .spawn(move || listen(&path, &table, &stopped, timeout, on_change))?;
         Ok(Self {
             stop: Some(stop),
             thread: Some(thread),
@@ -41,18 +60,24 @@ impl MountTableListener {
 }
 
 fn listen(
+    path: &Path,
     table: &File,
     stopped: &UnixStream,
     timeout: PollTimeout,
-    on_change: impl Fn(RescanReason),
+    on_change: impl Fn(TableChange),
 ) {
+    let read = || std::fs::read_to_string(path).map(|text| mounts_of(&text));
+    let mut known = read().ok();
     loop {
         let mut fds = [
             PollFd::new(table.as_fd(), PollFlags::POLLPRI),
             PollFd::new(stopped.as_fd(), PollFlags::POLLIN),
         ];
         match poll(&mut fds, timeout) {
-            Ok(0) => on_change(RescanReason::Safety),
+            Ok(0) => {
+                known = read().ok();
+                on_change(TableChange::Unknown(RescanReason::Safety));
+            }
             Ok(_) => {
                 let stop = fds[1].revents().is_some_and(|r| !r.is_empty());
                 if stop {
@@ -61,18 +86,87 @@ fn listen(
                 let changed = fds[0]
                     .revents()
                     .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR));
-                if changed {
-                    on_change(RescanReason::MountTable);
+                if !changed {
+                    continue;
+                }
+                // Read after the wake-up: the table holds at least the change that woke us, and
+                // a later one raises POLLPRI again.
+                match (known.take(), read()) {
+                    (Some(before), Ok(now)) => {
+                        let points = changed_mount_points(&before, &now);
+                        known = Some(now);
+                        if !points.is_empty() {
+                            on_change(TableChange::Mounts(points));
+                        }
+                    }
+                    (None, Ok(now)) => {
+                        known = Some(now);
+                        on_change(TableChange::Unknown(RescanReason::MountTable));
+                    }
+                    (_, Err(err)) => {
+                        tracing::warn!(error = %err, "cannot read the mount table; re-checking every volume");
+                        on_change(TableChange::Unknown(RescanReason::MountTable));
+                    }
                 }
             }
             Err(Errno::EINTR) => {}
             Err(err) => {
                 tracing::error!(error = %err, "cannot poll the mount table; mount changes are now seen only by the safety rescan");
                 std::thread::sleep(timeout_duration(timeout));
-                on_change(RescanReason::Safety);
+                known = read().ok();
+                on_change(TableChange::Unknown(RescanReason::Safety));
             }
         }
     }
+}
+
+/// The mounts in a `/proc/<pid>/mountinfo` text. Lines that do not parse are skipped: the
+/// kernel writes this file, and a skipped line only costs a re-check that would not happen.
+fn mounts_of(text: &str) -> BTreeSet<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let id = fields.next()?.parse().ok()?;
+            let mount_point = fields.nth(3)?;
+            Some((id, PathBuf::from(unescape(mount_point))))
+        })
+        .collect()
+}
+
+/// Mount points whose mounts differ between two tables.
+fn changed_mount_points(before: &BTreeSet<MountEntry>, now: &BTreeSet<MountEntry>) -> Vec<PathBuf> {
+    let points: BTreeSet<&PathBuf> = before
+        .symmetric_difference(now)
+        .map(|(_, point)| point)
+        .collect();
+    points.into_iter().cloned().collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
+fn unescape(field: &str) -> String {
+    if !field.contains('\\') {
+        return field.to_string();
+    }
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')));
+        match octal.and_then(|n| u8::try_from(n).ok()) {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn timeout_duration(timeout: PollTimeout) -> Duration {
@@ -85,5 +179,55 @@ impl Drop for MountTableListener {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+22 1 0:21 / / rw,relatime shared:1 - overlay overlay rw
+40 22 0:35 / /var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/tls rw,relatime shared:20 - tmpfs tmpfs rw,size=1024k
+41 22 0:36 / /mnt/with\\040space rw - tmpfs tmpfs rw
+garbage line
+";
+
+    #[test]
+    fn mount_points_are_read_with_their_ids_and_unescaped() {
+        let mounts = mounts_of(TABLE);
+        assert_eq!(mounts.len(), 3, "{mounts:?}");
+        assert!(mounts.contains(&(41, PathBuf::from("/mnt/with space"))));
+        assert!(mounts.contains(&(
+            40,
+            PathBuf::from("/var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/tls")
+        )));
+    }
+
+    #[test]
+    fn only_mounts_that_came_or_went_are_reported() {
+        let before = mounts_of(TABLE);
+        let mut now = before.clone();
+        now.remove(&(41, PathBuf::from("/mnt/with space")));
+        // A second tmpfs stacked on the same volume directory (kubelet remounts): new ID.
+        now.insert((
+            42,
+            PathBuf::from("/var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/tls"),
+        ));
+        assert_eq!(
+            changed_mount_points(&before, &now),
+            vec![
+                PathBuf::from("/mnt/with space"),
+                PathBuf::from("/var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/tls"),
+            ]
+        );
+        assert!(changed_mount_points(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn escapes_that_are_not_octal_stay_as_written() {
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("a\\9zz"), "a\\9zz");
+        assert_eq!(unescape("tail\\04"), "tail\\04");
     }
 }
