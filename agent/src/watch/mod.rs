@@ -415,10 +415,12 @@ impl Shared {
                 volume: volume.to_path_buf(),
             });
         }
-        // A volume reported gone is untracked by the agent; from the inotify thread nothing is
-        // re-armed (see above).
-        let rearm = rearm && !(caller == Caller::InotifyThread && unmounted);
-        if rearm && let Err(err) = self.rearm_if_tracked(volume) {
+        // From the inotify thread only a volume reported gone gets this far with a new identity,
+        // and the agent untracks it: nothing to re-arm (and calling notify here would deadlock).
+        if rearm
+            && caller != Caller::InotifyThread
+            && let Err(err) = self.rearm_if_tracked(volume)
+        {
             tracing::warn!(volume = %volume.display(), error = %err, "cannot re-arm watch");
         }
         if current.is_some() {
