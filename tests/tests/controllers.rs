@@ -504,7 +504,20 @@ async fn processes_live_in_kubelet_shaped_cgroups(kind: ControllerKind) {
     bed.write(&next);
     ctl.reload().unwrap();
     wait_served(&ctl, &bed.names, &next, SERVED_WITHIN).await;
-    let after = ctl.pids();
+    // The old workers leave first: an exiting process is still listed in the v2 cgroup.procs
+    // while its /proc/<pid>/cgroup already shows the v1 root (seen with HAProxy's old worker).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let now = ctl.pids();
+        if now.len() == kind.settled_process_count() && workers.iter().all(|w| !now.contains(w)) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old workers {workers:?} still there after reload: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         after.iter().any(|p| !pids.contains(p)),
         "no new worker after reload: {after:?}"
