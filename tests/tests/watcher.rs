@@ -152,7 +152,8 @@ fn a_burst_of_swaps_ends_on_the_last_generation_without_repeats() {
     assert_eq!(
         reports.last().cloned().flatten(),
         Some(last),
-        "ends on the last swap"
+        "ends on the last swap; {} reports: {reports:?}",
+        reports.len()
     );
     for pair in reports.windows(2) {
         assert_ne!(

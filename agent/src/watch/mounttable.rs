@@ -46,12 +46,17 @@ impl MountTableListener {
         on_change: impl Fn(TableChange) + Send + 'static,
     ) -> std::io::Result<Self> {
         let table = File::open(mountinfo)?;
+        // Read here, not in the thread: a mount made after `start` returns must differ from
+        // `known`, or its POLLPRI would find nothing new and the change would be lost.
+        let known = std::fs::read_to_string(mountinfo)
+            .map(|text| mounts_of(&text))
+            .ok();
         let path = mountinfo.to_path_buf();
         let (stop, stopped) = UnixStream::pair()?;
         let timeout = PollTimeout::try_from(safety_interval).unwrap_or(PollTimeout::MAX);
         let thread = std::thread::Builder::new()
             .name("mountlag-mounttable".into())
-            .spawn(move || listen(&path, &table, &stopped, timeout, on_change))?;
+            .spawn(move || listen(&path, &table, known, &stopped, timeout, on_change))?;
         Ok(Self {
             stop: Some(stop),
             thread: Some(thread),
@@ -62,12 +67,12 @@ impl MountTableListener {
 fn listen(
     path: &Path,
     table: &File,
+    mut known: Option<BTreeSet<MountEntry>>,
     stopped: &UnixStream,
     timeout: PollTimeout,
     on_change: impl Fn(TableChange),
 ) {
     let read = || std::fs::read_to_string(path).map(|text| mounts_of(&text));
-    let mut known = read().ok();
     loop {
         let mut fds = [
             PollFd::new(table.as_fd(), PollFlags::POLLPRI),
