@@ -31,7 +31,7 @@ use crate::discovery::pod::ControllerPod;
 /// original argv+environ size; nothing past the title matters).
 const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
 /// Largest `stat`, `status`, `comm` or `cgroup` file read (all are far smaller).
-const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
 /// How many comms a `NotFound` message lists.
 const MAX_LISTED_COMMS: usize = 8;
 
@@ -349,10 +349,15 @@ fn read_process(proc_root: &Path, pid: i32, only_pod: Option<&str>) -> Option<Pr
 }
 
 pub(crate) fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
+    // /proc files report size 0: without room up front, `read_to_end` starts with 32-byte reads
+    // and needs five or six syscalls for a `status` file, on the signal's hot path.
+    let mut bytes = Vec::with_capacity(PROC_READ_CHUNK);
     fs::File::open(path)?.take(cap).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+/// Room for a whole `/proc/<pid>/{stat,cgroup,status}` in one `read`.
+const PROC_READ_CHUNK: usize = 4096;
 
 pub(crate) fn read_text(path: &Path, cap: u64) -> io::Result<String> {
     read_capped(path, cap).map(|b| String::from_utf8_lossy(&b).into_owned())

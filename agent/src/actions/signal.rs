@@ -23,7 +23,7 @@ use std::path::Path;
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
-use super::process::{ProcessInfo, read_identity};
+use super::process::{MAX_SMALL_FILE_BYTES, ProcessInfo, read_identity, read_text};
 use crate::config::ReloadSignal;
 
 /// Why a signal was not delivered.
@@ -209,10 +209,11 @@ fn wait_until_accepting(
     let status_path = proc_root.join(target.pid.to_string()).join("status");
     let start = std::time::Instant::now();
     loop {
-        let status = std::fs::read_to_string(&status_path).map_err(|_| SignalError::Gone {
-            pid: target.pid,
-            comm: target.comm.clone(),
-        })?;
+        let status =
+            read_text(&status_path, MAX_SMALL_FILE_BYTES).map_err(|_| SignalError::Gone {
+                pid: target.pid,
+                comm: target.comm.clone(),
+            })?;
         if accepts_signal(&status, signal.number()) == Some(true) {
             return Ok(());
         }

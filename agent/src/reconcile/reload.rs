@@ -203,8 +203,10 @@ enum Phase {
     },
 }
 
-/// The first probe after a reload waits this long; later ones back off to `PROBE_MAX`.
-const PROBE_FIRST: Duration = Duration::from_millis(5);
+/// The first probe after a reload waits this long; later ones back off to `PROBE_MAX`. No
+/// controller serves new material sooner (nginx and HAProxy take 50–100 ms to start new
+/// workers): an earlier handshake is work that can only find the old leaf.
+const PROBE_FIRST: Duration = Duration::from_millis(25);
 const PROBE_MAX: Duration = Duration::from_millis(500);
 /// One round serving the new leaf does not prove the old one is gone: nginx keeps its old
 /// workers accepting for 100 ms after the new ones start (the master sleeps before it tells
@@ -826,29 +828,32 @@ mod tests {
     #[test]
     fn valid_material_is_reloaded_probed_and_verified() {
         let t0 = base();
+        let first = PROBE_FIRST.as_millis() as u64;
         let mut r = reloader(ReloadKind::Reload);
         assert_eq!(names(&r.step(valid("new"), t0)), vec!["reload#1"]);
         assert_eq!(r.phase_label(), "reloading");
         assert!(r.step(ReloadInput::Reloaded(Ok(())), ms(t0, 2)).is_empty());
-        assert_eq!(r.next_deadline(), Some(ms(t0, 7)));
+        assert_eq!(r.next_deadline(), Some(ms(t0, 2 + first)));
         assert_eq!(
-            names(&r.step(ReloadInput::Tick, ms(t0, 7))),
+            names(&r.step(ReloadInput::Tick, ms(t0, 2 + first))),
             vec!["probe a.example,b.example"]
         );
         // Still the old leaf: probe again later, backing off.
         assert!(
-            r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, 9))
+            r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, 4 + first))
                 .is_empty()
         );
-        assert_eq!(r.next_deadline(), Some(ms(t0, 19)));
+        let again = 4 + 3 * first;
+        assert_eq!(r.next_deadline(), Some(ms(t0, again)));
         assert_eq!(r.served_matches(), Some(false));
-        r.step(ReloadInput::Tick, ms(t0, 19));
+        r.step(ReloadInput::Tick, ms(t0, again));
+        let served_at = again + 11;
         assert!(
-            r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 30))
+            r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, served_at))
                 .is_empty(),
             "one round is not proof yet"
         );
-        let done = confirm(&mut r, t0, 30, "new", NOW_UNIX + 86_400 * 90);
+        let done = confirm(&mut r, t0, served_at, "new", NOW_UNIX + 86_400 * 90);
         assert_eq!(
             names(&done),
             vec!["ControllerReloaded", "finished verified"]
@@ -857,7 +862,7 @@ mod tests {
             unreachable!()
         };
         assert!(
-            (seconds - 0.030).abs() < 1e-6,
+            (seconds - served_at as f64 / 1000.0).abs() < 1e-6,
             "swap → first served, not → confirmed: {seconds}"
         );
         assert_eq!(r.last_result(), Some(ReloadResult::Verified));
@@ -1031,12 +1036,13 @@ mod tests {
         let t0 = base();
         let mut r = reloader(ReloadKind::VerifyOnly);
         assert!(r.step(valid("new"), t0).is_empty());
+        let first = PROBE_FIRST.as_millis() as u64;
         assert_eq!(
-            names(&r.step(ReloadInput::Tick, ms(t0, 5))),
+            names(&r.step(ReloadInput::Tick, ms(t0, first))),
             vec!["probe a.example,b.example"]
         );
-        r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 6));
-        let done = confirm(&mut r, t0, 6, "new", NOW_UNIX + 86_400 * 90);
+        r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, first + 1));
+        let done = confirm(&mut r, t0, first + 1, "new", NOW_UNIX + 86_400 * 90);
         assert_eq!(
             names(&done),
             vec!["finished verified"],
