@@ -386,7 +386,7 @@ fn the_daemonset_keeps_every_property_docs_security_md_describes() {
         assert_eq!(quantity(&resources.limits, "cpu").as_deref(), Some("100m"));
         assert_eq!(
             quantity(&resources.limits, "memory").as_deref(),
-            Some("64Mi")
+            Some("128Mi")
         );
 
         // Volumes: kubelet's pods directory read-only at the same path, HostToContainer; the
