@@ -105,6 +105,9 @@ pub struct MountIndex {
     watched_containers: BTreeMap<String, Option<Vec<String>>>,
     secrets: BTreeMap<SecretKey, SecretEntry>,
     mounts: BTreeMap<MountKey, MountEntry>,
+    /// The mounts each Secret feeds (the reverse of `MountEntry::secrets`): a Secret event
+    /// touches its mounts without scanning all of them.
+    mounts_by_secret: BTreeMap<SecretKey, BTreeSet<MountKey>>,
     by_path: HashMap<PathBuf, MountKey>,
     pods_healthy: bool,
 }
@@ -118,6 +121,7 @@ impl MountIndex {
             watched_containers: BTreeMap::new(),
             secrets: BTreeMap::new(),
             mounts: BTreeMap::new(),
+            mounts_by_secret: BTreeMap::new(),
             by_path: HashMap::new(),
             pods_healthy: true,
         }
@@ -158,6 +162,12 @@ impl MountIndex {
                     .kubelet
                     .volume_dir(&key.pod_uid, spec.kind, &key.volume);
                 self.by_path.insert(path.clone(), key.clone());
+                for secret in &secrets {
+                    self.mounts_by_secret
+                        .entry(secret.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
                 self.mounts.insert(
                     key.clone(),
                     MountEntry {
@@ -339,10 +349,11 @@ impl MountIndex {
 
     /// Pods with a mount fed by `secret`.
     pub fn pods_of_secret(&self, secret: &SecretKey) -> BTreeSet<String> {
-        self.mounts
-            .iter()
-            .filter(|(_, e)| e.secrets.contains(secret))
-            .map(|(k, _)| k.pod_uid.clone())
+        self.mounts_by_secret
+            .get(secret)
+            .into_iter()
+            .flatten()
+            .map(|k| k.pod_uid.clone())
             .collect()
     }
 
@@ -488,6 +499,14 @@ impl MountIndex {
     fn drop_mount(&mut self, key: &MountKey) {
         if let Some(entry) = self.mounts.remove(key) {
             self.by_path.remove(&entry.path);
+            for secret in &entry.secrets {
+                if let Some(mounts) = self.mounts_by_secret.get_mut(secret) {
+                    mounts.remove(key);
+                    if mounts.is_empty() {
+                        self.mounts_by_secret.remove(secret);
+                    }
+                }
+            }
         }
     }
 
@@ -509,10 +528,11 @@ impl MountIndex {
     }
 
     fn mounts_of_secret(&self, key: &SecretKey) -> Vec<MountKey> {
-        self.mounts
-            .iter()
-            .filter(|(_, e)| e.secrets.contains(key))
-            .map(|(k, _)| k.clone())
+        self.mounts_by_secret
+            .get(key)
+            .into_iter()
+            .flatten()
+            .cloned()
             .collect()
     }
 
@@ -688,6 +708,42 @@ mod tests {
         index.remove_pod("u1");
         assert!(index.wanted_secrets().is_empty());
         assert!(index.volume_paths().is_empty());
+    }
+
+    #[test]
+    fn a_secret_update_reaches_exactly_the_mounts_that_still_use_it() {
+        let now = Instant::now();
+        let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+        index.upsert_pod(pod("u1", "shared-tls", None), None, now);
+        index.upsert_pod(pod("u2", "shared-tls", None), None, now);
+        index.upsert_pod(pod("u3", "other-tls", None), None, now);
+        assert_eq!(
+            index.pods_of_secret(&key("shared-tls")),
+            BTreeSet::from(["u1".to_string(), "u2".to_string()])
+        );
+        for path in index.volume_paths() {
+            index.disk_observed(&path, disk("a"), now);
+        }
+        index.secret_observed(&key("other-tls"), Some(view("other-tls", "1", "a")), now);
+        index.secret_observed(&key("shared-tls"), Some(view("shared-tls", "1", "a")), now);
+        assert_eq!(index.count_by_state()[&MountState::InSync], 3);
+
+        index.remove_pod("u1");
+        assert_eq!(
+            index.pods_of_secret(&key("shared-tls")),
+            BTreeSet::from(["u2".to_string()])
+        );
+        index.secret_observed(&key("shared-tls"), Some(view("shared-tls", "2", "b")), now);
+        assert_eq!(index.count_by_state()[&MountState::Pending], 1);
+        assert_eq!(index.count_by_state()[&MountState::InSync], 1);
+
+        index.remove_pod("u2");
+        assert!(index.pods_of_secret(&key("shared-tls")).is_empty());
+        assert!(
+            index
+                .secret_observed(&key("shared-tls"), Some(view("shared-tls", "3", "c")), now)
+                .is_empty()
+        );
     }
 
     #[test]
