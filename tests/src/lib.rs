@@ -25,3 +25,23 @@ pub mod node;
 pub mod rbac;
 pub mod real;
 pub mod tlsload;
+
+/// The agent's volume watcher with its reports sent to a channel, as the watcher tests read
+/// them.
+pub fn watcher_to_channel() -> (
+    mountlag::watch::VolumeWatcher,
+    std::sync::mpsc::Receiver<mountlag::watch::VolumeChange>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let watcher = mountlag::watch::VolumeWatcher::new(
+        mountlag::watch::WatcherConfig::default(),
+        Box::new(move |change| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(change);
+            }
+        }),
+    )
+    .unwrap_or_else(|err| panic!("cannot start the volume watcher: {err}"));
+    (watcher, rx)
+}

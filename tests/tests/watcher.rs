@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use mountlag::watch::{VolumeChange, VolumeWatcher, WatcherConfig};
+use mountlag::watch::{VolumeChange, VolumeWatcher};
 use mountlag_testbed::kubelet::{
     FileProjection, KubeletStandIn, Payload, VolumeKind, WriteOutcome,
 };
@@ -34,16 +34,7 @@ fn written(outcome: WriteOutcome) -> String {
 }
 
 fn start_watcher() -> (VolumeWatcher, Receiver<VolumeChange>) {
-    let (tx, rx) = channel();
-    let tx = std::sync::Mutex::new(tx);
-    let watcher = VolumeWatcher::new(
-        WatcherConfig::default(),
-        Box::new(move |change| {
-            let _ = tx.lock().unwrap().send(change);
-        }),
-    )
-    .unwrap();
-    (watcher, rx)
+    mountlag_testbed::watcher_to_channel()
 }
 
 /// The next report about `volume`, skipping rescan notices.

@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use mountlag::watch::{VolumeChange, VolumeWatcher, WatcherConfig};
+use mountlag::watch::VolumeChange;
 use mountlag_testbed::kubelet::{
     FileProjection, KubeletStandIn, Payload, VolumeKind, WriteOutcome,
 };
@@ -72,15 +71,7 @@ fn kubelet_resyncs_and_readers_do_not_wake_the_inotify_thread() {
         .mount_volume("pod-1", VolumeKind::Secret, "tls")
         .unwrap();
     kubelet.write(&volume, &payload(0), None).unwrap();
-    let (tx, rx) = channel();
-    let tx = std::sync::Mutex::new(tx);
-    let watcher = VolumeWatcher::new(
-        WatcherConfig::default(),
-        Box::new(move |change| {
-            let _ = tx.lock().unwrap().send(change);
-        }),
-    )
-    .unwrap();
+    let (watcher, rx) = mountlag_testbed::watcher_to_channel();
     watcher.track(&volume).unwrap();
     std::thread::sleep(Duration::from_millis(100));
 

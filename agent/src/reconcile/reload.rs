@@ -807,6 +807,18 @@ mod tests {
         last
     }
 
+    /// `done` reports a verified reload that took `served_ms` (swap → first served round).
+    fn assert_verified_after(done: &[ReloadAction], served_ms: u64) {
+        assert_eq!(names(done), vec!["ControllerReloaded", "finished verified"]);
+        let ReloadAction::Finished { seconds, .. } = done[1] else {
+            unreachable!()
+        };
+        assert!(
+            (seconds - served_ms as f64 / 1000.0).abs() < 1e-6,
+            "swap → first round of the run that held, not → confirmed: {seconds}"
+        );
+    }
+
     fn lagging(volumes: &[&str]) -> ReloadInput {
         ReloadInput::Lagging(volumes.iter().map(|v| v.to_string()).collect())
     }
@@ -854,17 +866,7 @@ mod tests {
             "one round is not proof yet"
         );
         let done = confirm(&mut r, t0, served_at, "new", NOW_UNIX + 86_400 * 90);
-        assert_eq!(
-            names(&done),
-            vec!["ControllerReloaded", "finished verified"]
-        );
-        let ReloadAction::Finished { seconds, .. } = done[1] else {
-            unreachable!()
-        };
-        assert!(
-            (seconds - served_at as f64 / 1000.0).abs() < 1e-6,
-            "swap → first served, not → confirmed: {seconds}"
-        );
+        assert_verified_after(&done, served_at);
         assert_eq!(r.last_result(), Some(ReloadResult::Verified));
         assert_eq!(r.served_matches(), Some(true));
         assert_eq!(r.next_deadline(), None);
@@ -877,14 +879,20 @@ mod tests {
         let mut r = reloader(ReloadKind::Reload);
         r.step(valid("new"), t0);
         r.step(ReloadInput::Reloaded(Ok(())), t0);
-        r.step(ReloadInput::Tick, ms(t0, 5));
+        let first = PROBE_FIRST.as_millis() as u64;
+        assert_eq!(
+            names(&r.step(ReloadInput::Tick, ms(t0, first))),
+            vec!["probe a.example,b.example"]
+        );
         assert!(
-            r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, 6))
+            r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, first + 1))
                 .is_empty()
         );
-        r.step(ReloadInput::Tick, ms(t0, 156));
+        let second = first + 1 + CONFIRM_GAP.as_millis() as u64;
+        assert_eq!(r.next_deadline(), Some(ms(t0, second)));
+        r.step(ReloadInput::Tick, ms(t0, second));
         assert!(
-            r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, 156))
+            r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, second))
                 .is_empty()
         );
         assert_eq!(r.served_matches(), Some(false));
@@ -897,17 +905,7 @@ mod tests {
                 .is_empty()
         );
         let done = confirm(&mut r, t0, at, "new", NOW_UNIX + 86_400 * 90);
-        assert_eq!(
-            names(&done),
-            vec!["ControllerReloaded", "finished verified"]
-        );
-        let ReloadAction::Finished { seconds, .. } = done[1] else {
-            unreachable!()
-        };
-        assert!(
-            (seconds - at as f64 / 1000.0).abs() < 1e-6,
-            "served since the run that held: {seconds}"
-        );
+        assert_verified_after(&done, at);
     }
 
     #[test]
@@ -970,9 +968,11 @@ mod tests {
         let mut r = reloader(ReloadKind::Reload);
         r.step(valid("v2"), t0);
         r.step(ReloadInput::Reloaded(Ok(())), ms(t0, 1));
-        r.step(ReloadInput::Tick, ms(t0, 6));
-        r.step(served("v2", NOW_UNIX + 86_400 * 90), ms(t0, 10));
-        confirm(&mut r, t0, 10, "v2", NOW_UNIX + 86_400 * 90);
+        let probe_at = 1 + PROBE_FIRST.as_millis() as u64;
+        assert_eq!(r.next_deadline(), Some(ms(t0, probe_at)));
+        r.step(ReloadInput::Tick, ms(t0, probe_at));
+        r.step(served("v2", NOW_UNIX + 86_400 * 90), ms(t0, probe_at + 4));
+        confirm(&mut r, t0, probe_at + 4, "v2", NOW_UNIX + 86_400 * 90);
         assert!(
             r.step(valid("v3"), ms(t0, 1000)).is_empty(),
             "5 s since the last reload"
@@ -1090,11 +1090,19 @@ mod tests {
         let t0 = base();
         let mut r = reloader(ReloadKind::VerifyOnly);
         r.step(valid("new"), t0);
-        r.step(ReloadInput::Tick, ms(t0, 5));
-        let actions = r.step(served("new", NOW_UNIX + 3 * 86_400 + 60), ms(t0, 6));
+        let first = PROBE_FIRST.as_millis() as u64;
+        assert_eq!(r.next_deadline(), Some(ms(t0, first)));
+        r.step(ReloadInput::Tick, ms(t0, first));
+        let actions = r.step(served("new", NOW_UNIX + 3 * 86_400 + 60), ms(t0, first + 1));
         assert_eq!(names(&actions), vec!["CertificateExpiringSoon"]);
         assert_eq!(
-            names(&confirm(&mut r, t0, 6, "new", NOW_UNIX + 3 * 86_400 + 60)),
+            names(&confirm(
+                &mut r,
+                t0,
+                first + 1,
+                "new",
+                NOW_UNIX + 3 * 86_400 + 60
+            )),
             vec!["finished verified"]
         );
         let ReloadAction::Event { note, .. } = &actions[0] else {
@@ -1102,11 +1110,17 @@ mod tests {
         };
         assert!(note.contains("3 day"), "{note}");
         r.step(valid("new"), ms(t0, 1000));
-        r.step(ReloadInput::Tick, ms(t0, 1005));
-        let again = r.step(served("new", NOW_UNIX + 3 * 86_400), ms(t0, 1006));
+        r.step(ReloadInput::Tick, ms(t0, 1000 + first));
+        let again = r.step(served("new", NOW_UNIX + 3 * 86_400), ms(t0, 1001 + first));
         assert!(again.is_empty(), "{:?}", names(&again));
         assert_eq!(
-            names(&confirm(&mut r, t0, 1006, "new", NOW_UNIX + 3 * 86_400)),
+            names(&confirm(
+                &mut r,
+                t0,
+                1001 + first,
+                "new",
+                NOW_UNIX + 3 * 86_400
+            )),
             vec!["finished verified"]
         );
     }
