@@ -238,6 +238,31 @@ impl TestNode {
             .collect()
     }
 
+    /// The Events with `reason` once `done` holds for them, polled until `timeout`. The agent
+    /// posts Events from a task of its own, so one can land after the status or metric that the
+    /// same decision changed; tests wait for it instead of sleeping a fixed time.
+    pub async fn wait_events(
+        &self,
+        reason: &str,
+        timeout: Duration,
+        done: impl Fn(&[RecordedEvent]) -> bool,
+    ) -> anyhow::Result<Vec<RecordedEvent>> {
+        let start = Instant::now();
+        loop {
+            let events = self.events(reason);
+            if done(&events) {
+                return Ok(events);
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{reason} Events: not as expected within {timeout:?}: {events:?}\n{}",
+                    self.agent_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub fn agent_log(&self) -> String {
         self.agent
             .as_ref()

@@ -722,7 +722,10 @@ impl RunningController {
 
     /// Every process in the controller's (v2) cgroup, master and workers, in the kernel's order.
     pub fn pids(&self) -> Vec<i32> {
-        self.v2.procs().unwrap_or_default()
+        // cgroup.procs is not guaranteed to be in any order; callers compare sets.
+        let mut pids = self.v2.procs().unwrap_or_default();
+        pids.sort_unstable();
+        pids
     }
 
     /// The cgroup dirs the processes are in: the v2 one, then the v1 `pids` one if any.

@@ -207,6 +207,14 @@ impl LoadGenerator {
         self.shared.failures.load(Ordering::Relaxed)
     }
 
+    /// Has a completed handshake presented the leaf with this SHA-256 fingerprint?
+    pub fn has_seen(&self, fingerprint_sha256: &str) -> bool {
+        self.shared
+            .detail()
+            .fingerprints_seen
+            .contains_key(fingerprint_sha256)
+    }
+
     /// Stop after the in-flight requests and report.
     pub fn stop(mut self) -> LoadReport {
         self.finish()
@@ -484,7 +492,10 @@ mod tests {
             ..LoadConfig::new(addr, &["a.example".into()], 2)
         })
         .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        while load.requests() == 0 && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let report = load.stop();
         assert!(report.requests > 0);
         assert_eq!(report.requests, report.failures);

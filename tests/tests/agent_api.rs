@@ -102,8 +102,10 @@ async fn a_rotation_followed_by_kubelets_periodic_sync_raises_no_event_and_recor
         .await
         .unwrap()
         .unwrap();
+    // kubelet's period here is 1.2–1.8 s; the bound leaves room for a loaded machine and still
+    // tells a periodic sync from none (kubelet's real period is 60–90 s).
     assert!(
-        lag > 0.0 && lag < 3.0,
+        lag > 0.0 && lag < 6.0,
         "kubelet synced within 1.2–1.8 s: lag {lag}"
     );
     assert!(
@@ -143,15 +145,16 @@ async fn a_slow_kubelet_is_nudged_and_the_mount_catches_up() {
 
     let nudged = node
         .node
-        .wait_for(before, Duration::from_secs(5), |e| {
+        .wait_for(before, Duration::from_secs(15), |e| {
             e.reason == SyncReason::Annotation && matches!(e.outcome, SyncOutcome::Written { .. })
         })
         .await
         .expect("kubelet remounted after the nudge");
+    // The nudge waited nudge.after (1 s), and kubelet's own sync (30–45 s here) did not do it.
     let elapsed = nudged.at.duration_since(changed);
     assert!(
-        elapsed <= Duration::from_secs(2),
-        "nudge.after 1 s (+1 s): took {elapsed:?}"
+        elapsed >= Duration::from_secs(1) && elapsed <= Duration::from_secs(8),
+        "nudge.after 1 s: took {elapsed:?}"
     );
     let annotation = node
         .api
@@ -161,12 +164,17 @@ async fn a_slow_kubelet_is_nudged_and_the_mount_catches_up() {
         .annotations
         .unwrap();
     assert!(annotation.contains_key("mountlag.io/resync"));
-    node.wait_status(Duration::from_secs(5), "in sync after the nudge", |s| {
+    node.wait_status(Duration::from_secs(15), "in sync after the nudge", |s| {
         state_of(s, "edge-0") == "in_sync" && secret_rv(s, "edge-0") == rv
     })
     .await
     .unwrap();
-    let requested = node.events("KubeletResyncRequested");
+    let requested = node
+        .wait_events("KubeletResyncRequested", Duration::from_secs(10), |e| {
+            !e.is_empty()
+        })
+        .await
+        .unwrap();
     assert_eq!(requested.len(), 1, "{requested:?}");
     let e = &requested[0];
     assert_eq!(e.api_group, "events.k8s.io");
@@ -201,16 +209,26 @@ async fn a_stuck_mount_is_reported_once_and_its_recovery_too() {
     let changed = Instant::now();
     node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
 
-    node.wait_status(Duration::from_secs(5), "stuck", |s| {
+    node.wait_status(Duration::from_secs(15), "stuck", |s| {
         state_of(s, "edge-0") == "stuck"
     })
     .await
     .unwrap();
     let stuck_after = changed.elapsed();
     assert!(
-        stuck_after <= Duration::from_secs(4),
-        "stuckAfter 3 s (+1 s): {stuck_after:?}"
+        stuck_after >= Duration::from_secs(3) && stuck_after <= Duration::from_secs(10),
+        "stuckAfter 3 s: {stuck_after:?}"
     );
+    node.wait_events("SecretMountStuck", Duration::from_secs(10), |e| {
+        !e.is_empty()
+    })
+    .await
+    .unwrap();
+    node.wait_events("KubeletResyncRequested", Duration::from_secs(10), |e| {
+        e.first().and_then(|e| e.series_count) == Some(2)
+    })
+    .await
+    .unwrap();
     // Give a flapping implementation the chance to report again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stuck = node.events("SecretMountStuck");
@@ -237,8 +255,13 @@ async fn a_stuck_mount_is_reported_once_and_its_recovery_too() {
     node.node
         .set_stuck(PodRef::name(NAMESPACE, "edge-0"), false);
     assert!(node.node.sync_now(NAMESPACE, "edge-0"));
-    node.wait_status(Duration::from_secs(5), "recovered", |s| {
+    node.wait_status(Duration::from_secs(15), "recovered", |s| {
         state_of(s, "edge-0") == "in_sync"
+    })
+    .await
+    .unwrap();
+    node.wait_events("SecretMountRecovered", Duration::from_secs(10), |e| {
+        !e.is_empty()
     })
     .await
     .unwrap();
@@ -271,6 +294,11 @@ async fn a_subpath_mount_is_flagged_once() {
     node.wait_ready(Duration::from_secs(10)).await.unwrap();
     node.wait_status(Duration::from_secs(10), "subPath mount known", |s| {
         state_of(s, "edge-sub") != "absent"
+    })
+    .await
+    .unwrap();
+    node.wait_events("SubPathNeverUpdates", Duration::from_secs(10), |e| {
+        !e.is_empty()
     })
     .await
     .unwrap();
@@ -345,16 +373,21 @@ async fn a_restart_mid_lag_rebuilds_state_without_a_nudge_storm_or_false_events(
     .await;
     node.node.set_stuck(PodRef::name(NAMESPACE, "edge-0"), true);
     node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
-    node.wait_status(Duration::from_secs(5), "nudged", |s| {
+    node.wait_status(Duration::from_secs(15), "nudged", |s| {
         state_of(s, "edge-0") == "nudged"
     })
     .await
     .unwrap();
     node.kill_agent().unwrap();
     node.start_agent().unwrap();
-    node.wait_ready(Duration::from_secs(10)).await.unwrap();
-    node.wait_status(Duration::from_secs(10), "stuck after the restart", |s| {
+    node.wait_ready(Duration::from_secs(20)).await.unwrap();
+    node.wait_status(Duration::from_secs(20), "stuck after the restart", |s| {
         state_of(s, "edge-0") == "stuck"
+    })
+    .await
+    .unwrap();
+    node.wait_events("SecretMountStuck", Duration::from_secs(10), |e| {
+        !e.is_empty()
     })
     .await
     .unwrap();
@@ -451,13 +484,23 @@ async fn churning_200_pods_leaks_no_watches_inotify_watches_or_descriptors() {
         .unwrap();
         let (_, watches) = fd_and_inotify_watches(pid);
         assert_eq!(watches, 100, "one inotify watch per mounted volume");
-        assert_eq!(
+        // The previous round's watches end asynchronously (their tasks are aborted, then the
+        // connection closes), so the count settles rather than being exact at once.
+        let secret_watches = || {
             node.api
                 .stats()
                 .open_watches_by_resource
                 .get("secrets")
-                .copied(),
-            Some(20)
+                .copied()
+        };
+        let settled = Instant::now();
+        while secret_watches() != Some(20) && settled.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            secret_watches(),
+            Some(20),
+            "one watch per referenced Secret"
         );
         for i in 0..100 {
             node.api

@@ -493,12 +493,12 @@ async fn bookmarks_and_watch_timeout() {
         .watch(&WatchParams::default().timeout(1).disable_bookmarks(), &rv)
         .await
         .unwrap();
-    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(5), s.collect::<Vec<_>>())
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(10), s.collect::<Vec<_>>())
         .await
         .expect("the stream ends by itself");
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
     );
     assert_eq!(events.len(), 1, "the replayed ADDED only");

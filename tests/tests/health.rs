@@ -268,8 +268,9 @@ async fn livez_fails_naming_the_loop_that_is_wedged() {
         .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
         .unwrap();
 
-    // Without the hook the same agent stays alive past the (shortened) stall threshold.
-    let healthy = HookedAgent::start(&node, &[], &[("MOUNTLAG_TEST_STALL_AFTER", "1s")]);
+    // Without the hook the same agent stays alive past the (shortened) stall threshold. (3 s,
+    // not the wedged agent's 1 s: on a loaded machine a healthy loop may answer a ping late.)
+    let healthy = HookedAgent::start(&node, &[], &[("MOUNTLAG_TEST_STALL_AFTER", "3s")]);
     wait_code(
         healthy.listen,
         "/readyz",
@@ -278,7 +279,7 @@ async fn livez_fails_naming_the_loop_that_is_wedged() {
         &healthy,
     )
     .await;
-    for _ in 0..4 {
+    for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let (code, body) = http_get(healthy.listen, "/livez").await.unwrap();
         assert_eq!(code, 200, "an idle agent is alive: {body}");
@@ -553,7 +554,7 @@ async fn hostile_clients_do_not_stop_the_endpoint_from_answering_others() {
         let took = started.elapsed();
         assert_eq!(code, 200, "{body}");
         assert!(
-            took < Duration::from_secs(1),
+            took < Duration::from_secs(3),
             "/livez took {took:?} beside slowloris"
         );
         for stream in &mut slow {
@@ -629,7 +630,7 @@ async fn hostile_clients_do_not_stop_the_endpoint_from_answering_others() {
         let started = Instant::now();
         let (livez, _) = http_get(addr, "/livez").await.unwrap();
         assert_eq!(livez, 200, "after {what}");
-        assert!(started.elapsed() < Duration::from_secs(1), "after {what}");
+        assert!(started.elapsed() < Duration::from_secs(3), "after {what}");
     }
     let status = node.status().await.unwrap();
     assert_eq!(state_of(&status, "edge-0"), "in_sync");

@@ -181,11 +181,17 @@ async fn secret_update_appears_only_at_the_next_periodic_sync() {
         .unwrap();
     let changed_at = Instant::now();
     assert_eq!(read(&dir.join("tls.crt")), "OLD");
+    // A Secret change alone does not rewrite the volume: whatever was written since came with
+    // a periodic sync (one may fall in this window when the machine is slow).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        read(&dir.join("tls.crt")),
-        "OLD",
-        "a Secret change alone does not rewrite the volume"
+    let early: Vec<_> = node
+        .log()
+        .into_iter()
+        .filter(|e| e.seq > after && is_written(e, "edge-0", "tls"))
+        .collect();
+    assert!(
+        early.iter().all(|e| e.reason == SyncReason::Periodic),
+        "a Secret change alone does not rewrite the volume: {early:?}"
     );
     let periodic = wait(&node, after, "periodic write", |e| {
         is_written(e, "edge-0", "tls")
@@ -201,7 +207,7 @@ async fn secret_update_appears_only_at_the_next_periodic_sync() {
         .unwrap();
     let gap = periodic.at - prev.at;
     assert!(
-        gap >= Duration::from_millis(1150) && gap <= Duration::from_millis(2500),
+        gap >= Duration::from_millis(1150) && gap <= Duration::from_millis(4000),
         "sync gap {gap:?}"
     );
     assert!(periodic.at - changed_at >= Duration::from_millis(500) || prev.seq > first.seq);
@@ -245,7 +251,8 @@ async fn annotation_change_rewrites_immediately() {
     })
     .await;
     assert_eq!(w.reason, SyncReason::Annotation);
-    assert!(w.at - t < Duration::from_secs(1), "{:?}", w.at - t);
+    // Immediate, not at the next periodic sync (60–90 s at kubelet's real period).
+    assert!(w.at - t < Duration::from_secs(5), "{:?}", w.at - t);
     assert_eq!(read(&dir.join("tls.crt")), "NEW");
 }
 

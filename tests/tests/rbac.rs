@@ -140,17 +140,27 @@ async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
     // recovery; the second nudge's Event is folded into the first (an Event patch).
     node.node.set_stuck(PodRef::name(NAMESPACE, "edge-0"), true);
     node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
-    node.wait_status(Duration::from_secs(8), "stuck", |s| state_of(s) == "stuck")
+    node.wait_status(Duration::from_secs(20), "stuck", |s| state_of(s) == "stuck")
         .await
         .unwrap();
+    node.wait_events("KubeletResyncRequested", Duration::from_secs(10), |e| {
+        e.first().and_then(|e| e.series_count) == Some(2)
+    })
+    .await
+    .unwrap();
     node.node
         .set_stuck(PodRef::name(NAMESPACE, "edge-0"), false);
     assert!(node.node.sync_now(NAMESPACE, "edge-0"));
-    node.wait_status(Duration::from_secs(5), "recovered", |s| {
+    node.wait_status(Duration::from_secs(15), "recovered", |s| {
         state_of(s) == "in_sync"
     })
     .await
     .unwrap();
+    for reason in ["SecretMountStuck", "SecretMountRecovered"] {
+        node.wait_events(reason, Duration::from_secs(10), |e| !e.is_empty())
+            .await
+            .unwrap();
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let annotations = node
@@ -339,7 +349,16 @@ async fn without_the_secret_role_readiness_names_the_secret_it_cannot_read() {
     let start = Instant::now();
     let mut seen_since = None;
     loop {
-        let (code, body) = node.get("/readyz").await.unwrap_or((0, String::new()));
+        // A request that times out on a loaded machine says nothing about readiness.
+        let Ok((code, body)) = node.get("/readyz").await else {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "/readyz does not answer\n{}",
+                node.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         if body.contains(&expected) {
             assert_eq!(code, 503, "{body}");
             let since = *seen_since.get_or_insert_with(Instant::now);
@@ -351,7 +370,7 @@ async fn without_the_secret_role_readiness_names_the_secret_it_cannot_read() {
             assert!(seen_since.is_none(), "readiness changed to {code}: {body}");
         }
         assert!(
-            start.elapsed() < Duration::from_secs(15),
+            start.elapsed() < Duration::from_secs(30),
             "/readyz never named the Secret: {code} {body}\n{}",
             node.agent_log()
         );

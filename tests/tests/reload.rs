@@ -40,7 +40,7 @@ fn config(kind: ControllerKind, port: u16, profile: Option<&str>, reload: Option
         .map(|r| format!("    reload: {r}\n"))
         .unwrap_or_default();
     format!(
-        "stuckAfter: 30s\nnudge:\n  after: 100ms\nreload:\n  minInterval: 0s\nverify:\n  timeout: 3s\n\
+        "stuckAfter: 30s\nnudge:\n  after: 100ms\nreload:\n  minInterval: 0s\nverify:\n  timeout: 6s\n\
          controllers:\n  - name: edge\n    profile: {profile}\n    selector: app=edge\n{reload}    probe:\n      ports: [{port}]\n"
     )
 }
@@ -177,7 +177,7 @@ async fn rotation_is_reloaded_and_verified(kind: ControllerKind) {
         .api
         .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
         .unwrap();
-    setup.wait_verified(1.0, Duration::from_secs(5)).await;
+    setup.wait_verified(1.0, Duration::from_secs(20)).await;
     let took = rotated.elapsed();
     let served = probe(&setup.controller).await;
     assert_eq!(served.len(), 3, "two names and no SNI");
@@ -186,6 +186,13 @@ async fn rotation_is_reloaded_and_verified(kind: ControllerKind) {
         "{served:?} != {}",
         v2.fingerprint_sha256
     );
+    setup
+        .node
+        .wait_events("ControllerReloaded", Duration::from_secs(10), |e| {
+            !e.is_empty()
+        })
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reloaded = setup.node.events("ControllerReloaded");
     assert_eq!(reloaded.len(), 1, "{reloaded:?}");
@@ -274,7 +281,7 @@ async fn broken_material_is_withheld(kind: ControllerKind, how: Broken) {
     let start = Instant::now();
     while setup.node.events("InvalidCertificateMaterial").is_empty() {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(20),
             "no InvalidCertificateMaterial\n{}",
             setup.node.agent_log()
         );
@@ -334,7 +341,7 @@ async fn a_controller_that_ignores_the_signal_is_reported_unverified() {
     let start = Instant::now();
     while setup.node.events("ReloadUnverified").is_empty() {
         assert!(
-            start.elapsed() < Duration::from_secs(8),
+            start.elapsed() < Duration::from_secs(20),
             "no ReloadUnverified\n{}",
             setup.node.agent_log()
         );
@@ -372,7 +379,7 @@ async fn a_self_reloading_profile_with_a_stale_server_is_a_mismatch() {
     let start = Instant::now();
     while setup.node.events("ServedCertificateMismatch").is_empty() {
         assert!(
-            start.elapsed() < Duration::from_secs(8),
+            start.elapsed() < Duration::from_secs(20),
             "no ServedCertificateMismatch\n{}",
             setup.node.agent_log()
         );
@@ -421,7 +428,7 @@ async fn a_process_with_the_same_title_in_another_cgroup_is_never_signalled() {
         .api
         .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
         .unwrap();
-    setup.wait_verified(1.0, Duration::from_secs(5)).await;
+    setup.wait_verified(1.0, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         (decoy.pids(), probe(&decoy).await),
@@ -457,7 +464,7 @@ async fn hundred_rotations_under_load(kind: ControllerKind) {
             .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &leaf))
             .unwrap();
         setup
-            .wait_verified(f64::from(round), Duration::from_secs(10))
+            .wait_verified(f64::from(round), Duration::from_secs(30))
             .await;
         expected.push(leaf.fingerprint_sha256);
     }
@@ -476,7 +483,7 @@ async fn hundred_rotations_under_load(kind: ControllerKind) {
     );
     // nginx's old workers may still answer for ~100 ms after a verified reload (they drain):
     // the final state is what matters here.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut served = probe(&setup.controller).await;
     while !served.iter().all(|fp| Some(fp) == expected.last()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -151,19 +151,28 @@ fn snapshots_never_mix_generations_under_raw_link_swaps() {
         std::fs::write(path, &file.data).unwrap();
     }
     let by_digest = rounds_by_digest(3);
+    // At least MIN_SWAPS swaps, then on until the reader has read both generations (a fixed
+    // count could end before a starved reader completed any snapshot).
+    const MIN_SWAPS: usize = 20_000;
+    const MAX_SWAPS: usize = 400_000;
     let swaps = Arc::new(AtomicUsize::new(0));
+    let both_read = Arc::new(AtomicBool::new(false));
     let swapper = {
-        let (volume, swaps) = (volume.clone(), Arc::clone(&swaps));
+        let (volume, swaps, both_read) =
+            (volume.clone(), Arc::clone(&swaps), Arc::clone(&both_read));
         let (first, second) = (first.clone(), second.clone());
         std::thread::spawn(move || {
-            for i in 0..20_000 {
+            for i in 0..MAX_SWAPS {
+                if i >= MIN_SWAPS && i % 2 == 0 && both_read.load(Ordering::SeqCst) {
+                    break;
+                }
                 raw_swap_data_link(&volume, if i % 2 == 0 { &second } else { &first }).unwrap();
                 swaps.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
     let mut by_generation: HashMap<String, usize> = HashMap::new();
-    while swaps.load(Ordering::Relaxed) < 20_000 {
+    while !swapper.is_finished() {
         if let Ok(snap) = snapshot(&volume) {
             let rounds: std::collections::BTreeSet<usize> = snap
                 .files
@@ -182,10 +191,16 @@ fn snapshots_never_mix_generations_under_raw_link_swaps() {
                 "files match the generation named"
             );
             *by_generation.entry(snap.generation.unwrap()).or_default() += 1;
+            if by_generation.len() == 2 {
+                both_read.store(true, Ordering::SeqCst);
+            }
         }
     }
     swapper.join().unwrap();
-    eprintln!("snapshots per generation: {by_generation:?}");
+    eprintln!(
+        "snapshots per generation: {by_generation:?} over {} swaps",
+        swaps.load(Ordering::Relaxed)
+    );
     assert_eq!(
         by_generation.len(),
         2,

@@ -136,10 +136,17 @@ fn a_burst_of_swaps_ends_on_the_last_generation_without_repeats() {
         last = if i % 2 == 0 { b.clone() } else { a.clone() };
         mountlag_testbed::kubelet::raw_swap_data_link(&volume, &last).unwrap();
     }
-    let reports: Vec<Option<String>> = drain(&rx, &volume, Duration::from_millis(500))
-        .iter()
-        .map(generation_of)
-        .collect();
+    // Collect until the last swap is reported (a starved watcher thread may pause mid-burst
+    // for longer than any fixed quiet period), then a little longer to catch repeats.
+    let mut changes = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while changes.last().map(generation_of) != Some(Some(last.clone()))
+        && std::time::Instant::now() < deadline
+    {
+        changes.extend(drain(&rx, &volume, Duration::from_millis(200)));
+    }
+    changes.extend(drain(&rx, &volume, Duration::from_millis(300)));
+    let reports: Vec<Option<String>> = changes.iter().map(generation_of).collect();
     assert_eq!(
         reports.last().cloned().flatten(),
         Some(last),

@@ -73,7 +73,15 @@ fn kubelet_resyncs_and_readers_do_not_wake_the_inotify_thread() {
     kubelet.write(&volume, &payload(0), None).unwrap();
     let (watcher, rx) = mountlag_testbed::watcher_to_channel();
     watcher.track(&volume).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Let the thread settle (blocked in read, its switch count steady) before counting.
+    let settling = std::time::Instant::now();
+    loop {
+        let first = inotify_thread_switches();
+        std::thread::sleep(Duration::from_millis(100));
+        if inotify_thread_switches() == first || settling.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
 
     let before = inotify_thread_switches();
     for _ in 0..200 {
