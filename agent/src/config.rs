@@ -38,6 +38,11 @@ pub const DEFAULT_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for `expiry.warnBefore` (21 days).
 pub const DEFAULT_EXPIRY_WARN_BEFORE: Duration = Duration::from_secs(21 * DAY_SECS);
+/// Default for `api.maxStreamsPerConnection`: below the HTTP/2 stream limits servers commonly
+/// advertise (Go and the API server: 250, nginx: 128, HAProxy: 100).
+pub const DEFAULT_API_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// Largest `api.maxStreamsPerConnection` accepted.
+pub const MAX_API_STREAMS_PER_CONNECTION: u32 = 1000;
 /// Probe port used when neither the controller nor its profile names one.
 pub const DEFAULT_PROBE_PORT: u16 = 443;
 /// Largest config file [`Config::load`] reads (a ConfigMap cannot hold more).
@@ -58,12 +63,14 @@ const TOP_KEYS: &[&str] = &[
     "reload",
     "verify",
     "expiry",
+    "api",
     "controllers",
 ];
 const NUDGE_KEYS: &[&str] = &["enabled", "after"];
 const RELOAD_KEYS: &[&str] = &["minInterval"];
 const VERIFY_KEYS: &[&str] = &["timeout"];
 const EXPIRY_KEYS: &[&str] = &["warnBefore"];
+const API_KEYS: &[&str] = &["http2", "maxStreamsPerConnection"];
 const CONTROLLER_KEYS: &[&str] = &[
     "name",
     "profile",
@@ -97,6 +104,7 @@ pub struct Config {
     pub reload: ReloadConfig,
     pub verify: VerifyConfig,
     pub expiry: ExpiryConfig,
+    pub api: ApiConfig,
     /// Which pods are Ingress controllers and how each takes a new certificate.
     pub controllers: Vec<ControllerProfile>,
 }
@@ -129,6 +137,15 @@ pub struct ExpiryConfig {
     /// Warn (`CertificateExpiringSoon`) when a certificate expires within this time; `0s`
     /// disables the warning.
     pub warn_before: Duration,
+}
+
+/// `api`: how the agent connects to the Kubernetes API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Offer HTTP/2 when connecting over TLS, so the watches share a few connections.
+    pub http2: bool,
+    /// Open another connection rather than keep more requests (watches) open on one.
+    pub max_streams_per_connection: u32,
 }
 
 /// One entry of `controllers`: which pods, which containers, how to reload, where to probe.
@@ -195,7 +212,17 @@ impl Default for Config {
             reload: ReloadConfig::default(),
             verify: VerifyConfig::default(),
             expiry: ExpiryConfig::default(),
+            api: ApiConfig::default(),
             controllers: BuiltinProfile::default_controllers(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            http2: true,
+            max_streams_per_connection: DEFAULT_API_MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -1905,6 +1932,25 @@ impl<'a> Validator<'a> {
                 .duration(m, &p, "warnBefore", DEFAULT_EXPIRY_WARN_BEFORE, true)
                 .unwrap_or(DEFAULT_EXPIRY_WARN_BEFORE);
         }
+        if let Some((m, p)) = self.section(map, &root_path, "api", API_KEYS) {
+            config.api.http2 = self.boolean(m, &p, "http2", true);
+            if let Some(value) = get(m, "maxStreamsPerConnection") {
+                let path = p.key("maxStreamsPerConnection");
+                match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) if (1..=MAX_API_STREAMS_PER_CONNECTION).contains(&n) => {
+                        config.api.max_streams_per_connection = n;
+                    }
+                    _ => self.invalid(
+                        &path,
+                        At::Value,
+                        format!(
+                            "must be a whole number from 1 to {MAX_API_STREAMS_PER_CONNECTION} (requests kept open on one connection), not {}",
+                            describe(value)
+                        ),
+                    ),
+                }
+            }
+        }
         if let Some(value) = get(map, "controllers") {
             config.controllers = self.controllers(value, &root_path.key("controllers"));
         }
@@ -3136,6 +3182,9 @@ verify:
   timeout: 15s
 expiry:
   warnBefore: 30d
+api:
+  http2: false
+  maxStreamsPerConnection: 32
 controllers:
   - name: edge
     selector: app=edge, tier in (front, public)
@@ -3174,6 +3223,10 @@ controllers:
             },
             expiry: ExpiryConfig {
                 warn_before: Duration::from_secs(30 * 86_400),
+            },
+            api: ApiConfig {
+                http2: false,
+                max_streams_per_connection: 32,
             },
             controllers: vec![
                 ControllerProfile {
@@ -3219,6 +3272,20 @@ controllers:
             config.controllers[0].selector.as_str(),
             "app=edge,tier in (front,public)"
         );
+    }
+
+    #[test]
+    fn api_stream_caps_outside_one_to_a_thousand_are_refused_with_their_line() {
+        assert_eq!(
+            error("stuckAfter: 2m\napi:\n  maxStreamsPerConnection: 0\n"),
+            "t.yaml:3:28: api.maxStreamsPerConnection: must be a whole number from 1 to 1000 (requests kept open on one connection), not number 0"
+        );
+        assert_eq!(
+            error("api: {maxStreamsPerConnection: \"many\"}\n"),
+            "t.yaml:1:32: api.maxStreamsPerConnection: must be a whole number from 1 to 1000 (requests kept open on one connection), not string \"many\""
+        );
+        assert!(error("api: {http2: yes please}\n").contains("api.http2"));
+        assert_eq!(parse("api: {}\n").api, ApiConfig::default());
     }
 
     #[test]
@@ -3793,7 +3860,7 @@ controllers:
         );
         assert_eq!(
             error("foo: 1\n"),
-            "t.yaml:1:1: foo: unknown key \"foo\" (expected one of: stuckAfter, nudge, reload, verify, expiry, controllers)"
+            "t.yaml:1:1: foo: unknown key \"foo\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, controllers)"
         );
         assert_eq!(
             error(
@@ -3813,11 +3880,11 @@ controllers:
         );
         assert_eq!(
             error("1: x\n"),
-            "t.yaml:1:1: 1: unknown key \"1\" (expected one of: stuckAfter, nudge, reload, verify, expiry, controllers)"
+            "t.yaml:1:1: 1: unknown key \"1\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, controllers)"
         );
         assert_eq!(
             error("\"odd key\": x\n"),
-            "t.yaml:1:1: [\"odd key\"]: unknown key \"odd key\" (expected one of: stuckAfter, nudge, reload, verify, expiry, controllers)"
+            "t.yaml:1:1: [\"odd key\"]: unknown key \"odd key\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, controllers)"
         );
         let err = Config::from_yaml("x: 1", "t").unwrap_err();
         assert!(matches!(err.errors[0], ConfigError::UnknownKey { .. }));

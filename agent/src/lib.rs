@@ -15,6 +15,7 @@
 
 pub mod actions;
 pub mod admin;
+pub mod apiclient;
 pub mod cert;
 pub mod cli;
 pub mod config;

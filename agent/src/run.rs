@@ -81,8 +81,10 @@ pub async fn run_agent(
     options: AgentOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let client = Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let client = crate::apiclient::build(kube_config, options.config.api)
         .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
     let mut registry = Registry::default();
     let executor_metrics = ExecutorMetrics::register(&mut registry);

@@ -52,6 +52,8 @@ pub struct FootprintOptions {
     pub scrapes: usize,
     /// Pause between "all in sync, all watches open" and the start of the window.
     pub settle: Duration,
+    /// Run the agent with `api.http2: false` (one HTTP/1.1 connection per watch), to compare.
+    pub api_http1: bool,
 }
 
 /// One `/proc` sample of a process.
@@ -268,6 +270,8 @@ pub struct FootprintRow {
     pub bookmark_rounds: usize,
     /// Requests the agent made to the API stand-in during the window.
     pub api_requests_in_window: u64,
+    /// Connections open to the API stand-in at the end of the window (the agent's only).
+    pub api_connections: usize,
     /// Mount-table changes in this mount namespace during the window (any process), counted
     /// by a thread of this process polling `/proc/self/mountinfo`.
     pub mount_changes: u64,
@@ -306,7 +310,11 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
             ..ApiServerConfig::default()
         },
         NodeConfig::new(NODE),
-        &agent_config("2s", "120s", true),
+        &format!(
+            "{}api:\n  http2: {}\n",
+            agent_config("2s", "120s", true),
+            !o.api_http1
+        ),
         false,
     )
     .await?;
@@ -341,7 +349,9 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
     let kubelet_volume_syncs = volume_syncs(bn.node()?) - syncs_before;
     let mount_changes = counter.stop();
     let memory = memory(pid)?;
-    let api_requests_in_window = bn.api.stats().total_requests();
+    let api_stats = bn.api.stats();
+    let api_requests_in_window = api_stats.total_requests();
+    let api_connections = api_stats.open_connections;
     let rescans_after = rescans(&bn.metrics().await?);
     let rescans = rescans_after
         .iter()
@@ -367,6 +377,7 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
             .count(),
         idle,
         api_requests_in_window,
+        api_connections,
         mount_changes,
         kubelet_volume_syncs,
         rescans,
@@ -392,13 +403,13 @@ pub fn print_rows(rows: &[FootprintRow], o: &FootprintOptions) {
         o.bookmark_interval.as_secs_f64()
     );
     println!(
-        "| mounts | pods | Secrets (watches) | spawn → ready ms | VmRSS MiB | VmHWM MiB | RssAnon / RssFile MiB | threads | fds | idle CPU ms/s | idle wakeups/s | BOOKMARK rounds due in window | API requests in window |"
+        "| mounts | pods | Secrets (watches) | spawn → ready ms | VmRSS MiB | VmHWM MiB | RssAnon / RssFile MiB | threads | fds | API connections | idle CPU ms/s | idle wakeups/s | BOOKMARK rounds due in window | API requests in window |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let s = r.idle.seconds.max(1e-9);
         println!(
-            "| {} | {} | {} ({}) | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} | {} | {} | {:.3} | {:.2} | {} | {} |",
+            "| {} | {} | {} ({}) | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} | {} | {} | {} | {:.3} | {:.2} | {} | {} |",
             r.shape.mounts,
             r.shape.pods(),
             r.shape.referenced_secrets(),
@@ -410,6 +421,7 @@ pub fn print_rows(rows: &[FootprintRow], o: &FootprintOptions) {
             mib(r.memory.file),
             r.memory.threads,
             r.memory.fds,
+            r.api_connections,
             r.idle.cpu_ms / s,
             r.idle.wakeups as f64 / s,
             r.bookmark_rounds,

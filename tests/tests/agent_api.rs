@@ -556,3 +556,87 @@ async fn churning_200_pods_leaks_no_watches_inotify_watches_or_descriptors() {
     );
     assert!(node.events("SecretMountStuck").is_empty());
 }
+
+/// One watch per referenced Secret (the design mirrors kubelet), multiplexed over HTTP/2 as the
+/// real API server offers it: a few connections, not one per watch — and never more streams on
+/// one connection than the server allows, or the watches beyond its limit would wait for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_watches_share_a_few_http2_connections_within_the_servers_stream_limit() {
+    if !can_run() {
+        return;
+    }
+    const SECRETS: usize = 30;
+    const STREAMS: usize = 8;
+    // A server that allows 8 streams per connection (the real one: 250 unless configured).
+    let api_config = mountlag_testbed::apiserver::ApiServerConfig {
+        http2_max_concurrent_streams: STREAMS as u32,
+        ..Default::default()
+    };
+    let config = format!(
+        "{}api:\n  maxStreamsPerConnection: {STREAMS}\n",
+        agent_config("2s", "30s", true)
+    );
+    let mut node = TestNode::start_with(api_config, fast_kubelet(), &config)
+        .await
+        .unwrap();
+    let mut keys = KeyRing::new("http2 test CA").unwrap();
+    for i in 0..SECRETS {
+        let secret = format!("tls-{i}");
+        node.api.apply_secret(&keys.secret(&secret)).unwrap();
+        node.api
+            .create_pod(&ingress_pod(
+                &format!("edge-{i}"),
+                &[("app", "edge")],
+                &secret,
+                None,
+            ))
+            .unwrap();
+    }
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(30)).await.unwrap();
+    node.wait_status(Duration::from_secs(60), "every mount in sync", |s| {
+        s["mounts"]
+            .as_array()
+            .is_some_and(|m| m.len() == SECRETS && m.iter().all(|m| m["state"] == "in_sync"))
+    })
+    .await
+    .unwrap();
+
+    let stats = node.api.stats();
+    assert_eq!(
+        stats.open_watches_by_resource.get("secrets").copied(),
+        Some(SECRETS),
+        "one watch per Secret, all open"
+    );
+    assert_eq!(
+        stats.requests_by_http_version.keys().collect::<Vec<_>>(),
+        vec!["HTTP/2.0"],
+        "every request over HTTP/2: {:?}",
+        stats.requests_by_http_version
+    );
+    // 31 watches (30 Secrets and the pods) at no more than 8 streams per connection.
+    let least = (SECRETS + 1).div_ceil(STREAMS);
+    assert!(
+        (least..=least + 3).contains(&stats.open_connections),
+        "{} connections for {} watches at {STREAMS} streams each",
+        stats.open_connections,
+        SECRETS + 1
+    );
+    // And no more were opened on the way (a burst of requests on a new connection must not
+    // set up one TLS connection each before ALPN says one HTTP/2 connection serves them all).
+    assert!(
+        stats.connections_accepted <= (least + 3) as u64,
+        "{} connections accepted for {} watches\n{}",
+        stats.connections_accepted,
+        SECRETS + 1,
+        node.agent_log()
+    );
+    // A rotation still travels over those connections.
+    node.api.apply_secret(&keys.secret("tls-7")).unwrap();
+    let rv = current_rv(&node, "tls-7");
+    node.wait_status(Duration::from_secs(30), "rotation seen and synced", |s| {
+        state_of(s, "edge-7") == "in_sync" && secret_rv(s, "edge-7") == rv
+    })
+    .await
+    .unwrap();
+}

@@ -35,6 +35,9 @@ pub(crate) struct StatsInner {
     pub watches_started: u64,
     pub refused_while_stopped: u64,
     pub forbidden: BTreeMap<(String, String), u64>,
+    pub connections_accepted: u64,
+    pub open_connections: usize,
+    pub requests_by_http_version: BTreeMap<String, u64>,
 }
 
 impl StatsInner {
@@ -52,6 +55,9 @@ impl StatsInner {
             watches_started: self.watches_started,
             refused_while_stopped: self.refused_while_stopped,
             forbidden: self.forbidden.clone(),
+            connections_accepted: self.connections_accepted,
+            open_connections: self.open_connections,
+            requests_by_http_version: self.requests_by_http_version.clone(),
             resource_version: rv,
         }
     }
@@ -263,6 +269,10 @@ fn shaped(shape: Shape, obj: Value) -> Value {
 
 /// The one entry point of every HTTP request.
 pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    *lock_stats(&sh.stats)
+        .requests_by_http_version
+        .entry(format!("{:?}", req.version()))
+        .or_default() += 1;
     if !sh.available.load(Ordering::SeqCst) {
         lock_stats(&sh.stats).refused_while_stopped += 1;
         return error_response(&ApiError::new(

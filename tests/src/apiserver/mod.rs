@@ -1,5 +1,8 @@
-//! The Kubernetes API server stand-in: real HTTP/1.1 + JSON on `127.0.0.1:<port>`, spoken to
-//! by kube-rs and by the real `kubectl`.
+//! The Kubernetes API server stand-in: real HTTPS (HTTP/2 or HTTP/1.1, chosen by ALPN as the
+//! real server does) + JSON on `127.0.0.1:<port>`, spoken to by kube-rs and by the real
+//! `kubectl`. Its serving certificate comes from a CA of its own, which the kubeconfigs it
+//! writes carry (`certificate-authority-data`). Plain HTTP/1.1 on request
+//! ([`ApiServerConfig::tls`] = false), e.g. behind a recording proxy.
 //!
 //! What it serves (see `docs/testbed.md` for the full contract and the differences from a real
 //! kube-apiserver):
@@ -79,6 +82,12 @@ pub struct ApiServerConfig {
     /// Capacity of the change broadcast; a watch (or subscriber) that falls this far behind
     /// is closed (watches) or sees `Lagged` (subscribers).
     pub change_buffer: usize,
+    /// Serve HTTPS with ALPN `h2` and `http/1.1` (true), or plain HTTP/1.1.
+    pub tls: bool,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` (Go's default, which the API server keeps
+    /// unless `--http2-max-streams-per-connection` says otherwise: 250). A client that opens
+    /// more streams on one connection waits for one to close.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for ApiServerConfig {
@@ -91,6 +100,8 @@ impl Default for ApiServerConfig {
             tokens: BTreeMap::from([(ADMIN_TOKEN.to_owned(), ADMIN_USER.to_owned())]),
             authorizer: Arc::new(AllowAll),
             change_buffer: 16_384,
+            tls: true,
+            http2_max_concurrent_streams: 250,
         }
     }
 }
@@ -113,6 +124,12 @@ pub struct ApiStats {
     pub refused_while_stopped: u64,
     /// (verb, resource) → requests the authorizer denied (403 Forbidden); not in `requests`.
     pub forbidden: BTreeMap<(String, String), u64>,
+    /// TCP connections accepted since the server started (not reset by `reset_stats`).
+    pub connections_accepted: u64,
+    /// TCP connections open right now.
+    pub open_connections: usize,
+    /// `HTTP/2.0` / `HTTP/1.1` → requests.
+    pub requests_by_http_version: BTreeMap<String, u64>,
     /// The store's current resourceVersion.
     pub resource_version: u64,
 }
@@ -141,6 +158,51 @@ pub(crate) struct Shared {
     stats: Mutex<StatsInner>,
     port: u16,
     started: String,
+    tls: Option<ServingTls>,
+}
+
+/// The stand-in's serving certificate and the CA that signed it.
+struct ServingTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    ca_pem: String,
+    ca_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServingTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingTls").finish_non_exhaustive()
+    }
+}
+
+impl ServingTls {
+    fn new() -> anyhow::Result<Self> {
+        let ca = crate::certs::TestCa::new("mountlag testbed API server CA")?;
+        let leaf = ca.issue(&crate::certs::LeafSpec::valid_for([
+            "127.0.0.1",
+            "localhost",
+        ]))?;
+        let chain = vec![
+            rustls::pki_types::CertificateDer::from(leaf.cert_der.clone()),
+            rustls::pki_types::CertificateDer::from(ca.cert_der().to_vec()),
+        ];
+        use rustls::pki_types::pem::PemObject as _;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+            .context("the API server's key")?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the API server's certificate")?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            ca_pem: ca.cert_pem(),
+            ca_der: ca.cert_der().to_vec(),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -175,6 +237,13 @@ pub struct ApiServer {
     inner: Arc<Inner>,
 }
 
+impl Shared {
+    fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+}
+
 impl ApiServer {
     /// Bind 127.0.0.1:`config.port` and serve. Must be called inside a tokio runtime.
     pub async fn start(config: ApiServerConfig) -> anyhow::Result<Self> {
@@ -184,6 +253,11 @@ impl ApiServer {
                 .with_context(|| format!("binding 127.0.0.1:{}", config.port))?;
         let port = listener.local_addr()?.port();
         let (epoch, _) = tokio::sync::watch::channel(0u64);
+        let tls = if config.tls {
+            Some(ServingTls::new().context("the API server's TLS material")?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             store: Store::new(config.history_limit, config.change_buffer),
             config,
@@ -192,13 +266,14 @@ impl ApiServer {
             stats: Mutex::new(StatsInner::default()),
             port,
             started: now_rfc3339(),
+            tls,
         });
         let dir = tempfile::Builder::new()
             .prefix("mountlag-apiserver-")
             .tempdir()
             .context("creating a temp dir for the kubeconfig")?;
         let kubeconfig = dir.path().join("kubeconfig");
-        write_kubeconfig_file(&kubeconfig, port, Some(ADMIN_TOKEN))?;
+        write_kubeconfig_file(&kubeconfig, &shared, Some(ADMIN_TOKEN))?;
         let running = serve(shared.clone(), listener);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -214,9 +289,14 @@ impl ApiServer {
         &self.inner.shared
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` (`http://` without TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port())
+        self.shared().url()
+    }
+
+    /// The CA that signed the serving certificate, PEM (None without TLS).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.shared().tls.as_ref().map(|t| t.ca_pem.as_str())
     }
 
     /// The port (stable across stop/start).
@@ -225,15 +305,18 @@ impl ApiServer {
     }
 
     /// A kube-rs client for the admin user. Needs a tokio runtime (kube's client spawns its
-    /// buffer task); panics only if kube rejects a plain `http://` config, which it does not.
+    /// buffer task); panics only if kube rejects the config, which it does not for this one.
     pub fn client(&self) -> kube::Client {
         self.client_with_token(Some(ADMIN_TOKEN))
-            .expect("a kube client for an http:// URL can always be built")
+            .expect("a kube client for the stand-in's URL and CA can always be built")
     }
 
     /// A kube-rs client sending `token` (None: anonymous).
     pub fn client_with_token(&self, token: Option<&str>) -> anyhow::Result<kube::Client> {
         let mut config = kube::Config::new(self.url().parse().context("parsing the URL")?);
+        if let Some(tls) = &self.shared().tls {
+            config.root_cert = Some(vec![tls.ca_der.clone()]);
+        }
         if let Some(t) = token {
             config.auth_info =
                 serde_json::from_value(json!({ "token": t })).context("building kube AuthInfo")?;
@@ -249,7 +332,7 @@ impl ApiServer {
 
     /// Write a kubeconfig for this server with `token` (None: anonymous) to `path`.
     pub fn write_kubeconfig(&self, path: &Path, token: Option<&str>) -> anyhow::Result<()> {
-        write_kubeconfig_file(path, self.port(), token)
+        write_kubeconfig_file(path, self.shared(), token)
     }
 
     /// Is the HTTP listener up?
@@ -554,28 +637,116 @@ impl ApiServer {
 fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> Running {
     let app = axum::Router::new()
         .fallback(http::handle)
-        .with_state(shared);
-    let (tx, rx) = oneshot::channel::<()>();
+        .with_state(Arc::clone(&shared));
+    let (tx, mut rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        if let Err(e) = server.await {
-            tracing::warn!(error = %e, "API stand-in server ended with an error");
+        let (closing_tx, closing) = tokio::sync::watch::channel(false);
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => {
+                        let _ = tcp.set_nodelay(true);
+                        connections.spawn(serve_connection(
+                            Arc::clone(&shared),
+                            app.clone(),
+                            tcp,
+                            closing.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "API stand-in: accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
         }
+        // Like the real server's shutdown: no new connections, then every open one is told to
+        // finish (GOAWAY on HTTP/2, close after the response on HTTP/1.1).
+        drop(listener);
+        let _ = closing_tx.send(true);
+        while connections.join_next().await.is_some() {}
     });
     Running { shutdown: tx, task }
 }
 
-fn write_kubeconfig_file(path: &Path, port: u16, token: Option<&str>) -> anyhow::Result<()> {
+/// One client connection: TLS handshake (ALPN picks h2 or http/1.1), then HTTP until the client
+/// leaves or the server shuts down.
+async fn serve_connection(
+    shared: Arc<Shared>,
+    app: axum::Router,
+    tcp: tokio::net::TcpStream,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    {
+        let mut stats = lock_stats(&shared.stats);
+        stats.connections_accepted += 1;
+        stats.open_connections += 1;
+    }
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(shared.config.http2_max_concurrent_streams);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let served = match &shared.tls {
+        Some(tls) => match tls.acceptor.accept(tcp).await {
+            Ok(stream) => {
+                let connection = builder
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+                drive(connection, &mut closing)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("TLS handshake: {e}")),
+        },
+        None => {
+            let connection =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service);
+            drive(connection, &mut closing)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "API stand-in: connection ended with an error");
+    }
+    lock_stats(&shared.stats).open_connections -= 1;
+}
+
+async fn drive<C>(
+    connection: C,
+    closing: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), C::Error>
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = closing.wait_for(|closing| *closing) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
+}
+
+fn write_kubeconfig_file(path: &Path, shared: &Shared, token: Option<&str>) -> anyhow::Result<()> {
+    use base64::Engine as _;
     let user = match token {
         Some(t) => json!({"token": t}),
         None => json!({}),
     };
+    let mut cluster = json!({"server": shared.url()});
+    if let Some(tls) = &shared.tls {
+        cluster["certificate-authority-data"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem));
+    }
     let cfg = json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "testbed", "cluster": {"server": format!("http://127.0.0.1:{port}")}}],
+        "clusters": [{"name": "testbed", "cluster": cluster}],
         "users": [{"name": "testbed-user", "user": user}],
         "contexts": [{"name": "testbed", "context": {"cluster": "testbed", "user": "testbed-user", "namespace": "default"}}],
         "current-context": "testbed",

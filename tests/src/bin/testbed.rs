@@ -126,6 +126,9 @@ enum Bench {
         /// Pause between steady state and the idle window, seconds.
         #[arg(long, default_value_t = 3)]
         settle_s: u64,
+        /// Agent with `api.http2: false` (one HTTP/1.1 connection per watch), to compare.
+        #[arg(long)]
+        api_http1: bool,
     },
 }
 
@@ -228,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     bookmark_interval_s,
                     scrapes,
                     settle_s,
+                    api_http1,
                 },
         } => bench_footprint::run(&bench_footprint::FootprintOptions {
             window: Duration::from_secs(window_s),
@@ -237,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bookmark_interval: Duration::from_secs(bookmark_interval_s),
             scrapes,
             settle: Duration::from_secs(settle_s),
+            api_http1,
         }),
     }
 }
