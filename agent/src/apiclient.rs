@@ -52,6 +52,12 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// HTTP/2 PING interval on an idle connection, so a dead peer is noticed without a request.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A request without a response head after this long is abandoned (an error to its caller,
+/// which retries) and its connection keeps fewer requests open from then on. The agent's
+/// requests (a named Secret, the node's pods, a patch, an Event) are answered in milliseconds;
+/// the likely cause is a server allowing fewer streams per connection than the agent's cap,
+/// which queues the extra streams — for a watch, until another watch ends, minutes later.
+pub const RESPONSE_HEAD_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiClientError {
@@ -59,6 +65,14 @@ pub enum ApiClientError {
     Config {
         #[source]
         source: kube::Error,
+    },
+    #[error(
+        "no answer within {waited:?} while {open} requests were open on its connection (the API server may allow fewer streams per connection, or be overloaded); connections now keep at most {cap} open"
+    )]
+    NoAnswer {
+        waited: Duration,
+        open: usize,
+        cap: usize,
     },
     #[error("invalid TLS server name {name:?} in the kubeconfig: {source}")]
     ServerName {
@@ -142,13 +156,15 @@ pub fn build(config: kube::Config, options: ApiConfig) -> Result<kube::Client, A
 pub struct StreamShards<C> {
     shards: Arc<Mutex<Vec<Shard<C>>>>,
     make: Arc<dyn Fn() -> C + Send + Sync>,
-    cap: usize,
+    /// Starts at the configured cap; lowered when a request gets no answer in time
+    /// ([`RESPONSE_HEAD_WAIT`]): the server's stream limit is the same on every connection.
+    cap: Arc<AtomicUsize>,
 }
 
 impl<C> std::fmt::Debug for StreamShards<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamShards")
-            .field("cap", &self.cap)
+            .field("cap", &self.cap.load(Ordering::Acquire))
             .finish_non_exhaustive()
     }
 }
@@ -158,7 +174,7 @@ impl<C> Clone for StreamShards<C> {
         Self {
             shards: Arc::clone(&self.shards),
             make: Arc::clone(&self.make),
-            cap: self.cap,
+            cap: Arc::clone(&self.cap),
         }
     }
 }
@@ -198,18 +214,16 @@ impl<C: Clone> StreamShards<C> {
         Self {
             shards: Arc::new(Mutex::new(Vec::new())),
             make: Arc::new(make),
-            cap: cap.max(1),
+            cap: Arc::new(AtomicUsize::new(cap.max(1))),
         }
     }
 
     /// The client of the first shard with room, the guard that holds its slot, and whether
     /// the request must wait for the shard's connection.
-    fn checkout(&self) -> (C, OpenRequest, Gate) {
+    fn checkout(&self) -> Checkout<C> {
         let mut shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
-        let (shard, gate) = match shards
-            .iter()
-            .find(|s| s.open.load(Ordering::Acquire) < self.cap)
-        {
+        let cap = self.cap.load(Ordering::Acquire);
+        let (shard, gate) = match shards.iter().find(|s| s.open.load(Ordering::Acquire) < cap) {
             Some(shard) if *shard.connected.borrow() => (shard, Gate::Open),
             Some(shard) => {
                 let waiting = shard.connected.subscribe();
@@ -220,7 +234,7 @@ impl<C: Clone> StreamShards<C> {
                 let index = shards.len();
                 tracing::debug!(
                     connection = index,
-                    cap = self.cap,
+                    cap,
                     "every API connection has its cap of open requests: adding one"
                 );
                 shards.push(Shard {
@@ -232,11 +246,17 @@ impl<C: Clone> StreamShards<C> {
             }
         };
         shard.open.fetch_add(1, Ordering::AcqRel);
-        (
-            shard.client.clone(),
-            OpenRequest(Arc::clone(&shard.open)),
+        Checkout {
+            client: shard.client.clone(),
+            slot: OpenRequest(Arc::clone(&shard.open)),
             gate,
-        )
+            cap: Arc::clone(&self.cap),
+        }
+    }
+
+    /// Requests kept open per connection now (the configured cap, or less once learned).
+    pub fn cap(&self) -> usize {
+        self.cap.load(Ordering::Acquire)
     }
 
     /// Open requests per shard, in shard order.
@@ -248,6 +268,13 @@ impl<C: Clone> StreamShards<C> {
             .map(|s| s.open.load(Ordering::Acquire))
             .collect()
     }
+}
+
+struct Checkout<C> {
+    client: C,
+    slot: OpenRequest,
+    gate: Gate,
+    cap: Arc<AtomicUsize>,
 }
 
 /// Holds one slot of a shard until dropped (with the response body, or the failed request).
@@ -291,7 +318,12 @@ impl<C: SendRequest> tower::Service<Request<Body>> for StreamShards<C> {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let (client, slot, gate) = self.checkout();
+        let Checkout {
+            client,
+            slot,
+            gate,
+            cap,
+        } = self.checkout();
         Box::pin(async move {
             let opener = match gate {
                 Gate::Open => None,
@@ -302,8 +334,22 @@ impl<C: SendRequest> tower::Service<Request<Body>> for StreamShards<C> {
                     None
                 }
             };
-            let response = client.send(request).await;
+            let response = tokio::time::timeout(RESPONSE_HEAD_WAIT, client.send(request)).await;
             drop(opener);
+            let Ok(response) = response else {
+                let open = slot.0.load(Ordering::Acquire);
+                let lowered = open.saturating_sub(1).max(1);
+                let previous = cap.fetch_min(lowered, Ordering::AcqRel);
+                let error = ApiClientError::NoAnswer {
+                    waited: RESPONSE_HEAD_WAIT,
+                    open,
+                    cap: lowered.min(previous),
+                };
+                if lowered < previous {
+                    tracing::warn!(%error, "API request abandoned");
+                }
+                return Err(error.into());
+            };
             let response = response.map_err(Into::into)?;
             Ok(response.map(|inner| ShardBody { inner, _slot: slot }))
         })
@@ -478,6 +524,106 @@ mod tests {
         }
         assert_eq!(client.sent.load(Ordering::SeqCst), 5);
         assert_eq!(shards.open_per_shard(), vec![0]);
+    }
+
+    /// One connection of a server that serves `limit` streams at once and queues the rest
+    /// (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`): a queued request is never answered here.
+    #[derive(Clone)]
+    struct LimitedConnection {
+        limit: usize,
+        streams: Arc<AtomicUsize>,
+    }
+
+    /// A body that holds its stream until dropped.
+    struct StreamBody {
+        streams: Arc<AtomicUsize>,
+    }
+
+    impl Drop for StreamBody {
+        fn drop(&mut self) {
+            self.streams.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl http_body::Body for StreamBody {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    impl SendRequest for LimitedConnection {
+        type Body = StreamBody;
+        type Error = std::io::Error;
+        fn send(&self, _request: Request<Body>) -> Exchange<Self::Body, Self::Error> {
+            let this = self.clone();
+            Box::pin(async move {
+                if this.streams.fetch_add(1, Ordering::SeqCst) >= this.limit {
+                    this.streams.fetch_sub(1, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                }
+                Ok(Response::new(StreamBody {
+                    streams: this.streams,
+                }))
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_stops_answering_keeps_fewer_requests_and_the_rest_move_on() {
+        // The agent's cap (5) is above the server's limit (2).
+        let shards = StreamShards::new(5, || LimitedConnection {
+            limit: 2,
+            streams: Arc::new(AtomicUsize::new(0)),
+        });
+        let mut watches = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            let mut shards = shards.clone();
+            watches.spawn(async move {
+                shards
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(Request::new(Body::empty()))
+                    .await
+            });
+        }
+        let mut answered = Vec::new();
+        let mut abandoned = Vec::new();
+        while let Some(result) = watches.join_next().await {
+            match result.unwrap() {
+                Ok(response) => answered.push(response),
+                Err(error) => abandoned.push(error.to_string()),
+            }
+        }
+        assert_eq!(answered.len(), 2, "the server's limit: {abandoned:?}");
+        assert_eq!(abandoned.len(), 3);
+        assert!(
+            abandoned[0].contains("no answer within 30s"),
+            "{abandoned:?}"
+        );
+        assert_eq!(shards.cap(), 2, "learned the server's limit");
+        // The retried requests go to a new connection and are answered at once.
+        let mut retried = Vec::new();
+        for _ in 0..3 {
+            let mut service = shards.clone();
+            let started = tokio::time::Instant::now();
+            retried.push(
+                service
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(Request::new(Body::empty()))
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        }
+        assert_eq!(shards.open_per_shard(), vec![2, 2, 1]);
     }
 
     #[tokio::test]

@@ -640,3 +640,71 @@ async fn secret_watches_share_a_few_http2_connections_within_the_servers_stream_
     .await
     .unwrap();
 }
+
+/// A server that allows fewer streams per connection than `api.maxStreamsPerConnection`
+/// queues the extra watches; the agent notices that they get no answer, keeps fewer requests
+/// per connection from then on, and its watch retries land on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_queued_past_the_servers_stream_limit_move_to_new_connections() {
+    if !can_run() {
+        return;
+    }
+    const SECRETS: usize = 20;
+    let api_config = mountlag_testbed::apiserver::ApiServerConfig {
+        http2_max_concurrent_streams: 8,
+        ..Default::default()
+    };
+    // The agent's default cap (100) is above this server's limit (8).
+    let mut node =
+        TestNode::start_with(api_config, fast_kubelet(), &agent_config("2s", "60s", true))
+            .await
+            .unwrap();
+    let mut keys = KeyRing::new("http2 limit test CA").unwrap();
+    for i in 0..SECRETS {
+        let secret = format!("tls-{i}");
+        node.api.apply_secret(&keys.secret(&secret)).unwrap();
+        node.api
+            .create_pod(&ingress_pod(
+                &format!("edge-{i}"),
+                &[("app", "edge")],
+                &secret,
+                None,
+            ))
+            .unwrap();
+    }
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let open_secret_watches = |node: &TestNode| {
+        node.api
+            .stats()
+            .open_watches_by_resource
+            .get("secrets")
+            .copied()
+            .unwrap_or(0)
+    };
+    // At first some watches are queued behind the 8 streams of the only connection.
+    assert!(open_secret_watches(&node) < SECRETS);
+    let waited = Instant::now();
+    while open_secret_watches(&node) < SECRETS && waited.elapsed() < Duration::from_secs(150) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        open_secret_watches(&node),
+        SECRETS,
+        "every Secret watch open after the agent learned the limit\n{}",
+        node.agent_log()
+    );
+    assert!(
+        node.agent_log().contains("no answer within 30s"),
+        "{}",
+        node.agent_log()
+    );
+    // And rotations arrive again.
+    node.api.apply_secret(&keys.secret("tls-19")).unwrap();
+    let rv = current_rv(&node, "tls-19");
+    node.wait_status(Duration::from_secs(30), "rotation seen and synced", |s| {
+        state_of(s, "edge-19") == "in_sync" && secret_rv(s, "edge-19") == rv
+    })
+    .await
+    .unwrap();
+}
