@@ -53,7 +53,8 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A request without a response head after this long is abandoned (an error to its caller,
-/// which retries) and its connection keeps fewer requests open from then on. The agent's
+/// which retries); if other requests on its connection were answered, their number becomes
+/// the cap of every connection. The agent's
 /// requests (a named Secret, the node's pods, a patch, an Event) are answered in milliseconds;
 /// the likely cause is a server allowing fewer streams per connection than the agent's cap,
 /// which queues the extra streams — for a watch, until another watch ends, minutes later.
@@ -67,7 +68,7 @@ pub enum ApiClientError {
         source: kube::Error,
     },
     #[error(
-        "no answer within {waited:?} while {open} requests were open on its connection (the API server may allow fewer streams per connection, or be overloaded); connections now keep at most {cap} open"
+        "no answer within {waited:?} while {open} requests were open on its connection (the API server may allow fewer streams per connection, or be overloaded); each connection keeps at most {cap} requests open"
     )]
     NoAnswer {
         waited: Duration,
@@ -182,6 +183,8 @@ impl<C> Clone for StreamShards<C> {
 struct Shard<C> {
     client: C,
     open: Arc<AtomicUsize>,
+    /// Open requests that have their response head: the streams the server is serving.
+    answered: Arc<AtomicUsize>,
     /// Set once the shard's first request has its answer (or failed). Until then the shard's
     /// other requests wait: sent at once, each would open a TLS connection of its own before
     /// ALPN said that one HTTP/2 connection serves them all (hyper-util then drops the
@@ -240,6 +243,7 @@ impl<C: Clone> StreamShards<C> {
                 shards.push(Shard {
                     client: (self.make)(),
                     open: Arc::new(AtomicUsize::new(0)),
+                    answered: Arc::new(AtomicUsize::new(0)),
                     connected: Arc::clone(&connected),
                 });
                 (&shards[index], Gate::Opener(OpenGate(connected)))
@@ -249,6 +253,7 @@ impl<C: Clone> StreamShards<C> {
         Checkout {
             client: shard.client.clone(),
             slot: OpenRequest(Arc::clone(&shard.open)),
+            answered: Arc::clone(&shard.answered),
             gate,
             cap: Arc::clone(&self.cap),
         }
@@ -273,6 +278,7 @@ impl<C: Clone> StreamShards<C> {
 struct Checkout<C> {
     client: C,
     slot: OpenRequest,
+    answered: Arc<AtomicUsize>,
     gate: Gate,
     cap: Arc<AtomicUsize>,
 }
@@ -321,6 +327,7 @@ impl<C: SendRequest> tower::Service<Request<Body>> for StreamShards<C> {
         let Checkout {
             client,
             slot,
+            answered,
             gate,
             cap,
         } = self.checkout();
@@ -338,20 +345,31 @@ impl<C: SendRequest> tower::Service<Request<Body>> for StreamShards<C> {
             drop(opener);
             let Ok(response) = response else {
                 let open = slot.0.load(Ordering::Acquire);
-                let lowered = open.saturating_sub(1).max(1);
-                let previous = cap.fetch_min(lowered, Ordering::AcqRel);
+                // The streams the server does serve on this connection are its limit. None at
+                // all: the server (or the way to it) is not answering, which says nothing
+                // about its limit, so the cap stays.
+                let serving = answered.load(Ordering::Acquire);
+                let now = if serving > 0 {
+                    cap.fetch_min(serving, Ordering::AcqRel).min(serving)
+                } else {
+                    cap.load(Ordering::Acquire)
+                };
                 let error = ApiClientError::NoAnswer {
                     waited: RESPONSE_HEAD_WAIT,
                     open,
-                    cap: lowered.min(previous),
+                    cap: now,
                 };
-                if lowered < previous {
-                    tracing::warn!(%error, "API request abandoned");
-                }
+                tracing::warn!(%error, "API request abandoned");
                 return Err(error.into());
             };
             let response = response.map_err(Into::into)?;
-            Ok(response.map(|inner| ShardBody { inner, _slot: slot }))
+            answered.fetch_add(1, Ordering::AcqRel);
+            let answered = OpenRequest(answered);
+            Ok(response.map(|inner| ShardBody {
+                inner,
+                _slot: slot,
+                _answered: answered,
+            }))
         })
     }
 }
@@ -361,6 +379,7 @@ impl<C: SendRequest> tower::Service<Request<Body>> for StreamShards<C> {
 pub struct ShardBody<B> {
     inner: B,
     _slot: OpenRequest,
+    _answered: OpenRequest,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for ShardBody<B> {
@@ -624,6 +643,28 @@ mod tests {
             assert_eq!(started.elapsed(), Duration::ZERO);
         }
         assert_eq!(shards.open_per_shard(), vec![2, 2, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_answers_nothing_leaves_the_cap_alone() {
+        let shards = StreamShards::new(5, || LimitedConnection {
+            limit: 0,
+            streams: Arc::new(AtomicUsize::new(0)),
+        });
+        let mut service = shards.clone();
+        let result = service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(Body::empty()))
+            .await;
+        assert!(result.is_err());
+        assert_eq!(
+            shards.cap(),
+            5,
+            "an outage says nothing about the stream limit"
+        );
+        assert_eq!(shards.open_per_shard(), vec![0]);
     }
 
     #[tokio::test]
