@@ -708,3 +708,50 @@ async fn watches_queued_past_the_servers_stream_limit_move_to_new_connections() 
     .await
     .unwrap();
 }
+
+/// `api.http2: false` (for a proxy that mishandles HTTP/2): HTTP/1.1, one connection per watch,
+/// and everything works as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_http2_off_every_watch_has_its_own_http1_connection() {
+    if !can_run() {
+        return;
+    }
+    const SECRETS: usize = 6;
+    let config = format!("{}api:\n  http2: false\n", agent_config("2s", "30s", true));
+    let mut node = TestNode::start(fast_kubelet(), &config).await.unwrap();
+    let mut keys = KeyRing::new("http1 test CA").unwrap();
+    for i in 0..SECRETS {
+        let secret = format!("tls-{i}");
+        node.api.apply_secret(&keys.secret(&secret)).unwrap();
+        node.api
+            .create_pod(&ingress_pod(
+                &format!("edge-{i}"),
+                &[("app", "edge")],
+                &secret,
+                None,
+            ))
+            .unwrap();
+    }
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(30)).await.unwrap();
+    node.api.apply_secret(&keys.secret("tls-3")).unwrap();
+    let rv = current_rv(&node, "tls-3");
+    node.wait_status(Duration::from_secs(30), "rotation seen and synced", |s| {
+        state_of(s, "edge-3") == "in_sync" && secret_rv(s, "edge-3") == rv
+    })
+    .await
+    .unwrap();
+    let stats = node.api.stats();
+    assert_eq!(
+        stats.requests_by_http_version.keys().collect::<Vec<_>>(),
+        vec!["HTTP/1.1"],
+        "{:?}",
+        stats.requests_by_http_version
+    );
+    assert!(
+        stats.open_connections > SECRETS,
+        "{} connections for {} watches",
+        stats.open_connections,
+        SECRETS + 1
+    );
+}
