@@ -439,14 +439,21 @@ mod tests {
         })
     }
 
-    async fn send(shards: &mut StreamShards<Numbered>) -> Response<ShardBody<Full<Bytes>>> {
-        shards
+    /// One request through (a clone of) `shards`, as kube's client sends it.
+    async fn request<C: SendRequest>(
+        shards: &StreamShards<C>,
+    ) -> Result<Response<ShardBody<C::Body>>, BoxError> {
+        let mut service = shards.clone();
+        service
             .ready()
             .await
             .unwrap()
             .call(Request::new(Body::empty()))
             .await
-            .unwrap()
+    }
+
+    async fn send(shards: &StreamShards<Numbered>) -> Response<ShardBody<Full<Bytes>>> {
+        request(shards).await.unwrap()
     }
 
     async fn shard_of(response: Response<ShardBody<Full<Bytes>>>) -> usize {
@@ -456,10 +463,10 @@ mod tests {
 
     #[tokio::test]
     async fn open_requests_beyond_the_cap_get_a_new_connection() {
-        let mut shards = shards(3, false);
+        let shards = shards(3, false);
         let mut open = Vec::new();
         for _ in 0..7 {
-            open.push(send(&mut shards).await);
+            open.push(send(&shards).await);
         }
         assert_eq!(shards.open_per_shard(), vec![3, 3, 1]);
         let mut served = Vec::new();
@@ -472,14 +479,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_request_frees_its_slot_for_the_next_one() {
-        let mut shards = shards(2, false);
-        let first = send(&mut shards).await;
-        let second = send(&mut shards).await;
+        let shards = shards(2, false);
+        let first = send(&shards).await;
+        let second = send(&shards).await;
         assert_eq!(shards.open_per_shard(), vec![2]);
         // The slot is held while the body is (a watch stream), released when it is dropped.
         drop(first);
         assert_eq!(shards.open_per_shard(), vec![1]);
-        assert_eq!(shard_of(send(&mut shards).await).await, 0);
+        assert_eq!(shard_of(send(&shards).await).await, 0);
         drop(second);
         assert_eq!(shards.open_per_shard(), vec![0]);
     }
@@ -518,16 +525,8 @@ mod tests {
         });
         let mut requests = tokio::task::JoinSet::new();
         for _ in 0..5 {
-            let mut shards = shards.clone();
-            requests.spawn(async move {
-                shards
-                    .ready()
-                    .await
-                    .unwrap()
-                    .call(Request::new(Body::empty()))
-                    .await
-                    .map(drop)
-            });
+            let shards = shards.clone();
+            requests.spawn(async move { request(&shards).await.map(drop) });
         }
         for _ in 0..20 {
             tokio::task::yield_now().await;
@@ -601,15 +600,8 @@ mod tests {
         });
         let mut watches = tokio::task::JoinSet::new();
         for _ in 0..5 {
-            let mut shards = shards.clone();
-            watches.spawn(async move {
-                shards
-                    .ready()
-                    .await
-                    .unwrap()
-                    .call(Request::new(Body::empty()))
-                    .await
-            });
+            let shards = shards.clone();
+            watches.spawn(async move { request(&shards).await });
         }
         let mut answered = Vec::new();
         let mut abandoned = Vec::new();
@@ -629,17 +621,8 @@ mod tests {
         // The retried requests go to a new connection and are answered at once.
         let mut retried = Vec::new();
         for _ in 0..3 {
-            let mut service = shards.clone();
             let started = tokio::time::Instant::now();
-            retried.push(
-                service
-                    .ready()
-                    .await
-                    .unwrap()
-                    .call(Request::new(Body::empty()))
-                    .await
-                    .unwrap(),
-            );
+            retried.push(request(&shards).await.unwrap());
             assert_eq!(started.elapsed(), Duration::ZERO);
         }
         assert_eq!(shards.open_per_shard(), vec![2, 2, 1]);
@@ -651,14 +634,7 @@ mod tests {
             limit: 0,
             streams: Arc::new(AtomicUsize::new(0)),
         });
-        let mut service = shards.clone();
-        let result = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(Body::empty()))
-            .await;
-        assert!(result.is_err());
+        assert!(request(&shards).await.is_err());
         assert_eq!(
             shards.cap(),
             5,
@@ -669,15 +645,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_request_frees_its_slot() {
-        let mut shards = shards(1, true);
+        let shards = shards(1, true);
         for _ in 0..3 {
-            let result = shards
-                .ready()
-                .await
-                .unwrap()
-                .call(Request::new(Body::empty()))
-                .await;
-            assert!(result.is_err());
+            assert!(request(&shards).await.is_err());
         }
         assert_eq!(shards.open_per_shard(), vec![0], "one connection, reused");
     }

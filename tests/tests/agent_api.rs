@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use mountlag_testbed::apiserver::ApiServerConfig;
 use mountlag_testbed::cluster::{
     KeyRing, NAMESPACE, TestNode, agent_config, ingress_pod, mount_of,
 };
@@ -557,30 +558,18 @@ async fn churning_200_pods_leaks_no_watches_inotify_watches_or_descriptors() {
     assert!(node.events("SecretMountStuck").is_empty());
 }
 
-/// One watch per referenced Secret (the design mirrors kubelet), multiplexed over HTTP/2 as the
-/// real API server offers it: a few connections, not one per watch — and never more streams on
-/// one connection than the server allows, or the watches beyond its limit would wait for minutes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secret_watches_share_a_few_http2_connections_within_the_servers_stream_limit() {
-    if !can_run() {
-        return;
-    }
-    const SECRETS: usize = 30;
-    const STREAMS: usize = 8;
-    // A server that allows 8 streams per connection (the real one: 250 unless configured).
-    let api_config = mountlag_testbed::apiserver::ApiServerConfig {
-        http2_max_concurrent_streams: STREAMS as u32,
-        ..Default::default()
-    };
-    let config = format!(
-        "{}api:\n  maxStreamsPerConnection: {STREAMS}\n",
-        agent_config("2s", "30s", true)
-    );
-    let mut node = TestNode::start_with(api_config, fast_kubelet(), &config)
+/// A node with `secrets` pods `edge-<i>`, each mounting its own Secret `tls-<i>`, and the
+/// agent started with `config` and ready.
+async fn node_with_one_secret_per_pod(
+    api_config: ApiServerConfig,
+    config: &str,
+    secrets: usize,
+    keys: &mut KeyRing,
+) -> TestNode {
+    let mut node = TestNode::start_with(api_config, fast_kubelet(), config)
         .await
         .unwrap();
-    let mut keys = KeyRing::new("http2 test CA").unwrap();
-    for i in 0..SECRETS {
+    for i in 0..secrets {
         let secret = format!("tls-{i}");
         node.api.apply_secret(&keys.secret(&secret)).unwrap();
         node.api
@@ -594,6 +583,30 @@ async fn secret_watches_share_a_few_http2_connections_within_the_servers_stream_
     }
     node.start_agent().unwrap();
     node.wait_ready(Duration::from_secs(30)).await.unwrap();
+    node
+}
+
+/// One watch per referenced Secret (the design mirrors kubelet), multiplexed over HTTP/2 as the
+/// real API server offers it: a few connections, not one per watch — and never more streams on
+/// one connection than the server allows, or the watches beyond its limit would wait for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_watches_share_a_few_http2_connections_within_the_servers_stream_limit() {
+    if !can_run() {
+        return;
+    }
+    const SECRETS: usize = 30;
+    const STREAMS: usize = 8;
+    // A server that allows 8 streams per connection (the real one: 250 unless configured).
+    let api_config = ApiServerConfig {
+        http2_max_concurrent_streams: STREAMS as u32,
+        ..Default::default()
+    };
+    let config = format!(
+        "{}api:\n  maxStreamsPerConnection: {STREAMS}\n",
+        agent_config("2s", "30s", true)
+    );
+    let mut keys = KeyRing::new("http2 test CA").unwrap();
+    let node = node_with_one_secret_per_pod(api_config, &config, SECRETS, &mut keys).await;
     node.wait_status(Duration::from_secs(60), "every mount in sync", |s| {
         s["mounts"]
             .as_array()
@@ -650,30 +663,19 @@ async fn watches_queued_past_the_servers_stream_limit_move_to_new_connections() 
         return;
     }
     const SECRETS: usize = 20;
-    let api_config = mountlag_testbed::apiserver::ApiServerConfig {
+    let api_config = ApiServerConfig {
         http2_max_concurrent_streams: 8,
         ..Default::default()
     };
     // The agent's default cap (100) is above this server's limit (8).
-    let mut node =
-        TestNode::start_with(api_config, fast_kubelet(), &agent_config("2s", "60s", true))
-            .await
-            .unwrap();
     let mut keys = KeyRing::new("http2 limit test CA").unwrap();
-    for i in 0..SECRETS {
-        let secret = format!("tls-{i}");
-        node.api.apply_secret(&keys.secret(&secret)).unwrap();
-        node.api
-            .create_pod(&ingress_pod(
-                &format!("edge-{i}"),
-                &[("app", "edge")],
-                &secret,
-                None,
-            ))
-            .unwrap();
-    }
-    node.start_agent().unwrap();
-    node.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let node = node_with_one_secret_per_pod(
+        api_config,
+        &agent_config("2s", "60s", true),
+        SECRETS,
+        &mut keys,
+    )
+    .await;
     let open_secret_watches = |node: &TestNode| {
         node.api
             .stats()
@@ -718,22 +720,9 @@ async fn with_http2_off_every_watch_has_its_own_http1_connection() {
     }
     const SECRETS: usize = 6;
     let config = format!("{}api:\n  http2: false\n", agent_config("2s", "30s", true));
-    let mut node = TestNode::start(fast_kubelet(), &config).await.unwrap();
     let mut keys = KeyRing::new("http1 test CA").unwrap();
-    for i in 0..SECRETS {
-        let secret = format!("tls-{i}");
-        node.api.apply_secret(&keys.secret(&secret)).unwrap();
-        node.api
-            .create_pod(&ingress_pod(
-                &format!("edge-{i}"),
-                &[("app", "edge")],
-                &secret,
-                None,
-            ))
-            .unwrap();
-    }
-    node.start_agent().unwrap();
-    node.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let node =
+        node_with_one_secret_per_pod(ApiServerConfig::default(), &config, SECRETS, &mut keys).await;
     node.api.apply_secret(&keys.secret("tls-3")).unwrap();
     let rv = current_rv(&node, "tls-3");
     node.wait_status(Duration::from_secs(30), "rotation seen and synced", |s| {
