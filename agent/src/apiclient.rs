@@ -24,7 +24,9 @@
 //! another connection instead; it counts the requests it has open on each connection (a request
 //! is open until its response body is dropped) and never exceeds its own cap, which is set
 //! below the limits servers commonly advertise (`api.maxStreamsPerConnection`, default
-//! [`crate::config::DEFAULT_API_MAX_STREAMS_PER_CONNECTION`]).
+//! [`crate::config::DEFAULT_API_MAX_STREAMS_PER_CONNECTION`]). Should a server allow fewer, the
+//! queued requests are abandoned after [`RESPONSE_HEAD_WAIT`] and the cap drops to the number
+//! of requests the server was answering on that connection.
 //!
 //! `http://` URLs (e.g. `kubectl proxy`) and servers that do not negotiate h2 get HTTP/1.1;
 //! the shards then simply share the work, and idle connections are closed after
@@ -54,10 +56,10 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A request without a response head after this long is abandoned (an error to its caller,
 /// which retries); if other requests on its connection were answered, their number becomes
-/// the cap of every connection. The agent's
-/// requests (a named Secret, the node's pods, a patch, an Event) are answered in milliseconds;
-/// the likely cause is a server allowing fewer streams per connection than the agent's cap,
-/// which queues the extra streams — for a watch, until another watch ends, minutes later.
+/// the cap of every connection. The agent's requests (a named Secret, the node's pods, a
+/// patch, an Event) are answered in milliseconds, so the likely cause is a server allowing
+/// fewer streams per connection than the agent's cap, which queues the extra streams — for a
+/// watch, until another watch ends, minutes later.
 pub const RESPONSE_HEAD_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
