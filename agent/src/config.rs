@@ -28,6 +28,10 @@ use std::time::Duration;
 use kube::core::{Expression, Selector, SelectorExt as _};
 use serde_yaml::{Mapping, Value};
 
+mod budget;
+
+pub use budget::{MAX_CONFIG_EXPANDED_BYTES, MAX_CONFIG_NODES};
+
 /// Default for `stuckAfter`.
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(120);
 /// Default for `nudge.after`.
@@ -45,8 +49,10 @@ pub const DEFAULT_API_MAX_STREAMS_PER_CONNECTION: u32 = 100;
 pub const MAX_API_STREAMS_PER_CONNECTION: u32 = 1000;
 /// Probe port used when neither the controller nor its profile names one.
 pub const DEFAULT_PROBE_PORT: u16 = 443;
-/// Largest config file [`Config::load`] reads (a ConfigMap cannot hold more).
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Largest config file [`Config::load`] reads: 64 KiB, room for some three hundred controller
+/// entries. The parser keeps a few hundred bytes per YAML event, and a file of short scalars
+/// has one event per two bytes, so this cap is what keeps a hostile file's peak memory small.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
 /// Largest duration accepted anywhere in the file (3650 days). Keeps `Instant + duration`
 /// arithmetic elsewhere far from overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(3650 * DAY_SECS);
@@ -84,6 +90,9 @@ const CONTROLLER_KEYS: &[&str] = &[
 const CONTROLLER_RELOAD_KEYS: &[&str] = &["signal", "process", "http"];
 const HTTP_KEYS: &[&str] = &["url"];
 const PROBE_KEYS: &[&str] = &["ports", "hosts"];
+
+/// `namespaces: ["*"]`: every namespace, also for a profile that has usual namespaces.
+const ALL_NAMESPACES: &str = "*";
 
 const DURATION_HINT: &str =
     "write a number and a unit: ms, s, m, h or d, e.g. 500ms, 15s, 2m, 1h30m, 21d";
@@ -283,6 +292,24 @@ impl Config {
                 message: format!(
                     "flow collections ([...], {{...}}) nested more than {MAX_FLOW_DEPTH} levels deep"
                 ),
+            }
+            .into());
+        }
+        // Before any tree is built: aliases must not expand the document past its budget.
+        if let Err(budget::BudgetError::Exceeded {
+            limit,
+            line,
+            column,
+        }) = budget::check(text)
+        {
+            return Err(ConfigError::TooComplex {
+                at: Location {
+                    file: origin.to_string(),
+                    line,
+                    column,
+                    path: String::new(),
+                },
+                message: limit.message(),
             }
             .into());
         }
@@ -593,6 +620,35 @@ impl BuiltinProfile {
         }
     }
 
+    /// The namespaces the controller's usual install puts its pods in. A controller entry with
+    /// this profile and no `namespaces` key watches only these, so a tenant's pod labelled like
+    /// the controller elsewhere is never enrolled (its Secrets read, its processes signalled).
+    /// Empty: the profile has no usual namespace (file-reading controllers are the user's own),
+    /// and an entry without `namespaces` matches every namespace.
+    pub fn usual_namespaces(self) -> &'static [&'static str] {
+        match self {
+            BuiltinProfile::IngressNginx => &["ingress-nginx"],
+            // The project's getting-started guide installs into `ingress-controller`.
+            BuiltinProfile::HaproxyIngress => &["haproxy-ingress", "ingress-controller"],
+            // Traefik's chart docs use `traefik`; k3s ships Traefik in `kube-system`.
+            BuiltinProfile::TraefikCrd => &["traefik", "kube-system"],
+            BuiltinProfile::Contour => &["projectcontour"],
+            // istioctl's default profile and the gateway chart's documented namespace.
+            BuiltinProfile::Istio => &["istio-system", "istio-ingress"],
+            BuiltinProfile::Nginx
+            | BuiltinProfile::Haproxy
+            | BuiltinProfile::Traefik
+            | BuiltinProfile::Caddy
+            | BuiltinProfile::Envoy => &[],
+        }
+    }
+
+    /// `namespaces` of an entry with this profile that does not name any.
+    pub fn default_namespaces(self) -> Option<Vec<String>> {
+        let usual = self.usual_namespaces();
+        (!usual.is_empty()).then(|| usual.iter().map(|n| n.to_string()).collect())
+    }
+
     /// One-line description (docs, `--help`).
     pub fn description(self) -> &'static str {
         match self {
@@ -630,7 +686,7 @@ impl BuiltinProfile {
         ControllerProfile {
             name: name.to_string(),
             selector,
-            namespaces: None,
+            namespaces: self.default_namespaces(),
             containers: None,
             reload: self.reload(),
             mode: self.mode(),
@@ -1130,7 +1186,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 let rest: String = text[i..].chars().take(20).collect();
                 return Err(format!("unexpected {}", quote(&rest)));
             }
-            "" => return Err(format!("missing unit after {}", &text[start..i])),
+            "" => {
+                return Err(format!(
+                    "missing unit after {}",
+                    quote_number(&text[start..i])
+                ));
+            }
             other => return Err(format!("unknown unit {}", quote(other))),
         };
         if int_digits.len() > 20 || frac_digits.len() > 20 {
@@ -1229,11 +1290,16 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is larger than [`MAX_CONFIG_BYTES`].
-    #[error("{file}: config file is larger than {limit} bytes")]
+    #[error(
+        "{file}: config file is larger than {limit} bytes (the limit; a config needs a few KiB)"
+    )]
     TooLarge { file: String, limit: u64 },
     /// Not YAML (or not UTF-8). The position is the parser's.
     #[error("{at}: invalid YAML: {message}")]
     Syntax { at: Location, message: String },
+    /// Aliases expand the document past [`MAX_CONFIG_NODES`] or [`MAX_CONFIG_EXPANDED_BYTES`].
+    #[error("{at}: config too large once expanded: {message}")]
+    TooComplex { at: Location, message: String },
     /// A key that is not part of the format, at any depth.
     #[error("{at}: unknown key {} ({expected})", quote(.key))]
     UnknownKey {
@@ -1306,6 +1372,7 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } | ConfigError::TooLarge { .. } => None,
             ConfigError::Syntax { at, .. }
+            | ConfigError::TooComplex { at, .. }
             | ConfigError::UnknownKey { at, .. }
             | ConfigError::WrongType { at, .. }
             | ConfigError::MissingKey { at, .. }
@@ -1532,6 +1599,15 @@ fn duplicate_key_position(text: &str, key: &str, from: usize) -> Option<(usize, 
 
 /// A string for messages: Debug-quoted (so control characters are escaped) and cut at 64
 /// characters.
+/// A number from the file, as written, cut to a readable length (digits only, so no quotes).
+fn quote_number(digits: &str) -> String {
+    const MAX: usize = 24;
+    match digits.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} digits)", &digits[..cut], digits.chars().count()),
+        None => digits.to_string(),
+    }
+}
+
 fn quote(s: &str) -> String {
     const MAX: usize = 64;
     if s.chars().count() > MAX {
@@ -2019,10 +2095,20 @@ impl<'a> Validator<'a> {
         let selector = self.controller_selector(map, path, profile, profile_failed);
 
         let namespaces = match get(map, "namespaces") {
-            None => Some(None),
+            None => Some(profile.and_then(BuiltinProfile::default_namespaces)),
+            Some(Value::Sequence(items))
+                if items.len() == 1 && items[0].as_str() == Some(ALL_NAMESPACES) =>
+            {
+                Some(None)
+            }
             Some(v) => self
                 .string_list(v, &path.key("namespaces"), "namespace", |s| {
-                    if is_dns_label(s) {
+                    if s == ALL_NAMESPACES {
+                        Err(format!(
+                            "{} means every namespace and stands alone in the list",
+                            quote(ALL_NAMESPACES)
+                        ))
+                    } else if is_dns_label(s) {
                         Ok(())
                     } else {
                         Err(format!(
@@ -3143,7 +3229,20 @@ mod tests {
             assert_eq!(c.mode, ReloadMode::Api, "{}", c.name);
             assert_eq!(c.reload, ReloadAction::None, "{}", c.name);
             assert!(!c.selector.is_everything(), "{}", c.name);
-            assert_eq!(c.namespaces, None);
+            // Look-alike pods elsewhere are not enrolled: each default watches only the
+            // namespaces its controller is usually installed in.
+            let usual = BuiltinProfile::from_name(&c.name)
+                .map(|p| p.usual_namespaces().to_vec())
+                .unwrap_or_default();
+            assert!(!usual.is_empty(), "{}", c.name);
+            assert_eq!(
+                c.namespaces
+                    .as_deref()
+                    .map(|n| n.iter().map(String::as_str).collect::<Vec<_>>()),
+                Some(usual),
+                "{}",
+                c.name
+            );
             assert_eq!(c.containers, None);
         }
         assert_eq!(config.summary().split(':').next(), Some("5 controllers"));
@@ -3517,6 +3616,35 @@ controllers:
         );
         assert_eq!(c[4].mode, ReloadMode::Api);
         assert_eq!(c[4].reload, ReloadAction::None);
+    }
+
+    #[test]
+    fn api_profiles_default_to_their_usual_namespaces_and_star_means_every_namespace() {
+        let text = "\
+controllers:
+  - {name: a, profile: ingress-nginx}
+  - {name: b, profile: istio, namespaces: [gw]}
+  - {name: c, profile: contour, namespaces: ['*']}
+  - {name: d, profile: nginx, selector: app=d}
+";
+        let c = parse(text).controllers;
+        assert_eq!(c[0].namespaces, Some(vec!["ingress-nginx".to_string()]));
+        assert_eq!(c[1].namespaces, Some(vec!["gw".to_string()]));
+        assert_eq!(c[2].namespaces, None, "'*' chooses every namespace");
+        assert_eq!(
+            c[3].namespaces, None,
+            "file profiles have no usual namespace"
+        );
+    }
+
+    #[test]
+    fn star_mixed_with_namespaces_is_an_error() {
+        assert_eq!(
+            errors("controllers:\n  - name: a\n    profile: contour\n    namespaces: [x, '*']\n"),
+            [
+                "t.yaml:4:21: controllers[0].namespaces[1]: \"*\" means every namespace and stands alone in the list"
+            ]
+        );
     }
 
     #[test]
