@@ -16,7 +16,7 @@
 //! module: no type of it appears in the public API.
 //!
 //! The reference for users is `docs/configuration.md`; a commented example that passes
-//! `check-config` is `deploy/config/mountlag.yaml`.
+//! `check-config` is `docs/examples/mountlag.yaml`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -4580,7 +4580,7 @@ i:
 
     #[test]
     fn never_panics() {
-        let example = include_str!("../../deploy/config/mountlag.yaml");
+        let example = include_str!("../../docs/examples/mountlag.yaml");
         let mut inputs: Vec<String> = vec![
             "[".repeat(100_000),
             "{a: ".repeat(10_000),
@@ -4647,7 +4647,7 @@ i:
 
     #[test]
     fn the_shipped_example_is_valid() {
-        let text = include_str!("../../deploy/config/mountlag.yaml");
+        let text = include_str!("../../docs/examples/mountlag.yaml");
         let config = parse(text);
         assert!(!config.controllers.is_empty());
         // It documents the defaults: every threshold in it is the default value.

@@ -147,7 +147,7 @@ fn every_kustomization_renders_and_validates_against_the_kubernetes_schemas() {
     let broken = dir.path().join("broken.yaml");
     std::fs::write(
         &broken,
-        render(".").replace("hostPID: true", "hostPID: true\n      hostPIDs: true"),
+        render("overlays/nginx").replace("hostPID: true", "hostPID: true\n      hostPIDs: true"),
     )
     .unwrap();
     let out = Command::new("kubernetes-validate")
@@ -460,6 +460,51 @@ fn every_rendered_configuration_passes_check_config() {
     }
 }
 
+/// The default install (`kubectl apply -k deploy/`) signals nothing: it runs the built-in
+/// verify-only defaults. Every entry of any shipped kustomization that signals or calls a
+/// reload endpoint names the namespaces it may act in, and so does the annotated example.
+#[test]
+fn the_default_install_signals_nothing_and_every_reloading_entry_names_its_namespaces() {
+    use mountlag::config::{BuiltinProfile, Config};
+    if !can_render() {
+        return;
+    }
+    let default = config_of(&documents(&render(".")).unwrap(), ".");
+    assert_eq!(
+        default.controllers,
+        BuiltinProfile::default_controllers(),
+        "deploy/ runs the built-in defaults"
+    );
+    for c in &default.controllers {
+        assert_eq!(c.reload, ReloadAction::None, "deploy/: {} reloads", c.name);
+        assert!(
+            c.namespaces.is_some(),
+            "deploy/: {} watches every namespace",
+            c.name
+        );
+    }
+    let example = Config::from_yaml(&read("docs/examples/mountlag.yaml"), "example").unwrap();
+    let mut configs: Vec<(String, Config)> = vec![("docs/examples".to_string(), example)];
+    for variant in variants() {
+        let config = config_of(&documents(&render(&variant)).unwrap(), &variant);
+        configs.push((variant, config));
+    }
+    for (variant, config) in &configs {
+        for c in config
+            .controllers
+            .iter()
+            .filter(|c| c.reload != ReloadAction::None)
+        {
+            assert!(
+                c.namespaces.as_ref().is_some_and(|n| !n.is_empty()),
+                "{variant}: {} ({}) may act on pods in every namespace",
+                c.name,
+                c.reload
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------- alerts
 
 fn can_promtool() -> bool {
@@ -692,7 +737,7 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
         format!("mountlag {}", env!("CARGO_PKG_VERSION"))
     );
     let out = Command::new(&binary)
-        .args(["check-config", "deploy/config/mountlag.yaml"])
+        .args(["check-config", "docs/examples/mountlag.yaml"])
         .current_dir(repo())
         .output()
         .unwrap();
