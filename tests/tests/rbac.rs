@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mountlag_testbed::apiserver::{ADMIN_TOKEN, ADMIN_USER, ApiServerConfig};
+use mountlag_testbed::apiserver::{ADMIN_TOKEN, ADMIN_USER, ApiServerConfig, ValidatingPolicies};
 
 use mountlag_testbed::cluster::{
     KeyRing, NAMESPACE, NODE, TestNode, agent_config, ingress_pod, mount_of,
@@ -30,8 +30,13 @@ use mountlag_testbed::rbac::{self, Rbac};
 use mountlag_testbed::real;
 use serde_json::Value;
 
-/// The token the agent's kubeconfig carries; the stand-in maps it to the ServiceAccount.
+/// The token the agent's kubeconfig carries; the stand-in maps it to the ServiceAccount, with
+/// the node-name claim of a token bound to a pod on [`NODE`].
 const AGENT_TOKEN: &str = "mountlag-serviceaccount-token";
+/// The same ServiceAccount's token without the node claim (e.g. a legacy Secret token).
+const UNBOUND_AGENT_TOKEN: &str = "mountlag-unbound-serviceaccount-token";
+/// The claim a pod-bound ServiceAccount token carries (Kubernetes 1.30+).
+const NODE_NAME_CLAIM: &str = "authentication.kubernetes.io/node-name";
 
 fn can_render() -> bool {
     real::require("kubectl (kustomize)", rbac::kubectl_available())
@@ -68,9 +73,16 @@ async fn node_under(rbac: Rbac, user: &str, config: &str) -> (TestNode, tempfile
     let api_config = ApiServerConfig {
         tokens: BTreeMap::from([
             (AGENT_TOKEN.to_owned(), user.to_owned()),
+            (UNBOUND_AGENT_TOKEN.to_owned(), user.to_owned()),
             (ADMIN_TOKEN.to_owned(), ADMIN_USER.to_owned()),
         ]),
+        token_extra: BTreeMap::from([(
+            AGENT_TOKEN.to_owned(),
+            BTreeMap::from([(NODE_NAME_CLAIM.to_owned(), vec![NODE.to_owned()])]),
+        )]),
         authorizer: Arc::new(rbac.with_kubernetes_defaults().with_superuser(ADMIN_USER)),
+        // The base's admission policy, evaluated by the stand-in as the API server would.
+        admission: Arc::new(ValidatingPolicies::from_documents(&rendered(".")).unwrap()),
         ..ApiServerConfig::default()
     };
     // kubelet's real 60–90 s sync: only a nudge makes it rewrite a volume in time.
@@ -230,6 +242,120 @@ async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
     assert_eq!(node.stop_agent().unwrap().code(), Some(0));
     keys.assert_not_in("agent log", &node.all_agent_logs());
+}
+
+/// A kube client with the agent's identity (`token`), as the agent's own kubeconfig gives it.
+async fn client_with(node: &TestNode, dir: &tempfile::TempDir, token: &str) -> kube::Client {
+    let path = dir.path().join(format!("kubeconfig-{token}"));
+    node.api.write_kubeconfig(&path, Some(token)).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// `patch pods` is cluster-wide in RBAC; the admission policy shipped beside it
+/// (deploy/base/admission/nudge-policy.yaml, evaluated by the stand-in with CEL) lets the
+/// agent's identity change only `mountlag.io/resync`, and only on pods of its own node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_patch_grant_reaches_only_the_nudge_annotation_on_its_own_node() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams};
+    use serde_json::json;
+    if !can_run() {
+        return;
+    }
+    let (rbac, user) = base_rbac();
+    let (node, dir) = node_under(rbac, &user, &agent_config("1s", "30s", true)).await;
+    let mut mine = ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None);
+    mine.metadata.annotations = Some(BTreeMap::from([("team".to_owned(), "edge".to_owned())]));
+    node.api.create_pod(&mine).unwrap();
+    let mut theirs = ingress_pod("edge-elsewhere", &[("app", "edge")], "edge-tls", None);
+    theirs.spec.as_mut().unwrap().node_name = Some("node-b".to_owned());
+    node.api.create_pod(&theirs).unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client_with(&node, &dir, AGENT_TOKEN).await, NAMESPACE);
+    let merge = |patch: serde_json::Value| Patch::Merge(patch);
+    let resync =
+        json!({"metadata": {"annotations": {"mountlag.io/resync": "2026-12-06T00:00:00Z"}}});
+    pods.patch("edge-0", &PatchParams::default(), &merge(resync.clone()))
+        .await
+        .expect("the nudge itself is admitted");
+    let after_nudge = node.api.pod(NAMESPACE, "edge-0").unwrap();
+
+    let refused: &[(&str, serde_json::Value, &str)] = &[
+        (
+            "edge-0",
+            json!({"metadata": {"annotations": {"other": "x"}}}),
+            "only change the annotation",
+        ),
+        (
+            "edge-0",
+            json!({"metadata": {"annotations": {"team": null}}}),
+            "only change the annotation",
+        ),
+        (
+            "edge-0",
+            json!({"metadata": {"annotations": {"team": "red"}}}),
+            "only change the annotation",
+        ),
+        (
+            "edge-0",
+            json!({"metadata": {"labels": {"app": "evil"}}}),
+            "only change the annotation",
+        ),
+        (
+            "edge-0",
+            json!({"metadata": {"finalizers": ["x/y"]}}),
+            "only change the annotation",
+        ),
+        (
+            "edge-0",
+            json!({"spec": {"activeDeadlineSeconds": 1}}),
+            "only change the annotation",
+        ),
+        ("edge-elsewhere", resync.clone(), "pods on its own node"),
+    ];
+    for (pod, patch, says) in refused {
+        let err = pods
+            .patch(pod, &PatchParams::default(), &merge(patch.clone()))
+            .await
+            .expect_err(&format!("{pod}: {patch} must be refused"));
+        let kube::Error::Api(status) = &err else {
+            panic!("{pod}: {patch}: not an API error: {err}");
+        };
+        assert_eq!(status.code, 403, "{pod}: {patch}: {status:?}");
+        assert!(
+            status.message.contains(says) && status.message.contains("mountlag-nudge-only"),
+            "{pod}: {patch}: {}",
+            status.message
+        );
+    }
+    assert_eq!(
+        node.api.pod(NAMESPACE, "edge-0").unwrap(),
+        after_nudge,
+        "nothing refused was stored"
+    );
+    assert_eq!(
+        node.api
+            .pod(NAMESPACE, "edge-elsewhere")
+            .unwrap()
+            .metadata
+            .annotations,
+        None
+    );
+    // A token of the same ServiceAccount that does not name a node reaches no pod at all.
+    let unbound: Api<Pod> = Api::namespaced(
+        client_with(&node, &dir, UNBOUND_AGENT_TOKEN).await,
+        NAMESPACE,
+    );
+    let err = unbound
+        .patch("edge-0", &PatchParams::default(), &merge(resync))
+        .await
+        .expect_err("no node claim, no patch");
+    assert!(err.to_string().contains("pods on its own node"), "{err}");
+    assert_eq!(node.api.stats().admission_denied, refused.len() as u64 + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,6 +648,17 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
             patch.cluster_wide || !patch.namespaces.is_empty(),
             config.nudge.enabled,
             "{variant}: pods patch is granted exactly when the nudge is enabled"
+        );
+        // And wherever it is granted, the admission policy narrows it to the nudge.
+        let policies = ValidatingPolicies::from_documents(&docs).unwrap();
+        assert_eq!(
+            policies.names(),
+            if config.nudge.enabled {
+                vec!["mountlag-nudge-only"]
+            } else {
+                vec![]
+            },
+            "{variant}: the nudge policy is in force exactly when pods may be patched"
         );
         if !fully_covered {
             continue;

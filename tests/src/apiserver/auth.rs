@@ -16,6 +16,9 @@ pub struct Identity {
     pub user: String,
     /// Groups (`system:authenticated` for token users, `system:unauthenticated` otherwise).
     pub groups: Vec<String>,
+    /// Extra claims of the token, e.g. `authentication.kubernetes.io/node-name` of a
+    /// ServiceAccount token bound to a pod (`ApiServerConfig::token_extra`).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Identity {
@@ -24,6 +27,7 @@ impl Identity {
         Self {
             user: name.into(),
             groups: vec!["system:authenticated".into()],
+            extra: Default::default(),
         }
     }
 
@@ -32,6 +36,7 @@ impl Identity {
         Self {
             user: "system:anonymous".into(),
             groups: vec!["system:unauthenticated".into()],
+            extra: Default::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+use super::admission::AdmissionRequest;
 use super::auth::{self, Decision, Identity, RequestAttributes};
 use super::convert::{
     from_storage, present, to_storage, validate_events_v1_create, with_type_meta,
@@ -35,6 +36,7 @@ pub(crate) struct StatsInner {
     pub watches_started: u64,
     pub refused_while_stopped: u64,
     pub forbidden: BTreeMap<(String, String), u64>,
+    pub admission_denied: u64,
     pub connections_accepted: u64,
     pub open_connections: usize,
     pub requests_by_http_version: BTreeMap<String, u64>,
@@ -55,6 +57,7 @@ impl StatsInner {
             watches_started: self.watches_started,
             refused_while_stopped: self.refused_while_stopped,
             forbidden: self.forbidden.clone(),
+            admission_denied: self.admission_denied,
             connections_accepted: self.connections_accepted,
             open_connections: self.open_connections,
             requests_by_http_version: self.requests_by_http_version.clone(),
@@ -228,8 +231,14 @@ fn identify(sh: &Shared, headers: &HeaderMap) -> Result<Identity, ApiError> {
         .strip_prefix("Bearer ")
         .or_else(|| h.strip_prefix("bearer "))
         .map(str::trim);
-    match token.and_then(|t| sh.config.tokens.get(t)) {
-        Some(user) => Ok(Identity::user(user.clone())),
+    match token.and_then(|t| Some((t, sh.config.tokens.get(t)?))) {
+        Some((token, user)) => {
+            let mut who = Identity::user(user.clone());
+            if let Some(extra) = sh.config.token_extra.get(token) {
+                who.extra = extra.clone();
+            }
+            Ok(who)
+        }
         None => Err(ApiError::new(401, "Unauthorized", "Unauthorized")),
     }
 }
@@ -339,6 +348,7 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         .to_owned();
     let result = dispatch(
         &sh,
+        &who,
         &parts.method,
         route,
         &attrs.verb,
@@ -356,6 +366,7 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     sh: &Arc<Shared>,
+    who: &Identity,
     method: &Method,
     route: Route,
     verb: &str,
@@ -435,6 +446,7 @@ fn dispatch(
             };
             let ctx = ObjCtx {
                 sh,
+                who,
                 group,
                 resource,
                 namespace,
@@ -624,6 +636,7 @@ impl Selectors {
 
 struct ObjCtx<'a> {
     sh: &'a Arc<Shared>,
+    who: &'a Identity,
     group: ApiGroup,
     resource: Resource,
     namespace: Option<String>,
@@ -675,6 +688,35 @@ fn decode_continue(tok: &str) -> Result<(u64, (String, String)), ApiError> {
 }
 
 impl ObjCtx<'_> {
+    /// Admission of an update of an existing object (subresources such as `pods/status` are
+    /// not admitted: no shipped policy names them).
+    fn admit(&self, ns: &str, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+        if self.part != Part::Main {
+            return Ok(());
+        }
+        let version = self.group.api_version();
+        let request = AdmissionRequest {
+            who: self.who,
+            operation: "UPDATE",
+            api_group: self.group.group(),
+            api_version: version.rsplit('/').next().unwrap_or(version),
+            resource: self.resource.plural(),
+            namespace: ns,
+            name,
+            object: new,
+            old_object: Some(old),
+        };
+        self.sh.config.admission.admit(&request).map_err(|denial| {
+            lock_stats(&self.sh.stats).admission_denied += 1;
+            let code = if denial.reason == "Forbidden" {
+                403
+            } else {
+                422
+            };
+            ApiError::new(code, &denial.reason, denial.message)
+        })
+    }
+
     fn ns_required(&self) -> Result<&str, ApiError> {
         self.namespace.as_deref().ok_or_else(|| {
             ApiError::method_not_allowed(format!(
@@ -783,7 +825,17 @@ impl ObjCtx<'_> {
             self.part,
             create_missing,
             self.group,
-            |_| Ok(obj),
+            |old| {
+                if let Some(old) = old {
+                    self.admit(
+                        ns,
+                        name,
+                        &present(self.resource, self.group, old),
+                        &present(self.resource, self.group, &obj),
+                    )?;
+                }
+                Ok(obj)
+            },
         )?;
         let code = if existed {
             StatusCode::OK
@@ -820,6 +872,9 @@ impl ObjCtx<'_> {
                     };
                     patch::apply(kind, &mut cur, &patch_body)
                         .map_err(|e| ApiError::new(422, "Invalid", e))?;
+                    if let Some(old) = old {
+                        self.admit(ns, name, &present(r, g, old), &cur)?;
+                    }
                     to_storage(r, g, &mut cur);
                     Ok(cur)
                 })?;

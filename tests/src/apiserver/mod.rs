@@ -24,6 +24,7 @@
 //! default). The in-process helpers ([`ApiServer::create_pod`], ...) act as a privileged
 //! client and bypass it.
 
+mod admission;
 mod auth;
 mod convert;
 mod error;
@@ -46,6 +47,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
+pub use admission::{Admission, AdmissionRequest, AdmitAll, Denial, ValidatingPolicies};
 pub use auth::{AllowAll, Authorizer, Decision, Identity, RequestAttributes, authorize};
 pub use convert::{EventObjectRef, RecordedEvent};
 pub use error::ApiError;
@@ -77,8 +79,13 @@ pub struct ApiServerConfig {
     /// Bearer token → user name. Requests without a token are `system:anonymous`; an unknown
     /// token is a 401.
     pub tokens: BTreeMap<String, String>,
+    /// Bearer token → extra claims (`authentication.kubernetes.io/node-name` → [node]), as
+    /// a pod-bound ServiceAccount token carries them.
+    pub token_extra: BTreeMap<String, BTreeMap<String, Vec<String>>>,
     /// The authorization hook every HTTP request passes through.
     pub authorizer: Arc<dyn Authorizer>,
+    /// The admission hook every authorized update of an existing object passes through.
+    pub admission: Arc<dyn Admission>,
     /// Capacity of the change broadcast; a watch (or subscriber) that falls this far behind
     /// is closed (watches) or sees `Lagged` (subscribers).
     pub change_buffer: usize,
@@ -98,7 +105,9 @@ impl Default for ApiServerConfig {
             bookmark_interval: Duration::from_secs(1),
             default_watch_timeout: None,
             tokens: BTreeMap::from([(ADMIN_TOKEN.to_owned(), ADMIN_USER.to_owned())]),
+            token_extra: BTreeMap::new(),
             authorizer: Arc::new(AllowAll),
+            admission: Arc::new(AdmitAll),
             change_buffer: 16_384,
             tls: true,
             http2_max_concurrent_streams: 250,
@@ -124,6 +133,8 @@ pub struct ApiStats {
     pub refused_while_stopped: u64,
     /// (verb, resource) → requests the authorizer denied (403 Forbidden); not in `requests`.
     pub forbidden: BTreeMap<(String, String), u64>,
+    /// Writes an admission policy refused (they are in `requests`: authorized, then refused).
+    pub admission_denied: u64,
     /// TCP connections accepted since the server started (not reset by `reset_stats`).
     pub connections_accepted: u64,
     /// TCP connections open right now.
