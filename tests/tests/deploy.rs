@@ -31,9 +31,19 @@ const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.33.0"];
 /// Capabilities the agent adds after dropping ALL; each is justified in docs/security.md.
 const ADDED_CAPABILITIES: &[&str] = &["KILL"];
 
-/// The build command of deploy/Dockerfile, run as is by the static build test.
-const STATIC_BUILD: &str = r#"RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target x86_64-unknown-linux-gnu -p mountlag"#;
-const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The build command of deploy/Dockerfile (and deploy/image/build), run by the static build
+/// test with `$triple` the host's target triple.
+const STATIC_BUILD: &str = r#"RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$triple" -p mountlag"#;
+
+/// The host's target triple (`rustc -vV`), as the Dockerfile's build stage computes it.
+fn host_triple() -> String {
+    let out = Command::new("rustc").arg("-vV").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap()
+        .to_owned()
+}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -687,6 +697,111 @@ fn dynamic_dependencies(elf: &[u8]) -> Result<Vec<String>, String> {
     Ok(needs)
 }
 
+fn output_of(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds the image archive from `binary` with deploy/image/build, checks it with `skopeo
+/// inspect` (architecture, entrypoint, user, labels) and runs `mountlag --version` from it with
+/// podman (runc; crun refuses this machine's hybrid cgroup layout).
+fn image_of(binary: &Path) {
+    for tool in ["umoci", "skopeo", "podman", "runc"] {
+        if !real::require(
+            &format!("{tool} (Debian package {tool})"),
+            command_works(tool, &["--version"]),
+        ) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("mountlag.oci.tar");
+    let version = env!("CARGO_PKG_VERSION");
+    output_of(
+        "deploy/image/build",
+        &[
+            "--binary",
+            binary.to_str().unwrap(),
+            "--output",
+            archive.to_str().unwrap(),
+        ],
+    );
+    let image = format!("oci-archive:{}:{version}", archive.display());
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let inspect: Value = serde_json::from_str(&output_of("skopeo", &["inspect", &image])).unwrap();
+    assert_eq!(inspect["Architecture"], arch, "{inspect}");
+    assert_eq!(inspect["Os"], "linux", "{inspect}");
+    let labels = &inspect["Labels"];
+    assert_eq!(
+        labels["org.opencontainers.image.version"], version,
+        "{inspect}"
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.title"], "mountlag",
+        "{inspect}"
+    );
+    assert!(
+        labels["org.opencontainers.image.source"].is_string(),
+        "{inspect}"
+    );
+    assert_eq!(
+        inspect["Layers"].as_array().map(Vec::len),
+        Some(1),
+        "{inspect}"
+    );
+    let config: Value =
+        serde_json::from_str(&output_of("skopeo", &["inspect", "--config", &image])).unwrap();
+    let c = &config["config"];
+    assert_eq!(c["User"], "65532:65532", "{config}");
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/mountlag"]),
+        "{config}"
+    );
+    assert_eq!(c["Cmd"], serde_json::json!(["agent"]), "{config}");
+
+    // podman's default RLIMIT_NOFILE and RLIMIT_NPROC are above what this sandbox allows (and
+    // runc may not raise them): small limits, plenty for `--version`.
+    let (nofile, nproc) = (1024, 1024);
+    let storage = dir.path().join("storage");
+    let run_root = dir.path().join("run");
+    let out = output_of(
+        "podman",
+        &[
+            "--root",
+            storage.to_str().unwrap(),
+            "--runroot",
+            run_root.to_str().unwrap(),
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--network=none",
+            "--ulimit",
+            &format!("nofile={nofile}:{nofile}"),
+            "--ulimit",
+            &format!("nproc={nproc}:{nproc}"),
+            &image,
+            "--version",
+        ],
+    );
+    assert_eq!(out.trim(), format!("mountlag {version}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_args() {
     if !can_render() {
@@ -697,7 +812,8 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
         dockerfile.contains(STATIC_BUILD),
         "deploy/Dockerfile builds with: {STATIC_BUILD}"
     );
-    assert!(dockerfile.contains(&format!("target/{STATIC_TARGET}/release/mountlag")));
+    assert!(dockerfile.contains(r#"cp "target/$triple/release/mountlag" /mountlag"#));
+    let triple = host_triple();
     // Same command; its own target dir so it never waits for (or invalidates) the main build.
     let (rustflags, cargo_args) = STATIC_BUILD
         .strip_prefix("RUSTFLAGS=\"")
@@ -706,7 +822,13 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
     let target_dir = repo().join("target/static");
     let started = Instant::now();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(cargo_args.split_whitespace())
+        .args(cargo_args.split_whitespace().map(|a| {
+            if a == r#""$triple""# {
+                triple.as_str()
+            } else {
+                a
+            }
+        }))
         .current_dir(repo())
         .env("RUSTFLAGS", rustflags)
         .env("CARGO_TARGET_DIR", &target_dir)
@@ -718,7 +840,7 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
         .unwrap();
     assert!(status.success(), "{STATIC_BUILD} failed");
     eprintln!("static build: {:?}", started.elapsed());
-    let binary = target_dir.join(STATIC_TARGET).join("release/mountlag");
+    let binary = target_dir.join(&triple).join("release/mountlag");
 
     let needs = dynamic_dependencies(&std::fs::read(&binary).unwrap()).unwrap();
     assert!(needs.is_empty(), "{} needs {needs:?}", binary.display());
@@ -746,6 +868,10 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The same binary packed by deploy/image/build (no container engine): an OCI archive
+    // that skopeo reads and podman runs.
+    image_of(&binary);
 
     // The static agent, started with the rendered DaemonSet's arguments (paths and address
     // made local) and environment, talks to the API stand-in at 127.0.0.1 and gets ready.
