@@ -25,4 +25,5 @@ pub mod kubelet;
 pub mod probe;
 pub mod reconcile;
 pub mod run;
+pub mod text;
 pub mod watch;
