@@ -17,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::cert::{CertificateSummary, KeyAlgorithm, KeyPairing, KeySummary, Validity};
 use crate::kubelet::paths::DiscoverError;
+use crate::text::{MAX_MESSAGE_BYTES, untrusted, untrusted_capped};
 use crate::kubelet::{
     FileSnapshot, Problem, VolumeKind, VolumeLocation, VolumeState, discover_volumes, snapshot,
 };
@@ -200,29 +201,36 @@ impl Report {
     }
 }
 
+/// Every name, path and certificate string below comes from the volume: each goes through
+/// [`untrusted`] so a file name or subject cannot drive the operator's terminal.
 fn render_volume(out: &mut String, volume: &VolumeReport) {
-    let _ = writeln!(out, "{}", volume.path.display());
+    let path = volume.path.to_string_lossy();
+    let _ = writeln!(out, "{}", untrusted_capped(&path, MAX_MESSAGE_BYTES));
     let mut about = Vec::new();
     if let Some(uid) = &volume.pod_uid {
-        about.push(format!("pod {uid}"));
+        about.push(format!("pod {}", untrusted(uid)));
     }
     match volume.kind {
-        Some(kind) => about.push(format!("{kind} volume {:?}", volume.name)),
-        None => about.push(format!("volume {:?}", volume.name)),
+        Some(kind) => about.push(format!("{kind} volume \"{}\"", untrusted(&volume.name))),
+        None => about.push(format!("volume \"{}\"", untrusted(&volume.name))),
     }
     match &volume.generation {
-        Some(generation) => about.push(format!("generation {generation} ({})", volume.state)),
+        Some(generation) => about.push(format!(
+            "generation {} ({})",
+            untrusted(generation),
+            volume.state
+        )),
         None => about.push(format!("no generation ({})", volume.state)),
     }
     let _ = writeln!(out, "  {}", about.join(" · "));
     if let Some(error) = &volume.error {
-        let _ = writeln!(out, "  error: {error}");
+        let _ = writeln!(out, "  error: {}", untrusted_capped(error, MAX_MESSAGE_BYTES));
     }
     for file in &volume.files {
         let _ = writeln!(
             out,
             "  {}  {}  {} B  sha256 {}",
-            file.path,
+            untrusted(&file.path),
             file.mode,
             file.size,
             file.sha256.as_deref().unwrap_or("(not read)")
@@ -237,9 +245,9 @@ fn render_volume(out: &mut String, volume: &VolumeReport) {
                 .find(|p| p.key_file == file.path)
                 .map(|p| {
                     if p.matches {
-                        format!("matches {}", p.cert_file)
+                        format!("matches {}", untrusted(&p.cert_file))
                     } else {
-                        format!("DOES NOT MATCH {}", p.cert_file)
+                        format!("DOES NOT MATCH {}", untrusted(&p.cert_file))
                     }
                 })
                 .unwrap_or_else(|| "no certificate beside it".into());
@@ -257,9 +265,9 @@ fn render_volume(out: &mut String, volume: &VolumeReport) {
             let _ = writeln!(
                 out,
                 "    ✗ {}: {}: {}",
-                problem.file.as_deref().unwrap_or("(volume)"),
+                untrusted(problem.file.as_deref().unwrap_or("(volume)")),
                 problem.kind.code(),
-                problem.detail
+                untrusted_capped(&problem.detail, MAX_MESSAGE_BYTES)
             );
         }
     }
@@ -269,17 +277,21 @@ fn render_volume(out: &mut String, volume: &VolumeReport) {
 fn render_certificate(out: &mut String, index: usize, chain: usize, cert: &CertificateReport) {
     let c = &cert.summary;
     let role = if index == 0 { "leaf " } else { "chain" };
-    let _ = writeln!(out, "    {role} {}", c.subject);
+    let _ = writeln!(out, "    {role} {}", untrusted(&c.subject));
     if !c.dns_names.is_empty() || !c.ip_addresses.is_empty() {
-        let names: Vec<&str> = c
+        let names: Vec<String> = c
             .dns_names
             .iter()
             .chain(&c.ip_addresses)
-            .map(String::as_str)
+            .map(|name| untrusted(name).to_string())
             .collect();
-        let _ = writeln!(out, "          names {}", names.join(", "));
+        let _ = writeln!(
+            out,
+            "          names {}",
+            untrusted_capped(&names.join(", "), MAX_MESSAGE_BYTES)
+        );
     }
-    let _ = writeln!(out, "          issuer {}", c.issuer);
+    let _ = writeln!(out, "          issuer {}", untrusted(&c.issuer));
     let _ = writeln!(
         out,
         "          serial {} · sha256 fingerprint {}",
@@ -309,5 +321,62 @@ fn algorithm_name(algorithm: KeyAlgorithm) -> &'static str {
         KeyAlgorithm::EcdsaP256 => "ECDSA P-256",
         KeyAlgorithm::EcdsaP384 => "ECDSA P-384",
         KeyAlgorithm::Ed25519 => "Ed25519",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::kubelet::test_volume::{self_signed, write_volume};
+
+    /// Only `\n` ends the lines inspect writes; nothing else may reach the terminal raw.
+    fn assert_terminal_safe(text: &str) {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|c| *c != '\n' && crate::text::needs_escape(*c))
+            .collect();
+        assert!(bad.is_empty(), "raw {bad:?} in:\n{text}");
+    }
+
+    #[test]
+    fn text_output_escapes_and_cuts_names_and_subjects_from_the_volume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let volume = tmp.path().join("tls");
+        let cert = self_signed(
+            "\u{1b}]0;owned\u{7}\u{1b}[31mEVIL\u{202e}",
+            &["evil\u{1b}[2J.test"],
+            (2020, 2040),
+        );
+        let long_dir = "d".repeat(200);
+        let long_file = format!("{}\u{1b}[8m.txt", "e".repeat(200));
+        let nested = format!("{long_dir}/{long_file}");
+        write_volume(
+            &volume,
+            &[
+                ("tls.crt", cert.cert_pem.as_bytes()),
+                ("tls.key", cert.key_pem.as_bytes()),
+                ("\u{1b}[2Jwipe.crt", b"not a certificate"),
+                (&nested, b"x"),
+            ],
+        );
+        let report = inspect(std::slice::from_ref(&volume), OffsetDateTime::now_utc()).unwrap();
+        let text = report.to_text();
+        assert_terminal_safe(&text);
+        assert!(text.contains("\\u{1b}[2Jwipe.crt"), "{text}");
+        assert!(text.contains("CN=\\u{1b}]0;owned\\u{7}"), "{text}");
+        assert!(text.contains("evil\\u{1b}[2J.test"), "{text}");
+        // The 400-byte nested path is cut, and says how much is missing.
+        let cut = text
+            .lines()
+            .find(|l| l.contains(&long_dir))
+            .unwrap();
+        assert!(cut.contains(" bytes)  0644  1 B"), "{cut}");
+        assert!(cut.split("  ").nth(1).unwrap().len() <= crate::text::MAX_UNTRUSTED_BYTES);
+        assert!(!text.contains(&long_file[..150]), "{text}");
+        // The JSON keeps the names as they are (serde escapes them).
+        let json = report.to_json();
+        assert!(json.contains("\\u001b[2Jwipe.crt"), "{json}");
+        assert!(!json.contains('\u{1b}'));
     }
 }

@@ -9,6 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use super::{ApiFailure, EventPublisher, PodPatcher, Reason, RelatedSecret};
 use crate::reconcile::PodRef;
+use crate::text::{MAX_EVENT_NOTE_BYTES, sanitize};
 
 /// `reportingController` of every Event mountlag publishes.
 pub const REPORTING_CONTROLLER: &str = "mountlag.io/agent";
@@ -127,8 +128,8 @@ impl EventPublisher for KubeEventPublisher {
                 EventType::Normal
             },
             reason: reason.name.to_string(),
-            // The Events API caps note at 1 kB.
-            note: Some(note.chars().take(1000).collect()),
+            // The Events API caps note at 1 kB (bytes, not characters): a longer one is refused.
+            note: Some(sanitize(note, MAX_EVENT_NOTE_BYTES).into_owned()),
             action: action_of(reason).to_string(),
             secondary: related.map(|secret| ObjectReference {
                 api_version: Some("v1".to_string()),

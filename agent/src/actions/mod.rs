@@ -25,6 +25,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::reconcile::{Action, EventReason, PodRef};
+use crate::text::{MAX_EVENT_NOTE_BYTES, MAX_MESSAGE_BYTES, sanitize, untrusted_capped};
 
 pub use events::EventLimiter;
 
@@ -252,7 +253,7 @@ impl Executor {
                     .get_or_create(&ResultLabel { result: "error" })
                     .inc();
                 self.metrics.api_error("pods", &failure.reason);
-                tracing::warn!(namespace = %pod.namespace, pod = %pod.name, %volume, error = %failure.message, "nudge failed");
+                tracing::warn!(namespace = %pod.namespace, pod = %pod.name, %volume, error = %untrusted_capped(&failure.message, MAX_MESSAGE_BYTES), "nudge failed");
             }
         }
     }
@@ -264,6 +265,10 @@ impl Executor {
         note: String,
         related: Option<RelatedSecret>,
     ) {
+        // Notes quote names, subjects, process titles and error texts from disk, /proc and the
+        // network: whatever a note holds, it is escaped and fits the Events API's limit before it
+        // is published or logged.
+        let note = sanitize(&note, MAX_EVENT_NOTE_BYTES).into_owned();
         let allowed = self
             .limiter
             .lock()
@@ -286,7 +291,7 @@ impl Executor {
             Err(failure) => {
                 self.count_event(reason, "error");
                 self.metrics.api_error("events", &failure.reason);
-                tracing::warn!(pod = %pod.name, reason = reason.name, error = %failure.message, "cannot publish event");
+                tracing::warn!(pod = %pod.name, reason = reason.name, error = %untrusted_capped(&failure.message, MAX_MESSAGE_BYTES), "cannot publish event");
             }
         }
     }
@@ -299,5 +304,77 @@ impl Executor {
                 result,
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use futures::FutureExt as _;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    struct NoPatches;
+
+    impl PodPatcher for NoPatches {
+        fn annotate(&self, _: &PodRef, _: &str, _: &str) -> BoxFuture<'static, Result<(), ApiFailure>> {
+            async { Ok(()) }.boxed()
+        }
+    }
+
+    /// Hands every published note to the test.
+    struct Notes(mpsc::UnboundedSender<String>);
+
+    impl EventPublisher for Notes {
+        fn publish(
+            &self,
+            _: &PodRef,
+            _: Reason,
+            note: &str,
+            _: Option<&RelatedSecret>,
+        ) -> BoxFuture<'static, Result<(), ApiFailure>> {
+            let _ = self.0.send(note.to_string());
+            async { Ok(()) }.boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn event_notes_are_escaped_and_fit_the_events_api() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let executor = Executor::new(
+            Arc::new(NoPatches),
+            Arc::new(Notes(tx)),
+            EventLimiter::default(),
+            ExecutorMetrics::register(&mut Registry::default()),
+        );
+        let pod = PodRef {
+            namespace: "ingress".into(),
+            name: "edge-0".into(),
+            uid: "uid-1".into(),
+        };
+        // What a note quoting a hostile PEM file name, subject and process title looks like.
+        let hostile = format!(
+            "volume \"tls\" holds material a server must not load: \u{1b}[2J\u{202e}x.pem; \
+             comm \u{1b}]0;owned\u{7}\r\nforged log line; {}; {}",
+            "é".repeat(600),
+            "A".repeat(1 << 20)
+        );
+        executor.publish(
+            pod,
+            EventReason::SecretMountStuck.into(),
+            hostile.clone(),
+            None,
+        );
+        let note = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(note.len() <= 1024, "{} bytes", note.len());
+        assert!(!note.chars().any(crate::text::needs_escape), "{note:?}");
+        assert!(note.starts_with("volume \"tls\" holds material"), "{note}");
+        assert!(note.contains("\\u{1b}[2J\\u{202e}x.pem"), "{note}");
+        assert!(note.contains("\\u{7}\\r\\nforged"), "{note}");
+        assert!(note.ends_with(" bytes)"), "{note}");
     }
 }

@@ -13,6 +13,8 @@
 
 pub mod paths;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod test_volume;
 
 pub use paths::{KubeletRoot, VolumeKind, VolumeLocation, discover_volumes};
 pub use snapshot::{

@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::cert::{self, KeyPairing, PemContents, Validity};
+use crate::text::untrusted;
 
 /// The name of the symlink AtomicWriter swaps to publish a generation.
 pub const DATA_LINK: &str = "..data";
@@ -179,7 +180,7 @@ impl VolumeSnapshot {
                     ProblemKind::Expired,
                     format!(
                         "certificate {} expired at {}",
-                        leaf.subject,
+                        untrusted(&leaf.subject),
                         rfc3339(leaf.not_after)
                     ),
                 )),
@@ -188,7 +189,7 @@ impl VolumeSnapshot {
                     ProblemKind::NotYetValid,
                     format!(
                         "certificate {} is not valid before {}",
-                        leaf.subject,
+                        untrusted(&leaf.subject),
                         rfc3339(leaf.not_before)
                     ),
                 )),
@@ -306,8 +307,8 @@ impl VolumeReader<'_> {
                         DATA_LINK,
                         ProblemKind::SymlinkEscapesVolume,
                         format!(
-                            "..data points to {:?}, not to a generation directory in the volume",
-                            target
+                            "..data points to \"{}\", not to a generation directory in the volume",
+                            untrusted(&target.to_string_lossy())
                         ),
                     ));
                     return Ok(Some(snap));
@@ -329,7 +330,10 @@ impl VolumeReader<'_> {
                     snap.problems.push(Problem::new(
                         DATA_LINK,
                         ProblemKind::NotRegularFile,
-                        format!("..data points to {name}, which is not a directory"),
+                        format!(
+                            "..data points to {}, which is not a directory",
+                            untrusted(name)
+                        ),
                     ));
                     return Ok(Some(snap));
                 }
@@ -358,7 +362,7 @@ impl VolumeReader<'_> {
                 ProblemKind::KeyMismatch,
                 format!(
                     "private key does not match the certificate in {}",
-                    pairing.cert_file
+                    untrusted(&pairing.cert_file)
                 ),
             ));
         }
@@ -436,7 +440,8 @@ fn judge_root_link(
     generation: Option<&str>,
     walk: &Walk,
 ) -> Option<Problem> {
-    let shown_target = target.to_string_lossy();
+    let target_text = target.to_string_lossy();
+    let shown_target = untrusted(&target_text);
     let escapes = || {
         Problem::new(
             name,
