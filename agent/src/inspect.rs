@@ -17,10 +17,10 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::cert::{CertificateSummary, KeyAlgorithm, KeyPairing, KeySummary, Validity};
 use crate::kubelet::paths::DiscoverError;
-use crate::text::{MAX_MESSAGE_BYTES, untrusted, untrusted_capped};
 use crate::kubelet::{
     FileSnapshot, Problem, VolumeKind, VolumeLocation, VolumeState, discover_volumes, snapshot,
 };
+use crate::text::{MAX_MESSAGE_BYTES, untrusted, untrusted_capped};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -224,7 +224,11 @@ fn render_volume(out: &mut String, volume: &VolumeReport) {
     }
     let _ = writeln!(out, "  {}", about.join(" · "));
     if let Some(error) = &volume.error {
-        let _ = writeln!(out, "  error: {}", untrusted_capped(error, MAX_MESSAGE_BYTES));
+        let _ = writeln!(
+            out,
+            "  error: {}",
+            untrusted_capped(error, MAX_MESSAGE_BYTES)
+        );
     }
     for file in &volume.files {
         let _ = writeln!(
@@ -367,10 +371,7 @@ mod tests {
         assert!(text.contains("CN=\\u{1b}]0;owned\\u{7}"), "{text}");
         assert!(text.contains("evil\\u{1b}[2J.test"), "{text}");
         // The 400-byte nested path is cut, and says how much is missing.
-        let cut = text
-            .lines()
-            .find(|l| l.contains(&long_dir))
-            .unwrap();
+        let cut = text.lines().find(|l| l.contains(&long_dir)).unwrap();
         assert!(cut.contains(" bytes)  0644  1 B"), "{cut}");
         assert!(cut.split("  ").nth(1).unwrap().len() <= crate::text::MAX_UNTRUSTED_BYTES);
         assert!(!text.contains(&long_file[..150]), "{text}");

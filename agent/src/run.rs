@@ -877,7 +877,8 @@ async fn watch_pods(
             },
             Ok(None) => return,
             Err(err) => {
-                tracing::warn!(error = %err, "pod watch failed; retrying with backoff");
+                // kube's error quotes the API server's answer: escaped and cut.
+                tracing::warn!(error = %crate::text::untrusted_capped(&err.to_string(), crate::text::MAX_MESSAGE_BYTES), "pod watch failed; retrying with backoff");
                 LoopInput::PodWatchFailed(watch_error_reason(&err))
             }
         };
@@ -912,7 +913,7 @@ async fn watch_secret(client: Client, key: SecretKey, tx: mpsc::UnboundedSender<
             Ok(Some(Event::Delete(_))) => LoopInput::SecretObserved(key.clone(), None),
             Ok(None) => return,
             Err(err) => {
-                tracing::warn!(namespace = %key.namespace, secret = %key.name, error = %err, "secret watch failed; retrying");
+                tracing::warn!(namespace = %key.namespace, secret = %key.name, error = %crate::text::untrusted_capped(&err.to_string(), crate::text::MAX_MESSAGE_BYTES), "secret watch failed; retrying");
                 LoopInput::SecretWatchFailed(key.clone(), watch_error_reason(&err))
             }
         };

@@ -318,7 +318,12 @@ mod tests {
     struct NoPatches;
 
     impl PodPatcher for NoPatches {
-        fn annotate(&self, _: &PodRef, _: &str, _: &str) -> BoxFuture<'static, Result<(), ApiFailure>> {
+        fn annotate(
+            &self,
+            _: &PodRef,
+            _: &str,
+            _: &str,
+        ) -> BoxFuture<'static, Result<(), ApiFailure>> {
             async { Ok(()) }.boxed()
         }
     }

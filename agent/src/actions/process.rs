@@ -467,8 +467,12 @@ pub fn select_target<'a>(
     })
 }
 
+/// The comms of `procs` for an error message. Any process can rename itself
+/// (`prctl(PR_SET_NAME)`), so each is escaped: the message reaches logs and an Event.
 fn list_comms<'a>(procs: impl Iterator<Item = &'a ProcessInfo>) -> String {
-    let mut comms: Vec<&str> = procs.map(|p| p.comm.as_str()).collect();
+    let mut comms: Vec<String> = procs
+        .map(|p| crate::text::untrusted(&p.comm).to_string())
+        .collect();
     comms.sort_unstable();
     comms.dedup();
     let more = comms.len().saturating_sub(MAX_LISTED_COMMS);
@@ -875,6 +879,23 @@ mod tests {
         let mine = container_processes(&procs, U, C);
         let t = Target::TitlePrefix("traefik".into());
         assert_eq!(select_target(&mine, &t, "ns/p", "c").unwrap().pid, 20);
+    }
+
+    #[test]
+    fn comms_in_the_not_found_message_are_escaped() {
+        // Any process may rename itself (prctl PR_SET_NAME, 15 bytes) or rewrite its argv.
+        let procs = [
+            proc(50, 1, "\u{1b}]0;owned\u{7}", &["\u{1b}[2J\u{202e}x"], 1),
+            proc(51, 50, "\u{9b}31m\r\nfake", &["y"], 2),
+        ];
+        let mine = container_processes(&procs, U, C);
+        let t = Target::TitlePrefix("nginx: master process".into());
+        let err = select_target(&mine, &t, "ns/p", "c")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.chars().any(crate::text::needs_escape), "{err:?}");
+        assert!(err.contains("\\u{1b}]0;owned\\u{7}"), "{err}");
+        assert!(err.contains("\\u{9b}31m\\r\\nfake"), "{err}");
     }
 
     #[test]

@@ -95,7 +95,8 @@ pub fn signal_verified(
     signal: ReloadSignal,
 ) -> Result<(), SignalError> {
     let pid_number = target.pid;
-    let comm = || target.comm.clone();
+    // Shown in messages only, and set by the process itself (`prctl(PR_SET_NAME)`): escaped.
+    let comm = || crate::text::untrusted(&target.comm).to_string();
     let recycled = |reason: String| SignalError::Recycled {
         pid: pid_number,
         comm: comm(),
@@ -212,7 +213,7 @@ fn wait_until_accepting(
         let status =
             read_text(&status_path, MAX_SMALL_FILE_BYTES).map_err(|_| SignalError::Gone {
                 pid: target.pid,
-                comm: target.comm.clone(),
+                comm: crate::text::untrusted(&target.comm).to_string(),
             })?;
         if accepts_signal(&status, signal.number()) == Some(true) {
             return Ok(());
@@ -220,7 +221,7 @@ fn wait_until_accepting(
         if start.elapsed() >= ACCEPT_WAIT {
             return Err(SignalError::NotReady {
                 pid: target.pid,
-                comm: target.comm.clone(),
+                comm: crate::text::untrusted(&target.comm).to_string(),
                 signal: signal.name(),
                 waited: ACCEPT_WAIT,
             });
@@ -315,6 +316,16 @@ mod tests {
         };
         let err = signal_verified(root, &fake(me, Some(pod_only)), ReloadSignal::Hup).unwrap_err();
         assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_comm_is_escaped_in_the_error() {
+        let mut target = fake(std::process::id() as i32, None);
+        target.comm = "\u{1b}]0;owned\u{7}\n".into();
+        let err = signal_verified(Path::new("/proc"), &target, ReloadSignal::Hup).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.chars().any(crate::text::needs_escape), "{text:?}");
+        assert!(text.contains("(\\u{1b}]0;owned\\u{7}\\n)"), "{text}");
     }
 
     #[test]

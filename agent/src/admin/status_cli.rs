@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::client::{ClientError, Endpoint};
+use crate::text::{untrusted, untrusted_capped};
 
 /// Default `--endpoint`.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9977";
@@ -33,6 +34,11 @@ pub const NEEDS_ATTENTION: [&str; 4] = [
 ];
 /// States shown in green.
 const HEALTHY: [&str; 1] = ["in_sync"];
+/// Longest table cell: every string of the document came over the network and is escaped and
+/// cut to this (a namespace/pod pair is at most 317 bytes).
+const MAX_CELL_BYTES: usize = 512;
+/// How much of a failed answer is quoted.
+const MAX_QUOTED_BYTES: usize = 200;
 /// Whole exchange with the agent.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -158,11 +164,11 @@ async fn fetch(endpoint: &Endpoint) -> Result<Fetched, String> {
         .await
         .map_err(|err| unreachable_message(endpoint, &err))?;
     if !code.is_success() {
-        let excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+        let text = String::from_utf8_lossy(&body);
         return Err(format!(
             "{} answered /status with {code}: {}",
             endpoint.authority(),
-            excerpt.trim()
+            untrusted_capped(text.trim(), MAX_QUOTED_BYTES)
         ));
     }
     let value: Value = serde_json::from_slice(&body).map_err(|err| {
@@ -395,7 +401,7 @@ const HEADERS: [&str; 8] = [
 
 /// The status as a table (plus a summary line), coloured when `color`.
 pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
-    let node = str_field(status, "node").unwrap_or("?");
+    let node = untrusted(str_field(status, "node").unwrap_or("?"));
     let mut mounts = mounts(status);
     mounts.sort_by_key(|m| {
         (
@@ -408,9 +414,14 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
     let readiness = if status["ready"].as_bool() == Some(true) {
         Tone::Good.paint("ready", color)
     } else {
-        let waiting: Vec<&str> = status["waitingFor"]
+        let waiting: Vec<String> = status["waitingFor"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|w| untrusted(w).to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         let why = if waiting.is_empty() {
             String::new()
@@ -423,7 +434,10 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
     for m in &mounts {
         *counts.entry(state(m)).or_default() += 1;
     }
-    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let summary: Vec<String> = counts
+        .iter()
+        .map(|(s, n)| format!("{n} {}", untrusted(s)))
+        .collect();
     out.push_str(&format!(
         "node {node}: {readiness}, {} mount{}{}\n",
         mounts.len(),
@@ -476,6 +490,7 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
                 (expiry_cell(days), expiry_tone),
                 (reload, reload_tone),
             ]
+            .map(|(cell, tone)| (untrusted_capped(&cell, MAX_CELL_BYTES).to_string(), tone))
         })
         .collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
@@ -555,6 +570,36 @@ mod tests {
 
     fn status(mounts: Vec<Value>) -> Value {
         json!({"node": "node-a", "ready": true, "waitingFor": [], "mounts": mounts})
+    }
+
+    #[test]
+    fn strings_from_the_endpoint_reach_the_terminal_escaped_and_cut() {
+        let mut m = mount("edge-\u{1b}[2J\u{202e}0", "\u{1b}]0;owned\u{7}");
+        m["volume"] = json!("tls\r\nforged line");
+        m["secrets"] = json!([{"name": "x".repeat(100_000), "resourceVersion": "1\u{9b}2J"}]);
+        m["lastReload"] = json!({"result": "\u{1b}[8mhidden"});
+        let mut doc = status(vec![m]);
+        doc["node"] = json!("node\u{1b}[31m");
+        doc["ready"] = json!(false);
+        doc["waitingFor"] = json!(["\u{1b}[1Asecret x"]);
+        let text = render(&doc, NOW, false);
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|c| *c != '\n' && crate::text::needs_escape(*c))
+            .collect();
+        assert!(raw.is_empty(), "raw {raw:?} in:\n{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        for shown in [
+            "node\\u{1b}[31m",
+            "\\u{1b}[1Asecret x",
+            "ingress/edge-\\u{1b}[2J\\u{202e}0",
+            "tls\\r\\nforged line",
+            "\\u{1b}]0;owned\\u{7}",
+            "\\u{1b}[8mhidden",
+        ] {
+            assert!(text.contains(shown), "{shown}: {text}");
+        }
+        assert!(text.len() < 4 * MAX_CELL_BYTES, "{} bytes", text.len());
     }
 
     #[test]

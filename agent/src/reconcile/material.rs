@@ -105,7 +105,10 @@ mod hostile_tests {
             &[
                 ("tls.crt", cert.cert_pem.as_bytes()),
                 ("tls.key", cert.key_pem.as_bytes()),
-                ("\u{1b}[2J\u{202e}bad.pem", b"-----BEGIN \x1b[31mEVIL-----\n"),
+                (
+                    "\u{1b}[2J\u{202e}bad.pem",
+                    b"-----BEGIN \x1b[31mEVIL-----\n",
+                ),
             ],
         );
         let snap = snapshot(&volume).unwrap();
