@@ -14,12 +14,17 @@
 //!
 //! Plain HTTP only (Caddy's admin endpoint is plain HTTP). The config fetched from Caddy may hold
 //! credentials (DNS provider tokens, inline keys): it is held in memory only for the POST and
-//! never logged; error messages carry at most 200 characters of an error response, and URLs
+//! never logged; error messages carry at most 200 bytes of an error response (escaped), and URLs
 //! without userinfo or query.
+//!
+//! Every read is bounded: the config by [`MAX_CONFIG_BYTES`], an error answer by
+//! [`MAX_ERROR_BODY_BYTES`]; a successful POST's answer is not read at all (the connection is
+//! closed, nothing is pooled). A server that answers endlessly costs at most that much memory
+//! and ends the reload with an error long before the timeout.
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, Uri};
@@ -27,10 +32,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// Largest config read back from Caddy's `/config/`.
-const MAX_CONFIG_BYTES: usize = 64 << 20;
-/// How much of an error response is quoted.
-const MAX_QUOTED_CHARS: usize = 200;
+use crate::text::untrusted_capped;
+
+/// Largest config read back from Caddy's `/config/` (it must be held whole to post it back).
+/// Caddy configs of hundreds of sites are well under 1 MiB; a larger answer fails the reload
+/// with [`HttpReloadError::ConfigTooLarge`] rather than growing the agent.
+pub const MAX_CONFIG_BYTES: usize = 8 << 20;
+/// How much of an error answer is read; the rest is never received (the connection closes).
+pub const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
+/// How much of an error answer is quoted in the message (escaped, cut with a marker).
+pub const MAX_QUOTED_BYTES: usize = 200;
 
 /// Why an HTTP reload failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +69,14 @@ pub enum HttpReloadError {
         method: &'static str,
         url: String,
         status: u16,
-        /// At most 200 characters of the response body.
+        /// At most [`MAX_QUOTED_BYTES`] of the response body, escaped.
         body: String,
     },
+    #[error(
+        "GET {url}: the config is larger than {limit} bytes; not loaded back (the reload needs \
+         the whole config)"
+    )]
+    ConfigTooLarge { url: String, limit: usize },
     #[error("GET {url}: {what}; refusing to load it back (that would replace the running config)")]
     BadConfig { url: String, what: &'static str },
     #[error("{url}: no complete answer within {timeout:?}")]
@@ -133,10 +149,19 @@ async fn reload(uri: Uri) -> Result<(), HttpReloadError> {
     let config = Limited::new(response.into_body(), MAX_CONFIG_BYTES)
         .collect()
         .await
-        .map_err(|source| HttpReloadError::Body {
-            method: "GET",
-            url: display_url(&config_uri),
-            source,
+        .map_err(|source| {
+            if source.is::<LengthLimitError>() {
+                HttpReloadError::ConfigTooLarge {
+                    url: display_url(&config_uri),
+                    limit: MAX_CONFIG_BYTES,
+                }
+            } else {
+                HttpReloadError::Body {
+                    method: "GET",
+                    url: display_url(&config_uri),
+                    source,
+                }
+            }
         })?
         .to_bytes();
     check_config(&config).map_err(|what| HttpReloadError::BadConfig {
@@ -154,12 +179,16 @@ async fn reload(uri: Uri) -> Result<(), HttpReloadError> {
 }
 
 /// A config worth loading back: a JSON object (Caddy answers `null` when none is loaded).
+/// Validated without building a tree: a `Value` of a large config costs several times its text.
 fn check_config(config: &[u8]) -> Result<(), &'static str> {
-    match serde_json::from_slice::<serde_json::Value>(config) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(serde_json::Value::Null) => Err("the admin API has no config loaded (null)"),
-        Ok(_) => Err("the config is not a JSON object"),
-        Err(_) => Err("the config is not valid JSON"),
+    let first = config.iter().find(|b| !b.is_ascii_whitespace());
+    if serde_json::from_slice::<serde::de::IgnoredAny>(config).is_err() {
+        return Err("the config is not valid JSON");
+    }
+    match first {
+        Some(b'{') => Ok(()),
+        Some(b'n') => Err("the admin API has no config loaded (null)"),
+        _ => Err("the config is not a JSON object"),
     }
 }
 
@@ -198,27 +227,24 @@ async fn expect_success(
     })
 }
 
-/// At most [`MAX_QUOTED_CHARS`] characters of the body, control characters as spaces; reads no
-/// more of it than needed.
+/// The start of an error answer for a message: at most [`MAX_ERROR_BODY_BYTES`] are read (a
+/// frame may be larger: only its head is kept), then [`MAX_QUOTED_BYTES`] of it are quoted,
+/// escaped (the server's text reaches logs and an Event).
 async fn quote_body(mut body: Incoming) -> String {
     let mut bytes = Vec::new();
-    while bytes.len() < MAX_QUOTED_CHARS * 4 {
+    while bytes.len() < MAX_ERROR_BODY_BYTES {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    bytes.extend_from_slice(data);
+                    let room = MAX_ERROR_BODY_BYTES - bytes.len();
+                    bytes.extend_from_slice(&data[..data.len().min(room)]);
                 }
             }
             Some(Err(_)) | None => break,
         }
     }
-    String::from_utf8_lossy(&bytes)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_QUOTED_CHARS)
-        .collect::<String>()
-        .trim()
-        .to_string()
+    let text = String::from_utf8_lossy(&bytes);
+    untrusted_capped(text.trim(), MAX_QUOTED_BYTES).to_string()
 }
 
 fn with_path(uri: &Uri, path: &str) -> Result<Uri, HttpReloadError> {
@@ -387,7 +413,8 @@ mod tests {
             panic!("{err}");
         };
         assert_eq!(*status, 500);
-        assert_eq!(body.chars().count(), 200);
+        assert!(body.len() <= MAX_QUOTED_BYTES && body.len() > 150, "{body}");
+        assert!(body.ends_with(" bytes)"), "{body}");
         assert!(err.to_string().contains("HTTP 500"), "{err}");
     }
 
@@ -450,6 +477,127 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, HttpReloadError::Request { .. }), "{err}");
+    }
+
+    /// A server that answers every request with `status` and a body that never ends: `head` and
+    /// then `fill` over and over until the client goes away. Counts the bytes it got out.
+    async fn endless(
+        status: &'static str,
+        head: &'static [u8],
+        fill: u8,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = format!("HTTP/1.1 {status}\r\nConnection: close\r\n\r\n");
+                    if socket.write_all(answer.as_bytes()).await.is_err()
+                        || socket.write_all(head).await.is_err()
+                    {
+                        return;
+                    }
+                    let chunk = vec![fill; 64 << 10];
+                    while socket.write_all(&chunk).await.is_ok() {
+                        counter.fetch_add(chunk.len(), Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (addr, sent)
+    }
+
+    #[tokio::test]
+    async fn endless_answers_end_the_reload_promptly_with_bounded_reads() {
+        use std::sync::atomic::Ordering;
+        let patience = Duration::from_secs(60);
+        // Loopback socket buffers hold a few MiB the client never reads.
+        let buffered = 16 << 20;
+
+        // Caddy's config: cut at the cap, refused with an error naming it.
+        let (addr, sent) = endless("200 OK", b"{\"apps\":\"", b'x').await;
+        let started = std::time::Instant::now();
+        let err = http_reload(&format!("http://{addr}/load"), patience)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HttpReloadError::ConfigTooLarge { limit, .. } if limit == MAX_CONFIG_BYTES),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&MAX_CONFIG_BYTES.to_string()),
+            "{err}"
+        );
+        assert!(started.elapsed() < patience / 4, "{:?}", started.elapsed());
+        assert!(sent.load(Ordering::Relaxed) < MAX_CONFIG_BYTES + buffered);
+
+        // A successful POST's answer is not read: the reload succeeds at once.
+        let (addr, sent) = endless("200 OK", b"", b'y').await;
+        let started = std::time::Instant::now();
+        http_reload(&format!("http://{addr}/-/reload"), patience)
+            .await
+            .unwrap();
+        assert!(started.elapsed() < patience / 4, "{:?}", started.elapsed());
+        assert!(sent.load(Ordering::Relaxed) < buffered);
+
+        // An endless, hostile error answer: a short, escaped quote.
+        let (addr, sent) = endless(
+            "500 Internal Server Error",
+            b"\x1b]0;owned\x07\xe2\x80\xae\x1b[2Jerror: ",
+            b'z',
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let err = http_reload(&format!("http://{addr}/-/reload"), patience)
+            .await
+            .unwrap_err();
+        let HttpReloadError::Status {
+            status: 500, body, ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert!(body.len() <= MAX_QUOTED_BYTES, "{body}");
+        assert!(
+            !err.to_string().chars().any(crate::text::needs_escape),
+            "{err:?}"
+        );
+        assert!(
+            body.starts_with("\\u{1b}]0;owned\\u{7}\\u{202e}\\u{1b}[2Jerror: zzz"),
+            "{body}"
+        );
+        assert!(started.elapsed() < patience / 4, "{:?}", started.elapsed());
+        assert!(sent.load(Ordering::Relaxed) < buffered);
+    }
+
+    #[test]
+    fn a_config_is_checked_without_building_it() {
+        assert_eq!(check_config(b" {\"apps\": {}}\n"), Ok(()));
+        assert!(check_config(b"null").unwrap_err().contains("null"));
+        assert!(
+            check_config(b"[1]")
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            check_config(b"{\"a\":")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(check_config(b"").is_err());
     }
 
     #[test]
