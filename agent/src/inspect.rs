@@ -16,10 +16,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::cert::{CertificateSummary, KeyAlgorithm, KeyPairing, KeySummary, Validity};
-use crate::kubelet::paths::DiscoverError;
-use crate::kubelet::{
-    FileSnapshot, Problem, VolumeKind, VolumeLocation, VolumeState, discover_volumes, snapshot,
-};
+use crate::kubelet::paths::{DiscoverError, RefusedPath, discover};
+use crate::kubelet::{FileSnapshot, Problem, VolumeKind, VolumeLocation, VolumeState, snapshot};
 use crate::text::{MAX_MESSAGE_BYTES, untrusted, untrusted_capped};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -30,9 +28,12 @@ pub struct Report {
     pub schema_version: u32,
     #[serde(serialize_with = "rfc3339")]
     pub inspected_at: OffsetDateTime,
-    /// No problem in any volume and every path could be read.
+    /// No problem in any volume, every path could be read and none was refused.
     pub healthy: bool,
     pub volumes: Vec<VolumeReport>,
+    /// Pod, `volumes` and plugin directories that are symlinks: not followed, nothing read.
+    /// (A volume directory that is a symlink is a volume with an `error`.)
+    pub refused: Vec<RefusedPath>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,20 +85,27 @@ pub enum InspectError {
 /// Reads every secret and projected volume at or below each path.
 pub fn inspect(paths: &[PathBuf], now: OffsetDateTime) -> Result<Report, InspectError> {
     let mut locations: Vec<VolumeLocation> = Vec::new();
+    let mut refused: Vec<RefusedPath> = Vec::new();
     for path in paths {
-        locations.extend(discover_volumes(path)?);
+        let found = discover(path)?;
+        locations.extend(found.volumes);
+        refused.extend(found.refused);
     }
     locations.sort();
     locations.dedup();
+    refused.sort();
+    refused.dedup();
     let volumes: Vec<VolumeReport> = locations.iter().map(|l| inspect_volume(l, now)).collect();
-    let healthy = volumes
-        .iter()
-        .all(|v| v.problems.is_empty() && v.error.is_none());
+    let healthy = refused.is_empty()
+        && volumes
+            .iter()
+            .all(|v| v.problems.is_empty() && v.error.is_none());
     Ok(Report {
         schema_version: SCHEMA_VERSION,
         inspected_at: now,
         healthy,
         volumes,
+        refused,
     })
 }
 
@@ -183,18 +191,29 @@ impl Report {
         for volume in &self.volumes {
             render_volume(&mut out, volume);
         }
+        for refused in &self.refused {
+            let path = refused.path.to_string_lossy();
+            let _ = writeln!(
+                out,
+                "{}\n  ✗ refused: {}\n",
+                untrusted_capped(&path, MAX_MESSAGE_BYTES),
+                untrusted_capped(&refused.reason, MAX_MESSAGE_BYTES)
+            );
+        }
         let problems: usize = self.volumes.iter().map(|v| v.problems.len()).sum();
         let unreadable = self.volumes.iter().filter(|v| v.error.is_some()).count();
+        let mut extra = String::new();
+        if unreadable > 0 {
+            extra.push_str(&format!(", {unreadable} unreadable"));
+        }
+        if !self.refused.is_empty() {
+            extra.push_str(&format!(", {} refused", self.refused.len()));
+        }
         let _ = writeln!(
             out,
-            "{} volume(s), {} problem(s){}: {}",
+            "{} volume(s), {} problem(s){extra}: {}",
             self.volumes.len(),
             problems,
-            if unreadable > 0 {
-                format!(", {unreadable} unreadable")
-            } else {
-                String::new()
-            },
             if self.healthy { "healthy" } else { "UNHEALTHY" }
         );
         out
@@ -379,5 +398,102 @@ mod tests {
         let json = report.to_json();
         assert!(json.contains("\\u001b[2Jwipe.crt"), "{json}");
         assert!(!json.contains('\u{1b}'));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod symlink_tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::kubelet::KubeletRoot;
+    use crate::kubelet::test_volume::{self_signed, write_volume};
+
+    #[test]
+    fn symlinked_volume_pod_and_volumes_directories_are_refused_and_never_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = KubeletRoot::new(tmp.path().join("kubelet"));
+        let good = self_signed("inside.test", &["inside.test"], (2020, 2040));
+        let bad = self_signed("outside.test", &["outside.test"], (2020, 2040));
+        let files = |c: &crate::kubelet::test_volume::SelfSigned| {
+            vec![
+                ("tls.crt", c.cert_pem.clone().into_bytes()),
+                ("tls.key", c.key_pem.clone().into_bytes()),
+            ]
+        };
+        let write = |dir: &std::path::Path, c| {
+            let owned = files(c);
+            let refs: Vec<(&str, &[u8])> = owned.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+            write_volume(dir, &refs);
+        };
+        // Pod a: a real volume. Outside the root: a pod-shaped tree with a valid certificate.
+        write(&root.volume_dir("a", VolumeKind::Secret, "tls"), &good);
+        let outside_pod = tmp.path().join("outside-pod");
+        let outside_volume = outside_pod.join("volumes/kubernetes.io~secret/tls");
+        write(&outside_volume, &bad);
+        // Pod b: its volume directory is a symlink to the outside volume.
+        let b = root.volume_dir("b", VolumeKind::Secret, "tls");
+        std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+        symlink(&outside_volume, &b).unwrap();
+        // Pod c: the pod directory is a symlink. Pod d: its `volumes` is one.
+        symlink(&outside_pod, root.pod_dir("c")).unwrap();
+        std::fs::create_dir_all(root.pod_dir("d")).unwrap();
+        symlink(
+            outside_pod.join("volumes"),
+            root.pod_dir("d").join("volumes"),
+        )
+        .unwrap();
+
+        let now = OffsetDateTime::now_utc();
+        let report = inspect(&[root.path().to_path_buf()], now).unwrap();
+        let text = report.to_text();
+        let json = report.to_json();
+        assert!(!report.healthy);
+        assert_eq!(report.exit_code(), 1);
+        let paths: Vec<_> = report.volumes.iter().map(|v| v.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [root.volume_dir("a", VolumeKind::Secret, "tls"), b.clone()]
+        );
+        assert!(report.volumes[0].error.is_none(), "{text}");
+        let error = report.volumes[1].error.as_deref().unwrap();
+        assert!(
+            error.contains("is a symlink to") && error.contains("not followed"),
+            "{error}"
+        );
+        assert_eq!(report.volumes[1].state, "unreadable");
+        let refused: Vec<_> = report.refused.iter().map(|r| r.path.clone()).collect();
+        assert_eq!(
+            refused,
+            [root.pod_dir("c"), root.pod_dir("d").join("volumes")]
+        );
+        assert!(
+            text.contains("✗ refused: pod directory is a symlink"),
+            "{text}"
+        );
+        assert!(
+            text.contains("✗ refused: volumes directory is a symlink"),
+            "{text}"
+        );
+        assert!(text.ends_with("2 volume(s), 0 problem(s), 1 unreadable, 2 refused: UNHEALTHY\n"));
+        // Nothing behind a symlink was read: the outside certificate appears nowhere.
+        assert!(text.contains(&good.fingerprint), "{text}");
+        for output in [&text, &json] {
+            assert!(!output.contains(&bad.fingerprint), "{output}");
+            assert!(!output.contains("outside.test"), "{output}");
+        }
+
+        // Named directly, the symlinked volume is refused the same way.
+        let direct = inspect(std::slice::from_ref(&b), now).unwrap();
+        assert!(!direct.healthy);
+        assert!(
+            direct.volumes[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("not followed")
+        );
+        assert!(!direct.to_json().contains(&bad.fingerprint));
     }
 }

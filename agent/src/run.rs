@@ -681,12 +681,18 @@ impl AgentLoop {
                 };
                 (disk, Some(material))
             }
-            Err(err) => (
-                DiskView::Unreadable {
-                    reason: err.to_string(),
-                },
-                None,
-            ),
+            Err(err) => {
+                if matches!(err, crate::kubelet::SnapshotError::Symlink { .. }) {
+                    // Never kubelet's doing: worth a warning, not only an `unreadable` state.
+                    tracing::warn!(volume = %path.display(), error = %err, "volume refused");
+                }
+                (
+                    DiskView::Unreadable {
+                        reason: err.to_string(),
+                    },
+                    None,
+                )
+            }
         };
         let generation = match &disk {
             DiskView::Files { generation, .. } => generation.clone(),

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::text::untrusted;
+
 /// The volume plugins whose directories AtomicWriter manages and that can carry Secret data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -187,56 +189,140 @@ pub fn classify(path: &Path) -> Result<PathShape, DiscoverError> {
     }
 }
 
+/// A directory of kubelet's tree that is a symlink, found while walking it: not followed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedPath {
+    pub path: PathBuf,
+    /// What it is and where it points (escaped), e.g. `pod directory is a symlink to "/x"`.
+    pub reason: String,
+}
+
+/// What a walk of kubelet's tree found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovered {
+    /// Sorted by path. A volume directory that is a symlink is listed: reading it is refused
+    /// and reported per volume (as the agent reports it per mount).
+    pub volumes: Vec<VolumeLocation>,
+    /// Pod, `volumes` and plugin directories that are symlinks; nothing below them was read.
+    pub refused: Vec<RefusedPath>,
+}
+
 /// Every secret and projected volume directory at or below `path`, sorted by path.
 pub fn discover_volumes(path: &Path) -> Result<Vec<VolumeLocation>, DiscoverError> {
-    let mut found = Vec::new();
+    discover(path).map(|found| found.volumes)
+}
+
+/// Every secret and projected volume directory at or below `path`, and the directories of
+/// kubelet's tree that were not walked because they are symlinks. The path given is the
+/// operator's and is followed; nothing below it is.
+pub fn discover(path: &Path) -> Result<Discovered, DiscoverError> {
+    let mut found = Discovered::default();
     match classify(path)? {
-        PathShape::Volume => found.push(VolumeLocation::from_path(path)),
+        PathShape::Volume => found.volumes.push(VolumeLocation::from_path(path)),
         PathShape::Pod => volumes_of_pod(path, &mut found)?,
         PathShape::Pods => volumes_of_pods(path, &mut found)?,
         PathShape::KubeletRoot => volumes_of_pods(&path.join("pods"), &mut found)?,
     }
-    found.sort();
+    found.volumes.sort();
+    found.refused.sort();
     Ok(found)
 }
 
-fn volumes_of_pods(pods: &Path, found: &mut Vec<VolumeLocation>) -> Result<(), DiscoverError> {
-    for pod in subdirectories(pods)? {
-        if pod.join("volumes").is_dir() {
-            volumes_of_pod(&pod, found)?;
+fn volumes_of_pods(pods: &Path, found: &mut Discovered) -> Result<(), DiscoverError> {
+    let (pod_dirs, links) = entries(pods)?;
+    refuse(found, links, "pod directory");
+    for pod in pod_dirs {
+        match Entry::of(&pod.join("volumes")) {
+            Entry::Directory => volumes_of_pod(&pod, found)?,
+            Entry::Symlink(link) => refuse(found, vec![link], "volumes directory"),
+            Entry::Other => {}
         }
     }
     Ok(())
 }
 
-fn volumes_of_pod(pod: &Path, found: &mut Vec<VolumeLocation>) -> Result<(), DiscoverError> {
+fn volumes_of_pod(pod: &Path, found: &mut Discovered) -> Result<(), DiscoverError> {
+    let volumes = pod.join("volumes");
+    if let Entry::Symlink(link) = Entry::of(&volumes) {
+        refuse(found, vec![link], "volumes directory");
+        return Ok(());
+    }
     for kind in VolumeKind::ALL {
-        let plugin = pod.join("volumes").join(kind.plugin_dir());
-        if !plugin.is_dir() {
-            continue;
-        }
-        for volume in subdirectories(&plugin)? {
-            found.push(VolumeLocation::from_path(&volume));
+        let plugin = volumes.join(kind.plugin_dir());
+        match Entry::of(&plugin) {
+            Entry::Directory => {
+                let (dirs, links) = entries(&plugin)?;
+                // A volume that is a symlink is listed too: its snapshot refuses and says why.
+                for volume in dirs
+                    .into_iter()
+                    .chain(links.into_iter().map(|(path, _)| path))
+                {
+                    found.volumes.push(VolumeLocation::from_path(&volume));
+                }
+            }
+            Entry::Symlink(link) => refuse(found, vec![link], "volume plugin directory"),
+            Entry::Other => {}
         }
     }
     Ok(())
 }
 
-/// Real subdirectories only: a symlink in kubelet's tree is never followed.
-fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
+fn refuse(found: &mut Discovered, links: Vec<(PathBuf, String)>, what: &str) {
+    for (path, target) in links {
+        found.refused.push(RefusedPath {
+            path,
+            reason: format!(
+                "{what} is a symlink to \"{}\"; kubelet never makes one, not followed",
+                untrusted(&target)
+            ),
+        });
+    }
+}
+
+/// What a name in kubelet's tree is, looked at without following it.
+enum Entry {
+    Directory,
+    /// The path and its target.
+    Symlink((PathBuf, String)),
+    Other,
+}
+
+impl Entry {
+    fn of(path: &Path) -> Self {
+        match path.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => Entry::Directory,
+            Ok(meta) if meta.file_type().is_symlink() => Entry::Symlink((
+                path.to_path_buf(),
+                std::fs::read_link(path)
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "?".into()),
+            )),
+            _ => Entry::Other,
+        }
+    }
+}
+
+/// Real subdirectories, and symlinks (path, target) that are never followed, each sorted.
+#[allow(clippy::type_complexity)]
+fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>), DiscoverError> {
     let unreadable = |source| DiscoverError::Unreadable {
         path: dir.to_path_buf(),
         source,
     };
     let mut dirs = Vec::new();
+    let mut links = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
-        if entry.file_type().map_err(unreadable)?.is_dir() {
-            dirs.push(entry.path());
+        match Entry::of(&entry.path()) {
+            Entry::Directory => dirs.push(entry.path()),
+            Entry::Symlink(link) => links.push(link),
+            Entry::Other => {}
         }
     }
     dirs.sort();
-    Ok(dirs)
+    links.sort();
+    Ok((dirs, links))
 }
 
 #[cfg(test)]

@@ -7,7 +7,11 @@
 //! ```
 //!
 //! Every file is opened relative to the directory it was listed in, without following symlinks,
-//! so nothing in the volume can send the reader outside it. Contents are hashed and certificates
+//! so nothing in the volume can send the reader outside it. The volume directory itself is
+//! opened the same way ([`open_volume_dir`]): relative to the directory of pod directories
+//! (`<kubeletRoot>/pods`), with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the kernel
+//! has it (Linux ≥ 5.6) and one `openat(O_NOFOLLOW | O_DIRECTORY)` per component elsewhere, so a
+//! pod, `volumes`, plugin or volume directory replaced by a symlink is refused, never followed. Contents are hashed and certificates
 //! summarised while the bytes are in a zeroising buffer; only digests and summaries are kept.
 
 use std::ffi::{OsStr, OsString};
@@ -18,7 +22,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -26,6 +30,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::cert::{self, KeyPairing, PemContents, Validity};
+use crate::kubelet::paths::VolumeLocation;
 use crate::text::untrusted;
 
 /// The name of the symlink AtomicWriter swaps to publish a generation.
@@ -55,6 +60,19 @@ pub enum SnapshotError {
     },
     #[error("{path}: ..data moved during each of {attempts} reads; the volume is being rewritten")]
     Unstable { path: PathBuf, attempts: usize },
+    /// The volume directory, or a directory between it and `<kubeletRoot>/pods`, is a symlink
+    /// (or `..` leads out): kubelet never makes one, so it is not followed and nothing is read.
+    #[error(
+        "{path}: {component} is a symlink to \"{target}\"; kubelet never makes a volume directory \
+         or a directory above it a symlink, so it is not followed and nothing in it is read"
+    )]
+    Symlink {
+        path: PathBuf,
+        /// The first component that is a symlink, relative to the anchor.
+        component: String,
+        /// Its target, escaped and cut (it is shown, never followed).
+        target: String,
+    },
 }
 
 /// Whether AtomicWriter has published anything yet.
@@ -205,17 +223,131 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
-/// Reads one volume directory as a single AtomicWriter generation.
-pub fn snapshot(volume_dir: &Path) -> Result<VolumeSnapshot, SnapshotError> {
-    let volume = nix::fcntl::open(
-        volume_dir,
+/// Where a volume directory is opened from, and the path below it that must hold no symlink.
+///
+/// A kubelet-shaped path (`…/pods/<uid>/volumes/<plugin>/<vol>`) is anchored at its `pods`
+/// directory: the pod, `volumes`, plugin and volume directories are all kubelet's and never
+/// symlinks. The kubelet root and `pods` themselves are the operator's (a root moved to another
+/// disk through a symlink is common) and are followed. Any other path is anchored at its parent.
+fn anchor_of(volume_dir: &Path) -> (PathBuf, PathBuf) {
+    let location = VolumeLocation::from_path(volume_dir);
+    if location.pod_uid.is_some()
+        && let Some(pods) = volume_dir.ancestors().nth(4)
+        && let Ok(relative) = volume_dir.strip_prefix(pods)
+    {
+        return (anchor_dir(pods), relative.to_path_buf());
+    }
+    match (volume_dir.parent(), volume_dir.file_name()) {
+        (Some(parent), Some(name)) => (anchor_dir(parent), PathBuf::from(name)),
+        // `/`, `..` or a path ending in `..`: opened as named, still never through a final symlink.
+        _ => (volume_dir.to_path_buf(), PathBuf::from(".")),
+    }
+}
+
+/// `""` (the parent of a relative one-component path) is the current directory.
+fn anchor_dir(path: &Path) -> PathBuf {
+    if path.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Opens a volume directory without following a symlink in it or in any directory between it and
+/// its anchor (see [`anchor_of`]). A symlink is reported as [`SnapshotError::Symlink`].
+pub fn open_volume_dir(volume_dir: &Path) -> Result<OwnedFd, SnapshotError> {
+    let (anchor, relative) = anchor_of(volume_dir);
+    let open_error = |source| SnapshotError::Open {
+        path: volume_dir.to_path_buf(),
+        source,
+    };
+    let base = nix::fcntl::open(
+        &anchor,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|source| SnapshotError::Open {
+    .map_err(open_error)?;
+    match open_beneath(&base, &relative) {
+        Ok(fd) => Ok(fd),
+        // ELOOP: a symlink on the way (RESOLVE_NO_SYMLINKS, O_NOFOLLOW); ENOTDIR: also a final
+        // symlink under O_DIRECTORY, or a file; EXDEV: `..` out of the anchor.
+        Err(source @ (Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV)) => {
+            Err(symlink_error(volume_dir, &base, &relative).unwrap_or(open_error(source)))
+        }
+        Err(source) => Err(open_error(source)),
+    }
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// `openat2` where the kernel has it; a component-by-component walk where it does not (Linux
+/// < 5.6 answers ENOSYS; some seccomp profiles answer EPERM for syscalls they do not know).
+fn open_beneath(base: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new().flags(DIR_FLAGS).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    );
+    match openat2(base.as_fd(), relative, how) {
+        Err(Errno::ENOSYS | Errno::EPERM) => open_walking(base, relative),
+        other => other,
+    }
+}
+
+/// The fallback of [`open_beneath`]: one `openat(O_NOFOLLOW | O_DIRECTORY)` per component, each
+/// relative to the directory opened before it; `..` and absolute paths are refused (EXDEV).
+fn open_walking(base: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
+    let mut current = openat(base.as_fd(), ".", DIR_FLAGS, Mode::empty())?;
+    for component in relative.components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(name) => {
+                current = openat(current.as_fd(), name, DIR_FLAGS, Mode::empty())?;
+            }
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(Errno::EXDEV);
+            }
+        }
+    }
+    Ok(current)
+}
+
+/// Names the first component below the anchor that is a symlink (or `..`), and where it points
+/// (read with `readlinkat`, never followed); `None` when there is none.
+fn symlink_error(volume_dir: &Path, base: &OwnedFd, relative: &Path) -> Option<SnapshotError> {
+    let mut dir = openat(base.as_fd(), ".", DIR_FLAGS, Mode::empty()).ok();
+    let mut walked = PathBuf::new();
+    let mut found = None;
+    for component in relative.components() {
+        let Component::Normal(name) = component else {
+            if component == Component::CurDir {
+                continue;
+            }
+            found = Some((walked.join(component), "(leaves the directory)".to_string()));
+            break;
+        };
+        walked.push(name);
+        let Some(current) = dir.take() else { break };
+        if let Ok(target) = readlinkat(current.as_fd(), name) {
+            found = Some((walked.clone(), target.to_string_lossy().into_owned()));
+            break;
+        }
+        dir = openat(current.as_fd(), name, DIR_FLAGS, Mode::empty()).ok();
+    }
+    let (component, target) = found?;
+    Some(SnapshotError::Symlink {
         path: volume_dir.to_path_buf(),
-        source,
-    })?;
+        component: untrusted(&component.to_string_lossy()).to_string(),
+        target: untrusted(&target).to_string(),
+    })
+}
+
+/// Reads one volume directory as a single AtomicWriter generation.
+pub fn snapshot(volume_dir: &Path) -> Result<VolumeSnapshot, SnapshotError> {
+    let volume = open_volume_dir(volume_dir)?;
     let reader = VolumeReader {
         path: volume_dir,
         fd: volume,
@@ -235,9 +367,19 @@ pub fn snapshot(volume_dir: &Path) -> Result<VolumeSnapshot, SnapshotError> {
     })
 }
 
-/// Reads just the `..data` target: the cheap way to tell which generation is published.
+/// Reads just the `..data` target: the cheap way to tell which generation is published. The
+/// volume directory is opened as [`snapshot`] opens it: never through a symlink.
 pub fn read_generation(volume_dir: &Path) -> Result<Option<OsString>, SnapshotError> {
-    match nix::fcntl::readlink(&volume_dir.join(DATA_LINK)) {
+    let volume = match open_volume_dir(volume_dir) {
+        Ok(fd) => fd,
+        // Gone (unmounted, pod removed): nothing published, as a missing `..data` says.
+        Err(SnapshotError::Open {
+            source: Errno::ENOENT,
+            ..
+        }) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    match readlinkat(volume.as_fd(), DATA_LINK) {
         Ok(target) => Ok(Some(target)),
         Err(Errno::ENOENT) => Ok(None),
         Err(source) => Err(SnapshotError::Read {
@@ -652,4 +794,140 @@ fn too_large(path: &str, size: u64) -> Problem {
 
 fn file_type(stat: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::kubelet::test_volume::{self_signed, write_volume};
+    use crate::kubelet::{KubeletRoot, VolumeKind};
+
+    /// A kubelet root with one secret volume `tls` of pod `uid`, and a valid-looking volume
+    /// outside the root; returns (tempdir, root, volume path, outside volume, its fingerprint).
+    fn layout() -> (tempfile::TempDir, KubeletRoot, PathBuf, PathBuf, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = KubeletRoot::new(tmp.path().join("kubelet"));
+        let volume = root.volume_dir("uid", VolumeKind::Secret, "tls");
+        std::fs::create_dir_all(volume.parent().unwrap()).unwrap();
+        let outside = tmp.path().join("outside/tls");
+        let cert = self_signed("outside.test", &["outside.test"], (2020, 2040));
+        write_volume(
+            &outside,
+            &[
+                ("tls.crt", cert.cert_pem.as_bytes()),
+                ("tls.key", cert.key_pem.as_bytes()),
+            ],
+        );
+        (tmp, root, volume, outside, cert.fingerprint)
+    }
+
+    fn assert_refused(err: &SnapshotError, component: &str, target: &Path) {
+        let SnapshotError::Symlink {
+            component: c,
+            target: t,
+            ..
+        } = err
+        else {
+            panic!("not refused as a symlink: {err}");
+        };
+        assert_eq!(c, component, "{err}");
+        assert_eq!(t, &target.to_string_lossy(), "{err}");
+        assert!(err.to_string().contains("not followed"), "{err}");
+    }
+
+    #[test]
+    fn a_volume_directory_that_is_a_symlink_out_of_the_root_is_refused() {
+        let (_tmp, _root, volume, outside, fingerprint) = layout();
+        symlink(&outside, &volume).unwrap();
+        let err = snapshot(&volume).unwrap_err();
+        assert_refused(&err, "uid/volumes/kubernetes.io~secret/tls", &outside);
+        assert!(!err.to_string().contains(&fingerprint));
+        assert_refused(
+            &read_generation(&volume).unwrap_err(),
+            "uid/volumes/kubernetes.io~secret/tls",
+            &outside,
+        );
+        // Also outside kubelet's shape: the last component is never followed.
+        let elsewhere = outside.parent().unwrap().join("link");
+        symlink(&outside, &elsewhere).unwrap();
+        assert_refused(&snapshot(&elsewhere).unwrap_err(), "link", &outside);
+        // The real directory reads fine.
+        let snap = snapshot(&outside).unwrap();
+        assert_eq!(snap.files.len(), 2);
+    }
+
+    #[test]
+    fn a_pod_or_volumes_directory_that_is_a_symlink_is_refused() {
+        let (tmp, root, volume, outside, _) = layout();
+        // The pod directory points at a pod-shaped tree outside the root.
+        let fake_pod = tmp.path().join("fake-pod");
+        let fake_volume = fake_pod.join("volumes/kubernetes.io~secret/tls");
+        std::fs::create_dir_all(fake_volume.parent().unwrap()).unwrap();
+        std::fs::rename(&outside, &fake_volume).unwrap();
+        std::fs::remove_dir_all(root.pod_dir("uid")).unwrap();
+        symlink(&fake_pod, root.pod_dir("uid")).unwrap();
+        assert_refused(&snapshot(&volume).unwrap_err(), "uid", &fake_pod);
+
+        // `volumes` points out of the pod directory.
+        std::fs::remove_file(root.pod_dir("uid")).unwrap();
+        std::fs::create_dir_all(root.pod_dir("uid")).unwrap();
+        let fake_volumes = fake_pod.join("volumes");
+        symlink(&fake_volumes, root.pod_dir("uid").join("volumes")).unwrap();
+        assert_refused(
+            &snapshot(&volume).unwrap_err(),
+            "uid/volumes",
+            &fake_volumes,
+        );
+    }
+
+    #[test]
+    fn a_kubelet_root_reached_through_a_symlink_is_followed() {
+        let (tmp, root, volume, outside, _) = layout();
+        std::fs::remove_dir(&volume).ok();
+        std::fs::rename(&outside, &volume).unwrap();
+        let moved = tmp.path().join("root-link");
+        symlink(root.path(), &moved).unwrap();
+        let through = KubeletRoot::new(&moved).volume_dir("uid", VolumeKind::Secret, "tls");
+        assert_eq!(snapshot(&through).unwrap().files.len(), 2);
+    }
+
+    #[test]
+    fn the_walk_without_openat2_refuses_the_same_paths() {
+        let (tmp, _root, volume, outside, _) = layout();
+        symlink(&outside, &volume).unwrap();
+        let base = nix::fcntl::open(
+            &tmp.path().join("kubelet/pods"),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let walk = |p: &str| open_walking(&base, Path::new(p)).map(drop);
+        // Each component is opened alone, under O_DIRECTORY | O_NOFOLLOW: a symlink is ENOTDIR.
+        assert_eq!(
+            walk("uid/volumes/kubernetes.io~secret/tls"),
+            Err(Errno::ENOTDIR)
+        );
+        assert_eq!(
+            walk("uid/volumes/kubernetes.io~secret/tls/tls.crt"),
+            Err(Errno::ENOTDIR)
+        );
+        assert_eq!(walk("uid/volumes/kubernetes.io~secret"), Ok(()));
+        assert_eq!(walk("uid/../uid"), Err(Errno::EXDEV));
+        assert_eq!(walk("/etc"), Err(Errno::EXDEV));
+        assert_eq!(walk("uid/nope"), Err(Errno::ENOENT));
+        // And openat2 itself, where the kernel has it, agrees.
+        for (path, want) in [
+            ("uid/volumes/kubernetes.io~secret/tls", Errno::ENOTDIR),
+            ("uid/volumes/kubernetes.io~secret/tls/x", Errno::ELOOP),
+            ("uid/../..", Errno::EXDEV),
+        ] {
+            match open_beneath(&base, Path::new(path)) {
+                Err(got) => assert_eq!(got, want, "{path}"),
+                Ok(_) => panic!("{path} opened"),
+            }
+        }
+    }
 }

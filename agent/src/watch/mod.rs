@@ -486,7 +486,13 @@ fn identity_of(path: &Path) -> std::io::Result<Identity> {
 }
 
 fn generation_of(volume: &Path) -> Result<Option<String>, WatchError> {
-    Ok(read_generation(volume)?.map(|target| target.to_string_lossy().into_owned()))
+    match read_generation(volume) {
+        Ok(generation) => Ok(generation.map(|target| target.to_string_lossy().into_owned())),
+        // A volume path that is a symlink has no generation the agent may read; it stays
+        // tracked so the snapshot (which refuses it the same way) reports it for its mount.
+        Err(SnapshotError::Symlink { .. }) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// A poisoned lock only means another thread panicked mid-update; the maps stay usable.
