@@ -11,8 +11,10 @@ use hyper_util::rt::TokioIo;
 
 /// Default port when the endpoint URL names none (the agent's `--listen` default).
 pub const DEFAULT_PORT: u16 = 9977;
-/// Bodies larger than this are refused (a `/status` of 1,000 mounts is well under 1 MiB).
-const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Bodies larger than this are refused: a `/status` mount is about 600 bytes, so 1,000 mounts
+/// are well under 1 MiB and this leaves room for 25,000; an endpoint that answers more (or
+/// endlessly) is not an agent, and reading it must not grow `mountlag status` without bound.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
 
 /// Why a request to the endpoint failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,7 @@ pub enum ClientError {
         #[source]
         source: hyper::Error,
     },
-    #[error("the response from {authority} is larger than {MAX_BODY} bytes or was cut off")]
+    #[error("the response from {authority} is larger than {MAX_BODY_BYTES} bytes or was cut off")]
     Body { authority: String },
 }
 
@@ -147,7 +149,7 @@ impl Endpoint {
         );
         let response = sender.send_request(request).await.map_err(http)?;
         let code = response.status();
-        let body = Limited::new(response.into_body(), MAX_BODY)
+        let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
             .collect()
             .await
             .map_err(|_| ClientError::Body {
@@ -185,6 +187,42 @@ mod tests {
         }
         let https = Endpoint::parse("https://x").unwrap_err().to_string();
         assert!(https.contains("plain HTTP"), "{https}");
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_cap_promptly() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b' '; 64 << 10];
+            while socket.write_all(&chunk).await.is_ok() {
+                counter.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        });
+        let endpoint = Endpoint::parse(&format!("http://{addr}")).unwrap();
+        let patience = Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        let err = endpoint.get("/status", patience).await.unwrap_err();
+        assert!(matches!(err, ClientError::Body { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&MAX_BODY_BYTES.to_string()),
+            "{err}"
+        );
+        assert!(started.elapsed() < patience / 4, "{:?}", started.elapsed());
+        // What the client took in, plus what loopback socket buffers hold.
+        assert!(sent.load(Ordering::Relaxed) < MAX_BODY_BYTES + (16 << 20));
     }
 
     #[tokio::test]

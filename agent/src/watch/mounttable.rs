@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::io::Read as _;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,31 @@ pub(super) enum TableChange {
 /// One mount: its ID (unique while mounted) and where it is mounted.
 type MountEntry = (u64, PathBuf);
 
+/// Largest mount table read: a line is ~150–250 bytes, so this holds 30,000+ mounts (a busy
+/// node has a few thousand). A larger table is not read (each change then re-checks every
+/// volume, which stays correct) rather than growing the agent with every mount on the node.
+pub const MAX_MOUNTINFO_BYTES: u64 = 8 << 20;
+
+/// Reads and parses the mount table, at most [`MAX_MOUNTINFO_BYTES`] of it.
+fn read_table(path: &Path) -> std::io::Result<BTreeSet<MountEntry>> {
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(MAX_MOUNTINFO_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MOUNTINFO_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than {MAX_MOUNTINFO_BYTES} bytes; not read",
+                path.display()
+            ),
+        ));
+    }
+    // The kernel escapes only space, tab, newline and backslash: other bytes of a path come
+    // raw and need not be UTF-8; such a path is never a kubelet volume.
+    Ok(mounts_of(&String::from_utf8_lossy(&bytes)))
+}
+
 pub(super) struct MountTableListener {
     stop: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
@@ -48,9 +74,7 @@ impl MountTableListener {
         let table = File::open(mountinfo)?;
         // Read here, not in the thread: a mount made after `start` returns must differ from
         // `known`, or its POLLPRI would find nothing new and the change would be lost.
-        let known = std::fs::read_to_string(mountinfo)
-            .map(|text| mounts_of(&text))
-            .ok();
+        let known = read_table(mountinfo).ok();
         let path = mountinfo.to_path_buf();
         let (stop, stopped) = UnixStream::pair()?;
         let timeout = PollTimeout::try_from(safety_interval).unwrap_or(PollTimeout::MAX);
@@ -72,7 +96,7 @@ fn listen(
     timeout: PollTimeout,
     on_change: impl Fn(TableChange),
 ) {
-    let read = || std::fs::read_to_string(path).map(|text| mounts_of(&text));
+    let read = || read_table(path);
     loop {
         let mut fds = [
             PollFd::new(table.as_fd(), PollFlags::POLLPRI),
@@ -227,6 +251,27 @@ garbage line
             ]
         );
         assert!(changed_mount_points(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn the_table_is_read_up_to_its_cap_and_refused_beyond() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = tmp.path().join("mountinfo");
+        // A non-UTF-8 path does not spoil the rest of the table.
+        let mut table = TABLE.as_bytes().to_vec();
+        table.extend_from_slice(b"43 22 0:37 / /mnt/\xff rw - tmpfs tmpfs rw\n");
+        std::fs::write(&path, &table).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_table(&path).map(|m| m.len()).ok(), Some(4));
+        // One byte over the cap: refused with the limit named, not read whole.
+        let line = "40 22 0:35 / /x rw - tmpfs tmpfs rw\n";
+        let lines = usize::try_from(MAX_MOUNTINFO_BYTES).unwrap_or(usize::MAX) / line.len() + 1;
+        std::fs::write(&path, line.repeat(lines)).unwrap_or_else(|e| panic!("{e}"));
+        let err = read_table(&path).err().map(|e| (e.kind(), e.to_string()));
+        let Some((kind, text)) = err else {
+            panic!("a table over the cap was read")
+        };
+        assert_eq!(kind, std::io::ErrorKind::InvalidData);
+        assert!(text.contains(&MAX_MOUNTINFO_BYTES.to_string()), "{text}");
     }
 
     #[test]
