@@ -584,23 +584,6 @@ mod tests {
     }
 
     #[test]
-    fn a_config_is_checked_without_building_it() {
-        assert_eq!(check_config(b" {\"apps\": {}}\n"), Ok(()));
-        assert!(check_config(b"null").unwrap_err().contains("null"));
-        assert!(
-            check_config(b"[1]")
-                .unwrap_err()
-                .contains("not a JSON object")
-        );
-        assert!(
-            check_config(b"{\"a\":")
-                .unwrap_err()
-                .contains("not valid JSON")
-        );
-        assert!(check_config(b"").is_err());
-    }
-
-    #[test]
     fn urls_in_messages_carry_no_userinfo_or_query() {
         let uri: Uri = "http://user:secret@10.0.0.1:2019/load?token=abc"
             .parse()
