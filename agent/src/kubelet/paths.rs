@@ -146,16 +146,23 @@ pub enum PathShape {
 /// Why a path could not be turned into volume directories.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
-    #[error("{path}: cannot read: {source}")]
+    // Paths found while walking come from the disk: shown escaped.
+    #[error("{}: cannot read: {source}", shown(path))]
     Unreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error(
-        "{path}: not a kubelet volume, pod or root directory (expected ..data, volumes/ or pods/)"
+        "{}: not a kubelet volume, pod or root directory (expected ..data, volumes/ or pods/)",
+        shown(path)
     )]
     NotKubeletPath { path: PathBuf },
+}
+
+fn shown(path: &Path) -> String {
+    crate::text::untrusted_capped(&path.to_string_lossy(), crate::text::MAX_MESSAGE_BYTES)
+        .to_string()
 }
 
 /// Recognises a volume, pod, pods or kubelet-root directory by its contents and path.

@@ -860,7 +860,11 @@ mod tests {
         assert_eq!(snap.files.len(), 2);
         std::fs::remove_file(&volume).unwrap();
         std::fs::rename(&outside, &volume).unwrap();
-        let moved = volume.ancestors().nth(5).unwrap().with_file_name("root-link");
+        let moved = volume
+            .ancestors()
+            .nth(5)
+            .unwrap()
+            .with_file_name("root-link");
         symlink(volume.ancestors().nth(5).unwrap(), &moved).unwrap();
         let through = KubeletRoot::new(&moved).volume_dir("uid", VolumeKind::Secret, "tls");
         assert_eq!(snapshot(&through).unwrap().files.len(), 2);

@@ -166,7 +166,8 @@ impl fmt::Display for ProbeStage {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The SNI name is not a valid DNS name (nor an IP address literal).
-    #[error("invalid SNI name {name:?}")]
+    // The name is a DNS SAN of the certificate on disk: shown escaped and cut.
+    #[error("invalid SNI name \"{}\"", crate::text::untrusted(name))]
     InvalidServerName {
         /// The rejected name.
         name: String,
