@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mountlag_testbed::certs::{LeafSpec, secret_bytes_markers};
 use mountlag_testbed::cluster::{
-    KeyRing, NAMESPACE, NODE, TestNode, agent_config, ingress_pod, mount_of,
+    KeyRing, NAMESPACE, NODE, TestNode, agent_config, ingress_pod, mount_of, tls_secret,
 };
 use mountlag_testbed::kubelet::{
     FileProjection, Payload, VolumeKind, atomic_write, read_data_link,
@@ -120,4 +120,64 @@ async fn a_volume_directory_symlinked_out_of_the_kubelet_root_is_refused_and_rep
     );
     assert_eq!(node.stop_agent().unwrap().code(), Some(0));
     node.node.set_paused(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_about_a_hostile_certificate_quotes_its_names_escaped() {
+    if !real::require("root + tmpfs", real::can_mount()) {
+        return;
+    }
+    let mut keys = KeyRing::new("hostile test CA").unwrap();
+    let mut node = TestNode::start(
+        NodeConfig::new(NODE).time_factor(0.02),
+        &agent_config("1s", "30s", true),
+    )
+    .await
+    .unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    node.wait_status(Duration::from_secs(10), "edge-0 in sync", |s| {
+        state_of(s, "edge-0") == "in_sync"
+    })
+    .await
+    .unwrap();
+
+    // An expired leaf whose name (its CN and DNS SAN) is a terminal escape sequence: the
+    // Event withholding the reload quotes it.
+    let now = time::OffsetDateTime::now_utc();
+    let hostile = "evil\u{1b}[2J\u{1b}]0;owned\u{7}.example.com";
+    let evil = keys
+        .ca
+        .issue(&LeafSpec::valid_for([hostile]).with_validity(
+            now - time::Duration::days(60),
+            now - time::Duration::days(30),
+        ))
+        .unwrap();
+    node.api
+        .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &evil))
+        .unwrap();
+    let events = node
+        .wait_events("InvalidCertificateMaterial", Duration::from_secs(20), |e| {
+            !e.is_empty()
+        })
+        .await
+        .unwrap();
+    let note = &events[0].note;
+    assert!(
+        !note.chars().any(mountlag::text::needs_escape),
+        "raw control characters in the Event note: {note:?}"
+    );
+    assert!(
+        note.contains("CN=evil\\u{1b}[2J\\u{1b}]0;owned\\u{7}.example.com"),
+        "{note}"
+    );
+    assert!(note.len() <= mountlag::text::MAX_EVENT_NOTE_BYTES, "{note}");
+    let log = node.agent_log();
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "{log}");
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    keys.assert_not_in("agent log", &node.all_agent_logs());
 }
