@@ -42,7 +42,8 @@ pub fn untrusted(text: &str) -> Untrusted<'_> {
     }
 }
 
-/// `text` escaped and cut at `max_bytes` (the output, marker included, is never longer).
+/// `text` escaped and cut at `max_bytes` (the output, marker included, is never longer; a cap
+/// under 32 bytes leaves room for the marker alone).
 pub fn untrusted_capped(text: &str, max_bytes: usize) -> Untrusted<'_> {
     Untrusted { text, max_bytes }
 }

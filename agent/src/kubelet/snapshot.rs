@@ -11,8 +11,9 @@
 //! opened the same way ([`open_volume_dir`]): relative to the directory of pod directories
 //! (`<kubeletRoot>/pods`), with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the kernel
 //! has it (Linux ≥ 5.6) and one `openat(O_NOFOLLOW | O_DIRECTORY)` per component elsewhere, so a
-//! pod, `volumes`, plugin or volume directory replaced by a symlink is refused, never followed. Contents are hashed and certificates
-//! summarised while the bytes are in a zeroising buffer; only digests and summaries are kept.
+//! pod, `volumes`, plugin or volume directory replaced by a symlink is refused, never followed.
+//! Contents are hashed and certificates summarised while the bytes are in a zeroising buffer;
+//! only digests and summaries are kept.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
