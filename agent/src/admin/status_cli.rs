@@ -148,9 +148,21 @@ struct Fetched {
 }
 
 impl Fetched {
-    /// The body unchanged, ending with a newline.
+    /// The body as served, ending with a newline. The only change: DEL, C1, bidi and separator
+    /// characters, which JSON allows raw inside strings, are written as `\uXXXX` escapes, the
+    /// same JSON value that a terminal cannot take as a control sequence. (Raw C0 characters
+    /// other than whitespace between tokens cannot be in a document that parsed.)
     fn raw_text(&self) -> String {
-        let mut text = String::from_utf8_lossy(&self.raw).into_owned();
+        let raw = String::from_utf8_lossy(&self.raw);
+        let mut text = String::with_capacity(raw.len() + 1);
+        for c in raw.chars() {
+            if crate::text::needs_escape(c) && !matches!(c, '\n' | '\r' | '\t') {
+                // Every such character is in the Basic Multilingual Plane: one \u escape.
+                text.push_str(&format!("\\u{:04x}", u32::from(c)));
+            } else {
+                text.push(c);
+            }
+        }
         if !text.ends_with('\n') {
             text.push('\n');
         }
@@ -600,6 +612,32 @@ mod tests {
             assert!(text.contains(shown), "{shown}: {text}");
         }
         assert!(text.len() < 4 * MAX_CELL_BYTES, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn json_output_is_the_same_document_without_raw_c1_or_bidi_characters() {
+        let doc = json!({"node": "n\u{9b}2J", "mounts": [{"pod": "a\u{202e}b\u{2028}", "state": "x\u{7f}"}]});
+        let raw = serde_json::to_vec_pretty(&doc).unwrap();
+        assert!(
+            String::from_utf8_lossy(&raw).contains('\u{9b}'),
+            "serde leaves C1 raw"
+        );
+        let fetched = Fetched {
+            raw,
+            value: doc.clone(),
+        };
+        let text = fetched.raw_text();
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::text::needs_escape(c)),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("n\\u009b2J") && text.contains("a\\u202eb\\u2028"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), doc);
     }
 
     #[test]
