@@ -744,3 +744,139 @@ async fn log_format_json_gives_one_json_object_per_line_and_rust_log_sets_the_le
         "{log}"
     );
 }
+
+/// The number of idle clients and probes of issue 12 item 3, as measured there.
+const IDLE_CLIENTS: usize = 300;
+const PROBES: usize = 13;
+/// kubelet's probe timeout in that measurement (`timeoutSeconds: 1`, the Kubernetes default).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Raises this process's soft `RLIMIT_NOFILE` (inherited by the agent it spawns) so that the
+/// idle clients, not the test's own limit, are what is measured.
+fn raise_fd_limit(want: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).unwrap();
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        soft >= 2 * IDLE_CLIENTS as u64 + 256,
+        "RLIMIT_NOFILE {soft} is too low for {IDLE_CLIENTS} idle clients"
+    );
+}
+
+/// One probe as kubelet sends it: a fresh connection (kubelet disables keep-alive for probes),
+/// `kube-probe` user agent, the whole exchange within `timeout`. The status code, `None` when
+/// nothing came back in time.
+async fn kubelet_probe(addr: SocketAddr, path: &str, timeout: Duration) -> Option<u16> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\n\
+             Accept: */*\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        String::from_utf8_lossy(&raw)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    tokio::time::timeout(timeout, exchange).await.ok().flatten()
+}
+
+/// `count` connections to `addr` from the given source addresses (cycled) that send nothing,
+/// opened at once. Returns the connections the kernel completed within `timeout` (a server
+/// that stops accepting leaves the rest hanging in SYN retries, and them out of this list).
+async fn idle_clients(
+    addr: SocketAddr,
+    sources: &[std::net::IpAddr],
+    count: usize,
+    timeout: Duration,
+) -> Vec<TcpStream> {
+    let mut connecting = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(sources[i % sources.len()], 0))
+            .unwrap();
+        connecting.spawn(tokio::time::timeout(timeout, socket.connect(addr)));
+    }
+    let mut clients = Vec::with_capacity(count);
+    while let Some(joined) = connecting.join_next().await {
+        if let Ok(Ok(stream)) = joined.unwrap() {
+            clients.push(stream);
+        }
+    }
+    clients
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_answered_beside_three_hundred_idle_clients() {
+    if !can_run() {
+        return;
+    }
+    raise_fd_limit(4096);
+    let mut keys = KeyRing::new("health test CA").unwrap();
+    let mut node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(15)).await.unwrap();
+    let addr = node.agent.as_ref().unwrap().listen;
+
+    // The whole 127/8 is local on Linux: one address per idle client stands for a pod network
+    // of 300 pods; the probes' own address stands for a client on the node itself.
+    let many: Vec<std::net::IpAddr> = (0..IDLE_CLIENTS)
+        .map(|n| {
+            let block = u8::try_from(1 + n / 250).unwrap();
+            let host = u8::try_from(1 + n % 250).unwrap();
+            std::net::IpAddr::from([127, block, 0, host])
+        })
+        .collect();
+    let own = [std::net::IpAddr::from([127, 0, 0, 1])];
+    for (what, sources) in [
+        ("one source address, the probes' own", &own[..]),
+        ("300 source addresses", &many[..]),
+    ] {
+        let idle = idle_clients(addr, sources, IDLE_CLIENTS, Duration::from_secs(3)).await;
+        let (mut livez, mut readyz) = (0, 0);
+        for _ in 0..PROBES {
+            if kubelet_probe(addr, "/livez", PROBE_TIMEOUT).await == Some(200) {
+                livez += 1;
+            }
+            if kubelet_probe(addr, "/readyz", PROBE_TIMEOUT).await == Some(200) {
+                readyz += 1;
+            }
+        }
+        eprintln!(
+            "{IDLE_CLIENTS} idle clients from {what} ({} connected): /livez {livez}/{PROBES}, \
+             /readyz {readyz}/{PROBES} answered",
+            idle.len()
+        );
+        assert_eq!(
+            (livez, readyz),
+            (PROBES, PROBES),
+            "{IDLE_CLIENTS} idle clients from {what}: every probe must be answered within \
+             {PROBE_TIMEOUT:?}\n{}",
+            node.all_agent_logs()
+        );
+        // The agent keeps accepting: no client is left waiting in the kernel's queues.
+        assert_eq!(idle.len(), IDLE_CLIENTS, "{what}: idle clients connected");
+        drop(idle);
+    }
+    assert_eq!(
+        node.stop_agent().unwrap().code(),
+        Some(0),
+        "{}",
+        node.all_agent_logs()
+    );
+    keys.assert_not_in("agent log", &node.all_agent_logs());
+}
