@@ -847,18 +847,22 @@ async fn probes_are_answered_beside_three_hundred_idle_clients() {
         ("300 source addresses", &many[..]),
     ] {
         let idle = idle_clients(addr, sources, IDLE_CLIENTS, Duration::from_secs(3)).await;
-        let (mut livez, mut readyz) = (0, 0);
+        let (mut livez, mut readyz, mut slowest) = (0, 0, Duration::ZERO);
         for _ in 0..PROBES {
-            if kubelet_probe(addr, "/livez", PROBE_TIMEOUT).await == Some(200) {
-                livez += 1;
-            }
-            if kubelet_probe(addr, "/readyz", PROBE_TIMEOUT).await == Some(200) {
-                readyz += 1;
+            for (path, answered) in [("/livez", &mut livez), ("/readyz", &mut readyz)] {
+                let started = Instant::now();
+                let code = kubelet_probe(addr, path, PROBE_TIMEOUT).await;
+                slowest = slowest.max(started.elapsed());
+                if code == Some(200) {
+                    *answered += 1;
+                } else {
+                    eprintln!("{path}: {code:?} after {:?}", started.elapsed());
+                }
             }
         }
         eprintln!(
             "{IDLE_CLIENTS} idle clients from {what} ({} connected): /livez {livez}/{PROBES}, \
-             /readyz {readyz}/{PROBES} answered",
+             /readyz {readyz}/{PROBES} answered, slowest {slowest:?}",
             idle.len()
         );
         assert_eq!(

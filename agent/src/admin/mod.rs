@@ -11,7 +11,8 @@
 //! held across awaits, no work beyond encoding on a scrape (the `process_*` metrics read four
 //! small files of `/proc/self`).
 //!
-//! Modules: [`server`] (accept loop, limits, routing), [`liveness`] (loops and heartbeats),
+//! Modules: [`server`] (accept loop, limits, routing), [`slots`] (which connection gets a slot
+//! when the server is full), [`liveness`] (loops and heartbeats),
 //! [`metrics`] (registry additions and encoding), [`status_cli`] (`mountlag status`),
 //! [`client`] (the minimal HTTP client it uses).
 //!
@@ -58,6 +59,7 @@ pub mod client;
 pub mod liveness;
 pub mod metrics;
 pub mod server;
+pub mod slots;
 pub mod status_cli;
 
 use std::net::SocketAddr;

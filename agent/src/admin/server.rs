@@ -1,19 +1,27 @@
 //! The admin HTTP server: an accept loop over hyper's HTTP/1 connection driver, hardened for
 //! an endpoint every pod on the node can reach.
 //!
-//! - **Bounded connections:** a semaphore of [`Limits::max_connections`] slots; when every slot
-//!   is taken, new connections wait in the kernel's accept backlog instead of being served.
+//! - **Bounded connections, and none can starve the probes:** at most
+//!   [`Limits::max_connections`] connections, at most [`Limits::max_connections_per_peer`] from
+//!   one IP address. Every connection is accepted at once; one that would exceed a limit closes
+//!   an *idle* connection (no request in progress) of its own peer, or of the peer holding the
+//!   most, instead of waiting in the kernel's accept backlog behind clients that send nothing
+//!   (see [`super::slots`]). 300 idle clients therefore cannot keep kubelet's 1 s probes out.
 //! - **Timeouts:** the request head must arrive within [`Limits::header_read_timeout`] (hyper's
 //!   `header_read_timeout`, which also bounds idle keep-alive connections), a handler must answer
 //!   within [`Limits::request_timeout`], and a connection is closed gracefully after
 //!   [`Limits::max_connection_age`] (then dropped after [`Limits::drain_timeout`]), which bounds
 //!   clients that stop reading their response. Request bodies are never read: a request that
 //!   announces one gets `413` and the connection is closed, so there is no body to time out.
-//!   A slowloris client holds one slot until its header timeout and blocks nobody else.
+//!   A slowloris client holds one slot until its header timeout, or until a new connection
+//!   needs it, and blocks nobody else.
 //! - **Strict surface:** only `GET` and `HEAD` (`405` with `Allow: GET, HEAD` otherwise), `404`
 //!   for unknown paths, request heads capped at [`Limits::max_header_bytes`] and
 //!   [`Limits::max_headers`] (hyper answers `431`/`400` and closes). Malformed requests are
 //!   hyper's parse errors: logged at debug level, the connection closed, nothing panics.
+//! - **`/status` kept off this listener on request:** [`AdminServer::serve_status`]`(false)`
+//!   answers `/status` with `404` here, for a server whose node-local twin (`--status-listen`)
+//!   serves it.
 //! - **Graceful shutdown:** when `shutdown` resolves the listener is closed, every connection
 //!   finishes its current response and closes, and connections still open after
 //!   [`Limits::drain_timeout`] are dropped. Flip the status to unready *before* resolving
@@ -21,7 +29,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -33,18 +43,23 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::StatusSnapshot;
 use super::liveness::Liveness;
 use super::metrics;
+use super::slots::{Activity, Slot, Slots};
 
 /// Resource limits of the admin server. [`Limits::default`] suits a node-local endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once (default 64); more wait in the accept backlog.
+    /// Connections served at once (default 64); a new one beyond it closes the longest-idle
+    /// connection of the peer holding the most.
     pub max_connections: usize,
+    /// Connections from one IP address at once (default 8: kubelet probes over one at a time,
+    /// Prometheus scrapes over one); a new one beyond it closes that peer's longest-idle one.
+    pub max_connections_per_peer: usize,
     /// The whole request head must arrive within this (default 5 s); also the keep-alive idle
     /// timeout.
     pub header_read_timeout: Duration,
@@ -66,6 +81,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 64,
+            max_connections_per_peer: 8,
             header_read_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(60),
@@ -86,6 +102,7 @@ pub struct AdminServer {
     status: watch::Receiver<Arc<StatusSnapshot>>,
     liveness: Liveness,
     limits: Limits,
+    serve_status: bool,
 }
 
 impl AdminServer {
@@ -97,6 +114,7 @@ impl AdminServer {
             status,
             liveness: Liveness::new(),
             limits: Limits::default(),
+            serve_status: true,
         }
     }
 
@@ -111,6 +129,14 @@ impl AdminServer {
         self
     }
 
+    /// Whether `/status` is served here (default). `false` for the public listener when a
+    /// node-local one serves it (`--status-listen`): `/status` names namespaces, pods, Secrets
+    /// and hosts, which the pod network need not learn.
+    pub fn serve_status(mut self, serve: bool) -> Self {
+        self.serve_status = serve;
+        self
+    }
+
     /// Serves until `shutdown` resolves, then drains (see the module docs). Errors only when
     /// the listener itself fails; per-connection errors are logged.
     pub async fn serve(
@@ -120,6 +146,7 @@ impl AdminServer {
     ) -> std::io::Result<()> {
         let limits = Arc::new(Limits {
             max_connections: self.limits.max_connections.max(1),
+            max_connections_per_peer: self.limits.max_connections_per_peer.max(1),
             max_header_bytes: self.limits.max_header_bytes.max(HYPER_MIN_BUF),
             max_headers: self.limits.max_headers.max(1),
             ..self.limits.clone()
@@ -129,16 +156,13 @@ impl AdminServer {
             status: self.status,
             liveness: self.liveness,
             request_timeout: limits.request_timeout,
+            serve_status: self.serve_status,
         });
-        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let slots = Slots::new(limits.max_connections, limits.max_connections_per_peer);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
-            let accept = async {
-                let permit = Arc::clone(&slots).acquire_owned().await;
-                (permit, listener.accept().await)
-            };
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(joined) = connections.join_next(), if !connections.is_empty() => {
@@ -148,26 +172,32 @@ impl AdminServer {
                         tracing::error!("an admin connection task panicked");
                     }
                 }
-                (permit, accepted) = accept => {
-                    let Ok(permit) = permit else { break };
-                    match accepted {
-                        Ok((stream, _peer)) => {
+                // Never wait for a slot before accepting: a connection left in the backlog is
+                // one the server cannot choose to serve (see super::slots).
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        // None: every slot that could make room is busy answering; closing the
+                        // new connection is all that is left.
+                        if let Some(slot) = slots.admit(peer.ip()) {
                             connections.spawn(serve_connection(
                                 stream,
                                 Arc::clone(&endpoints),
                                 Arc::clone(&limits),
                                 stop_rx.clone(),
-                                permit,
+                                slot,
                             ));
-                        }
-                        Err(err) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(error = %err, "admin endpoint: accept failed");
-                            drop(permit);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            // Let the new connection read its request before the next accept
+                            // (tokio runs a task spawned on a worker next): until then it
+                            // cannot be closed to make room, and a flood would refuse others.
+                            tokio::task::yield_now().await;
                         }
                     }
-                }
+                    Err(err) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %err, "admin endpoint: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
             }
         }
         drop(listener);
@@ -208,12 +238,20 @@ async fn serve_connection(
     endpoints: Arc<Endpoints>,
     limits: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    mut slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
+    let activity = slot.activity();
     let service = service_fn(move |request: Request<Incoming>| {
         let endpoints = Arc::clone(&endpoints);
-        async move { Ok::<_, Infallible>(endpoints.handle(request).await) }
+        // From a complete request head until the response is handed to hyper, the connection
+        // is busy and never closed to make room.
+        let busy = activity.begin();
+        async move {
+            let response = endpoints.handle(request).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -222,12 +260,18 @@ async fn serve_connection(
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let io = Watched {
+        io: TokioIo::new(stream),
+        activity: slot.activity(),
+    };
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let age = tokio::time::sleep(limits.max_connection_age);
     tokio::pin!(age);
     let finished = tokio::select! {
         result = connection.as_mut() => Some(result),
+        // Idle and needed for a new connection: nothing in progress to finish.
+        () = slot.evicted() => return,
         _ = stop.wait_for(|stop| *stop) => None,
         () = &mut age => None,
     };
@@ -241,8 +285,59 @@ async fn serve_connection(
     }
 }
 
+/// A connection's socket that tells its slot when it first finds no data to read: until then
+/// a request may be waiting in the buffer, and the connection must not be closed to make room.
+struct Watched {
+    io: TokioIo<tokio::net::TcpStream>,
+    activity: Activity,
+}
+
+impl hyper::rt::Read for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if polled.is_pending() {
+            self.activity.waiting();
+        }
+        polled
+    }
+}
+
+impl hyper::rt::Write for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
 async fn drain<C>(
-    mut connection: std::pin::Pin<&mut http1::Connection<TokioIo<tokio::net::TcpStream>, C>>,
+    mut connection: Pin<&mut http1::Connection<Watched, C>>,
     timeout: Duration,
 ) -> hyper::Result<()>
 where
@@ -261,6 +356,8 @@ struct Endpoints {
     status: watch::Receiver<Arc<StatusSnapshot>>,
     liveness: Liveness,
     request_timeout: Duration,
+    /// `false`: `/status` is served on the node-local listener only.
+    serve_status: bool,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -293,6 +390,8 @@ fn closing(mut response: Reply) -> Reply {
 
 /// The paths served, for the index page and the 404 hint.
 const PATHS: &str = "/livez /readyz /metrics /status";
+/// The same on a listener that leaves `/status` to the node-local one.
+const PATHS_WITHOUT_STATUS: &str = "/livez /readyz /metrics";
 
 impl Endpoints {
     async fn handle(&self, request: Request<Incoming>) -> Reply {
@@ -331,15 +430,26 @@ impl Endpoints {
     }
 
     async fn route(&self, path: &str, accept: Option<&str>) -> Reply {
+        let paths = if self.serve_status {
+            PATHS
+        } else {
+            PATHS_WITHOUT_STATUS
+        };
         match path {
             "/livez" => self.livez().await,
             "/readyz" => self.readyz(),
             "/metrics" => self.metrics(accept),
-            "/status" => self.status(),
-            "/" => text(StatusCode::OK, format!("mountlag agent: {PATHS}\n")),
+            "/status" if self.serve_status => self.status(),
+            "/status" => text(
+                StatusCode::NOT_FOUND,
+                "not found; /status is served on the agent's node-local address \
+                 (--status-listen), e.g. `kubectl exec` into the agent pod and run \
+                 `mountlag status`\n",
+            ),
+            "/" => text(StatusCode::OK, format!("mountlag agent: {paths}\n")),
             _ => text(
                 StatusCode::NOT_FOUND,
-                format!("not found; this endpoint serves {PATHS}\n"),
+                format!("not found; this endpoint serves {paths}\n"),
             ),
         }
     }
@@ -405,6 +515,10 @@ mod tests {
     }
 
     async fn start(limits: Limits, liveness: Liveness) -> Running {
+        start_with(limits, liveness, true).await
+    }
+
+    async fn start_with(limits: Limits, liveness: Liveness, serve_status: bool) -> Running {
         let mut registry = Registry::default();
         let counter: Counter = Counter::default();
         registry.register("mountlag_test_things", "Things", counter.clone());
@@ -420,7 +534,8 @@ mod tests {
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = AdminServer::new(Arc::new(registry), status_rx)
             .liveness(liveness)
-            .limits(limits);
+            .limits(limits)
+            .serve_status(serve_status);
         let task = tokio::spawn(server.serve(listener, async {
             let _ = stop_rx.await;
         }));
@@ -653,30 +768,101 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(250));
     }
 
+    /// A connection from `source` that sends an incomplete request head and holds it.
+    async fn held_from(addr: SocketAddr, source: [u8; 4]) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream.write_all(b"GET /livez HTTP/1.1\r\n").await.unwrap();
+        stream
+    }
+
+    /// Whether the server closed `stream` within `within`.
+    async fn closed(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut rest = Vec::new();
+        tokio::time::timeout(within, stream.read_to_end(&mut rest))
+            .await
+            .is_ok()
+    }
+
     #[tokio::test]
-    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    async fn a_peer_at_its_limit_makes_room_by_losing_its_own_longest_idle_connection() {
         let limits = Limits {
-            max_connections: 2,
-            header_read_timeout: Duration::from_millis(600),
+            max_connections_per_peer: 2,
             ..Limits::default()
         };
         let server = start(limits, Liveness::new()).await;
-        // Before the held connections: their header timeout (600 ms) runs from their accept.
-        let connected = Instant::now();
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let mut s = TcpStream::connect(server.addr).await.unwrap();
-            s.write_all(b"GET /livez HTTP/1.1\r\n").await.unwrap();
-            held.push(s);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let response = get(server.addr, "/livez").await;
-        assert_eq!(code(&response), 200);
-        let waited = connected.elapsed();
+        // Accepted in connect order (one accept queue): the first is the longest idle.
+        let mut oldest = held_from(server.addr, [127, 0, 0, 1]).await;
+        let mut newer = held_from(server.addr, [127, 0, 0, 1]).await;
+        let mut other = held_from(server.addr, [127, 0, 0, 2]).await;
+        let started = Instant::now();
+        let livez = get(server.addr, "/livez").await;
+        assert_eq!(code(&livez), 200, "{livez}");
+        // Well before the 5 s header timeout that would otherwise free a slot.
         assert!(
-            waited >= Duration::from_millis(550) && waited < Duration::from_secs(5),
-            "served once a slot freed: {waited:?}"
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
         );
+        assert!(
+            closed(&mut oldest, Duration::from_secs(3)).await,
+            "oldest closed"
+        );
+        assert!(!closed(&mut newer, Duration::from_millis(200)).await);
+        assert!(
+            !closed(&mut other, Duration::from_millis(200)).await,
+            "another peer's connection is never closed for this one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_server_makes_room_by_closing_an_idle_connection_of_the_peer_holding_most() {
+        let limits = Limits {
+            max_connections: 3,
+            ..Limits::default()
+        };
+        let server = start(limits, Liveness::new()).await;
+        let mut single = held_from(server.addr, [127, 0, 0, 2]).await;
+        let mut first_of_two = held_from(server.addr, [127, 0, 0, 3]).await;
+        let mut second_of_two = held_from(server.addr, [127, 0, 0, 3]).await;
+        let started = Instant::now();
+        let livez = get(server.addr, "/livez").await;
+        assert_eq!(code(&livez), 200, "{livez}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(closed(&mut first_of_two, Duration::from_secs(3)).await);
+        assert!(!closed(&mut second_of_two, Duration::from_millis(200)).await);
+        assert!(
+            !closed(&mut single, Duration::from_millis(200)).await,
+            "the older connection of a peer holding one stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_serve_status_status_is_not_found_and_the_rest_is_served() {
+        let server = start_with(Limits::default(), Liveness::new(), false).await;
+        let status = get(server.addr, "/status").await;
+        assert_eq!(code(&status), 404, "{status}");
+        assert!(status.contains("--status-listen"), "{status}");
+        assert!(!status.contains("node-a"), "no status content: {status}");
+        let head = exchange(
+            server.addr,
+            b"HEAD /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(code(&head), 404, "{head}");
+        let index = get(server.addr, "/").await;
+        assert!(
+            index.ends_with("mountlag agent: /livez /readyz /metrics\n"),
+            "{index}"
+        );
+        assert_eq!(code(&get(server.addr, "/livez").await), 200);
+        assert_eq!(code(&get(server.addr, "/readyz").await), 503);
+        assert_eq!(code(&get(server.addr, "/metrics").await), 200);
     }
 
     #[tokio::test]
