@@ -58,9 +58,11 @@ pub enum Command {
     /// Exit status: 0 all mounts fine, 1 a mount is stuck, reload_unverified,
     /// invalid_material or unreadable, 2 the endpoint cannot be reached.
     Status {
-        /// Base URL of the agent's health endpoint (its --listen address).
-        #[arg(long, value_name = "URL", default_value = crate::admin::status_cli::DEFAULT_ENDPOINT)]
-        endpoint: String,
+        /// Base URL of the agent's health endpoint: its --status-listen address, else its
+        /// --listen address. Default: http://127.0.0.1:9978 (the shipped DaemonSet's
+        /// --status-listen), then http://127.0.0.1:9977 when nothing listens there.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
         /// Print the /status document unchanged.
         #[arg(long)]
         json: bool,
@@ -87,6 +89,11 @@ pub struct AgentArgs {
     /// Address of the health endpoint (/livez, /readyz, /metrics, /status).
     #[arg(long, default_value = "0.0.0.0:9977")]
     pub listen: std::net::SocketAddr,
+    /// A node-local address (e.g. 127.0.0.1:9978) that serves every endpoint; /status is then
+    /// served only there, not on --listen: it names namespaces, pods, Secrets and hosts.
+    /// `mountlag status` inside the pod finds it at 127.0.0.1:9978.
+    #[arg(long, value_name = "ADDR")]
+    pub status_listen: Option<std::net::SocketAddr>,
 }
 
 /// Entry point for the binary.
@@ -119,7 +126,7 @@ pub fn run(cli: Cli) -> u8 {
             endpoint,
             json,
             watch,
-        } => crate::admin::status_cli::run(&endpoint, json, watch),
+        } => crate::admin::status_cli::run(endpoint.as_deref(), json, watch),
     }
 }
 
@@ -140,6 +147,7 @@ fn run_agent(args: AgentArgs) -> u8 {
         kubelet_root: args.kubelet_root,
         proc_root: args.proc_root,
         listen: args.listen,
+        status_listen: args.status_listen,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

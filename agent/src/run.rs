@@ -54,6 +54,9 @@ pub struct AgentOptions {
     pub kubelet_root: PathBuf,
     pub proc_root: PathBuf,
     pub listen: SocketAddr,
+    /// `--status-listen`: a second, node-local listener that serves every endpoint; `/status`
+    /// is then served only there. `None`: `/status` on `listen`.
+    pub status_listen: Option<SocketAddr>,
 }
 
 /// Inputs handled back to back before the loop looks at timers and publishes again.
@@ -104,18 +107,42 @@ pub async fn run_agent(
     let listener = admin::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
-    tracing::info!(listen = %options.listen, node = %options.node_name, "mountlag agent starting");
+    let status_listener = match options.status_listen {
+        Some(addr) => Some(
+            admin::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--status-listen)"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        listen = %options.listen,
+        status_listen = ?options.status_listen,
+        node = %options.node_name,
+        "mountlag agent starting"
+    );
     let liveness = Liveness::new();
     let reconcile_beat = liveness.register(admin::loops::RECONCILE, Duration::from_secs(30));
     let pods_beat = liveness.register(admin::loops::POD_WATCH, Duration::from_secs(30));
-    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(
-        admin::AdminServer::new(Arc::clone(&registry), status_rx)
-            .liveness(liveness.clone())
-            .serve(listener, async {
-                let _ = admin_stop_rx.await;
-            }),
-    );
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin_stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let admin_server =
+        admin::AdminServer::new(Arc::clone(&registry), status_rx).liveness(liveness.clone());
+    // Each listener has its own connection slots: clients of the public one (pod network)
+    // cannot take those of the node-local one.
+    let mut admin_tasks = vec![tokio::spawn(
+        admin_server
+            .clone()
+            .serve_status(status_listener.is_none())
+            .serve(listener, admin_stopped(admin_stop_rx.clone())),
+    )];
+    if let Some(status_listener) = status_listener {
+        admin_tasks.push(tokio::spawn(
+            admin_server.serve(status_listener, admin_stopped(admin_stop_rx)),
+        ));
+    }
 
     let (input_tx, mut input_rx) = mpsc::unbounded_channel();
     let volume_tx = input_tx.clone();
@@ -223,8 +250,10 @@ pub async fn run_agent(
         task.abort();
     }
     pod_task.abort();
-    let _ = admin_stop_tx.send(());
-    let _ = admin_task.await;
+    let _ = admin_stop_tx.send(true);
+    for task in admin_tasks {
+        let _ = task.await;
+    }
     tracing::info!("mountlag agent stopped");
     result
 }

@@ -884,3 +884,86 @@ async fn probes_are_answered_beside_three_hundred_idle_clients() {
     );
     keys.assert_not_in("agent log", &node.all_agent_logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_status_listen_status_is_served_only_on_the_node_local_listener() {
+    if !can_run() {
+        return;
+    }
+    let mut keys = KeyRing::new("health test CA").unwrap();
+    let node = TestNode::start(slow_kubelet(), &agent_config("2s", "30s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    let local: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let agent = HookedAgent::start(&node, &["--status-listen", &local.to_string()], &[]);
+    wait_code(
+        agent.listen,
+        "/readyz",
+        200,
+        Duration::from_secs(15),
+        &agent,
+    )
+    .await;
+
+    // The node-local listener serves everything, /status included.
+    let started = Instant::now();
+    let status: Value = loop {
+        let (code, body) = http_get(local, "/status").await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        let status: Value = serde_json::from_str(&body).unwrap();
+        if mount_of(&status, "edge-0").is_some() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "edge-0 never appeared in /status: {body}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["node"], NODE);
+    for path in ["/livez", "/readyz", "/metrics"] {
+        assert_eq!(http_get(local, path).await.unwrap().0, 200, "{path}");
+    }
+    let (code, printed, stderr) =
+        mountlag_status(&["--endpoint", &format!("http://{local}"), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let printed: Value = serde_json::from_str(&printed).unwrap();
+    assert!(mount_of(&printed, "edge-0").is_some(), "{printed}");
+
+    // The public listener serves the probes and the scrape, and names no pod, Secret or host.
+    for path in ["/livez", "/readyz", "/metrics"] {
+        assert_eq!(http_get(agent.listen, path).await.unwrap().0, 200, "{path}");
+    }
+    for request in [
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /status?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET http://x/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "HEAD /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let response = raw_exchange(agent.listen, request.as_bytes()).await;
+        assert!(
+            response.starts_with("HTTP/1.1 404"),
+            "{request:?}: {response}"
+        );
+        for name in ["edge-0", "edge-tls", NAMESPACE, "\"mounts\""] {
+            assert!(
+                !response.contains(name),
+                "{request:?} names {name}: {response}"
+            );
+        }
+    }
+    let (code, _, stderr) = mountlag_status(&["--endpoint", &format!("http://{}", agent.listen)]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("404") && stderr.contains("--status-listen"),
+        "{stderr}"
+    );
+    keys.assert_not_in("agent log", &agent.log());
+}

@@ -19,7 +19,14 @@ use time::format_description::well_known::Rfc3339;
 use super::client::{ClientError, Endpoint};
 use crate::text::{untrusted, untrusted_capped};
 
-/// Default `--endpoint`.
+/// Where `mountlag status` looks without `--endpoint`, in this order: the node-local
+/// `--status-listen` address of the shipped DaemonSet (there `/status` is not served on
+/// `--listen`), then the default `--listen` port (an agent started without `--status-listen`).
+/// Inside the agent's pod (`kubectl exec`) the first answers.
+pub const DEFAULT_ENDPOINTS: [&str; 2] = [DEFAULT_STATUS_ENDPOINT, DEFAULT_ENDPOINT];
+/// The shipped DaemonSet's `--status-listen`, as an endpoint.
+pub const DEFAULT_STATUS_ENDPOINT: &str = "http://127.0.0.1:9978";
+/// The default `--listen` port, as an endpoint.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9977";
 /// Exit status when a mount needs attention.
 pub const EXIT_ATTENTION: u8 = 1;
@@ -42,15 +49,25 @@ const MAX_QUOTED_BYTES: usize = 200;
 /// Whole exchange with the agent.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs the subcommand; returns the exit status.
-pub fn run(endpoint: &str, json: bool, watch: bool) -> u8 {
-    let endpoint = match Endpoint::parse(endpoint) {
-        Ok(endpoint) => endpoint,
+/// Runs the subcommand against `endpoint`, or without one against [`DEFAULT_ENDPOINTS`];
+/// returns the exit status.
+pub fn run(endpoint: Option<&str>, json: bool, watch: bool) -> u8 {
+    let endpoints = match endpoint.map_or_else(
+        || {
+            DEFAULT_ENDPOINTS
+                .iter()
+                .map(|e| Endpoint::parse(e))
+                .collect()
+        },
+        |endpoint| Endpoint::parse(endpoint).map(|e| vec![e]),
+    ) {
+        Ok(endpoints) => endpoints,
         Err(err) => {
             eprintln!("mountlag status: {err}");
             return EXIT_UNREACHABLE;
         }
     };
+    let endpoints = &endpoints[..];
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,9 +84,9 @@ pub fn run(endpoint: &str, json: bool, watch: bool) -> u8 {
         && std::env::var("TERM").map_or(true, |t| t != "dumb");
     runtime.block_on(async {
         if watch {
-            watch_loop(&endpoint, json, terminal, color).await
+            watch_loop(endpoints, json, terminal, color).await
         } else {
-            match fetch(&endpoint).await {
+            match fetch(endpoints).await {
                 Ok(fetched) => {
                     let text = if json {
                         fetched.raw_text()
@@ -95,7 +112,12 @@ fn print(text: &str) {
     let _ = stdout.flush();
 }
 
-async fn watch_loop(endpoint: &Endpoint, json: bool, terminal: bool, color: bool) -> u8 {
+async fn watch_loop(endpoints: &[Endpoint], json: bool, terminal: bool, color: bool) -> u8 {
+    let shown = endpoints
+        .iter()
+        .map(Endpoint::authority)
+        .collect::<Vec<_>>()
+        .join(" or ");
     let mut last;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -108,15 +130,14 @@ async fn watch_loop(endpoint: &Endpoint, json: bool, terminal: bool, color: bool
         }
         if !json {
             frame.push_str(&format!(
-                "Every 1s: mountlag status --endpoint {}    {}\n\n",
-                endpoint.authority(),
+                "Every 1s: mountlag status --endpoint {shown}    {}\n\n",
                 now.replace_nanosecond(0)
                     .unwrap_or(now)
                     .format(&Rfc3339)
                     .unwrap_or_default()
             ));
         }
-        match fetch(endpoint).await {
+        match fetch(endpoints).await {
             Ok(fetched) => {
                 last = exit_code(&fetched.value);
                 if json {
@@ -142,6 +163,7 @@ async fn watch_loop(endpoint: &Endpoint, json: bool, terminal: bool, color: bool
 }
 
 /// A fetched status document: the bytes as served and their parse.
+#[derive(Debug)]
 struct Fetched {
     raw: Vec<u8>,
     value: Value,
@@ -170,20 +192,42 @@ impl Fetched {
     }
 }
 
-async fn fetch(endpoint: &Endpoint) -> Result<Fetched, String> {
-    let (code, body) = endpoint
-        .get("/status", REQUEST_TIMEOUT)
-        .await
-        .map_err(|err| unreachable_message(endpoint, &err))?;
+/// The status from the first of `endpoints` that can be connected to (an agent there that
+/// answers something else is an error, not a reason to try the next).
+async fn fetch(endpoints: &[Endpoint]) -> Result<Fetched, String> {
+    let mut refused = Vec::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        match endpoint.get("/status", REQUEST_TIMEOUT).await {
+            Err(err) if try_next(&err) && i + 1 < endpoints.len() => {
+                refused.push(endpoint.authority());
+            }
+            Err(err) => return Err(unreachable_message(endpoint, &err, &refused)),
+            Ok((code, body)) => return parse_status(endpoint, code, &body),
+        }
+    }
+    Err("mountlag status: no endpoint to ask".to_owned())
+}
+
+/// Whether a failed request means "nobody listens here" (try the next default) rather than
+/// "somebody answered badly".
+fn try_next(err: &ClientError) -> bool {
+    matches!(err, ClientError::Connect { .. })
+}
+
+fn parse_status(
+    endpoint: &Endpoint,
+    code: hyper::StatusCode,
+    body: &[u8],
+) -> Result<Fetched, String> {
     if !code.is_success() {
-        let text = String::from_utf8_lossy(&body);
+        let text = String::from_utf8_lossy(body);
         return Err(format!(
             "{} answered /status with {code}: {}",
             endpoint.authority(),
             untrusted_capped(text.trim(), MAX_QUOTED_BYTES)
         ));
     }
-    let value: Value = serde_json::from_slice(&body).map_err(|err| {
+    let value: Value = serde_json::from_slice(body).map_err(|err| {
         format!(
             "{} answered /status with something that is not JSON ({err}); is it a mountlag agent?",
             endpoint.authority()
@@ -201,13 +245,17 @@ async fn fetch(endpoint: &Endpoint) -> Result<Fetched, String> {
     })
 }
 
-fn unreachable_message(endpoint: &Endpoint, err: &ClientError) -> String {
+fn unreachable_message(endpoint: &Endpoint, err: &ClientError, refused: &[&str]) -> String {
     match err {
-        ClientError::Connect { source, .. } => format!(
-            "cannot reach the agent at {} ({source}); is `mountlag agent` running there \
-             (its --listen address)? Use --endpoint to point elsewhere",
-            endpoint.authority()
-        ),
+        ClientError::Connect { source, .. } => {
+            let mut tried = refused.to_vec();
+            tried.push(endpoint.authority());
+            format!(
+                "cannot reach the agent at {} ({source}); is `mountlag agent` running there \
+                 (its --status-listen or --listen address)? Use --endpoint to point elsewhere",
+                tried.join(" or ")
+            )
+        }
         other => format!("cannot read the agent's status: {other}"),
     }
 }
@@ -800,5 +848,70 @@ mod tests {
         assert_eq!(human_duration(7800.0), "2h10m");
         assert_eq!(human_duration(3.0 * 86400.0 + 4.0 * 3600.0), "3d4h");
         assert_eq!(human_duration(-1.0), "-");
+    }
+
+    #[test]
+    fn the_default_endpoints_parse_and_end_with_the_listen_default() {
+        let parsed: Vec<String> = DEFAULT_ENDPOINTS
+            .iter()
+            .map(|e| Endpoint::parse(e).unwrap().authority().to_owned())
+            .collect();
+        assert_eq!(parsed, ["127.0.0.1:9978", "127.0.0.1:9977"]);
+    }
+
+    async fn serve_status_on(
+        serve_status: bool,
+    ) -> (Endpoint, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint =
+            Endpoint::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let (_tx, rx) =
+            tokio::sync::watch::channel(std::sync::Arc::new(crate::admin::StatusSnapshot {
+                node: "node-a".into(),
+                ..Default::default()
+            }));
+        let server = crate::admin::AdminServer::new(
+            std::sync::Arc::new(prometheus_client::registry::Registry::default()),
+            rx,
+        )
+        .serve_status(serve_status);
+        let task = tokio::spawn(server.serve(listener, std::future::pending()));
+        (endpoint, task)
+    }
+
+    fn nobody_listens() -> Endpoint {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = Endpoint::parse(&format!("http://{}", listener.local_addr().unwrap()));
+        drop(listener);
+        endpoint.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_next_endpoint_is_asked_only_when_nobody_listens_on_one() {
+        let (agent, agent_task) = serve_status_on(true).await;
+        let fetched = fetch(&[nobody_listens(), agent.clone()]).await.unwrap();
+        assert_eq!(fetched.value["node"], "node-a");
+
+        // A public listener that leaves /status to the node-local one answers 404: reported,
+        // not skipped (it is an agent, the user should point --endpoint elsewhere).
+        let (public, public_task) = serve_status_on(false).await;
+        let err = fetch(&[public, agent]).await.unwrap_err();
+        assert!(
+            err.contains("404") && err.contains("--status-listen"),
+            "{err}"
+        );
+
+        let (first, second) = (nobody_listens(), nobody_listens());
+        let err = fetch(&[first.clone(), second.clone()]).await.unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "cannot reach the agent at {} or {}",
+                first.authority(),
+                second.authority()
+            )),
+            "{err}"
+        );
+        agent_task.abort();
+        public_task.abort();
     }
 }
