@@ -121,6 +121,7 @@ fn every_kustomization_renders_and_validates_against_the_kubernetes_schemas() {
             "DaemonSet",
             "ConfigMap",
             "ClusterRoleBinding",
+            "NetworkPolicy",
         ] {
             assert!(!of_kind(&docs, kind).is_empty(), "{variant}: no {kind}");
         }
@@ -443,6 +444,137 @@ fn the_daemonset_keeps_every_property_docs_security_md_describes() {
         );
         assert_eq!(config_map["metadata"]["namespace"], namespace.as_str());
         assert!(config_map["data"]["mountlag.yaml"].is_string());
+    }
+}
+
+// ------------------------------------------------------------------------- who reaches it
+
+/// The scraper the shipped NetworkPolicy admits (docs/security.md, "Who can reach the agent").
+const SCRAPER_NAMESPACE: &str = "monitoring";
+const SCRAPER_LABELS: &[(&str, &str)] = &[("app.kubernetes.io/name", "prometheus")];
+
+#[test]
+fn the_network_policy_admits_only_the_node_and_the_scraper_to_the_health_port() {
+    if !can_render() {
+        return;
+    }
+    let security = read("docs/security.md");
+    assert!(
+        security.contains("## Who can reach the agent")
+            && security.contains(SCRAPER_NAMESPACE)
+            && security.contains("--status-listen=127.0.0.1:9978"),
+        "docs/security.md documents the policy's inputs and the node-local /status"
+    );
+    for variant in variants() {
+        let ctx = |what: &str| format!("{variant}: {what}");
+        let docs = documents(&render(&variant)).unwrap();
+        let ds: DaemonSet = serde_json::from_value(one(&docs, "DaemonSet", &variant).clone())
+            .unwrap_or_else(|e| panic!("{variant}: DaemonSet: {e}"));
+        let pod_labels = ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        // A NetworkPolicy does not apply to a pod in the node's network namespace.
+        assert_ne!(
+            pod.host_network,
+            Some(true),
+            "{}",
+            ctx("the policy applies")
+        );
+        let container = &pod.containers[0];
+        let args = args_of(container);
+        let listen: SocketAddr = args["listen"].parse().unwrap();
+
+        // /status only on loopback, which no policy is needed for and no port exposes.
+        let status_listen: SocketAddr = args
+            .get("status-listen")
+            .unwrap_or_else(|| panic!("{}", ctx("--status-listen is set")))
+            .parse()
+            .unwrap();
+        assert!(
+            status_listen.ip().is_loopback(),
+            "{}",
+            ctx("/status node-local")
+        );
+        assert_eq!(
+            status_listen.to_string(),
+            "127.0.0.1:9978",
+            "{}",
+            ctx("the default `mountlag status` asks first")
+        );
+        assert!(
+            container
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .all(|p| p.container_port != i32::from(status_listen.port())),
+            "{}",
+            ctx("the node-local port is no container port")
+        );
+
+        let policy = one(&docs, "NetworkPolicy", &variant);
+        assert_eq!(policy["apiVersion"], "networking.k8s.io/v1");
+        assert_eq!(
+            policy["metadata"]["namespace"],
+            ds.metadata.namespace.as_deref().unwrap()
+        );
+        let spec = &policy["spec"];
+        // It selects the agent's pods (its labels are a subset of the pod template's).
+        let selector = spec["podSelector"]["matchLabels"].as_object().unwrap();
+        assert!(!selector.is_empty(), "{}", ctx("selects by label"));
+        for (key, value) in selector {
+            assert_eq!(
+                pod_labels.get(key).map(String::as_str),
+                value.as_str(),
+                "{}",
+                ctx("the policy selects the agent pods")
+            );
+        }
+        assert!(spec["podSelector"].get("matchExpressions").is_none());
+        assert_eq!(
+            spec["policyTypes"],
+            serde_json::json!(["Ingress"]),
+            "{}",
+            ctx("ingress only: the agent's egress is its job")
+        );
+        // Exactly one rule: the scraper's pods, to the --listen port. The node needs no rule
+        // (traffic from a pod's own node is always admitted); anything broader than the
+        // scraper (no `from`, an empty selector, an ipBlock) would admit the pod network.
+        let rules = spec["ingress"].as_array().unwrap();
+        let [rule] = &rules[..] else {
+            panic!("{}", ctx("one ingress rule"));
+        };
+        assert_eq!(
+            rule["ports"],
+            serde_json::json!([{"port": i64::from(listen.port()), "protocol": "TCP"}]),
+            "{}",
+            ctx("only the health port")
+        );
+        let peers = rule["from"].as_array().unwrap();
+        let [peer] = &peers[..] else {
+            panic!("{}", ctx("one peer: the scraper"));
+        };
+        assert!(peer.get("ipBlock").is_none());
+        assert_eq!(
+            peer["namespaceSelector"],
+            serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": SCRAPER_NAMESPACE}}),
+            "{}",
+            ctx("the scraper's namespace")
+        );
+        let labels: serde_json::Map<String, Value> = SCRAPER_LABELS
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect();
+        assert_eq!(
+            peer["podSelector"],
+            serde_json::json!({"matchLabels": labels}),
+            "{}",
+            ctx("the scraper's pods")
+        );
     }
 }
 
@@ -891,6 +1023,9 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
+    let status_listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
     let args: Vec<String> = container
         .args
         .clone()
@@ -902,6 +1037,7 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
                 format!("--kubelet-root={}", dir.path().join("kubelet").display())
             }
             Some(("--listen", _)) => format!("--listen={listen}"),
+            Some(("--status-listen", _)) => format!("--status-listen={status_listen}"),
             _ => a,
         })
         .collect();
@@ -931,6 +1067,9 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (code, _) = http_get(listen, "/livez").await.unwrap();
+    // /status on the node-local listener only.
+    let (public_status, _) = http_get(listen, "/status").await.unwrap();
+    let (local_status, _) = http_get(status_listen, "/status").await.unwrap();
     // The idle footprint fits the DaemonSet's memory request (32Mi) with room to spare.
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     let rss_kib: u64 = status
@@ -947,6 +1086,7 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
     let exit = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, 200);
+    assert_eq!((public_status, local_status), (404, 200));
     assert!(ready.contains("ready"), "{ready}");
     assert!(
         rss_kib < 16 * 1024,
