@@ -11,7 +11,7 @@
 //! One task owns the index; every other task only sends it inputs. A pod watch or inotify loop
 //! that dies ends the agent with an error.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,6 +190,8 @@ pub async fn run_agent(
         reload_metrics,
         reloads: HashMap::new(),
         controllers: HashMap::new(),
+        controllers_are_defaults: options.config.controllers
+            == crate::config::BuiltinProfile::default_controllers(),
         generations: HashMap::new(),
         leaves_on_disk: HashMap::new(),
         proc_root: options.proc_root.clone(),
@@ -279,6 +281,8 @@ struct AgentLoop {
     reloads: HashMap<String, PodReload>,
     /// The pod and its profile, for reloads and probes.
     controllers: HashMap<String, (ControllerPod, ControllerProfile)>,
+    /// The configuration's controllers are the built-in defaults (metric label `origin`).
+    controllers_are_defaults: bool,
     /// Last generation seen per volume directory: a change is new material.
     generations: HashMap<PathBuf, Option<String>>,
     /// Leaves of the last snapshot per volume directory, for /status and metrics.
@@ -843,6 +847,18 @@ impl AgentLoop {
                 }
             }
         }
+        self.agent_metrics.set_ready(waiting_for.is_empty());
+        let mut selected: BTreeMap<&str, usize> = self
+            .config
+            .controllers
+            .iter()
+            .map(|c| (c.name.as_str(), 0))
+            .collect();
+        for (_, profile) in self.controllers.values() {
+            *selected.entry(profile.name.as_str()).or_default() += 1;
+        }
+        self.agent_metrics
+            .set_controller_pods(selected, self.controllers_are_defaults);
         let snapshot = StatusSnapshot {
             node: self.node.clone(),
             ready: waiting_for.is_empty(),
@@ -853,6 +869,7 @@ impl AgentLoop {
     }
 
     fn mark_unready(&mut self, why: &str) {
+        self.agent_metrics.set_ready(false);
         let mut snapshot = (**self.status_tx.borrow()).clone();
         snapshot.ready = false;
         snapshot.waiting_for = vec![why.to_string()];

@@ -734,6 +734,10 @@ fn every_alert_has_a_runbook_and_unit_tests_that_fire_and_stay_quiet() {
         "MountlagCertificateExpiringSoon",
         "MountlagInvalidCertificateMaterial",
         "MountlagAgentDown",
+        "MountlagAgentNotReady",
+        "MountlagApiErrors",
+        "MountlagInotifyWatchesNearLimit",
+        "MountlagControllerSelectsNoPod",
     ];
     let mut seen = std::collections::BTreeSet::new();
     for rule in rules["groups"]

@@ -390,6 +390,55 @@ async fn promtool_accepts_a_live_scrape_with_mounts_in_several_states() {
     let rss =
         mountlag_testbed::cluster::metric_value(&metrics, "process_resident_memory_bytes").unwrap();
     assert!(rss > 1e6, "RSS {rss}");
+    // The gauges the shipped alerts read that no Event has to create first.
+    let value = |sample: &str| mountlag_testbed::cluster::metric_value(&metrics, sample);
+    assert_eq!(value("mountlag_ready"), Some(1.0), "{metrics}");
+    assert!(
+        value("mountlag_inotify_max_user_watches").is_some_and(|v| v > 0.0),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mountlag_controller_pods{") && l.contains("origin=\"config\"")),
+        "{metrics}"
+    );
+    // Every metric the shipped alert rules use is one this agent exports: described in this
+    // scrape, or — families whose series only an event creates (reloads, API errors) —
+    // registered under that name in the agent's source.
+    let mut registered = String::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                registered.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/prometheus/mountlag-rules.yaml"),
+    )
+    .unwrap();
+    let used: std::collections::BTreeSet<&str> = rules
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("mountlag_"))
+        .collect();
+    assert!(used.len() >= 8, "{used:?}");
+    for name in used {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("# TYPE {name} ")))
+                || registered.contains(&format!("\"{}\"", name.trim_end_matches("_total"))),
+            "the alert rules use {name}, which the agent does not export:\n{metrics}"
+        );
+    }
     keys.assert_not_in("/metrics", &metrics);
 }
 

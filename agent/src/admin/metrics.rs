@@ -3,10 +3,12 @@
 //!
 //! Every module registers its own metrics into the registry `run.rs` builds (no global
 //! statics). This module adds:
-//! - `mountlag_mounts{state}` and `mountlag_build_info` ([`AgentMetrics::register`]);
+//! - `mountlag_mounts{state}`, `mountlag_ready`, `mountlag_controller_pods{controller}` and
+//!   `mountlag_build_info` ([`AgentMetrics::register`]);
 //! - the standard `process_*` metrics, read from `/proc/self` on each scrape
 //!   ([`ProcessCollector`], registered by [`AgentMetrics::register`]);
-//! - `mountlag_inotify_watches`, read from a counter the watcher owns
+//! - `mountlag_inotify_watches`, read from a counter the watcher owns, and
+//!   `mountlag_inotify_max_user_watches`, read from `fs.inotify.max_user_watches` on each scrape
 //!   ([`register_inotify_watches`]).
 //!
 //! `/metrics` answers in the Prometheus text format 0.0.4 (what `promtool check metrics` and
@@ -33,6 +35,14 @@ struct StateLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ControllerLabel {
+    controller: String,
+    /// `defaults` for the built-in verify-only list (no `controllers` in the file), else
+    /// `config`: an entry a user wrote and expects to match something.
+    origin: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -42,6 +52,8 @@ struct BuildLabels {
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
     mounts: Family<StateLabel, Gauge>,
+    ready: Gauge,
+    controller_pods: Family<ControllerLabel, Gauge>,
 }
 
 impl AgentMetrics {
@@ -66,8 +78,47 @@ impl AgentMetrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "mountlag_ready",
+            "1 while /readyz answers 200 (pods listed, Secrets synced, volumes scanned), else 0",
+            ready.clone(),
+        );
+        let controller_pods = Family::<ControllerLabel, Gauge>::default();
+        registry.register(
+            "mountlag_controller_pods",
+            "Pods on this node selected by each controller entry of the configuration",
+            controller_pods.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector::default()));
-        Self { mounts }
+        Self {
+            mounts,
+            ready,
+            controller_pods,
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Sets `mountlag_controller_pods` for every entry in `counts`; call it with every
+    /// configured entry (0 for those that select nothing here), so an entry that matches no
+    /// pod on any node shows as 0 everywhere. `defaults`: the entries are the built-in list.
+    pub fn set_controller_pods<'a>(
+        &self,
+        counts: impl IntoIterator<Item = (&'a str, usize)>,
+        defaults: bool,
+    ) {
+        let origin = if defaults { "defaults" } else { "config" };
+        for (controller, pods) in counts {
+            self.controller_pods
+                .get_or_create(&ControllerLabel {
+                    controller: controller.to_owned(),
+                    origin,
+                })
+                .set(i64::try_from(pods).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn set_mounts(&self, state: &'static str, count: usize) {
@@ -89,6 +140,22 @@ struct InotifyWatches {
     watches: Arc<AtomicUsize>,
 }
 
+/// Where the kernel says how many inotify watches one user may hold (not namespaced: the host's
+/// value, shared by every process of the uid — kubelet and the runtimes too when they run as
+/// root).
+const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
+
+/// `fs.inotify.max_user_watches`, or `None` when unreadable (the metric is then left out).
+fn max_user_watches() -> Option<i64> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(std::fs::File::open(MAX_USER_WATCHES).ok()?, 64),
+        &mut text,
+    )
+    .ok()?;
+    text.trim().parse().ok()
+}
+
 impl Collector for InotifyWatches {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let value = i64::try_from(self.watches.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
@@ -99,7 +166,18 @@ impl Collector for InotifyWatches {
             None,
             gauge.metric_type(),
         )?;
-        gauge.encode(metric)
+        gauge.encode(metric)?;
+        if let Some(limit) = max_user_watches() {
+            let gauge = ConstGauge::new(limit);
+            let metric = encoder.encode_descriptor(
+                "mountlag_inotify_max_user_watches",
+                "fs.inotify.max_user_watches: inotify watches one user may hold on this node.",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
     }
 }
 
