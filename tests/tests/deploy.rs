@@ -602,6 +602,41 @@ fn every_rendered_configuration_passes_check_config() {
     }
 }
 
+/// `components/ingress-nodes` keeps the agent to nodes labelled `mountlag.io/ingress=true`,
+/// on top of the base's own scheduling (Linux, the image's architectures).
+#[test]
+fn the_ingress_nodes_component_schedules_the_agent_only_on_labelled_nodes() {
+    if !can_render() {
+        return;
+    }
+    // kustomize wants relative paths: a user's kustomization two levels below the repository.
+    std::fs::create_dir_all(repo().join("target")).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("kustomize-")
+        .tempdir_in(repo().join("target"))
+        .unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../deploy/overlays/nginx\ncomponents:\n  - ../../deploy/components/ingress-nodes\n",
+    )
+    .unwrap();
+    let docs = documents(&rbac::render(dir.path()).unwrap()).unwrap();
+    let ds: DaemonSet =
+        serde_json::from_value(one(&docs, "DaemonSet", "ingress-nodes").clone()).unwrap();
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let selector = pod.node_selector.unwrap_or_default();
+    assert_eq!(
+        selector.get("mountlag.io/ingress").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        selector.get("kubernetes.io/os").map(String::as_str),
+        Some("linux")
+    );
+    let arch = serde_json::to_value(pod.affinity.unwrap()).unwrap();
+    assert!(arch.to_string().contains("kubernetes.io/arch"), "{arch}");
+}
+
 /// The default install (`kubectl apply -k deploy/`) signals nothing: it runs the built-in
 /// verify-only defaults. Every entry of any shipped kustomization that signals or calls a
 /// reload endpoint names the namespaces it may act in, and so does the annotated example.
