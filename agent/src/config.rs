@@ -87,7 +87,7 @@ const CONTROLLER_KEYS: &[&str] = &[
     "reload",
     "probe",
 ];
-const CONTROLLER_RELOAD_KEYS: &[&str] = &["signal", "process", "http"];
+const CONTROLLER_RELOAD_KEYS: &[&str] = &["signal", "process", "http", "goProgramHandlesSignal"];
 const HTTP_KEYS: &[&str] = &["url"];
 const PROBE_KEYS: &[&str] = &["ports", "hosts"];
 
@@ -189,11 +189,29 @@ pub enum ReloadAction {
     Signal {
         signal: ReloadSignal,
         process: Option<String>,
+        /// Whether the target may be a Go program (see [`GoSignalPolicy`]).
+        go: GoSignalPolicy,
     },
     /// HTTP reload endpoint (Caddy's admin `/load`).
     Http { url: String },
     /// No action: the controller picks up changes itself, or reads the API. Verify only.
     None,
+}
+
+/// When a signal may go to a Go program. The Go runtime installs a handler for every signal, so
+/// `SigCgt` shows the signal caught, yet a Go program exits on a SIGHUP (SIGINT, SIGTERM) it did
+/// not ask for and ignores SIGUSR1/SIGUSR2: only the program's identity can say it reloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum GoSignalPolicy {
+    /// A Go program is never signalled (the default; non-Go programs are unaffected).
+    #[default]
+    Refuse,
+    /// `reload.goProgramHandlesSignal: true`: the user vouches that the program handles the
+    /// signal as a reload.
+    OptIn,
+    /// The `traefik` profile: signal only a process proven to be Traefik v3 (Go build
+    /// information) with the file provider on.
+    TraefikV3FileProvider,
 }
 
 /// The reload-safe signals. Others (TERM, KILL, INT, ...) stop controllers and are refused.
@@ -373,6 +391,36 @@ impl Config {
         format!("{n} {noun}: {}", names.join(", "))
     }
 
+    /// What `check-config` says about each signal reload: a Go program is signalled only with
+    /// the opt-in (or, for the traefik profile, when proven to be Traefik v3 with the file
+    /// provider), and an opt-in can kill a Go program that does not handle the signal.
+    pub fn signal_notes(&self) -> Vec<String> {
+        self.controllers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let ReloadAction::Signal { signal, go, .. } = &c.reload else {
+                    return None;
+                };
+                let at = format!("controllers[{i}] ({})", c.name);
+                Some(match go {
+                    GoSignalPolicy::Refuse => format!(
+                        "note: {at}: {} is not sent to a Go program (its runtime marks every signal as caught, then exits on a SIGHUP/SIGINT/SIGTERM it did not ask for); set reload.goProgramHandlesSignal: true if the target is a Go program that reloads on {signal}",
+                        c.reload
+                    ),
+                    GoSignalPolicy::OptIn => format!(
+                        "warning: {at}: reload.goProgramHandlesSignal: true: {} is sent even to a Go program; a Go program that does not handle {signal} exits on SIGHUP (Go's default) or ignores SIGUSR1/SIGUSR2",
+                        c.reload
+                    ),
+                    GoSignalPolicy::TraefikV3FileProvider => format!(
+                        "note: {at}: {} is sent only to a process proven to be Traefik v3 (Go build information) with the file provider on (flags, environment or static configuration); otherwise the signal is withheld (Event ReloadSignalWithheld) and the pod is verified only",
+                        c.reload
+                    ),
+                })
+            })
+            .collect()
+    }
+
     /// The namespaces some controller may run in, or `None` when a controller watches every
     /// namespace. Secrets need only be read in these (least privilege).
     pub fn watched_namespaces(&self) -> Option<BTreeSet<&str>> {
@@ -485,10 +533,12 @@ impl fmt::Display for ReloadAction {
             ReloadAction::Signal {
                 signal,
                 process: Some(process),
+                ..
             } => write!(f, "{signal} to {process:?}"),
             ReloadAction::Signal {
                 signal,
                 process: None,
+                ..
             } => write!(f, "{signal} to the container's init process"),
             ReloadAction::Http { url } => write!(f, "HTTP POST {url}"),
             ReloadAction::None => f.write_str("none"),
@@ -573,13 +623,22 @@ impl BuiltinProfile {
         let signal = |signal, process: &str| ReloadAction::Signal {
             signal,
             process: Some(process.to_string()),
+            go: GoSignalPolicy::Refuse,
         };
         match self {
+            // Each profile sends only what its controller implements as a graceful reload.
+            // nginx: SIGHUP to the master re-reads the configuration and certificates.
             BuiltinProfile::Nginx => signal(ReloadSignal::Hup, "nginx: master process"),
-            // The master is the `haproxy` process started with -W/-Ws; telling it from the
-            // workers (same title) is the process lookup's job.
+            // HAProxy master-worker (-W/-Ws): SIGUSR2 to the master reloads. Telling the master
+            // from the workers (same title) is the process lookup's job.
             BuiltinProfile::Haproxy => signal(ReloadSignal::Usr2, "haproxy"),
-            BuiltinProfile::Traefik => signal(ReloadSignal::Hup, "traefik"),
+            // Traefik v3's file provider re-applies its configuration on SIGHUP; v2, and v3
+            // without the file provider, exit on it: the process must prove it is the former.
+            BuiltinProfile::Traefik => ReloadAction::Signal {
+                signal: ReloadSignal::Hup,
+                process: Some("traefik".to_string()),
+                go: GoSignalPolicy::TraefikV3FileProvider,
+            },
             BuiltinProfile::Caddy => ReloadAction::Http {
                 url: "http://{podIP}:2019/load".to_string(),
             },
@@ -656,7 +715,9 @@ impl BuiltinProfile {
             BuiltinProfile::Haproxy => {
                 "HAProxy in master-worker mode (-W/-Ws) reading mounted files; SIGUSR2 to the master"
             }
-            BuiltinProfile::Traefik => "Traefik v3 file provider; SIGHUP",
+            BuiltinProfile::Traefik => {
+                "Traefik v3 with the file provider; SIGHUP, only to a process proven to be that (Go build information, flags, environment, static configuration), else verify only"
+            }
             BuiltinProfile::Caddy => {
                 "Caddy reading mounted files; forced reload through the admin API"
             }
@@ -1445,6 +1506,9 @@ pub fn check_config_command(path: &Path) -> u8 {
             let mut out = std::io::stdout().lock();
             // A closed pipe is not a config error.
             let _ = writeln!(out, "{}: ok ({})", path.display(), config.summary());
+            for note in config.signal_notes() {
+                let _ = writeln!(out, "{note}");
+            }
             let _ = out.flush();
             0
         }
@@ -2325,9 +2389,19 @@ impl<'a> Validator<'a> {
         let signal_value = get(map, "signal");
         let process_value = get(map, "process");
         let http_value = get(map, "http");
+        let go_value = get(map, "goProgramHandlesSignal");
         if http_value.is_some() && (signal_value.is_some() || process_value.is_some()) {
             let at = self.at(path, At::Key);
             self.errors.push(ConfigError::ConflictingReload { at });
+            return None;
+        }
+        let go_path = path.key("goProgramHandlesSignal");
+        if http_value.is_some() && go_value.is_some() {
+            self.invalid(
+                &go_path,
+                At::Key,
+                "goProgramHandlesSignal applies to a signal reload, not to http".to_string(),
+            );
             return None;
         }
         if let Some(http) = http_value {
@@ -2355,7 +2429,7 @@ impl<'a> Validator<'a> {
                 url: url.to_string(),
             });
         }
-        if signal_value.is_none() && process_value.is_none() {
+        if signal_value.is_none() && process_value.is_none() && go_value.is_none() {
             self.invalid(
                 path,
                 At::Value,
@@ -2363,9 +2437,22 @@ impl<'a> Validator<'a> {
             );
             return None;
         }
-        let (inherited_signal, inherited_process) = match inherited {
-            Some(ReloadAction::Signal { signal, process }) => (Some(signal), process),
-            _ => (None, None),
+        let (inherited_signal, inherited_process, inherited_go) = match inherited {
+            Some(ReloadAction::Signal {
+                signal,
+                process,
+                go,
+            }) => (Some(signal), process, go),
+            _ => (None, None, GoSignalPolicy::Refuse),
+        };
+        let go = match go_value {
+            None => Some(inherited_go),
+            Some(Value::Bool(true)) => Some(GoSignalPolicy::OptIn),
+            Some(Value::Bool(false)) => Some(GoSignalPolicy::Refuse),
+            Some(other) => {
+                self.wrong_type(&go_path, "true or false", other);
+                None
+            }
         };
         let signal_path = path.key("signal");
         let signal = match signal_value {
@@ -2415,6 +2502,7 @@ impl<'a> Validator<'a> {
         Some(ReloadAction::Signal {
             signal: signal?,
             process: process?,
+            go: go?,
         })
     }
 
@@ -3336,6 +3424,7 @@ controllers:
                     reload: ReloadAction::Signal {
                         signal: ReloadSignal::Hup,
                         process: Some("nginx: master process".into()),
+                        go: GoSignalPolicy::Refuse,
                     },
                     mode: ReloadMode::Files,
                     probe: ProbeConfig {
@@ -3442,6 +3531,7 @@ controllers:
                 ReloadAction::Signal {
                     signal: ReloadSignal::Hup,
                     process: Some("nginx: master process".into()),
+                    go: GoSignalPolicy::Refuse,
                 },
                 vec![443],
                 None,
@@ -3452,6 +3542,7 @@ controllers:
                 ReloadAction::Signal {
                     signal: ReloadSignal::Usr2,
                     process: Some("haproxy".into()),
+                    go: GoSignalPolicy::Refuse,
                 },
                 vec![443],
                 None,
@@ -3462,6 +3553,7 @@ controllers:
                 ReloadAction::Signal {
                     signal: ReloadSignal::Hup,
                     process: Some("traefik".into()),
+                    go: GoSignalPolicy::TraefikV3FileProvider,
                 },
                 vec![443],
                 None,
@@ -3561,6 +3653,110 @@ controllers:
     }
 
     #[test]
+    fn go_programs_are_signalled_only_with_the_opt_in() {
+        let text = "\
+controllers:
+  - name: plain
+    selector: app=a
+    reload: {signal: HUP, process: proxy}
+  - name: vouched
+    selector: app=b
+    reload: {signal: USR2, process: proxy, goProgramHandlesSignal: true}
+  - name: traefik
+    profile: traefik
+    selector: app=c
+  - name: traefik-vouched
+    profile: traefik
+    selector: app=d
+    reload: {goProgramHandlesSignal: true}
+  - name: traefik-process
+    profile: traefik
+    selector: app=e
+    reload: {process: traefik-custom}
+";
+        let c = parse(text).controllers;
+        let go = |i: usize| match &c[i].reload {
+            ReloadAction::Signal { go, .. } => *go,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(go(0), GoSignalPolicy::Refuse);
+        assert_eq!(go(1), GoSignalPolicy::OptIn);
+        assert_eq!(go(2), GoSignalPolicy::TraefikV3FileProvider);
+        assert_eq!(
+            go(3),
+            GoSignalPolicy::OptIn,
+            "the user vouches instead of the proof"
+        );
+        assert_eq!(
+            go(4),
+            GoSignalPolicy::TraefikV3FileProvider,
+            "inherited with the signal"
+        );
+        assert_eq!(
+            c[4].reload,
+            ReloadAction::Signal {
+                signal: ReloadSignal::Hup,
+                process: Some("traefik-custom".into()),
+                go: GoSignalPolicy::TraefikV3FileProvider,
+            }
+        );
+
+        let notes = parse(text).signal_notes();
+        assert_eq!(notes.len(), 5, "{notes:#?}");
+        assert!(
+            notes[0].starts_with(
+                "note: controllers[0] (plain): SIGHUP to \"proxy\" is not sent to a Go program"
+            ),
+            "{}",
+            notes[0]
+        );
+        assert!(notes[0].contains("goProgramHandlesSignal: true"));
+        assert!(
+            notes[1].starts_with("warning: controllers[1] (vouched)"),
+            "{}",
+            notes[1]
+        );
+        assert!(notes[1].contains("does not handle SIGUSR2"), "{}", notes[1]);
+        assert!(notes[2].contains("proven to be Traefik v3"), "{}", notes[2]);
+        assert!(
+            notes[3].starts_with("warning: controllers[3]"),
+            "{}",
+            notes[3]
+        );
+        assert!(
+            parse("controllers: [{name: a, selector: app=a, reload: none}]\n")
+                .signal_notes()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn go_program_handles_signal_is_validated() {
+        assert_eq!(
+            error(
+                "controllers:\n  - name: a\n    selector: app=a\n    reload: {signal: HUP, goProgramHandlesSignal: yes}\n"
+            ),
+            "t.yaml:4:51: controllers[0].reload.goProgramHandlesSignal: expected true or false, found string \"yes\""
+        );
+        let e = error(
+            "controllers:\n  - name: a\n    selector: app=a\n    reload:\n      http: {url: http://127.0.0.1:1/load}\n      goProgramHandlesSignal: true\n",
+        );
+        assert!(
+            e.starts_with("t.yaml:6:7: controllers[0].reload.goProgramHandlesSignal:"),
+            "{e}"
+        );
+        assert!(e.contains("not to http"), "{e}");
+        // Alone it needs a signal (no profile to inherit one from).
+        let e = error(
+            "controllers:\n  - name: a\n    selector: app=a\n    reload: {goProgramHandlesSignal: true}\n",
+        );
+        assert!(
+            e.contains("controllers[0].reload.signal: required key is missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn profile_fields_can_be_overridden() {
         let text = "\
 controllers:
@@ -3592,7 +3788,8 @@ controllers:
             c[0].reload,
             ReloadAction::Signal {
                 signal: ReloadSignal::Usr1,
-                process: Some("nginx: master process".into())
+                process: Some("nginx: master process".into()),
+                go: GoSignalPolicy::Refuse,
             }
         );
         assert_eq!(c[0].probe.ports, [8443]);
@@ -3600,7 +3797,8 @@ controllers:
             c[1].reload,
             ReloadAction::Signal {
                 signal: ReloadSignal::Hup,
-                process: Some("nginx".into())
+                process: Some("nginx".into()),
+                go: GoSignalPolicy::Refuse,
             }
         );
         assert_eq!(

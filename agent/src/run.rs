@@ -821,6 +821,7 @@ impl AgentLoop {
                     matches: reload.served_matches(),
                 });
                 mount.last_reload = reload.last_result().map(|r| r.label());
+                mount.last_reload_message = reload.last_message().map(str::to_owned);
                 if let Some(matches) = reload.served_matches() {
                     for secret in &mount.secrets {
                         self.reload_metrics

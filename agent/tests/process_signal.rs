@@ -274,6 +274,7 @@ fn a_real_process_in_a_kubelet_cgroup_is_found_and_signalled_through_a_pidfd() {
     let reload = ReloadAction::Signal {
         signal: ReloadSignal::Hup,
         process: None,
+        go: mountlag::config::GoSignalPolicy::Refuse,
     };
     let target = find_reload_target(Path::new("/proc"), &controller_pod, None, &reload).unwrap();
     assert_eq!(target.pid, pid as i32);

@@ -157,7 +157,9 @@ fn action_of(reason: Reason) -> &'static str {
         "SecretMountStuck" | "SecretMountRecovered" => "CompareMount",
         "KubeletResyncRequested" => "NudgeKubelet",
         "SubPathNeverUpdates" => "Discover",
-        "InvalidCertificateMaterial" | "ControllerProcessNotFound" => "Reload",
+        "InvalidCertificateMaterial" | "ControllerProcessNotFound" | "ReloadSignalWithheld" => {
+            "Reload"
+        }
         "ControllerReloaded" | "ReloadUnverified" => "Reload",
         _ => "Verify",
     }

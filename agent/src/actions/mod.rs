@@ -8,6 +8,8 @@
 //! ```
 
 pub mod events;
+pub mod goexe;
+pub mod goguard;
 pub mod http_reload;
 pub mod kube_sinks;
 pub mod process;

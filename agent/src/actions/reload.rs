@@ -2,7 +2,8 @@
 //! [`crate::reconcile::reload`]'s decisions.
 //!
 //! ```text
-//!  Reload ──▶ spawn_blocking: find the process through its cgroup ─▶ pidfd signal
+//!  Reload ──▶ spawn_blocking: find the process through its cgroup ─▶ judge it once (Go?)
+//!         │     ─▶ pidfd signal, or withhold (a Go program not proven to handle the signal)
 //!         └─▶ or HTTP (Caddy admin /load)
 //!  Probe  ──▶ one TLS handshake per name + one without SNI ─▶ ProbeRound
 //! ```
@@ -22,27 +23,31 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::{ControllerProfile, ReloadAction};
 use crate::discovery::ControllerPod;
-use crate::reconcile::reload::{ProbeRound, ReloadFailure, ReloadResult, ServedLeaf};
+use crate::reconcile::reload::{FailureKind, ProbeRound, ReloadFailure, ReloadResult, ServedLeaf};
 
+use super::goguard::{Verdict, judge};
 use super::http_reload::http_reload;
-use super::process::{ProcessError, ProcessInfo, find_reload_target};
+use super::process::{ProcessError, ProcessInfo, find_reload_target, read_identity};
 use super::signal::{SignalError, signal_verified};
 
-/// The process each pod's reloads went to last time. A /proc scan costs milliseconds on a busy
-/// node; re-checking a known target through its pidfd costs two small reads.
+/// The process each pod's reloads went to last time, with the verdict on it (may it be
+/// signalled?). A /proc scan costs milliseconds on a busy node and judging a process reads its
+/// executable; re-checking a known target through its pidfd costs two small reads. The verdict
+/// belongs to the process (pid + start time): a restarted controller is looked up and judged
+/// again.
 #[derive(Debug, Default)]
 pub struct TargetCache {
-    targets: Mutex<HashMap<String, ProcessInfo>>,
+    targets: Mutex<HashMap<String, (ProcessInfo, Verdict)>>,
 }
 
 impl TargetCache {
-    fn get(&self, pod_uid: &str) -> Option<ProcessInfo> {
+    fn get(&self, pod_uid: &str) -> Option<(ProcessInfo, Verdict)> {
         self.targets.lock().ok()?.get(pod_uid).cloned()
     }
 
-    fn put(&self, pod_uid: &str, target: ProcessInfo) {
+    fn put(&self, pod_uid: &str, target: ProcessInfo, verdict: Verdict) {
         if let Ok(mut targets) = self.targets.lock() {
-            targets.insert(pod_uid.to_string(), target);
+            targets.insert(pod_uid.to_string(), (target, verdict));
         }
     }
 
@@ -66,18 +71,39 @@ pub fn signal_known_target(
     let ReloadAction::Signal { signal, .. } = profile.reload else {
         return None;
     };
-    let known = cache.get(pod_uid)?;
+    // A withheld target goes the slow way: its identity is re-checked on a blocking thread.
+    let (known, Verdict::Allow { .. }) = cache.get(pod_uid)? else {
+        return None;
+    };
     match signal_verified(proc_root, &known, signal) {
         Ok(()) => Some(Ok(())),
         Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
             cache.forget(pod_uid);
             None
         }
-        Err(err) => Some(Err(ReloadFailure {
-            process_not_found: false,
-            message: err.to_string(),
-        })),
+        Err(err) => Some(Err(failed(err.to_string()))),
     }
+}
+
+fn failed(message: String) -> ReloadFailure {
+    ReloadFailure {
+        kind: FailureKind::Failed,
+        message,
+    }
+}
+
+fn withheld(message: String) -> ReloadFailure {
+    ReloadFailure {
+        kind: FailureKind::SignalWithheld,
+        message,
+    }
+}
+
+/// Whether `target` is still the process that was judged: same start time, same cgroup.
+fn still_same_process(proc_root: &std::path::Path, target: &ProcessInfo) -> bool {
+    read_identity(proc_root, target.pid).is_ok_and(|(stat, cgroup)| {
+        stat.is_some_and(|s| s.start_time == target.start_time) && cgroup == target.cgroup
+    })
 }
 
 /// Signals (or calls) the controller of `pod` as its profile says.
@@ -89,54 +115,62 @@ pub async fn reload_controller(
     cache: Arc<TargetCache>,
 ) -> Result<(), ReloadFailure> {
     match profile.reload.clone() {
-        ReloadAction::Signal { signal, .. } => {
+        ReloadAction::Signal { signal, go, .. } => {
             let reload = profile.reload.clone();
             tokio::task::spawn_blocking(move || {
-                if let Some(known) = cache.get(&pod.uid) {
-                    match signal_verified(&proc_root, &known, signal) {
-                        Ok(()) => return Ok(()),
-                        // The process went away or was replaced: find the current one.
-                        Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
-                            cache.forget(&pod.uid);
+                if let Some((known, verdict)) = cache.get(&pod.uid) {
+                    match verdict {
+                        Verdict::Withhold { reason } if still_same_process(&proc_root, &known) => {
+                            return Err(withheld(reason));
                         }
-                        Err(err) => {
-                            return Err(ReloadFailure {
-                                process_not_found: false,
-                                message: err.to_string(),
-                            });
-                        }
+                        Verdict::Withhold { .. } => cache.forget(&pod.uid),
+                        Verdict::Allow { .. } => match signal_verified(&proc_root, &known, signal) {
+                            Ok(()) => return Ok(()),
+                            // The process went away or was replaced: find the current one.
+                            Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
+                                cache.forget(&pod.uid);
+                            }
+                            Err(err) => return Err(failed(err.to_string())),
+                        },
                     }
                 }
                 let target = find_reload_target(&proc_root, &pod, profile.containers.as_deref(), &reload)
                     .map_err(|err| ReloadFailure {
-                        process_not_found: matches!(
+                        kind: if matches!(
                             err,
                             ProcessError::NotFound { .. } | ProcessError::NoContainerId { .. }
-                        ),
+                        ) {
+                            FailureKind::ProcessNotFound
+                        } else {
+                            FailureKind::Failed
+                        },
                         message: err.to_string(),
                     })?;
-                signal_verified(&proc_root, &target, signal).map_err(|err| ReloadFailure {
-                    process_not_found: false,
-                    message: err.to_string(),
-                })?;
+                // Judged once per process: the verdict is cached with it.
+                let verdict = judge(&proc_root, &target, go, signal);
+                match &verdict {
+                    Verdict::Withhold { reason } => {
+                        tracing::warn!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, comm = %target.comm, signal = signal.name(), %reason, "reload signal withheld");
+                        let reason = reason.clone();
+                        cache.put(&pod.uid, target, verdict);
+                        return Err(withheld(reason));
+                    }
+                    Verdict::Allow { proof: Some(proof) } => {
+                        tracing::info!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, %proof, "signal target proven");
+                    }
+                    Verdict::Allow { proof: None } => {}
+                }
+                signal_verified(&proc_root, &target, signal).map_err(|err| failed(err.to_string()))?;
                 tracing::info!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, signal = signal.name(), "signalled controller");
-                cache.put(&pod.uid, target);
+                cache.put(&pod.uid, target, verdict);
                 Ok(())
             })
             .await
-            .unwrap_or_else(|err| {
-                Err(ReloadFailure {
-                    process_not_found: false,
-                    message: format!("reload task failed: {err}"),
-                })
-            })
+            .unwrap_or_else(|err| Err(failed(format!("reload task failed: {err}"))))
         }
         ReloadAction::Http { url } => http_reload(&with_pod_ip(&url, &pod), http_timeout)
             .await
-            .map_err(|err| ReloadFailure {
-                process_not_found: false,
-                message: err.to_string(),
-            }),
+            .map_err(|err| failed(err.to_string())),
         ReloadAction::None => Ok(()),
     }
 }

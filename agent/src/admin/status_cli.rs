@@ -581,6 +581,38 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
     for row in rows {
         out.push_str(&line(row.into()));
     }
+    out.push_str(&reload_notes(&mounts));
+    out
+}
+
+/// One line per pod whose last reload did not verify, with the agent's reason
+/// (`lastReloadMessage`): why a signal was withheld is not something a table cell can say.
+fn reload_notes(mounts: &[&Value]) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = String::new();
+    for m in mounts {
+        let (Some(result), Some(message)) = (
+            str_field(m, "lastReload"),
+            str_field(m, "lastReloadMessage"),
+        ) else {
+            continue;
+        };
+        if result == "verified" {
+            continue;
+        }
+        let pod = format!(
+            "{}/{}",
+            str_field(m, "namespace").unwrap_or("-"),
+            str_field(m, "pod").unwrap_or("-")
+        );
+        if seen.insert(pod.clone()) {
+            let message: String = message
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            out.push_str(&format!("{pod}: reload {result}: {message}\n"));
+        }
+    }
     out
 }
 
@@ -686,6 +718,26 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), doc);
+    }
+
+    #[test]
+    fn why_a_reload_was_withheld_is_printed_once_per_pod() {
+        let mut a = mount("traefik-0", "in_sync");
+        a["lastReload"] = json!("withheld");
+        a["lastReloadMessage"] = json!(
+            "reload signal withheld, verifying only: pid 7 (traefik) is not Traefik v3\u{1b}[2J"
+        );
+        let mut b = a.clone();
+        b["volume"] = json!("tls-2");
+        let mut ok = mount("nginx-0", "in_sync");
+        ok["lastReload"] = json!("verified");
+        ok["lastReloadMessage"] = json!("now serving ab12");
+        let plain = mount("plain-0", "in_sync");
+        let notes = reload_notes(&[&a, &b, &ok, &plain]);
+        assert_eq!(
+            notes,
+            "ingress/traefik-0: reload withheld: reload signal withheld, verifying only: pid 7 (traefik) is not Traefik v3?[2J\n"
+        );
     }
 
     #[test]

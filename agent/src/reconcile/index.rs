@@ -68,6 +68,9 @@ pub struct MountStatus {
     pub served: Option<ServedStatus>,
     /// The outcome of the pod's last reload: verified, unverified, withheld, failed.
     pub last_reload: Option<&'static str>,
+    /// Why (e.g. why a signal was withheld); omitted when there is no reload yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reload_message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -436,6 +439,7 @@ impl MountIndex {
                     certificate: None,
                     served: None,
                     last_reload: None,
+                    last_reload_message: None,
                 })
             })
             .collect()

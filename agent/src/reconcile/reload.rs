@@ -13,6 +13,10 @@
 //!          └── retry with backoff ◀── verify.timeout: ReloadUnverified
 //! ```
 //!
+//! The executor may withhold the signal (a Go program not proven to handle it):
+//! `ReloadSignalWithheld`, then verify only, with no retry; a timeout there is
+//! `ServedCertificateMismatch` and `/status` keeps saying `withheld` and why.
+//!
 //! Controllers that reload by themselves (Envoy SDS) or read Secrets from the API
 //! (ingress-nginx, ...) skip the signal: they go straight to Verifying, and a timeout there is
 //! `ServedCertificateMismatch`. Pure: the clock is an argument.
@@ -72,6 +76,8 @@ pub enum ReloadEvent {
     ServedCertificateMismatch,
     CertificateExpiringSoon,
     ControllerProcessNotFound,
+    /// The signal was not sent: the target is a Go program not proven to handle it.
+    ReloadSignalWithheld,
 }
 
 impl ReloadEvent {
@@ -83,6 +89,7 @@ impl ReloadEvent {
             ReloadEvent::ServedCertificateMismatch => "ServedCertificateMismatch",
             ReloadEvent::CertificateExpiringSoon => "CertificateExpiringSoon",
             ReloadEvent::ControllerProcessNotFound => "ControllerProcessNotFound",
+            ReloadEvent::ReloadSignalWithheld => "ReloadSignalWithheld",
         }
     }
 
@@ -160,7 +167,7 @@ pub enum ReloadInput {
     /// The pod's mounts known to be behind the API. The ones whose new material is already
     /// waiting do not count: only the rest of a rotation is waited for.
     Lagging(BTreeSet<String>),
-    /// The executor signalled (Ok) or could not (Err: why; `process_not_found`).
+    /// The executor signalled (Ok) or did not (Err: why, and which kind of failure).
     Reloaded(Result<(), ReloadFailure>),
     Probed(ProbeRound),
     Tick,
@@ -168,8 +175,20 @@ pub enum ReloadInput {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadFailure {
-    pub process_not_found: bool,
+    pub kind: FailureKind,
     pub message: String,
+}
+
+/// Why the executor did not reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The signal or HTTP call failed: retried with backoff.
+    Failed,
+    /// No process to signal was found: `ControllerProcessNotFound`, retried with backoff.
+    ProcessNotFound,
+    /// The signal was withheld on purpose (a Go program not proven to handle it): reported,
+    /// verified only, never retried for this generation.
+    SignalWithheld,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +249,12 @@ pub struct PodReload {
     served: BTreeMap<Option<String>, String>,
     last_reload: Option<Instant>,
     last_result: Option<ReloadResult>,
+    /// Why the last result is what it is, for `/status` (no secret material: reasons name
+    /// files, processes and fingerprints).
+    last_message: Option<String>,
+    /// Set when the executor withheld this generation's signal: verification is then
+    /// verify-only (no retry, a timeout is a mismatch, not a failed reload).
+    signal_withheld: bool,
     warned_expiry_for: Option<String>,
     /// Extra SNI names from the profile.
     extra_hosts: Vec<String>,
@@ -253,6 +278,8 @@ impl PodReload {
             served: BTreeMap::new(),
             last_reload: None,
             last_result: None,
+            last_message: None,
+            signal_withheld: false,
             warned_expiry_for: None,
             extra_hosts,
         }
@@ -260,6 +287,16 @@ impl PodReload {
 
     pub fn last_result(&self) -> Option<ReloadResult> {
         self.last_result
+    }
+
+    /// Why the last result is what it is (for `/status`).
+    pub fn last_message(&self) -> Option<&str> {
+        self.last_message.as_deref()
+    }
+
+    fn set_result(&mut self, result: ReloadResult, message: String) {
+        self.last_result = Some(result);
+        self.last_message = Some(message);
     }
 
     /// Whether what is served equals what is expected, when known.
@@ -334,14 +371,12 @@ impl PodReload {
                 }
                 match material {
                     Material::Invalid { reasons } => {
-                        self.last_result = Some(ReloadResult::Withheld);
-                        actions.push(self.event(
-                            ReloadEvent::InvalidCertificateMaterial,
-                            format!(
-                                "volume {volume:?} generation {generation} holds material a server must not load; reload withheld, the old certificate stays served: {}",
-                                reasons.join("; ")
-                            ),
-                        ));
+                        let note = format!(
+                            "volume {volume:?} generation {generation} holds material a server must not load; reload withheld, the old certificate stays served: {}",
+                            reasons.join("; ")
+                        );
+                        self.set_result(ReloadResult::Withheld, note.clone());
+                        actions.push(self.event(ReloadEvent::InvalidCertificateMaterial, note));
                         actions.push(ReloadAction::Finished {
                             pod: self.pod.clone(),
                             result: ReloadResult::Withheld,
@@ -353,6 +388,7 @@ impl PodReload {
                     Material::NoServedCertificate => return actions,
                     Material::Valid { leaves } => {
                         self.expected = leaves;
+                        self.signal_withheld = false;
                         self.fresh.insert(volume);
                         self.phase = match self.kind {
                             ReloadKind::Reload => Phase::Waiting { since: now },
@@ -382,16 +418,32 @@ impl PodReload {
                             self.last_reload = Some(now);
                             self.phase = self.verifying(attempt, swapped_at, now);
                         }
+                        Err(failure) if failure.kind == FailureKind::SignalWithheld => {
+                            // Not retried: the process's identity will not change by waiting,
+                            // and a new process (restart) is judged again on the next rotation.
+                            let note = format!(
+                                "reload signal withheld, verifying only: {}",
+                                failure.message
+                            );
+                            self.set_result(ReloadResult::Withheld, note.clone());
+                            self.signal_withheld = true;
+                            actions.push(self.event(ReloadEvent::ReloadSignalWithheld, note));
+                            actions.push(ReloadAction::Finished {
+                                pod: self.pod.clone(),
+                                result: ReloadResult::Withheld,
+                                seconds: 0.0,
+                            });
+                            self.phase = self.verifying(attempt, swapped_at, now);
+                        }
                         Err(failure) => {
-                            self.last_result = Some(ReloadResult::Failed);
-                            let reason = if failure.process_not_found {
+                            let reason = if failure.kind == FailureKind::ProcessNotFound {
                                 ReloadEvent::ControllerProcessNotFound
                             } else {
                                 ReloadEvent::ReloadUnverified
                             };
-                            actions.push(
-                                self.event(reason, format!("cannot reload: {}", failure.message)),
-                            );
+                            let note = format!("cannot reload: {}", failure.message);
+                            self.set_result(ReloadResult::Failed, note.clone());
+                            actions.push(self.event(reason, note));
                             actions.push(ReloadAction::Finished {
                                 pod: self.pod.clone(),
                                 result: ReloadResult::Failed,
@@ -422,7 +474,10 @@ impl PodReload {
     }
 
     fn retry_or_idle(&self, attempt: u8, swapped_at: Instant, now: Instant) -> Phase {
-        if self.kind == ReloadKind::Reload && attempt + 1 < self.limits.max_attempts {
+        if self.kind == ReloadKind::Reload
+            && !self.signal_withheld
+            && attempt + 1 < self.limits.max_attempts
+        {
             let backoff =
                 self.limits.min_interval.max(Duration::from_secs(1)) * 2u32.pow(u32::from(attempt));
             Phase::RetryAt {
@@ -511,6 +566,25 @@ impl PodReload {
             .map(|l| short(&l.fingerprint))
             .collect::<Vec<_>>()
             .join(", ");
+        let note = format!(
+            "after {} the controller does not serve the expected leaf {want} (served: {})",
+            seconds(self.limits.verify_timeout),
+            if seen.is_empty() {
+                "nothing reachable".to_string()
+            } else {
+                seen
+            }
+        );
+        if self.signal_withheld {
+            // Already counted (and reported) as withheld: say what is served, keep the
+            // withheld result and its reason in /status, and do not retry.
+            actions.push(self.event(
+                ReloadEvent::ServedCertificateMismatch,
+                format!("{note}; the reload signal was withheld"),
+            ));
+            self.phase = Phase::Idle;
+            return;
+        }
         let (reason, result) = match self.kind {
             ReloadKind::Reload => (ReloadEvent::ReloadUnverified, ReloadResult::Unverified),
             _ => (
@@ -518,24 +592,13 @@ impl PodReload {
                 ReloadResult::Unverified,
             ),
         };
-        actions.push(self.event(
-            reason,
-            format!(
-                "after {} the controller does not serve the expected leaf {want} (served: {})",
-                seconds(self.limits.verify_timeout),
-                if seen.is_empty() {
-                    "nothing reachable".to_string()
-                } else {
-                    seen
-                }
-            ),
-        ));
+        actions.push(self.event(reason, note.clone()));
         actions.push(ReloadAction::Finished {
             pod: self.pod.clone(),
             result,
             seconds: now.saturating_duration_since(swapped_at).as_secs_f64(),
         });
-        self.last_result = Some(result);
+        self.set_result(result, note);
         self.phase = self.retry_or_idle(attempt, swapped_at, now);
     }
 
@@ -593,21 +656,21 @@ impl PodReload {
         // The figure users care about is when the new leaf began to be served, not when we
         // finished convincing ourselves.
         let took = first_seen.saturating_duration_since(swapped_at);
-        self.last_result = Some(ReloadResult::Verified);
-        if self.kind == ReloadKind::Reload {
-            actions.push(self.event(
-                ReloadEvent::ControllerReloaded,
-                format!(
-                    "now serving {} on {} name(s) and without SNI, {} after the new files appeared",
-                    self.expected
-                        .iter()
-                        .map(|l| short(&l.fingerprint))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    round.served.len().saturating_sub(1),
-                    seconds(took)
-                ),
-            ));
+        let note = format!(
+            "now serving {} on {} name(s) and without SNI, {} after the new files appeared",
+            self.expected
+                .iter()
+                .map(|l| short(&l.fingerprint))
+                .collect::<Vec<_>>()
+                .join(", "),
+            round.served.len().saturating_sub(1),
+            seconds(took)
+        );
+        self.set_result(ReloadResult::Verified, note.clone());
+        // A controller that took the files by itself after a withheld signal was not reloaded
+        // by mountlag: no ControllerReloaded for it.
+        if self.kind == ReloadKind::Reload && !self.signal_withheld {
+            actions.push(self.event(ReloadEvent::ControllerReloaded, note));
         }
         actions.push(ReloadAction::Finished {
             pod: self.pod.clone(),
@@ -1021,13 +1084,61 @@ mod tests {
         let mut r = reloader(ReloadKind::Reload);
         r.step(valid("new"), t0);
         let failure = ReloadFailure {
-            process_not_found: true,
+            kind: FailureKind::ProcessNotFound,
             message: "no process titled nginx: master process in container nginx".into(),
         };
         let actions = r.step(ReloadInput::Reloaded(Err(failure)), ms(t0, 1));
         assert_eq!(
             names(&actions),
             vec!["ControllerProcessNotFound", "finished failed"]
+        );
+    }
+
+    #[test]
+    fn a_withheld_signal_is_reported_verified_only_and_never_retried() {
+        let t0 = base();
+        let mut r = reloader(ReloadKind::Reload);
+        r.step(valid("new"), t0);
+        let failure = ReloadFailure {
+            kind: FailureKind::SignalWithheld,
+            message: "pid 7 (traefik) is not Traefik v3".into(),
+        };
+        let actions = r.step(ReloadInput::Reloaded(Err(failure)), ms(t0, 1));
+        assert_eq!(
+            names(&actions),
+            vec!["ReloadSignalWithheld", "finished withheld"]
+        );
+        assert_eq!(r.last_result(), Some(ReloadResult::Withheld));
+        assert!(r.last_message().unwrap().contains("not Traefik v3"));
+        assert_eq!(r.phase_label(), "verifying");
+        // The controller keeps serving the old leaf: a mismatch at the deadline, no retry.
+        let mut seen = Vec::new();
+        let mut t = 1;
+        while t < 20_000 {
+            t += 5;
+            for action in r.step(ReloadInput::Tick, ms(t0, t)) {
+                if let ReloadAction::Probe { .. } = action {
+                    seen.extend(names(
+                        &r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, t)),
+                    ));
+                } else {
+                    seen.extend(names(&[action]));
+                }
+            }
+        }
+        assert_eq!(seen, vec!["ServedCertificateMismatch"], "{seen:?}");
+        assert_eq!(r.phase_label(), "idle");
+        assert_eq!(r.last_result(), Some(ReloadResult::Withheld));
+        assert!(r.last_message().unwrap().contains("not Traefik v3"));
+        // The next rotation asks again (a restarted controller may be a different program).
+        let actions = r.step(valid("newer"), ms(t0, 30_000));
+        let later = r.step(ReloadInput::Tick, ms(t0, 40_000));
+        assert!(
+            names(&actions)
+                .iter()
+                .chain(names(&later).iter())
+                .any(|n| n.starts_with("reload#")),
+            "{actions:?} {later:?}"
         );
     }
 
