@@ -866,6 +866,139 @@ impl Drop for RunningController {
     }
 }
 
+/// A program of the test's own (a small Go server, a signal sink) running as one container's
+/// process: started with a chosen `argv[0]` (its process title), in its own process group, and
+/// moved into the kubelet-shaped cgroup of `pod_uid`/`container_id` right after it starts (it
+/// has no child processes, so nothing is born outside). Dropping it kills it and removes the
+/// cgroup.
+#[derive(Debug)]
+pub struct ContainerProcess {
+    child: Option<Child>,
+    v2: Cgroup,
+    output_log: PathBuf,
+    // Last: removed after the process is gone.
+    dir: tempfile::TempDir,
+}
+
+impl ContainerProcess {
+    /// Starts `program` with `argv0` and `args`, an environment of only `PATH` and `HOME`
+    /// (the temp dir, also the working directory) plus `env`, and waits up to
+    /// [`START_TIMEOUT`] for it to print a line `ready`.
+    pub fn start(
+        pod_uid: &str,
+        container_id: &str,
+        program: &Path,
+        argv0: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("mountlag-proc-{n}-"))
+            .tempdir()
+            .context("creating the process's temp dir")?;
+        let output_log = dir.path().join("output.log");
+        let output = fs::File::create(&output_log).context("creating output.log")?;
+        let output2 = output.try_clone().context("dup output.log")?;
+        let v2_root = cgroup_v2_root()?.context("no cgroup2 hierarchy is mounted")?;
+        let v2 = Cgroup::create(&v2_root, &kubelet_cgroup_path(pod_uid, container_id))?;
+        let child = Command::new(program)
+            .arg0(argv0)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", dir.path())
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(output2)
+            .process_group(0)
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                v2.remove();
+                return Err(
+                    anyhow::Error::new(e).context(format!("spawning {}", program.display()))
+                );
+            }
+        };
+        let mut me = Self {
+            child: Some(child),
+            v2,
+            output_log,
+            dir,
+        };
+        fs::write(me.v2.procs_file(), me.pid().to_string())
+            .context("moving the process into its cgroup")?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !me.log().lines().any(|l| l == "ready") {
+            ensure!(
+                me.alive(),
+                "{argv0} exited during start; log:\n{}",
+                me.log()
+            );
+            ensure!(
+                Instant::now() < deadline,
+                "{argv0} did not say ready within {START_TIMEOUT:?}; log:\n{}",
+                me.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(me)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+            .unwrap_or(-1)
+    }
+
+    /// Still running (not exited, not killed by a signal).
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// How it ended, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// What it printed on stdout and stderr.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.output_log).unwrap_or_default()
+    }
+
+    /// Its temp dir (working directory and `HOME`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ContainerProcess {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = fs::write(self.v2.leaf.join("cgroup.kill"), "1");
+        if let Ok(pgid) = i32::try_from(child.id()) {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.v2.procs().unwrap_or_default().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.v2.remove();
+    }
+}
+
 enum StartError {
     PortTaken(anyhow::Error),
     Other(anyhow::Error),

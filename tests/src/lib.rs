@@ -20,6 +20,7 @@ pub mod certs;
 pub mod cluster;
 pub mod controllers;
 pub mod demo;
+pub mod goprog;
 pub mod kubelet;
 pub mod node;
 pub mod rbac;
