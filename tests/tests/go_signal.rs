@@ -7,7 +7,7 @@
 //!
 //! - a Go program that does not handle SIGHUP survives a rotation under every built-in signal
 //!   profile (nginx, haproxy, traefik), and the withheld signal is reported (Event
-//!   `ReloadSignalWithheld`, `/status` `lastReload: withheld` with the reason);
+//!   `ReloadSignalWithheld`, `/status` `lastReload: signal_withheld` with the reason);
 //! - a Go program whose module path is `github.com/traefik/traefik/v3`, started with
 //!   `--providers.file.directory=`, re-reads its certificate on SIGHUP: under `profile: traefik`
 //!   it is signalled and the reload is verified;
@@ -178,8 +178,8 @@ impl Setup {
         assert!(events[0].note.contains(why), "{}", events[0].note);
         let status = self
             .node
-            .wait_status(Duration::from_secs(10), "withheld in /status", |s| {
-                mount_of(s, POD).is_some_and(|m| m["lastReload"] == "withheld")
+            .wait_status(Duration::from_secs(10), "signal_withheld in /status", |s| {
+                mount_of(s, POD).is_some_and(|m| m["lastReload"] == "signal_withheld")
             })
             .await
             .unwrap();
@@ -209,7 +209,7 @@ impl Setup {
         let withheld = self
             .node
             .metric(&format!(
-                "mountlag_reloads_total{{namespace=\"{NAMESPACE}\",pod=\"{POD}\",result=\"withheld\"}}"
+                "mountlag_reloads_total{{namespace=\"{NAMESPACE}\",pod=\"{POD}\",result=\"signal_withheld\"}}"
             ))
             .await
             .unwrap();
@@ -222,7 +222,8 @@ impl Setup {
         ]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            text.contains(&format!("{NAMESPACE}/{POD}: reload withheld: ")) && text.contains(why),
+            text.contains(&format!("{NAMESPACE}/{POD}: reload signal_withheld: "))
+                && text.contains(why),
             "{text}"
         );
         self.assert_no_key_bytes();

@@ -306,7 +306,7 @@ impl ReloadMetrics {
         };
         registry.register(
             "mountlag_reloads",
-            "Controller reloads by result (verified, unverified, withheld, failed)",
+            "Controller reloads by result (verified, unverified, withheld, signal_withheld, failed)",
             metrics.reloads.clone(),
         );
         registry.register_with_unit(
@@ -348,6 +348,7 @@ impl ReloadMetrics {
             ReloadResult::Verified,
             ReloadResult::Unverified,
             ReloadResult::Withheld,
+            ReloadResult::SignalWithheld,
             ReloadResult::Failed,
         ] {
             self.reloads.remove(&ReloadLabels {

@@ -401,7 +401,8 @@ fn last_reload_cell(mount: &Value, now: OffsetDateTime) -> (String, Option<bool>
     };
     let verdict = match result {
         "ok" | "success" | "verified" | "reloaded" => Some(true),
-        "failed" | "failure" | "error" | "unverified" | "timeout" | "withheld" => Some(false),
+        "failed" | "failure" | "error" | "unverified" | "timeout" | "withheld"
+        | "signal_withheld" => Some(false),
         _ => None,
     };
     let cell = match at {
@@ -723,7 +724,7 @@ mod tests {
     #[test]
     fn why_a_reload_was_withheld_is_printed_once_per_pod() {
         let mut a = mount("traefik-0", "in_sync");
-        a["lastReload"] = json!("withheld");
+        a["lastReload"] = json!("signal_withheld");
         a["lastReloadMessage"] = json!(
             "reload signal withheld, verifying only: pid 7 (traefik) is not Traefik v3\u{1b}[2J"
         );
@@ -736,7 +737,7 @@ mod tests {
         let notes = reload_notes(&[&a, &b, &ok, &plain]);
         assert_eq!(
             notes,
-            "ingress/traefik-0: reload withheld: reload signal withheld, verifying only: pid 7 (traefik) is not Traefik v3?[2J\n"
+            "ingress/traefik-0: reload signal_withheld: reload signal withheld, verifying only: pid 7 (traefik) is not Traefik v3?[2J\n"
         );
     }
 

@@ -15,7 +15,7 @@
 //!
 //! The executor may withhold the signal (a Go program not proven to handle it):
 //! `ReloadSignalWithheld`, then verify only, with no retry; a timeout there is
-//! `ServedCertificateMismatch` and `/status` keeps saying `withheld` and why.
+//! `ServedCertificateMismatch` and `/status` keeps saying `signal_withheld` and why.
 //!
 //! Controllers that reload by themselves (Envoy SDS) or read Secrets from the API
 //! (ingress-nginx, ...) skip the signal: they go straight to Verifying, and a timeout there is
@@ -122,7 +122,10 @@ pub enum ReloadAction {
 pub enum ReloadResult {
     Verified,
     Unverified,
+    /// Invalid material: not reloaded.
     Withheld,
+    /// The signal was not sent to a Go program not proven to handle it.
+    SignalWithheld,
     Failed,
 }
 
@@ -132,6 +135,7 @@ impl ReloadResult {
             ReloadResult::Verified => "verified",
             ReloadResult::Unverified => "unverified",
             ReloadResult::Withheld => "withheld",
+            ReloadResult::SignalWithheld => "signal_withheld",
             ReloadResult::Failed => "failed",
         }
     }
@@ -425,12 +429,12 @@ impl PodReload {
                                 "reload signal withheld, verifying only: {}",
                                 failure.message
                             );
-                            self.set_result(ReloadResult::Withheld, note.clone());
+                            self.set_result(ReloadResult::SignalWithheld, note.clone());
                             self.signal_withheld = true;
                             actions.push(self.event(ReloadEvent::ReloadSignalWithheld, note));
                             actions.push(ReloadAction::Finished {
                                 pod: self.pod.clone(),
-                                result: ReloadResult::Withheld,
+                                result: ReloadResult::SignalWithheld,
                                 seconds: 0.0,
                             });
                             self.phase = self.verifying(attempt, swapped_at, now);
@@ -1106,9 +1110,9 @@ mod tests {
         let actions = r.step(ReloadInput::Reloaded(Err(failure)), ms(t0, 1));
         assert_eq!(
             names(&actions),
-            vec!["ReloadSignalWithheld", "finished withheld"]
+            vec!["ReloadSignalWithheld", "finished signal_withheld"]
         );
-        assert_eq!(r.last_result(), Some(ReloadResult::Withheld));
+        assert_eq!(r.last_result(), Some(ReloadResult::SignalWithheld));
         assert!(r.last_message().unwrap().contains("not Traefik v3"));
         assert_eq!(r.phase_label(), "verifying");
         // The controller keeps serving the old leaf: a mismatch at the deadline, no retry.
@@ -1128,7 +1132,7 @@ mod tests {
         }
         assert_eq!(seen, vec!["ServedCertificateMismatch"], "{seen:?}");
         assert_eq!(r.phase_label(), "idle");
-        assert_eq!(r.last_result(), Some(ReloadResult::Withheld));
+        assert_eq!(r.last_result(), Some(ReloadResult::SignalWithheld));
         assert!(r.last_message().unwrap().contains("not Traefik v3"));
         // The next rotation asks again (a restarted controller may be a different program).
         let actions = r.step(valid("newer"), ms(t0, 30_000));
