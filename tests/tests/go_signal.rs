@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mountlag_testbed::certs::{IssuedLeaf, LeafSpec, TestCa, secret_bytes_markers};
@@ -64,13 +64,7 @@ struct Setup {
 impl Setup {
     /// A node whose one controller pod (profile `profile`, container `container`) runs the Go
     /// program `binary` titled `title`, with `flag` naming the certificate directory.
-    async fn start(
-        profile: &str,
-        container: &str,
-        binary: &PathBuf,
-        title: &str,
-        flag: &str,
-    ) -> Self {
+    async fn start(profile: &str, container: &str, binary: &Path, title: &str, flag: &str) -> Self {
         let port = free_port().unwrap();
         let config = format!(
             "stuckAfter: 30s\nnudge:\n  after: 100ms\nreload:\n  minInterval: 0s\nverify:\n  timeout: 3s\n\
