@@ -413,7 +413,7 @@ impl Config {
                         c.reload
                     ),
                     GoSignalPolicy::TraefikV3FileProvider => format!(
-                        "note: {at}: {} is sent only to a process proven to be Traefik v3 (Go build information) with the file provider on (flags, environment or static configuration); otherwise the signal is withheld (Event ReloadSignalWithheld) and the pod is verified only",
+                        "note: {at}: {} is sent only to a process proven to be Traefik v3 (Go build information) with the file provider on (flags, environment or static configuration); otherwise the signal is withheld (Event ReloadSignalWithheld) and the pod is verified only; reload.goProgramHandlesSignal: true vouches for it instead",
                         c.reload
                     ),
                 })
