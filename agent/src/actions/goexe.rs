@@ -46,7 +46,7 @@ const MAX_SEGMENT_SEARCH_BYTES: u64 = 64 * 1024;
 const MAX_HEADERS: u64 = 4096;
 const MAX_SHSTRTAB_BYTES: u64 = 64 * 1024;
 /// Longest module path or version kept (longer ones are cut: they only name things in messages).
-const MAX_FIELD_CHARS: usize = 256;
+const MAX_FIELD_BYTES: usize = 256;
 /// The sentinel that opens the module information (Go's `modinfo.go`).
 const MODINFO_START: [u8; 16] = [
     0x30, 0x77, 0xaf, 0x0c, 0x92, 0x74, 0x08, 0x02, 0x41, 0xe1, 0xc1, 0x07, 0xe6, 0xd6, 0x18, 0xe6,
@@ -408,13 +408,9 @@ pub fn parse_modinfo(raw: &[u8], truncated: bool) -> BuildInfo {
     info
 }
 
-/// Text from a binary, fit for a message: control characters replaced, length capped.
+/// Text from a binary, fit for a message: escaped and cut (`crate::text`).
 fn clean(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(MAX_FIELD_CHARS)
-        .collect()
+    crate::text::sanitize(&String::from_utf8_lossy(bytes), MAX_FIELD_BYTES).into_owned()
 }
 
 #[cfg(test)]
@@ -556,10 +552,10 @@ mod tests {
     fn module_text_is_cleaned_for_messages() {
         let evil = "path\tx\nmod\tgithub.com/\x1b[31mevil\tv1\t\n";
         let info = parse_modinfo(&modinfo(evil), false);
-        assert_eq!(info.main.unwrap().path, "github.com/?[31mevil");
+        assert_eq!(info.main.unwrap().path, "github.com/\\u{1b}[31mevil");
         let long = format!("mod\t{}\tv1\t\n", "a".repeat(10_000));
         let info = parse_modinfo(long.as_bytes(), false);
-        assert_eq!(info.main.unwrap().path.len(), MAX_FIELD_CHARS);
+        assert!(info.main.unwrap().path.len() <= MAX_FIELD_BYTES);
     }
 
     #[test]

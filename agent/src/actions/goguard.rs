@@ -42,6 +42,7 @@ use zeroize::Zeroizing;
 use super::goexe::{BuildInfo, ExeKind, read_exe};
 use super::process::{MAX_SMALL_FILE_BYTES, ProcessInfo, read_text};
 use crate::config::{GoSignalPolicy, ReloadSignal};
+use crate::text::untrusted;
 
 /// The main module of Traefik v3.
 pub const TRAEFIK_V3_MODULE: &str = "github.com/traefik/traefik/v3";
@@ -93,7 +94,7 @@ pub fn is_traefik_v3(info: &BuildInfo) -> bool {
 
 /// The pure decision.
 pub fn decide(policy: GoSignalPolicy, signal: ReloadSignal, facts: &Facts) -> Verdict {
-    let who = format!("pid {} ({})", facts.pid, facts.comm);
+    let who = format!("pid {} ({})", facts.pid, untrusted(&facts.comm));
     let sig = signal.name();
     let go_default = if signal == ReloadSignal::Hup {
         format!("exits on a {sig} it did not ask for (Go's default)")
@@ -285,7 +286,7 @@ fn file_provider_from_flags(args: &[String]) -> FileProvider {
         if name.starts_with("providers.file.") {
             return FileProvider {
                 on: true,
-                evidence: format!("flag --{name}"),
+                evidence: format!("flag --{}", untrusted(&name)),
             };
         }
         if name == "providers.file" && !value.is_some_and(|v| v.eq_ignore_ascii_case("false")) {
@@ -309,7 +310,7 @@ fn file_provider_from_env(env: &EnvFacts) -> FileProvider {
     {
         return FileProvider {
             on: true,
-            evidence: format!("environment variable {name}"),
+            evidence: format!("environment variable {}", untrusted(name)),
         };
     }
     if env
@@ -366,16 +367,22 @@ pub fn file_provider(
         FileProvider {
             on,
             evidence: if on {
-                format!("static configuration {path}")
+                format!("static configuration {}", untrusted(path))
             } else {
-                format!("static configuration {path} has no providers.file section")
+                format!(
+                    "static configuration {} has no providers.file section",
+                    untrusted(path)
+                )
             },
         }
     };
     if let Some(path) = config_file_flag(args) {
         return match read(&path)? {
             Some(text) => Ok(from_file(&path, &text)),
-            None => Err(format!("the --configFile {path} cannot be found")),
+            None => Err(format!(
+                "the --configFile {} cannot be found",
+                untrusted(&path)
+            )),
         };
     }
     // The default places depend on HOME and XDG_CONFIG_HOME.
@@ -565,22 +572,23 @@ fn read_in_root(dir: &Path, path: &str) -> Result<Option<String>, String> {
         Err(Errno::ENOSYS) => {
             return Err("the kernel lacks openat2 (Linux ≥ 5.6 is needed)".to_string());
         }
-        Err(err) => return Err(format!("cannot open {path}: {err}")),
+        Err(err) => return Err(format!("cannot open {}: {}", untrusted(path), err)),
     };
     let file = File::from(fd);
     let meta = file
         .metadata()
-        .map_err(|e| format!("cannot stat {path}: {e}"))?;
+        .map_err(|e| format!("cannot stat {}: {}", untrusted(path), e))?;
     if !meta.is_file() {
-        return Err(format!("{path} is not a regular file"));
+        return Err(format!("{} is not a regular file", untrusted(path)));
     }
     let mut bytes = Vec::new();
     file.take(MAX_STATIC_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
+        .map_err(|e| format!("cannot read {}: {}", untrusted(path), e))?;
     if bytes.len() as u64 > MAX_STATIC_CONFIG_BYTES {
         return Err(format!(
-            "{path} is larger than {MAX_STATIC_CONFIG_BYTES} bytes"
+            "{} is larger than {MAX_STATIC_CONFIG_BYTES} bytes",
+            untrusted(path)
         ));
     }
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))

@@ -607,11 +607,12 @@ fn reload_notes(mounts: &[&Value]) -> String {
             str_field(m, "pod").unwrap_or("-")
         );
         if seen.insert(pod.clone()) {
-            let message: String = message
-                .chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect();
-            out.push_str(&format!("{pod}: reload {result}: {message}\n"));
+            out.push_str(&format!(
+                "{}: reload {}: {}\n",
+                untrusted(&pod),
+                untrusted(result),
+                untrusted_capped(message, crate::text::MAX_MESSAGE_BYTES)
+            ));
         }
     }
     out
@@ -737,7 +738,7 @@ mod tests {
         let notes = reload_notes(&[&a, &b, &ok, &plain]);
         assert_eq!(
             notes,
-            "ingress/traefik-0: reload signal_withheld: reload signal withheld, verifying only: pid 7 (traefik) is not Traefik v3?[2J\n"
+            "ingress/traefik-0: reload signal_withheld: reload signal withheld, verifying only: pid 7 (traefik) is not Traefik v3\\u{1b}[2J\n"
         );
     }
 
