@@ -25,6 +25,7 @@ pub mod kubelet;
 pub mod node;
 pub mod rbac;
 pub mod real;
+pub mod repo;
 pub mod tlsload;
 
 /// The agent's volume watcher with its reports sent to a channel, as the watcher tests read

@@ -12,10 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    mountlag_testbed::repo::root()
 }
 
 /// README.md and every Markdown file under docs/, with their text.
@@ -40,23 +37,6 @@ fn documents() -> Vec<(PathBuf, String)> {
             (p, text)
         })
         .collect()
-}
-
-/// Every Rust source file of the agent, concatenated.
-fn agent_source() -> String {
-    let mut text = String::new();
-    let mut dirs = vec![repo().join("agent/src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                text.push_str(&std::fs::read_to_string(path).unwrap());
-            }
-        }
-    }
-    text
 }
 
 /// The spans between backticks on each line (inline code), with the line number.
@@ -94,7 +74,7 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
 
 #[test]
 fn every_metric_the_docs_name_is_registered_by_the_agent() {
-    let source = agent_source();
+    let source = mountlag_testbed::repo::agent_source();
     let mut missing = Vec::new();
     for (path, text) in documents() {
         let names: BTreeSet<&str> = words(&text)
@@ -131,7 +111,7 @@ fn every_metric_the_docs_name_is_registered_by_the_agent() {
 
 #[test]
 fn every_event_reason_in_the_operations_table_is_one_the_agent_publishes() {
-    let source = agent_source();
+    let source = mountlag_testbed::repo::agent_source();
     let operations = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
     let reasons: Vec<&str> = operations
         .lines()

@@ -406,18 +406,7 @@ async fn promtool_accepts_a_live_scrape_with_mounts_in_several_states() {
     // Every metric the shipped alert rules use is one this agent exports: described in this
     // scrape, or — families whose series only an event creates (reloads, API errors) —
     // registered under that name in the agent's source.
-    let mut registered = String::new();
-    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                registered.push_str(&std::fs::read_to_string(path).unwrap());
-            }
-        }
-    }
+    let registered = mountlag_testbed::repo::agent_source();
     let rules = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../deploy/prometheus/mountlag-rules.yaml"),
