@@ -33,7 +33,7 @@ use crate::actions::reload::{
     ReloadMetrics, TargetCache, probe_address, probe_round, reload_controller, signal_known_target,
 };
 use crate::actions::{EventLimiter, Executor, ExecutorMetrics, RelatedSecret};
-use crate::admin::{self, AgentMetrics, Heartbeat, Liveness, StatusSnapshot};
+use crate::admin::{self, AgentMetrics, DiskStatus, Heartbeat, Liveness, StatusSnapshot};
 use crate::config::{Config, ControllerProfile, ReloadAction as ProfileReload, ReloadMode};
 use crate::discovery::{ControllerPod, SecretView};
 use crate::kubelet::{KubeletRoot, snapshot};
@@ -98,10 +98,34 @@ pub async fn run_agent(
     admin::register_inotify_watches(&mut registry, Arc::clone(&inotify_watches));
     let registry = Arc::new(registry);
 
+    let kubelet = KubeletRoot::new(&options.kubelet_root);
+    let disk = match kubelet.check_readable() {
+        Ok(()) => DiskStatus {
+            checked: true,
+            kubelet_root: options.kubelet_root.display().to_string(),
+            reason: None,
+        },
+        Err(reason) => {
+            tracing::warn!(
+                %reason,
+                "no kubelet root: checking served certificates against the API only; no disk \
+                 comparison, nudge or reload on this node"
+            );
+            DiskStatus {
+                checked: false,
+                kubelet_root: options.kubelet_root.display().to_string(),
+                reason: Some(format!(
+                    "{reason}: served certificates are checked against the API only; mounts \
+                     are not compared on disk, nudged or reloaded"
+                )),
+            }
+        }
+    };
     let (status_tx, status_rx) = watch::channel(Arc::new(StatusSnapshot {
         node: options.node_name.clone(),
         ready: false,
         waiting_for: vec!["pods not listed yet".into()],
+        disk: disk.clone(),
         mounts: Vec::new(),
     }));
     let listener = admin::bind(options.listen)
@@ -175,7 +199,12 @@ pub async fn run_agent(
         stuck_after: config.stuck_after,
     };
     let mut agent = AgentLoop {
-        index: MountIndex::new(KubeletRoot::new(&options.kubelet_root), limits),
+        index: if disk.checked {
+            MountIndex::new(kubelet, limits)
+        } else {
+            MountIndex::new(kubelet, limits).without_disk()
+        },
+        disk,
         config,
         client,
         input_tx,
@@ -299,6 +328,8 @@ struct AgentLoop {
     published_at: Option<Instant>,
     /// The pod set changed: the wanted Secret watches and volume directories may differ.
     pods_changed: bool,
+    /// Whether kubelet's volume directories are read (see [`DiskStatus`]).
+    disk: DiskStatus,
 }
 
 impl AgentLoop {
@@ -333,14 +364,19 @@ impl AgentLoop {
                     .map(|(pod, profile)| (pod, profile.containers))
                     .collect();
                 actions.extend(self.index.replace_pods(pods, now));
+                for uid in &keep {
+                    self.api_leaves_of_pod(uid, now);
+                }
                 actions
             }
             LoopInput::PodApplied(pod) => {
                 let mut actions = self.index.set_pods_healthy(true, now);
                 match select_controller(&self.config, &pod) {
                     Some((controller, profile)) => {
+                        let uid = controller.uid.clone();
                         self.remember_pod(controller.clone(), profile.clone());
                         actions.extend(self.index.upsert_pod(controller, profile.containers, now));
+                        self.api_leaves_of_pod(&uid, now);
                     }
                     None => {
                         if let Some(uid) = pod.metadata.uid.as_deref() {
@@ -443,6 +479,9 @@ impl AgentLoop {
         let uid = pod.uid.clone();
         if !self.reloads.contains_key(&uid) {
             let kind = match (profile.mode, &profile.reload) {
+                // Without disk, the API is the only source of what should be served; and a
+                // probe-only install could not signal anyway (no host PID namespace).
+                _ if !self.disk.checked => ReloadKind::ApiDriven,
                 (ReloadMode::Api, _) => ReloadKind::ApiDriven,
                 (ReloadMode::Files, ProfileReload::None) => ReloadKind::VerifyOnly,
                 (ReloadMode::Files, _) => ReloadKind::Reload,
@@ -475,23 +514,30 @@ impl AgentLoop {
         }
     }
 
-    /// Controllers that read Secrets from the API are verified against the API's leaves.
+    /// Controllers that read Secrets from the API (and, without disk, every controller) are
+    /// verified against the API's leaves.
     fn api_leaves_changed(&mut self, key: &SecretKey, now: Instant) {
         for uid in self.index.pods_of_secret(key) {
-            let Some((_, profile)) = self.controllers.get(&uid) else {
-                continue;
-            };
-            if profile.mode != ReloadMode::Api {
-                continue;
-            }
-            let mut leaves = Vec::new();
-            for view in self.index.secrets_of_pod(&uid) {
-                if let Material::Valid { leaves: found } = material_of_secrets(&view.certificates) {
-                    leaves.extend(found);
-                }
-            }
-            self.step_reload(&uid, ReloadInput::ApiLeaves { leaves }, now);
+            self.api_leaves_of_pod(&uid, now);
         }
+    }
+
+    /// Feeds the pod's reload its expected leaves from the API; a no-op when they are unchanged
+    /// (so a pod seen after its Secrets is verified too).
+    fn api_leaves_of_pod(&mut self, uid: &str, now: Instant) {
+        let Some((_, profile)) = self.controllers.get(uid) else {
+            return;
+        };
+        if profile.mode != ReloadMode::Api && self.disk.checked {
+            return;
+        }
+        let mut leaves = Vec::new();
+        for view in self.index.secrets_of_pod(uid) {
+            if let Material::Valid { leaves: found } = material_of_secrets(&view.certificates) {
+                leaves.extend(found);
+            }
+        }
+        self.step_reload(uid, ReloadInput::ApiLeaves { leaves }, now);
     }
 
     fn step_reload(&mut self, uid: &str, input: ReloadInput, now: Instant) {
@@ -729,7 +775,7 @@ impl AgentLoop {
         };
         let generation = match &disk {
             DiskView::Files { generation, .. } => generation.clone(),
-            DiskView::Unreadable { .. } => None,
+            DiskView::Unreadable { .. } | DiskView::NotChecked => None,
         };
         let previous = self
             .generations
@@ -864,6 +910,7 @@ impl AgentLoop {
             node: self.node.clone(),
             ready: waiting_for.is_empty(),
             waiting_for,
+            disk: self.disk.clone(),
             mounts,
         };
         self.status_tx.send_replace(Arc::new(snapshot));

@@ -43,6 +43,22 @@ impl AgentProcess {
     }
 }
 
+/// How [`TestNode::start_agent_as`] runs the agent; the default is [`TestNode::start_agent`]'s.
+#[derive(Debug, Clone, Default)]
+pub struct AgentLaunch {
+    /// `KUBECONFIG`; default: the stand-in's admin kubeconfig.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--kubelet-root`; default: the kubelet stand-in's root.
+    pub kubelet_root: Option<PathBuf>,
+    /// Run as this uid and gid (no supplementary groups) instead of root: the kernel then
+    /// clears every capability, as the probe-only DaemonSet's `runAsUser: 65532` does. The
+    /// configuration and kubeconfig are copied to a directory that user can read.
+    pub run_as: Option<u32>,
+}
+
+/// The uid and gid the probe-only DaemonSet runs the agent as (distroless `nonroot`).
+pub const NONROOT: u32 = 65532;
+
 /// API stand-in + kubelet stand-in + the agent.
 #[derive(Debug)]
 pub struct TestNode {
@@ -105,12 +121,55 @@ impl TestNode {
     /// Starts the agent with `KUBECONFIG=kubeconfig` (e.g. one written by
     /// [`ApiServer::write_kubeconfig`] with a ServiceAccount's token) instead of the admin's.
     pub fn start_agent_with_kubeconfig(&mut self, kubeconfig: &Path) -> anyhow::Result<()> {
+        self.start_agent_as(AgentLaunch {
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            ..AgentLaunch::default()
+        })
+    }
+
+    /// Starts the agent as `launch` says.
+    pub fn start_agent_as(&mut self, launch: AgentLaunch) -> anyhow::Result<()> {
+        use std::os::unix::process::CommandExt as _;
         self.starts += 1;
         let port = free_port()?;
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let log = self.dir.path().join(format!("agent-{}.log", self.starts));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(crate::agent::binary())
+        let mut kubeconfig = launch
+            .kubeconfig
+            .unwrap_or_else(|| self.api.kubeconfig_path().to_path_buf());
+        let mut config = self.config_path.clone();
+        let kubelet_root = launch
+            .kubelet_root
+            .unwrap_or_else(|| self.kubelet.root().to_path_buf());
+        let mut command = Command::new(crate::agent::binary());
+        if let Some(uid) = launch.run_as {
+            // The node's temp dir is root's (0700): hand the user copies it may read.
+            let readable = self.dir.path().join(format!("as-{uid}-{}", self.starts));
+            std::fs::create_dir(&readable)?;
+            for (from, to) in [
+                (&mut kubeconfig, "kubeconfig"),
+                (&mut config, "mountlag.yaml"),
+            ] {
+                let copy = readable.join(to);
+                std::fs::copy(&*from, &copy)?;
+                std::os::unix::fs::chown(&copy, Some(uid), Some(uid))?;
+                *from = copy;
+            }
+            std::os::unix::fs::chown(&readable, Some(uid), Some(uid))?;
+            let mut parent = readable.parent();
+            while let Some(dir) = parent {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(dir)?.permissions().mode();
+                if mode & 0o001 == 0 && dir.starts_with(self.dir.path()) {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+                }
+                parent = dir.parent();
+            }
+            // std also drops the supplementary groups when root sets a uid.
+            command.uid(uid).gid(uid);
+        }
+        let child = command
             .args([
                 "agent",
                 "--node-name",
@@ -119,10 +178,10 @@ impl TestNode {
                 &listen.to_string(),
             ])
             .arg("--config")
-            .arg(&self.config_path)
+            .arg(&config)
             .arg("--kubelet-root")
-            .arg(self.kubelet.root())
-            .env("KUBECONFIG", kubeconfig)
+            .arg(&kubelet_root)
+            .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

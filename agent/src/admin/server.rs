@@ -527,6 +527,7 @@ mod tests {
             node: "node-a".into(),
             ready: false,
             waiting_for: vec!["pods not listed yet".into()],
+            disk: Default::default(),
             mounts: Vec::new(),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

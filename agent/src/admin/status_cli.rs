@@ -440,7 +440,10 @@ impl Tone {
 }
 
 fn state_tone(state: &str) -> Tone {
-    if HEALTHY.contains(&state) {
+    if state == "unchecked" {
+        // A probe-only install: not a problem, only less to look at.
+        Tone::Plain
+    } else if HEALTHY.contains(&state) {
         Tone::Good
     } else if NEEDS_ATTENTION.contains(&state) {
         Tone::Bad
@@ -509,6 +512,13 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
             format!(" ({})", summary.join(", "))
         }
     ));
+    if status["disk"]["checked"].as_bool() == Some(false) {
+        let reason = str_field(&status["disk"], "reason").unwrap_or("no kubelet root");
+        out.push_str(&format!(
+            "disk not checked: {}\n",
+            untrusted_capped(reason, MAX_QUOTED_BYTES)
+        ));
+    }
     if mounts.is_empty() {
         return out;
     }
@@ -664,6 +674,25 @@ mod tests {
 
     fn status(mounts: Vec<Value>) -> Value {
         json!({"node": "node-a", "ready": true, "waitingFor": [], "mounts": mounts})
+    }
+
+    #[test]
+    fn a_probe_only_agent_says_that_disk_is_not_checked() {
+        let mut doc = status(vec![mount("edge-0", "unchecked")]);
+        doc["disk"] = json!({"checked": false, "kubeletRoot": "/var/lib/kubelet",
+                             "reason": "no kubelet pods directory at /var/lib/kubelet/pods"});
+        let text = render(&doc, NOW, true);
+        assert!(
+            text.contains("disk not checked: no kubelet pods directory at /var/lib/kubelet/pods"),
+            "{text}"
+        );
+        // Not a problem to flag: the state is printed without a colour, and the exit code is 0.
+        let row = text.lines().find(|l| l.contains("edge-0")).unwrap();
+        assert!(row.contains(" unchecked "), "{row}");
+        assert!(!row.contains("\u{1b}[33munchecked"), "{row:?}");
+        assert_eq!(exit_code(&doc), 0);
+        doc["disk"] = json!({"checked": true, "kubeletRoot": "/var/lib/kubelet"});
+        assert!(!render(&doc, NOW, false).contains("disk not checked"));
     }
 
     #[test]

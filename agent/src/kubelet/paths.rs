@@ -65,6 +65,20 @@ impl KubeletRoot {
         self.root.join("pods")
     }
 
+    /// Whether this process can list `<root>/pods`; `Err` says why not. A probe-only install
+    /// mounts no kubelet root, so the directory is simply absent there.
+    pub fn check_readable(&self) -> Result<(), String> {
+        let pods = self.pods_dir();
+        match std::fs::read_dir(&pods) {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "no kubelet pods directory at {} (not mounted into this container)",
+                pods.display()
+            )),
+            Err(err) => Err(format!("cannot read {}: {err}", pods.display())),
+        }
+    }
+
     pub fn pod_dir(&self, pod_uid: &str) -> PathBuf {
         self.pods_dir().join(pod_uid)
     }

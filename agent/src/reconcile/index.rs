@@ -113,6 +113,9 @@ pub struct MountIndex {
     mounts_by_secret: BTreeMap<SecretKey, BTreeSet<MountKey>>,
     by_path: HashMap<PathBuf, MountKey>,
     pods_healthy: bool,
+    /// Whether volume directories are read at all (false: a probe-only install, no kubelet
+    /// root to see; every mount is `Unchecked` and no path is watched).
+    disk_checked: bool,
 }
 
 impl MountIndex {
@@ -127,7 +130,19 @@ impl MountIndex {
             mounts_by_secret: BTreeMap::new(),
             by_path: HashMap::new(),
             pods_healthy: true,
+            disk_checked: true,
         }
+    }
+
+    /// An index that never reads disk: mounts are known from the API alone (the agent found no
+    /// kubelet root, as in a probe-only install).
+    pub fn without_disk(mut self) -> Self {
+        self.disk_checked = false;
+        self
+    }
+
+    pub fn disk_checked(&self) -> bool {
+        self.disk_checked
     }
 
     pub fn limits(&self) -> &Thresholds {
@@ -164,7 +179,9 @@ impl MountIndex {
                 let path = self
                     .kubelet
                     .volume_dir(&key.pod_uid, spec.kind, &key.volume);
-                self.by_path.insert(path.clone(), key.clone());
+                if self.disk_checked {
+                    self.by_path.insert(path.clone(), key.clone());
+                }
                 for secret in &secrets {
                     self.mounts_by_secret
                         .entry(secret.clone())
@@ -179,6 +196,9 @@ impl MountIndex {
                         secrets,
                     },
                 );
+                if !self.disk_checked {
+                    actions.extend(self.feed(&key, Input::Disk(DiskView::NotChecked), now));
+                }
                 actions.extend(self.refresh_expected(&key, now));
                 actions.extend(self.feed(&key, Input::ApiHealthy(self.api_healthy_for(&key)), now));
             }
@@ -687,6 +707,35 @@ mod tests {
             namespace: "ingress".into(),
             name: name.into(),
         }
+    }
+
+    #[test]
+    fn without_disk_a_mount_is_unchecked_never_watched_and_never_nudged() {
+        let start = Instant::now();
+        let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS).without_disk();
+        let actions = index.upsert_pod(pod("u1", "edge-tls", None), None, start);
+        assert!(actions.is_empty(), "{actions:?}");
+        // The Secret is still watched (the API side is all there is); no directory is.
+        assert_eq!(index.wanted_secrets(), BTreeSet::from([key("edge-tls")]));
+        assert!(index.volume_paths().is_empty());
+        // Nothing on disk to wait for: readiness depends on the API alone.
+        assert!(index.disk_scanned());
+        index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "1", "a")), start);
+        index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "2", "b")), start);
+        // Long past nudge.after and stuckAfter: no nudge, no stuck Event, no lag.
+        let later = start + Duration::from_secs(3600);
+        assert!(index.tick(later).is_empty());
+        assert_eq!(index.next_deadline(), None);
+        assert!(index.lagging_volumes("u1").is_empty());
+        let [status] = &index.status(later)[..] else {
+            panic!("one mount expected");
+        };
+        assert_eq!(status.state, "unchecked");
+        assert_eq!(status.lag_seconds, None);
+        assert_eq!(index.count_by_state()[&MountState::Unchecked], 1);
+        // A missing Secret is known from the API alone and still reported as such.
+        index.secret_observed(&key("edge-tls"), None, later);
+        assert_eq!(index.status(later)[0].state, "secret_missing");
     }
 
     #[test]

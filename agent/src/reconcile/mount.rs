@@ -10,6 +10,8 @@
 //!   SecretMissing   a required Secret or key is missing: kubelet cannot mount, nothing to do
 //!   NeverUpdates    every watched consumer mounts it through subPath: nudging cannot help
 //!   Unreadable      the volume directory cannot be read
+//!   Unchecked       the agent cannot see kubelet's pod directories (a probe-only install):
+//!                   disk is never compared, the served certificate is the only check
 //!   Unknown         API or disk not seen yet
 //! ```
 //!
@@ -38,10 +40,11 @@ pub enum MountState {
     SecretMissing,
     NeverUpdates,
     Unreadable,
+    Unchecked,
 }
 
 impl MountState {
-    pub const ALL: [MountState; 8] = [
+    pub const ALL: [MountState; 9] = [
         MountState::Unknown,
         MountState::InSync,
         MountState::Pending,
@@ -50,6 +53,7 @@ impl MountState {
         MountState::SecretMissing,
         MountState::NeverUpdates,
         MountState::Unreadable,
+        MountState::Unchecked,
     ];
 
     /// Stable label value (`mountlag_mounts{state}`, `/status`).
@@ -63,6 +67,7 @@ impl MountState {
             MountState::SecretMissing => "secret_missing",
             MountState::NeverUpdates => "never_updates",
             MountState::Unreadable => "unreadable",
+            MountState::Unchecked => "unchecked",
         }
     }
 }
@@ -89,6 +94,8 @@ pub enum DiskView {
     Unreadable {
         reason: String,
     },
+    /// The agent has no kubelet root to read (a probe-only install): disk is never seen.
+    NotChecked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +314,11 @@ impl Mount {
             // Known from the API alone: kubelet cannot fill the volume, whatever disk holds.
             (Expected::MountFails { .. }, _) => {
                 self.state = MountState::SecretMissing;
+                self.out_of_sync_since = None;
+                return actions;
+            }
+            (_, Some(DiskView::NotChecked)) => {
+                self.state = MountState::Unchecked;
                 self.out_of_sync_since = None;
                 return actions;
             }
