@@ -213,6 +213,70 @@ pub struct ControllerSpec {
     pub server_names: Vec<String>,
     /// Also place the processes in the cgroup v1 `pids` hierarchy (same path).
     pub v1: bool,
+    /// Only the cgroup v1 `pids` hierarchy has the kubelet-shaped path; the v2 cgroup is one
+    /// outside any pod, so `/proc/<pid>/cgroup` names the pod in v1 lines only (as on a cgroup
+    /// v1 node).
+    pub v1_only: bool,
+    /// Runtime, cgroup driver and QoS class that name the container's cgroup.
+    pub layout: CgroupLayout,
+}
+
+/// How kubelet and the container runtime name a container's cgroup: the layouts the agent must
+/// recognise in `/proc/<pid>/cgroup`. `<U>` is the pod UID (systemd driver: dashes as `_`),
+/// `<C>` the container id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupLayout {
+    /// containerd, systemd driver, Burstable:
+    /// `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<U>.slice/cri-containerd-<C>.scope`.
+    ContainerdSystemd,
+    /// CRI-O, systemd driver, BestEffort:
+    /// `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<U>.slice/crio-<C>.scope`.
+    CrioSystemd,
+    /// cri-dockerd (Docker Engine), systemd driver, Guaranteed (no QoS slice):
+    /// `/kubepods.slice/kubepods-pod<U>.slice/docker-<C>.scope`.
+    DockerSystemd,
+    /// containerd (or cri-dockerd), cgroupfs driver, Burstable: `/kubepods/burstable/pod<U>/<C>`.
+    ContainerdCgroupfs,
+    /// CRI-O, cgroupfs driver, Guaranteed: `/kubepods/pod<U>/crio-<C>`.
+    CrioCgroupfs,
+}
+
+impl CgroupLayout {
+    pub const ALL: [CgroupLayout; 5] = [
+        CgroupLayout::ContainerdSystemd,
+        CgroupLayout::CrioSystemd,
+        CgroupLayout::DockerSystemd,
+        CgroupLayout::ContainerdCgroupfs,
+        CgroupLayout::CrioCgroupfs,
+    ];
+
+    /// The container's cgroup path from the hierarchy root.
+    pub fn path(self, pod_uid: &str, container_id: &str) -> String {
+        let u = pod_uid.replace('-', "_");
+        let c = container_id;
+        match self {
+            CgroupLayout::ContainerdSystemd => format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{c}.scope"
+            ),
+            CgroupLayout::CrioSystemd => format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/crio-{c}.scope"
+            ),
+            CgroupLayout::DockerSystemd => {
+                format!("/kubepods.slice/kubepods-pod{u}.slice/docker-{c}.scope")
+            }
+            CgroupLayout::ContainerdCgroupfs => format!("/kubepods/burstable/pod{pod_uid}/{c}"),
+            CgroupLayout::CrioCgroupfs => format!("/kubepods/pod{pod_uid}/crio-{c}"),
+        }
+    }
+
+    /// The scheme kubelet reports in `containerStatuses[].containerID` for this runtime.
+    pub fn runtime(self) -> &'static str {
+        match self {
+            CgroupLayout::ContainerdSystemd | CgroupLayout::ContainerdCgroupfs => "containerd",
+            CgroupLayout::CrioSystemd | CgroupLayout::CrioCgroupfs => "cri-o",
+            CgroupLayout::DockerSystemd => "docker",
+        }
+    }
 }
 
 impl ControllerSpec {
@@ -233,7 +297,22 @@ impl ControllerSpec {
             port: 0,
             server_names,
             v1: false,
+            v1_only: false,
+            layout: CgroupLayout::ContainerdSystemd,
         }
+    }
+
+    /// Same spec with the container's cgroup named as `layout` names it.
+    pub fn with_layout(mut self, layout: CgroupLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Same spec, kubelet-shaped in the cgroup v1 `pids` hierarchy only ([`Self::v1_only`]).
+    pub fn with_v1_only(mut self) -> Self {
+        self.v1 = true;
+        self.v1_only = true;
+        self
     }
 
     /// Same spec, also placed in the cgroup v1 `pids` hierarchy.
@@ -253,10 +332,7 @@ impl ControllerSpec {
 /// hierarchy root: `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<U>.slice/
 /// cri-containerd-<C>.scope` with the UID's dashes turned into underscores.
 pub fn kubelet_cgroup_path(pod_uid: &str, container_id: &str) -> String {
-    let uid = pod_uid.replace('-', "_");
-    format!(
-        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/cri-containerd-{container_id}.scope"
-    )
+    CgroupLayout::ContainerdSystemd.path(pod_uid, container_id)
 }
 
 /// `Ok` when `kind` can run here: the binary exists and runs, this process is root, and the
@@ -573,9 +649,16 @@ impl RunningController {
             }
         };
 
-        let relative = kubelet_cgroup_path(&spec.pod_uid, &spec.container_id);
+        let relative = spec.layout.path(&spec.pod_uid, &spec.container_id);
         let v2_root = cgroup_v2_root()?.context("no cgroup2 hierarchy is mounted")?;
-        let v2 = Cgroup::create(&v2_root, &relative)?;
+        let v2 = if spec.v1_only {
+            Cgroup::create(
+                &v2_root,
+                &format!("/mountlag-testbed-v1-only/{}", spec.container_id),
+            )?
+        } else {
+            Cgroup::create(&v2_root, &relative)?
+        };
         let v1 = if spec.v1 {
             let root = cgroup_v1_root("pids")?.context("no cgroup v1 pids hierarchy")?;
             match Cgroup::create(&root, &relative) {
@@ -737,7 +820,9 @@ impl RunningController {
 
     /// The cgroup path relative to the hierarchy root, as `/proc/<pid>/cgroup` shows it.
     pub fn cgroup_relative_path(&self) -> String {
-        kubelet_cgroup_path(&self.spec.pod_uid, &self.spec.container_id)
+        self.spec
+            .layout
+            .path(&self.spec.pod_uid, &self.spec.container_id)
     }
 
     /// `SIGHUP` (nginx) or `SIGUSR2` (HAProxy).

@@ -66,6 +66,9 @@ pub struct NodeConfig {
     pub pod_ip: String,
     /// Entries kept in the log (oldest dropped first).
     pub log_capacity: usize,
+    /// The scheme of `status.containerStatuses[].containerID`: `containerd` (default), `cri-o`
+    /// or `docker` (cri-dockerd), as [`crate::controllers::CgroupLayout::runtime`] names it.
+    pub container_runtime: String,
 }
 
 impl NodeConfig {
@@ -80,7 +83,14 @@ impl NodeConfig {
             pod_change_delay: Duration::ZERO,
             pod_ip: "127.0.0.1".into(),
             log_capacity: 100_000,
+            container_runtime: "containerd".into(),
         }
+    }
+
+    /// Set `container_runtime`.
+    pub fn container_runtime(mut self, runtime: &str) -> Self {
+        self.container_runtime = runtime.into();
+        self
     }
 
     /// Set `time_factor`.
@@ -916,7 +926,11 @@ impl Worker {
         match self.inner.api.patch_pod_status(
             &self.ids.namespace,
             &self.ids.name,
-            &running_status(&self.pod, &self.inner.config.pod_ip),
+            &running_status(
+                &self.pod,
+                &self.inner.config.pod_ip,
+                &self.inner.config.container_runtime,
+            ),
         ) {
             Ok(_) => {
                 self.inner
@@ -1118,7 +1132,7 @@ fn mount_subpaths(inner: &NodeInner, ids: &PodIds, pod: &Pod, reason: SyncReason
     ok
 }
 
-fn running_status(pod: &Pod, ip: &str) -> Value {
+fn running_status(pod: &Pod, ip: &str, runtime: &str) -> Value {
     let now = crate::apiserver::now_rfc3339();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let existing: BTreeMap<String, String> = pod
@@ -1139,7 +1153,7 @@ fn running_status(pod: &Pod, ip: &str) -> Value {
             let id = existing
                 .get(&c.name)
                 .cloned()
-                .unwrap_or_else(|| format!("containerd://{}", container_id(&uid, &c.name)));
+                .unwrap_or_else(|| format!("{runtime}://{}", container_id(&uid, &c.name)));
             json!({
                 "name": c.name,
                 "containerID": id,

@@ -9,7 +9,9 @@ use mountlag_testbed::certs::{IssuedLeaf, LeafSpec, TestCa, secret_bytes_markers
 use mountlag_testbed::cluster::{
     NAMESPACE, TestNode, controller_pod, free_port, mount_of, tls_secret,
 };
-use mountlag_testbed::controllers::{self, ControllerKind, ControllerSpec, RunningController};
+use mountlag_testbed::controllers::{
+    self, CgroupLayout, ControllerKind, ControllerSpec, RunningController,
+};
 use mountlag_testbed::kubelet::VolumeKind;
 use mountlag_testbed::node::{NodeConfig, SyncOutcome};
 use mountlag_testbed::real;
@@ -51,10 +53,29 @@ impl Setup {
     }
 
     async fn start_with(kind: ControllerKind, profile: Option<&str>, reload: Option<&str>) -> Self {
+        Self::start_in(
+            kind,
+            profile,
+            reload,
+            CgroupLayout::ContainerdSystemd,
+            false,
+        )
+        .await
+    }
+
+    /// The controller's processes in the cgroup `layout` names (kubelet reporting the layout's
+    /// runtime in the container IDs); `v1_only`: kubelet-shaped in the cgroup v1 hierarchy only.
+    async fn start_in(
+        kind: ControllerKind,
+        profile: Option<&str>,
+        reload: Option<&str>,
+        layout: CgroupLayout,
+        v1_only: bool,
+    ) -> Self {
         let port = free_port().unwrap();
         // kubelet at its real 60–90 s period: the agent's nudge is what brings rotations in.
         let mut node = TestNode::start(
-            NodeConfig::new(mountlag_testbed::cluster::NODE),
+            NodeConfig::new(mountlag_testbed::cluster::NODE).container_runtime(layout.runtime()),
             &config(kind, port, profile, reload),
         )
         .await
@@ -90,10 +111,13 @@ impl Setup {
         let uid = node.api.pod(NAMESPACE, pod).unwrap().metadata.uid.unwrap();
         let volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
         let names = NAMES.iter().map(|n| n.to_string()).collect();
-        let controller = RunningController::start(
-            ControllerSpec::new(kind, &uid, &volume, names).with_port(port),
-        )
-        .unwrap();
+        let mut spec = ControllerSpec::new(kind, &uid, &volume, names)
+            .with_port(port)
+            .with_layout(layout);
+        if v1_only {
+            spec = spec.with_v1_only();
+        }
+        let controller = RunningController::start(spec).unwrap();
         node.start_agent().unwrap();
         node.wait_ready(Duration::from_secs(10)).await.unwrap();
         node.wait_status(Duration::from_secs(10), "in sync", |s| {
@@ -228,6 +252,57 @@ async fn nginx_rotation_is_reloaded_and_verified_on_every_name() {
 async fn haproxy_rotation_is_reloaded_and_verified_on_every_name() {
     if can_run(ControllerKind::Haproxy) {
         rotation_is_reloaded_and_verified(ControllerKind::Haproxy).await;
+    }
+}
+
+/// docs/install.md names the runtimes and cgroup layouts the agent finds controllers in: each
+/// one, and a cgroup v1 node, end to end (the agent reading real `/proc/<pid>/cgroup` files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_is_found_and_reloaded_in_every_runtimes_cgroup_layout() {
+    if !can_run(ControllerKind::Nginx) {
+        return;
+    }
+    let v1 = real::require("cgroup v1 pids hierarchy", controllers::v1_available());
+    let mut cases: Vec<(CgroupLayout, bool)> =
+        CgroupLayout::ALL.iter().map(|l| (*l, false)).collect();
+    if v1 {
+        cases.push((CgroupLayout::ContainerdCgroupfs, true));
+        cases.push((CgroupLayout::CrioSystemd, true));
+    }
+    for (layout, v1_only) in cases {
+        let case = format!(
+            "{layout:?}{}",
+            if v1_only { " (cgroup v1 only)" } else { "" }
+        );
+        let mut setup = Setup::start_in(ControllerKind::Nginx, None, None, layout, v1_only).await;
+        let line = std::fs::read_to_string(format!("/proc/{}/cgroup", setup.controller.pids()[0]))
+            .unwrap();
+        let path = layout.path(
+            &setup.controller.spec().pod_uid,
+            &setup.controller.spec().container_id,
+        );
+        assert!(
+            line.lines()
+                .any(|l| l.ends_with(&format!(":{path}")) && (l.starts_with("0::") != v1_only)),
+            "{case}: {line}"
+        );
+        let v2 = setup.issue();
+        setup
+            .node
+            .api
+            .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
+            .unwrap();
+        setup.wait_verified(1.0, Duration::from_secs(20)).await;
+        let served = probe(&setup.controller).await;
+        assert!(
+            served.iter().all(|fp| fp == &v2.fingerprint_sha256),
+            "{case}: {served:?}"
+        );
+        assert!(
+            setup.node.events("ControllerProcessNotFound").is_empty(),
+            "{case}"
+        );
+        eprintln!("{case}: found, signalled and verified");
     }
 }
 
