@@ -16,7 +16,13 @@
 //! - memory: `VmRSS` (and `VmHWM`, `RssAnon`, `RssFile`) of `/proc/<pid>/status` at the end.
 //!
 //! After the window, `/metrics` and `/status` are each fetched `scrapes` times in a row (a new
-//! connection per request, as Prometheus and `mountlag status` do).
+//! connection per request, as Prometheus and `mountlag status` do). Then, with `burst`, every
+//! Secret of the row is renewed at once (a cert-manager renewal wave) and the agent is timed
+//! until every mount is `in_sync` again (its nudges bring kubelet in), with its CPU and peak RSS.
+//!
+//! With `agent_cpu_limit_m`, the agent runs under a CFS quota (cgroup v1 `cpu` hierarchy, the
+//! way kubelet enforces `resources.limits.cpu`) from right after its spawn: what the DaemonSet's
+//! CPU limit does to start → ready and to a burst.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,9 +32,9 @@ use anyhow::{Context as _, bail};
 
 use crate::apiserver::ApiServerConfig;
 use crate::bench::Summary;
-use crate::bench_api::{BenchNode, Shape};
-use crate::certs::TestCa;
-use crate::cluster::{NODE, agent_config, http_get};
+use crate::bench_api::{BenchNode, Shape, secret_name, states};
+use crate::certs::{LeafSpec, TestCa};
+use crate::cluster::{NAMESPACE, NODE, agent_config, http_get, tls_secret};
 use crate::node::NodeConfig;
 
 /// Linux reports `/proc/<pid>/stat` times in USER_HZ ticks: 100 per second on every
@@ -54,6 +60,65 @@ pub struct FootprintOptions {
     pub settle: Duration,
     /// Run the agent with `api.http2: false` (one HTTP/1.1 connection per watch), to compare.
     pub api_http1: bool,
+    /// Renew every Secret at once after the scrapes and time the agent through it.
+    pub burst: bool,
+    /// Run the agent under this CPU limit (millicores, CFS quota per 100 ms period).
+    pub agent_cpu_limit_m: Option<u32>,
+}
+
+/// The agent through a renewal of every Secret at once.
+#[derive(Debug, Clone)]
+pub struct Burst {
+    /// Renewal applied → every mount `in_sync` again.
+    pub wall: Duration,
+    /// Agent CPU over that span.
+    pub cpu_ms: f64,
+    /// `VmHWM` after it (the peak of the whole run).
+    pub hwm: u64,
+}
+
+/// A CFS quota on one process, as kubelet sets `resources.limits.cpu` (cgroup v1 `cpu`
+/// hierarchy; `cpu.max` on cgroup v2). Removed on drop (after the process is gone).
+#[derive(Debug)]
+pub struct CpuLimit {
+    dir: std::path::PathBuf,
+}
+
+impl CpuLimit {
+    pub fn apply(pid: u32, millicores: u32) -> anyhow::Result<Self> {
+        let root = Path::new("/sys/fs/cgroup/cpu");
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
+        let dir = if root.join("cpu.cfs_quota_us").exists() {
+            let dir = root.join(format!("mountlag-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+            std::fs::write(dir.join("cpu.cfs_period_us"), "100000")?;
+            std::fs::write(
+                dir.join("cpu.cfs_quota_us"),
+                (u64::from(millicores) * 100).to_string(),
+            )?;
+            dir
+        } else if v2.exists() {
+            let dir =
+                Path::new("/sys/fs/cgroup").join(format!("mountlag-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+            std::fs::write(
+                dir.join("cpu.max"),
+                format!("{} 100000", u64::from(millicores) * 100),
+            )?;
+            dir
+        } else {
+            bail!("no cgroup cpu controller to limit the agent with");
+        };
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving the agent into {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for CpuLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// One `/proc` sample of a process.
@@ -262,6 +327,11 @@ impl MountChangeCounter {
 pub struct FootprintRow {
     pub shape: Shape,
     pub ready: Duration,
+    /// Agent CPU from spawn to ready.
+    pub ready_cpu_ms: f64,
+    /// `VmHWM` once every mount is in sync after the start.
+    pub start_hwm: u64,
+    pub burst: Option<Burst>,
     pub memory: Memory,
     pub idle: Idle,
     /// BOOKMARK rounds (one BOOKMARK per open watch) due in the window: every watch gets one
@@ -323,9 +393,16 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
     bn.wait_pods_started(shape.pods(), Duration::from_secs(300))
         .await?;
     bn.start_agent()?;
-    let ready = bn.wait_ready(Duration::from_secs(120)).await?;
-    bn.wait_all_in_sync(shape.mounts, Duration::from_secs(120))
+    let pid = bn.agent()?.pid();
+    let cpu_limit = match o.agent_cpu_limit_m {
+        Some(m) => Some(CpuLimit::apply(pid, m)?),
+        None => None,
+    };
+    let ready = bn.wait_ready(Duration::from_secs(300)).await?;
+    let ready_cpu_ms = cpu_ticks(pid)? as f64 * 1e3 / USER_HZ;
+    bn.wait_all_in_sync(shape.mounts, Duration::from_secs(300))
         .await?;
+    let start_hwm = memory(pid)?.hwm;
     let watches = shape.referenced_secrets() + 1;
     bn.wait_open_watches(watches, Duration::from_secs(60))
         .await?;
@@ -339,7 +416,6 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
         );
     }
     tokio::time::sleep(o.settle).await;
-    let pid = bn.agent()?.pid();
     bn.api.reset_stats();
     let counter = MountChangeCounter::start()?;
     let syncs_before = volume_syncs(bn.node()?);
@@ -362,13 +438,44 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
     let listen = bn.agent()?.listen;
     let (metrics_scrape, metrics_bytes) = scrape(listen, "/metrics", o.scrapes).await?;
     let (status_scrape, status_bytes) = scrape(listen, "/status", o.scrapes).await?;
+    let burst = if o.burst {
+        let before = cpu_ticks(pid)?;
+        let start = Instant::now();
+        for i in 0..shape.referenced_secrets() {
+            let leaf = ca.issue(&LeafSpec::valid_for([format!("edge-{i}.example.com")]))?;
+            bn.api
+                .apply_secret(&tls_secret(NAMESPACE, &secret_name(i), &leaf))
+                .map_err(|e| anyhow::anyhow!("renew secret {i}: {e}"))?;
+        }
+        // Out of sync first (the agent saw the renewal), then all back in sync.
+        bn.wait_status(
+            Duration::from_secs(300),
+            Duration::from_millis(100),
+            "the renewal seen",
+            |s| states(s).get("in_sync") != Some(&shape.mounts),
+        )
+        .await?;
+        bn.wait_all_in_sync(shape.mounts, Duration::from_secs(600))
+            .await?;
+        Some(Burst {
+            wall: start.elapsed(),
+            cpu_ms: (cpu_ticks(pid)? - before) as f64 * 1e3 / USER_HZ,
+            hwm: self::memory(pid)?.hwm,
+        })
+    } else {
+        None
+    };
     let status = bn.stop_agent()?;
     if !status.success() {
         eprintln!("bench: agent exited with {status}");
     }
+    drop(cpu_limit);
     Ok(FootprintRow {
         shape,
         ready,
+        ready_cpu_ms,
+        start_hwm,
+        burst,
         memory,
         bookmark_rounds: (1..)
             .map(|k| watches_open + o.bookmark_interval * k)
@@ -426,6 +533,35 @@ pub fn print_rows(rows: &[FootprintRow], o: &FootprintOptions) {
             r.idle.wakeups as f64 / s,
             r.bookmark_rounds,
             r.api_requests_in_window
+        );
+    }
+    println!(
+        "\nstart and renewal burst{}:\n",
+        o.agent_cpu_limit_m
+            .map_or_else(String::new, |m| format!(" (agent CPU limited to {m}m)"))
+    );
+    println!(
+        "| mounts | Secrets | spawn → ready ms | agent CPU to ready ms | VmHWM after start MiB | burst: renewal → all in sync ms | burst agent CPU ms | VmHWM after burst MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let (wall, cpu, hwm) = r.burst.as_ref().map_or_else(
+            || ("-".to_string(), "-".to_string(), "-".to_string()),
+            |b| {
+                (
+                    format!("{:.0}", ms(b.wall)),
+                    format!("{:.0}", b.cpu_ms),
+                    format!("{:.1}", mib(b.hwm)),
+                )
+            },
+        );
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {wall} | {cpu} | {hwm} |",
+            r.shape.mounts,
+            r.shape.referenced_secrets(),
+            ms(r.ready),
+            r.ready_cpu_ms,
+            mib(r.start_hwm),
         );
     }
     println!(

@@ -129,6 +129,13 @@ enum Bench {
         /// Agent with `api.http2: false` (one HTTP/1.1 connection per watch), to compare.
         #[arg(long)]
         api_http1: bool,
+        /// After the scrapes, renew every Secret at once and time the agent through it.
+        #[arg(long)]
+        burst: bool,
+        /// Run the agent under this CPU limit in millicores (CFS quota, as kubelet sets
+        /// `resources.limits.cpu`), e.g. 100 for the DaemonSet's limit.
+        #[arg(long)]
+        agent_cpu_limit_m: Option<u32>,
     },
 }
 
@@ -232,6 +239,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     scrapes,
                     settle_s,
                     api_http1,
+                    burst,
+                    agent_cpu_limit_m,
                 },
         } => bench_footprint::run(&bench_footprint::FootprintOptions {
             window: Duration::from_secs(window_s),
@@ -242,6 +251,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             scrapes,
             settle: Duration::from_secs(settle_s),
             api_http1,
+            burst,
+            agent_cpu_limit_m,
         }),
     }
 }
