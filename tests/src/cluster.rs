@@ -50,6 +50,8 @@ pub struct AgentLaunch {
     pub kubeconfig: Option<PathBuf>,
     /// `--kubelet-root`; default: the kubelet stand-in's root.
     pub kubelet_root: Option<PathBuf>,
+    /// `--config`; default: the configuration the node was started with.
+    pub config: Option<PathBuf>,
     /// Run as this uid and gid (no supplementary groups) instead of root: the kernel then
     /// clears every capability, as the probe-only DaemonSet's `runAsUser: 65532` does. The
     /// configuration and kubeconfig are copied to a directory that user can read.
@@ -138,7 +140,7 @@ impl TestNode {
         let mut kubeconfig = launch
             .kubeconfig
             .unwrap_or_else(|| self.api.kubeconfig_path().to_path_buf());
-        let mut config = self.config_path.clone();
+        let mut config = launch.config.unwrap_or_else(|| self.config_path.clone());
         let kubelet_root = launch
             .kubelet_root
             .unwrap_or_else(|| self.kubelet.root().to_path_buf());
@@ -207,6 +209,23 @@ impl TestNode {
             if Instant::now() > deadline {
                 let _ = agent.child.kill();
                 bail!("agent did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to `timeout`) for an agent that is expected to exit by itself, e.g. on a
+    /// configuration it refuses.
+    pub fn wait_agent_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let mut agent = self.agent.take().context("no agent running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = agent.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = agent.child.kill();
+                bail!("agent still running after {timeout:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
