@@ -8,6 +8,7 @@
 //! - [`agent`]: the real `mountlag` binary as tests run it.
 //! - [`real`]: honest skipping when a real part is missing.
 //! - [`rbac`]: the RBAC of `deploy/` as the API stand-in's authorizer.
+//! - [`podsecurity`]: the Pod Security `baseline` and `restricted` rules over a pod template.
 //! - [`bench`], [`demo`]: `testbed bench ...` and `testbed demo`.
 
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod goprog;
 pub mod kubelet;
 pub mod node;
+pub mod podsecurity;
 pub mod rbac;
 pub mod real;
 pub mod repo;

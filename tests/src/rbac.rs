@@ -318,6 +318,15 @@ impl Rbac {
         self.roles.len() != before
     }
 
+    /// Removes the binding `kind`/`name` (in `namespace` for a RoleBinding), leaving its role.
+    /// Returns whether it existed.
+    pub fn remove_binding(&mut self, kind: &str, name: &str, namespace: Option<&str>) -> bool {
+        let before = self.bindings.len();
+        self.bindings
+            .retain(|b| !(b.kind == kind && b.name == name && b.namespace.as_deref() == namespace));
+        self.bindings.len() != before
+    }
+
     /// The namespaces in which `user` may `verb` `resource` through a RoleBinding, and whether
     /// a ClusterRoleBinding grants it everywhere.
     pub fn grants(&self, user: &str, verb: &str, api_group: &str, resource: &str) -> Grants {
@@ -725,6 +734,23 @@ metadata: {name: ignored}
         assert!(rbac.remove_role("Role", "secrets", Some("ingress")));
         assert!(!rbac.allows(SA, "list", "", "secrets", "ingress"));
         assert!(!rbac.bindings.iter().any(|b| b.name == "secrets"));
+    }
+
+    #[test]
+    fn remove_binding_leaves_the_role_and_other_namespaces() {
+        let mut rbac = Rbac::from_yaml(MANIFESTS).unwrap();
+        let status = attrs("patch", "pods/status", "other", "p");
+        assert!(allowed(&rbac, SA, &status));
+        assert!(!rbac.remove_binding("RoleBinding", "pod-status", Some("ingress")));
+        assert!(!rbac.remove_binding("ClusterRoleBinding", "pod-status", None));
+        assert!(allowed(&rbac, SA, &status));
+        assert!(rbac.remove_binding("RoleBinding", "pod-status", Some("other")));
+        assert!(!allowed(&rbac, SA, &status));
+        assert!(
+            rbac.roles.iter().any(|r| r.name == "status"),
+            "the role stays"
+        );
+        assert!(rbac.allows(SA, "list", "", "secrets", "ingress"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use mountlag::config::ReloadAction;
+use mountlag::config::{ReloadAction, ReloadMode};
 use mountlag_testbed::apiserver::{ApiServer, ApiServerConfig};
 use mountlag_testbed::cluster::{free_port, http_get};
+use mountlag_testbed::podsecurity;
 use mountlag_testbed::rbac::{self, documents, of_kind};
 use mountlag_testbed::real;
 use serde_json::Value;
@@ -34,6 +35,9 @@ const ADDED_CAPABILITIES: &[&str] = &["KILL"];
 /// The build command of deploy/Dockerfile (and deploy/image/build), run by the static build
 /// test with `$triple` the host's target triple.
 const STATIC_BUILD: &str = r#"RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$triple" -p mountlag"#;
+
+/// The overlay whose DaemonSet arguments and configuration the static agent is started with.
+const STATIC_AGENT_VARIANT: &str = "overlays/ingress-nginx";
 
 /// The host's target triple (`rustc -vV`), as the Dockerfile's build stage computes it.
 fn host_triple() -> String {
@@ -72,9 +76,8 @@ fn command_works(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// `deploy/` and every overlay: what a user may `kubectl apply -k`.
+/// Every overlay: what a user may `kubectl apply -k` (there is no top-level kustomization).
 fn variants() -> Vec<String> {
-    let mut out = vec![".".to_owned()];
     let mut overlays: Vec<String> = std::fs::read_dir(rbac::deploy_dir().join("overlays"))
         .unwrap()
         .map(|e| e.unwrap())
@@ -82,9 +85,20 @@ fn variants() -> Vec<String> {
         .map(|e| format!("overlays/{}", e.file_name().to_string_lossy()))
         .collect();
     overlays.sort();
-    assert!(overlays.len() >= 6, "{overlays:?}");
-    out.extend(overlays);
-    out
+    assert!(overlays.len() >= 10, "{overlays:?}");
+    overlays
+}
+
+/// Whether the overlay's kustomization lists components/probe-only.
+fn uses_probe_only(variant: &str) -> bool {
+    let kustomization: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(rbac::deploy_dir().join(variant).join("kustomization.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    kustomization["components"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c == "../../components/probe-only"))
 }
 
 fn render(variant: &str) -> String {
@@ -239,11 +253,18 @@ fn the_daemonset_keeps_every_property_docs_security_md_describes() {
         let namespace = ds.metadata.namespace.clone().unwrap();
         let ns = one(&docs, "Namespace", &variant);
         assert_eq!(ns["metadata"]["name"], namespace.as_str());
+        // components/probe-only: no hostPID, no hostPath, no root: `restricted`. Otherwise
+        // hostPID and hostPath need `privileged` (the_pod_security_level_...).
+        let probe_only = uses_probe_only(&variant);
         assert_eq!(
             ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
-            "privileged",
+            if probe_only {
+                "restricted"
+            } else {
+                "privileged"
+            },
             "{}",
-            ctx("hostPID and hostPath need a privileged Pod Security level")
+            ctx("Pod Security level")
         );
         let spec = ds.spec.as_ref().unwrap();
         let strategy = spec.update_strategy.as_ref().unwrap();
@@ -267,6 +288,25 @@ fn the_daemonset_keeps_every_property_docs_security_md_describes() {
             .iter()
             .any(|c| matches!(c.reload, ReloadAction::Signal { .. }));
         let expected_caps: &[&str] = if signals { ADDED_CAPABILITIES } else { &[] };
+        if probe_only {
+            // Nothing it could act on: every controller reads the API, nothing is nudged.
+            assert!(
+                !config.nudge.enabled,
+                "{}",
+                ctx("probe-only: nudge.enabled false")
+            );
+            for c in &config.controllers {
+                assert_eq!(
+                    (c.mode, &c.reload),
+                    (ReloadMode::Api, &ReloadAction::None),
+                    "{}",
+                    ctx(&format!(
+                        "probe-only: {} reads the API, is never reloaded",
+                        c.name
+                    ))
+                );
+            }
+        }
         assert_eq!(
             pod.host_pid.unwrap_or(false),
             signals,
@@ -307,9 +347,26 @@ fn the_daemonset_keeps_every_property_docs_security_md_describes() {
                 .map(|s| s.type_.as_str()),
             Some("RuntimeDefault")
         );
-        // docs/security.md, "User": uid 0 with every capability but KILL dropped.
-        assert_eq!(pod_security.run_as_user, Some(0), "{}", ctx("runAsUser"));
-        assert_eq!(pod_security.run_as_non_root, Some(false));
+        // docs/security.md, "User": uid 0 with every capability but KILL dropped; probe-only
+        // runs as the image's nonroot user.
+        let (uid, non_root) = if probe_only {
+            (65532, true)
+        } else {
+            (0, false)
+        };
+        assert_eq!(pod_security.run_as_user, Some(uid), "{}", ctx("runAsUser"));
+        assert_eq!(
+            pod_security.run_as_group,
+            Some(uid),
+            "{}",
+            ctx("runAsGroup")
+        );
+        assert_eq!(
+            pod_security.run_as_non_root,
+            Some(non_root),
+            "{}",
+            ctx("runAsNonRoot")
+        );
 
         let [container] = &pod.containers[..] else {
             panic!("{}", ctx("one container"));
@@ -400,32 +457,44 @@ fn the_daemonset_keeps_every_property_docs_security_md_describes() {
             Some("128Mi")
         );
 
-        // Volumes: kubelet's pods directory read-only at the same path, HostToContainer; the
-        // config; nothing else from the host.
+        // Volumes: kubelet's pods directory read-only at the same path, HostToContainer (not
+        // in probe-only, where the agent finds --kubelet-root's pods/ missing and checks no
+        // disk); the config; nothing else from the host.
         let volumes = pod.volumes.as_deref().unwrap_or_default();
         let host_paths: Vec<_> = volumes.iter().filter(|v| v.host_path.is_some()).collect();
-        let [kubelet_pods] = &host_paths[..] else {
-            panic!("{}", ctx("exactly one hostPath volume"));
-        };
-        let host_path = kubelet_pods.host_path.as_ref().unwrap();
-        assert_eq!(host_path.path, format!("{kubelet_root}/pods"));
-        assert_eq!(host_path.type_.as_deref(), Some("Directory"));
         let mounts = container.volume_mounts.as_deref().unwrap_or_default();
         for mount in mounts {
             assert_eq!(mount.read_only, Some(true), "{}", ctx(&mount.name));
             assert!(mount.sub_path.is_none() && mount.sub_path_expr.is_none());
         }
-        let pods_mount = mounts.iter().find(|m| m.name == kubelet_pods.name).unwrap();
-        assert_eq!(
-            pods_mount.mount_path,
-            host_path.path,
-            "{}",
-            ctx("same path")
-        );
-        assert_eq!(
-            pods_mount.mount_propagation.as_deref(),
-            Some("HostToContainer")
-        );
+        if probe_only {
+            assert!(host_paths.is_empty(), "{}", ctx("probe-only: no hostPath"));
+            assert!(
+                mounts
+                    .iter()
+                    .all(|m| !m.mount_path.starts_with(kubelet_root.as_str())),
+                "{}",
+                ctx("probe-only: nothing at the kubelet root")
+            );
+        } else {
+            let [kubelet_pods] = &host_paths[..] else {
+                panic!("{}", ctx("exactly one hostPath volume"));
+            };
+            let host_path = kubelet_pods.host_path.as_ref().unwrap();
+            assert_eq!(host_path.path, format!("{kubelet_root}/pods"));
+            assert_eq!(host_path.type_.as_deref(), Some("Directory"));
+            let pods_mount = mounts.iter().find(|m| m.name == kubelet_pods.name).unwrap();
+            assert_eq!(
+                pods_mount.mount_path,
+                host_path.path,
+                "{}",
+                ctx("same path")
+            );
+            assert_eq!(
+                pods_mount.mount_propagation.as_deref(),
+                Some("HostToContainer")
+            );
+        }
         let config_volume = volumes.iter().find(|v| v.config_map.is_some()).unwrap();
         let config_mount = mounts
             .iter()
@@ -445,6 +514,165 @@ fn the_daemonset_keeps_every_property_docs_security_md_describes() {
         assert_eq!(config_map["metadata"]["namespace"], namespace.as_str());
         assert!(config_map["data"]["mountlag.yaml"].is_string());
     }
+}
+
+// --------------------------------------------------------------------------- Pod Security
+
+/// Checks every overlay fails outside components/probe-only: docs/security.md names each and
+/// says why. The kubelet-pods hostPath (baseline, and no restricted volume type) and uid 0
+/// everywhere; hostPID and CAP_KILL where a controller is signalled.
+fn privileged_checks(signals: bool) -> BTreeSet<&'static str> {
+    let mut checks = BTreeSet::from([
+        "hostPathVolumes",
+        "restrictedVolumes",
+        "runAsNonRoot",
+        "runAsUser",
+    ]);
+    if signals {
+        checks.extend(["hostNamespaces", "capabilities_restricted"]);
+    }
+    checks
+}
+
+/// Pod Security (tests/src/podsecurity.rs): every overlay with components/probe-only renders a
+/// DaemonSet that meets `restricted`, in a namespace that enforces, audits and warns at
+/// `restricted`; every other overlay fails exactly the documented checks and its namespace
+/// admits `privileged` pods. Either way the label is the lowest level that admits the pod.
+#[test]
+fn the_pod_security_level_of_every_overlay_is_the_lowest_that_admits_its_daemonset() {
+    if !can_render() {
+        return;
+    }
+    let security = read("docs/security.md");
+    let mut probe_only = Vec::new();
+    for variant in variants() {
+        let docs = documents(&render(&variant)).unwrap();
+        let ds: DaemonSet = serde_json::from_value(one(&docs, "DaemonSet", &variant).clone())
+            .unwrap_or_else(|e| panic!("{variant}: DaemonSet: {e}"));
+        let found = podsecurity::violations(&ds.spec.unwrap().template);
+        let level = podsecurity::lowest_admitting_level(&found);
+        let labels = &one(&docs, "Namespace", &variant)["metadata"]["labels"];
+        for mode in ["enforce", "audit", "warn"] {
+            assert_eq!(
+                labels[format!("pod-security.kubernetes.io/{mode}")],
+                level.label(),
+                "{variant}: the namespace's {mode} level is the lowest that admits the agent: \
+                 {found:#?}"
+            );
+        }
+        if uses_probe_only(&variant) {
+            assert_eq!(found, vec![], "{variant}: probe-only meets `restricted`");
+            probe_only.push(variant);
+            continue;
+        }
+        let signals = config_of(&docs, &variant)
+            .controllers
+            .iter()
+            .any(|c| matches!(c.reload, ReloadAction::Signal { .. }));
+        let expected = privileged_checks(signals);
+        assert_eq!(
+            podsecurity::checks(&found),
+            expected,
+            "{variant}: the Pod Security checks it fails: {found:#?}"
+        );
+        assert_eq!(level, podsecurity::Level::Privileged, "{variant}");
+        for check in expected {
+            assert!(
+                security.contains(&format!("`{check}`")),
+                "docs/security.md says why {variant} fails `{check}`"
+            );
+        }
+    }
+    assert_eq!(
+        probe_only,
+        [
+            "overlays/cluster-wide-secrets",
+            "overlays/contour",
+            "overlays/haproxy-ingress",
+            "overlays/ingress-nginx",
+            "overlays/istio",
+            "overlays/traefik-crd",
+        ],
+        "the overlays of API-driven controllers are probe-only"
+    );
+}
+
+// -------------------------------------------------------------------------- README table
+
+/// The privileges cell of a probe-only row in README.md's install table.
+const PROBE_ONLY_PRIVILEGES: &str =
+    "probe-only: no hostPath, no hostPID, uid 65532, no capabilities, Pod Security `restricted`";
+
+/// README.md's decision table ("Install on a cluster"): every kustomization it names is an
+/// overlay that renders (and so is validated by the tests above), every overlay is in it, and
+/// each row's privileges say what the overlay renders: probe-only or not, and the namespaces
+/// its Secret reads cover.
+#[test]
+fn every_kustomization_in_the_readme_install_table_exists_renders_and_is_described() {
+    if !can_render() {
+        return;
+    }
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Install on a cluster\n")
+        .nth(1)
+        .expect("README.md has the section Install on a cluster");
+    let table: Vec<&str> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| your controller | kustomization |"))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .collect();
+    assert!(
+        table.len() >= 10,
+        "the table has a row per controller: {table:?}"
+    );
+    let mut listed = BTreeSet::new();
+    for row in table {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let [_, kustomization, _, privileges] = cells[..] else {
+            panic!("four cells: {row}");
+        };
+        let Some(path) = kustomization
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .find(|code| code.starts_with("deploy/"))
+        else {
+            continue; // your own overlay, not yet
+        };
+        let variant = path.strip_prefix("deploy/").unwrap().trim_end_matches('/');
+        assert!(
+            variants().iter().any(|v| v == variant),
+            "README.md names {path}, which is not an overlay in deploy/overlays"
+        );
+        listed.insert(variant.to_owned());
+        let docs = documents(&render(variant)).unwrap();
+        assert!(!of_kind(&docs, "DaemonSet").is_empty(), "{path}");
+        assert_eq!(
+            privileges.starts_with(PROBE_ONLY_PRIVILEGES),
+            uses_probe_only(variant),
+            "{path}: the privileges cell says probe-only exactly when it is: {privileges}"
+        );
+        let user = rbac::daemonset_user(&docs).unwrap();
+        let secrets = rbac::Rbac::from_documents(&docs)
+            .unwrap()
+            .grants(&user, "watch", "", "secrets");
+        if secrets.cluster_wide {
+            assert!(
+                privileges.contains("every namespace"),
+                "{path}: {privileges}"
+            );
+        }
+        for ns in &secrets.namespaces {
+            assert!(
+                privileges.contains(&format!("Secret reads in `{ns}`")),
+                "{path}: the privileges cell names the Secret namespace {ns}: {privileges}"
+            );
+        }
+    }
+    let all: BTreeSet<String> = variants().into_iter().collect();
+    assert_eq!(listed, all, "README.md's install table lists every overlay");
 }
 
 // ------------------------------------------------------------------------- who reaches it
@@ -637,26 +865,39 @@ fn the_ingress_nodes_component_schedules_the_agent_only_on_labelled_nodes() {
     assert!(arch.to_string().contains("kubernetes.io/arch"), "{arch}");
 }
 
-/// The default install (`kubectl apply -k deploy/`) signals nothing: it runs the built-in
-/// verify-only defaults. Every entry of any shipped kustomization that signals or calls a
-/// reload endpoint names the namespaces it may act in, and so does the annotated example.
+/// There is no default install (no deploy/kustomization.yaml, deploy/README.md): the built-in
+/// defaults run only in overlays/cluster-wide-secrets, probe-only and opt-in. Every entry of any
+/// shipped kustomization that signals or calls a reload endpoint names the namespaces it may
+/// act in, and so does the annotated example.
 #[test]
-fn the_default_install_signals_nothing_and_every_reloading_entry_names_its_namespaces() {
+fn the_built_in_defaults_run_only_probe_only_and_every_reloading_entry_names_its_namespaces() {
     use mountlag::config::{BuiltinProfile, Config};
     if !can_render() {
         return;
     }
-    let default = config_of(&documents(&render(".")).unwrap(), ".");
-    assert_eq!(
-        default.controllers,
-        BuiltinProfile::default_controllers(),
-        "deploy/ runs the built-in defaults"
+    assert!(
+        !repo().join("deploy/kustomization.yaml").exists(),
+        "no top-level kustomization: `kubectl apply -k deploy/` must fail"
     );
-    for c in &default.controllers {
-        assert_eq!(c.reload, ReloadAction::None, "deploy/: {} reloads", c.name);
+    assert!(read("deploy/README.md").contains("no top-level kustomization"));
+    let defaults = "overlays/cluster-wide-secrets";
+    assert!(uses_probe_only(defaults), "{defaults} is probe-only");
+    let config = config_of(&documents(&render(defaults)).unwrap(), defaults);
+    assert_eq!(
+        config.controllers,
+        BuiltinProfile::default_controllers(),
+        "{defaults} runs the built-in defaults"
+    );
+    for c in &config.controllers {
+        assert_eq!(
+            c.reload,
+            ReloadAction::None,
+            "{defaults}: {} reloads",
+            c.name
+        );
         assert!(
             c.namespaces.is_some(),
-            "deploy/: {} watches every namespace",
+            "{defaults}: {} watches every namespace",
             c.name
         );
     }
@@ -664,6 +905,13 @@ fn the_default_install_signals_nothing_and_every_reloading_entry_names_its_names
     let mut configs: Vec<(String, Config)> = vec![("docs/examples".to_string(), example)];
     for variant in variants() {
         let config = config_of(&documents(&render(&variant)).unwrap(), &variant);
+        if variant != defaults {
+            assert_ne!(
+                config.controllers,
+                BuiltinProfile::default_controllers(),
+                "{variant}: only {defaults} runs the built-in defaults"
+            );
+        }
         configs.push((variant, config));
     }
     for (variant, config) in &configs {
@@ -1046,14 +1294,15 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
 
     // The static agent, started with the rendered DaemonSet's arguments (paths and address
     // made local) and environment, talks to the API stand-in at 127.0.0.1 and gets ready.
-    let docs = documents(&render(".")).unwrap();
-    let ds: DaemonSet = serde_json::from_value(one(&docs, "DaemonSet", ".").clone()).unwrap();
+    let docs = documents(&render(STATIC_AGENT_VARIANT)).unwrap();
+    let ds: DaemonSet =
+        serde_json::from_value(one(&docs, "DaemonSet", STATIC_AGENT_VARIANT).clone()).unwrap();
     let container = &ds.spec.unwrap().template.spec.unwrap().containers[0];
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mountlag.yaml");
     std::fs::write(
         &config,
-        one(&docs, "ConfigMap", ".")["data"]["mountlag.yaml"]
+        one(&docs, "ConfigMap", STATIC_AGENT_VARIANT)["data"]["mountlag.yaml"]
             .as_str()
             .unwrap(),
     )

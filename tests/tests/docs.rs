@@ -15,9 +15,9 @@ fn repo() -> PathBuf {
     mountlag_testbed::repo::root()
 }
 
-/// README.md and every Markdown file under docs/, with their text.
+/// README.md, deploy/README.md and every Markdown file under docs/, with their text.
 fn documents() -> Vec<(PathBuf, String)> {
-    let mut files = vec![repo().join("README.md")];
+    let mut files = vec![repo().join("README.md"), repo().join("deploy/README.md")];
     let mut dirs = vec![repo().join("docs")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {

@@ -8,15 +8,16 @@
 //!   synced, the nudge patch accepted, Events created and folded into a series, no 403;
 //! - without the `patch pods` rule the agent says so (log line naming the verb and resource,
 //!   `mountlag_api_errors_total{resource="pods",reason="Forbidden"}`) and keeps working;
-//! - without the Secret Role `/readyz` stays 503 and names the Secret it cannot read.
+//! - without the Secret RoleBinding `/readyz` stays 503 and names the Secret it cannot read.
 //!
-//! A static check covers every overlay: the permissions each variant's own configuration
-//! needs are granted, and nothing beyond the documented verbs is.
+//! They run under the RBAC of `deploy/overlays/nginx`. A static check covers every overlay
+//! (read from `deploy/overlays/`): the permissions each one's own configuration needs are
+//! granted, Secret reads exactly in the namespaces it names (its `secret-reads.yaml`), and
+//! nothing beyond the documented verbs is. The base alone reads no Secret.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,17 +54,21 @@ fn rendered(variant: &str) -> Vec<Value> {
     rbac::documents(&yaml).unwrap()
 }
 
-/// The base's RBAC and the user its DaemonSet runs as.
-fn base_rbac() -> (Rbac, String) {
-    let docs = rendered(".");
+/// The overlay the end-to-end tests run the agent under: plain nginx in [`NAMESPACE`], whose
+/// RBAC has everything the agent can use (Secret reads there, the nudge and its policy).
+const END_TO_END_VARIANT: &str = "overlays/nginx";
+
+/// That overlay's RBAC and the user its DaemonSet runs as.
+fn overlay_rbac() -> (Rbac, String) {
+    let docs = rendered(END_TO_END_VARIANT);
     let user = rbac::daemonset_user(&docs).unwrap();
     let rbac = Rbac::from_documents(&docs).unwrap();
-    // The end-to-end tests run the controller pods in the namespace the base's Secret Role
-    // covers; if that namespace moves, move the tests with it.
+    // The end-to-end tests run the controller pods in the namespace the overlay's Secret
+    // RoleBinding covers; if that namespace moves, move the tests with it.
     let secrets = rbac.grants(&user, "watch", "", "secrets");
     assert!(
-        secrets.namespaces.contains(NAMESPACE) && !secrets.cluster_wide,
-        "the base grants Secret reads in {NAMESPACE:?} only: {secrets:?}"
+        secrets.namespaces == BTreeSet::from([NAMESPACE.to_owned()]) && !secrets.cluster_wide,
+        "{END_TO_END_VARIANT} grants Secret reads in {NAMESPACE:?} only: {secrets:?}"
     );
     (rbac, user)
 }
@@ -81,8 +86,10 @@ async fn node_under(rbac: Rbac, user: &str, config: &str) -> (TestNode, tempfile
             BTreeMap::from([(NODE_NAME_CLAIM.to_owned(), vec![NODE.to_owned()])]),
         )]),
         authorizer: Arc::new(rbac.with_kubernetes_defaults().with_superuser(ADMIN_USER)),
-        // The base's admission policy, evaluated by the stand-in as the API server would.
-        admission: Arc::new(ValidatingPolicies::from_documents(&rendered(".")).unwrap()),
+        // The overlay's admission policy, evaluated by the stand-in as the API server would.
+        admission: Arc::new(
+            ValidatingPolicies::from_documents(&rendered(END_TO_END_VARIANT)).unwrap(),
+        ),
         ..ApiServerConfig::default()
     };
     // kubelet's real 60–90 s sync: only a nudge makes it rewrite a volume in time.
@@ -133,7 +140,7 @@ async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
     if !can_run() {
         return;
     }
-    let (rbac, user) = base_rbac();
+    let (rbac, user) = overlay_rbac();
     let (mut node, dir) = node_under(rbac, &user, &agent_config("1s", "3s", true)).await;
     let mut keys = KeyRing::new("rbac test CA").unwrap();
     node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
@@ -266,7 +273,7 @@ async fn the_agents_patch_grant_reaches_only_the_nudge_annotation_on_its_own_nod
     if !can_run() {
         return;
     }
-    let (rbac, user) = base_rbac();
+    let (rbac, user) = overlay_rbac();
     let (node, dir) = node_under(rbac, &user, &agent_config("1s", "30s", true)).await;
     let mut mine = ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None);
     mine.metadata.annotations = Some(BTreeMap::from([("team".to_owned(), "edge".to_owned())]));
@@ -363,7 +370,7 @@ async fn without_the_patch_permission_a_nudge_fails_loudly_and_the_agent_keeps_w
     if !can_run() {
         return;
     }
-    let (mut rbac, user) = base_rbac();
+    let (mut rbac, user) = overlay_rbac();
     assert_eq!(
         rbac.revoke("patch", "", "pods"),
         1,
@@ -438,29 +445,30 @@ async fn without_the_patch_permission_a_nudge_fails_loudly_and_the_agent_keeps_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_the_secret_role_readiness_names_the_secret_it_cannot_read() {
+async fn without_the_secret_read_binding_readiness_names_the_secret_it_cannot_read() {
     if !can_run() {
         return;
     }
-    let (mut rbac, user) = base_rbac();
-    let secret_roles: Vec<(String, String)> = rbac
-        .roles
+    // What a secret-reads.yaml that forgot the namespace installs: the ClusterRole is there,
+    // no RoleBinding grants it in the controllers' namespace.
+    let (mut rbac, user) = overlay_rbac();
+    let secret_bindings: Vec<(String, String)> = rbac
+        .bindings
         .iter()
-        .filter(|r| {
-            r.namespace.as_deref() == Some(NAMESPACE)
-                && r.rules.iter().any(|rule| {
-                    rule.resources
-                        .as_deref()
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|x| x == "secrets")
-                })
+        .filter(|b| {
+            b.namespace.as_deref() == Some(NAMESPACE) && b.role_ref.name == "mountlag-secret-reader"
         })
-        .map(|r| (r.kind.clone(), r.name.clone()))
+        .map(|b| (b.kind.clone(), b.name.clone()))
         .collect();
-    assert_eq!(secret_roles.len(), 1, "{secret_roles:?}");
-    for (kind, name) in &secret_roles {
-        assert!(rbac.remove_role(kind, name, Some(NAMESPACE)));
+    assert_eq!(
+        secret_bindings,
+        vec![(
+            "RoleBinding".to_owned(),
+            "mountlag-secret-reader".to_owned()
+        )]
+    );
+    for (kind, name) in &secret_bindings {
+        assert!(rbac.remove_binding(kind, name, Some(NAMESPACE)));
     }
     assert!(!rbac.allows(&user, "watch", "", "secrets", NAMESPACE));
     let (mut node, dir) = node_under(rbac, &user, &agent_config("1s", "30s", true)).await;
@@ -532,18 +540,43 @@ async fn without_the_secret_role_readiness_names_the_secret_it_cannot_read() {
     keys.assert_not_in("agent log", &node.all_agent_logs());
 }
 
-/// Every kustomization a user may apply, with whether its configuration is expected to be
-/// fully covered by its RBAC (the base ships the annotated example configuration, some of
-/// whose controllers run in namespaces a user must grant: docs/install.md).
-const VARIANTS: &[(&str, bool)] = &[
-    (".", false),
-    ("overlays/nginx", true),
-    ("overlays/haproxy", true),
-    ("overlays/traefik", true),
-    ("overlays/verify-only", true),
-    ("overlays/no-nudge", true),
-    ("overlays/cluster-wide-secrets", true),
-];
+/// Every kustomization a user may apply: each directory of deploy/overlays (there is no
+/// top-level kustomization, deploy/README.md). Read from the disk, so that a new overlay is
+/// checked without being listed here.
+fn variants() -> Vec<String> {
+    let mut overlays: Vec<String> = std::fs::read_dir(rbac::deploy_dir().join("overlays"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("kustomization.yaml").exists())
+        .map(|e| format!("overlays/{}", e.file_name().to_string_lossy()))
+        .collect();
+    overlays.sort();
+    for expected in [
+        "overlays/ingress-nginx",
+        "overlays/traefik-crd",
+        "overlays/haproxy-ingress",
+        "overlays/contour",
+        "overlays/istio",
+        "overlays/nginx",
+        "overlays/haproxy",
+        "overlays/traefik",
+        "overlays/no-nudge",
+        "overlays/cluster-wide-secrets",
+    ] {
+        assert!(
+            overlays.iter().any(|o| o == expected),
+            "{expected}: {overlays:?}"
+        );
+    }
+    assert!(
+        !rbac::deploy_dir().join("kustomization.yaml").exists(),
+        "deploy/ has no top-level kustomization (deploy/README.md)"
+    );
+    overlays
+}
+
+/// The ClusterRole every Secret read goes through (deploy/base/rbac/secrets.yaml).
+const SECRET_READER: &str = "mountlag-secret-reader";
 
 /// Everything the agent may be granted: (API group, resource) → verbs.
 fn documented_permissions() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
@@ -577,7 +610,7 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
         return;
     }
     let allowed = documented_permissions();
-    for (variant, fully_covered) in VARIANTS {
+    for variant in &variants() {
         let docs = rendered(variant);
         let user = rbac::daemonset_user(&docs).unwrap();
         let rbac = Rbac::from_documents(&docs).unwrap();
@@ -640,7 +673,7 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
         );
         assert_eq!(
             secrets.cluster_wide,
-            *variant == "overlays/cluster-wide-secrets",
+            variant == "overlays/cluster-wide-secrets",
             "{variant}: cluster-wide Secret reads are opt-in: {secrets:?}"
         );
         let patch = rbac.grants(&user, "patch", "", "pods");
@@ -660,8 +693,23 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
             },
             "{variant}: the nudge policy is in force exactly when pods may be patched"
         );
-        if !fully_covered {
-            continue;
+        // Secrets are read only through the base's ClusterRole: no Role or other ClusterRole
+        // grants them, and whatever binds it binds the agent (checked above).
+        for role in &rbac.roles {
+            let grants_secrets = role.rules.iter().any(|rule| {
+                rule.resources
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|r| r == "secrets")
+            });
+            assert_eq!(
+                grants_secrets,
+                role.kind == "ClusterRole" && role.name == SECRET_READER,
+                "{variant}: {} {} and Secrets",
+                role.kind,
+                role.name
+            );
         }
         let namespaces: Vec<String> = match config.watched_namespaces() {
             Some(set) => set.into_iter().map(str::to_owned).collect(),
@@ -684,31 +732,118 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
                 assert!(patch.covers(ns), "{variant}: patch pods in {ns:?}");
             }
         }
-        // Secret Roles exist only where the configuration has controllers.
+        // Secret reads exist only where the configuration has controllers.
         if !secrets.cluster_wide {
             let wanted: BTreeSet<String> = namespaces.iter().cloned().collect();
             assert_eq!(
                 secrets.namespaces, wanted,
-                "{variant}: Secret Roles beyond the config"
+                "{variant}: Secret reads beyond (or short of) the config"
             );
         }
     }
 }
 
+/// The base alone reads no Secret anywhere: its ClusterRole `mountlag-secret-reader` is bound
+/// by nobody, so the namespaces are an input of each overlay (secret-reads.yaml), and the base
+/// never creates an object in a namespace that may not exist.
 #[test]
-fn the_base_documents_its_secret_namespace() {
+fn the_base_alone_grants_no_secret_read_and_binds_nothing_to_the_secret_reader() {
     if !can_render() {
         return;
     }
-    // docs/install.md tells users where the base reads Secrets; keep it true.
-    let (rbac, user) = base_rbac();
-    let install =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/install.md"))
-            .unwrap();
-    for ns in rbac.grants(&user, "watch", "", "secrets").namespaces {
+    let docs = rendered("base");
+    let user = rbac::daemonset_user(&docs).unwrap();
+    let rbac = Rbac::from_documents(&docs).unwrap();
+    assert!(
+        rbac.roles
+            .iter()
+            .any(|r| r.kind == "ClusterRole" && r.name == SECRET_READER),
+        "the base ships the ClusterRole {SECRET_READER}: {:?}",
+        rbac.roles
+    );
+    for verb in ["get", "list", "watch"] {
+        let grants = rbac.grants(&user, verb, "", "secrets");
+        assert_eq!(
+            grants,
+            rbac::Grants::default(),
+            "{verb} secrets: {grants:?}"
+        );
+        for ns in [
+            "ingress",
+            "ingress-nginx",
+            "kube-system",
+            "mountlag-system",
+            "",
+        ] {
+            assert!(
+                !rbac.allows(&user, verb, "", "secrets", ns),
+                "{verb} secrets in {ns:?}"
+            );
+        }
+    }
+    let bound: Vec<&str> = rbac
+        .bindings
+        .iter()
+        .filter(|b| b.role_ref.name == SECRET_READER)
+        .map(|b| b.name.as_str())
+        .collect();
+    assert!(
+        bound.is_empty(),
+        "bindings to {SECRET_READER} in the base: {bound:?}"
+    );
+    // Nothing namespaced outside the agent's own namespace.
+    for doc in &docs {
+        if let Some(ns) = doc["metadata"]["namespace"].as_str() {
+            assert_eq!(ns, "mountlag-system", "{}", doc["metadata"]);
+        }
+    }
+}
+
+/// Each overlay's Secret reads are an input beside its configuration: secret-reads.yaml holds
+/// one RoleBinding of the secret reader per namespace mountlag.yaml names, and nothing else.
+#[test]
+fn every_overlay_grants_secret_reads_in_secret_reads_yaml_only() {
+    for variant in variants() {
+        let dir = rbac::deploy_dir().join(&variant);
+        let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+        let file = dir.join("secret-reads.yaml");
+        if variant == "overlays/cluster-wide-secrets" {
+            assert!(
+                !file.exists(),
+                "{variant}: reads Secrets cluster-wide, no secret-reads.yaml"
+            );
+            continue;
+        }
         assert!(
-            install.contains(&format!("`{ns}`")),
-            "docs/install.md names the Secret namespace {ns:?}"
+            kustomization.contains("\n  - secret-reads.yaml\n"),
+            "{variant}: kustomization.yaml lists secret-reads.yaml"
+        );
+        let docs = rbac::documents(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let config = mountlag::config::Config::from_yaml(
+            &std::fs::read_to_string(dir.join("mountlag.yaml")).unwrap(),
+            "mountlag.yaml",
+        )
+        .unwrap();
+        let mut namespaces = BTreeSet::new();
+        for doc in &docs {
+            assert_eq!(doc["kind"], "RoleBinding", "{variant}: {doc}");
+            assert_eq!(doc["metadata"]["name"], SECRET_READER, "{variant}: {doc}");
+            assert_eq!(
+                doc["roleRef"],
+                serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SECRET_READER}),
+                "{variant}"
+            );
+            namespaces.insert(doc["metadata"]["namespace"].as_str().unwrap().to_owned());
+        }
+        let wanted: BTreeSet<String> = config
+            .watched_namespaces()
+            .unwrap_or_else(|| panic!("{variant}: every controller names its namespaces"))
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            namespaces, wanted,
+            "{variant}: secret-reads.yaml against mountlag.yaml"
         );
     }
 }
