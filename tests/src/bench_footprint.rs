@@ -75,6 +75,8 @@ pub struct Burst {
     pub cpu_ms: f64,
     /// `VmHWM` after it (the peak of the whole run).
     pub hwm: u64,
+    /// SIGTERM → exit, right after every mount is in sync again.
+    pub shutdown: Duration,
 }
 
 /// A CFS quota on one process, as kubelet sets `resources.limits.cpu` (cgroup v1 `cpu`
@@ -461,11 +463,17 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
             wall: start.elapsed(),
             cpu_ms: (cpu_ticks(pid)? - before) as f64 * 1e3 / USER_HZ,
             hwm: self::memory(pid)?.hwm,
+            shutdown: Duration::ZERO,
         })
     } else {
         None
     };
+    let stopping = Instant::now();
     let status = bn.stop_agent()?;
+    let burst = burst.map(|b| Burst {
+        shutdown: stopping.elapsed(),
+        ..b
+    });
     if !status.success() {
         eprintln!("bench: agent exited with {status}");
     }
@@ -541,22 +549,23 @@ pub fn print_rows(rows: &[FootprintRow], o: &FootprintOptions) {
             .map_or_else(String::new, |m| format!(" (agent CPU limited to {m}m)"))
     );
     println!(
-        "| mounts | Secrets | spawn → ready ms | agent CPU to ready ms | VmHWM after start MiB | burst: renewal → all in sync ms | burst agent CPU ms | VmHWM after burst MiB |"
+        "| mounts | Secrets | spawn → ready ms | agent CPU to ready ms | VmHWM after start MiB | burst: renewal → all in sync ms | burst agent CPU ms | VmHWM after burst MiB | then SIGTERM → exit ms |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
-        let (wall, cpu, hwm) = r.burst.as_ref().map_or_else(
-            || ("-".to_string(), "-".to_string(), "-".to_string()),
+        let (wall, cpu, hwm, shutdown) = r.burst.as_ref().map_or_else(
+            || ("-".into(), "-".into(), "-".into(), "-".into()),
             |b| {
                 (
                     format!("{:.0}", ms(b.wall)),
                     format!("{:.0}", b.cpu_ms),
                     format!("{:.1}", mib(b.hwm)),
+                    format!("{:.0}", ms(b.shutdown)),
                 )
             },
         );
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.1} | {wall} | {cpu} | {hwm} |",
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {wall} | {cpu} | {hwm} | {shutdown} |",
             r.shape.mounts,
             r.shape.referenced_secrets(),
             ms(r.ready),

@@ -216,7 +216,10 @@ impl TestNode {
 
     /// Waits (up to `timeout`) for an agent that is expected to exit by itself, e.g. on a
     /// configuration it refuses.
-    pub fn wait_agent_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub fn wait_agent_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let mut agent = self.agent.take().context("no agent running")?;
         let deadline = Instant::now() + timeout;
         loop {

@@ -101,6 +101,30 @@ fn uses_probe_only(variant: &str) -> bool {
         .is_some_and(|c| c.iter().any(|c| c == "../../components/probe-only"))
 }
 
+/// `((cpu, memory) requests, (cpu, memory) limits)` from docs/install.md's sentence
+/// "Requests `10m` CPU and `32Mi` memory, limits `500m` and `128Mi`".
+fn documented_resources() -> ((String, String), (String, String)) {
+    let install = read("docs/install.md");
+    let sentence = install
+        .split("## Resources")
+        .nth(1)
+        .and_then(|s| s.split("Requests `").nth(1))
+        .expect("docs/install.md: \"## Resources\" states \"Requests `...`\"");
+    let values: Vec<String> = sentence
+        .split('`')
+        .step_by(2)
+        .take(4)
+        .map(str::to_owned)
+        .collect();
+    let [cpu, memory, cpu_limit, memory_limit] = &values[..] else {
+        panic!("docs/install.md resources: {values:?}");
+    };
+    (
+        (cpu.clone(), memory.clone()),
+        (cpu_limit.clone(), memory_limit.clone()),
+    )
+}
+
 fn render(variant: &str) -> String {
     rbac::render(&rbac::deploy_dir().join(variant)).unwrap()
 }
@@ -446,15 +470,23 @@ fn the_daemonset_keeps_every_property_docs_security_md_describes() {
                 BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
             >,
              key: &str| { map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone()) };
-        assert_eq!(quantity(&resources.requests, "cpu").as_deref(), Some("10m"));
+        // The values docs/install.md ("Resources") states, which it backs with measurements.
+        let (requests, limits) = documented_resources();
         assert_eq!(
-            quantity(&resources.requests, "memory").as_deref(),
-            Some("32Mi")
+            (
+                quantity(&resources.requests, "cpu"),
+                quantity(&resources.requests, "memory")
+            ),
+            (Some(requests.0.clone()), Some(requests.1.clone())),
+            "{variant}: requests"
         );
-        assert_eq!(quantity(&resources.limits, "cpu").as_deref(), Some("100m"));
         assert_eq!(
-            quantity(&resources.limits, "memory").as_deref(),
-            Some("128Mi")
+            (
+                quantity(&resources.limits, "cpu"),
+                quantity(&resources.limits, "memory")
+            ),
+            (Some(limits.0.clone()), Some(limits.1.clone())),
+            "{variant}: limits"
         );
 
         // Volumes: kubelet's pods directory read-only at the same path, HostToContainer (not
@@ -1386,4 +1418,88 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
     for line in text.lines() {
         serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
+}
+
+// ------------------------------------------------------------------- your own kustomization
+
+/// `from`'s relative path to `to` (both absolute): kustomize refuses absolute resource paths.
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let ups = from.components().count() - 1;
+    let mut path = PathBuf::new();
+    for _ in 0..ups {
+        path.push("..");
+    }
+    path.join(to.strip_prefix("/").unwrap())
+}
+
+/// docs/install.md: without the `kustomize` binary (not in Debian; kubectl has no `edit`), the
+/// image is set with `images:` in a kustomization of one's own, and a changed `mountlag.yaml`
+/// rolls the DaemonSet because the ConfigMap's generated name carries a hash of it.
+#[test]
+fn a_kustomization_of_ones_own_sets_the_image_and_a_config_change_rolls_the_daemonset() {
+    if !can_render() {
+        return;
+    }
+    let install = read("docs/install.md");
+    for documented in [
+        "images:\n  - name: ghcr.io/example/mountlag\n    newName: registry.example.com/mountlag\n",
+        "configMapGenerator:\n  - name: mountlag-config\n    namespace: mountlag-system\n",
+    ] {
+        assert!(
+            install.contains(documented),
+            "docs/install.md shows {documented:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = rbac::deploy_dir().canonicalize().unwrap();
+    let base = relative_path(&dir.path().canonicalize().unwrap(), &deploy.join("base"));
+    let probe_only = relative_path(
+        &dir.path().canonicalize().unwrap(),
+        &deploy.join("components/probe-only"),
+    );
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\n\
+             components:\n  - {}\nconfigMapGenerator:\n  - name: mountlag-config\n    namespace: mountlag-system\n    files: [mountlag.yaml]\n\
+             images:\n  - name: ghcr.io/example/mountlag\n    newName: registry.example.com/mountlag\n    newTag: 0.2.0\n",
+            base.display(),
+            probe_only.display()
+        ),
+    )
+    .unwrap();
+    let rendered = |config: &str| {
+        std::fs::write(dir.path().join("mountlag.yaml"), config).unwrap();
+        let docs = documents(&rbac::render(dir.path()).unwrap()).unwrap();
+        let ds: DaemonSet = serde_json::from_value(one(&docs, "DaemonSet", "own").clone()).unwrap();
+        let spec = ds.spec.unwrap().template.spec.unwrap();
+        let image = spec.containers[0].image.clone().unwrap();
+        let volume = spec
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find_map(|v| v.config_map.map(|c| c.name))
+            .unwrap();
+        let configmap = one(&docs, "ConfigMap", "own")["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (image, volume, configmap)
+    };
+    let first =
+        "nudge:\n  enabled: false\ncontrollers:\n  - name: edge\n    profile: ingress-nginx\n";
+    let (image, volume, configmap) = rendered(first);
+    assert_eq!(image, "registry.example.com/mountlag:0.2.0");
+    assert_eq!(
+        volume, configmap,
+        "the DaemonSet mounts the generated ConfigMap"
+    );
+    assert!(configmap.starts_with("mountlag-config-"), "{configmap}");
+    let (_, volume_after, configmap_after) =
+        rendered(&format!("{first}expiry:\n  warnBefore: 30d\n"));
+    assert_eq!(volume_after, configmap_after);
+    assert_ne!(
+        configmap_after, configmap,
+        "a changed configuration gets a new name"
+    );
 }

@@ -41,13 +41,21 @@ async fn upgrade_rollback_and_uninstall_as_docs_install_md_says() {
         .await
         .unwrap();
     let ca = TestCa::new("lifecycle CA").unwrap();
-    let v1 = ca.issue(&LeafSpec::valid_for(["edge.example.com"])).unwrap();
+    let v1 = ca
+        .issue(&LeafSpec::valid_for(["edge.example.com"]))
+        .unwrap();
     node.api
         .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v1))
         .unwrap();
     let before = node.node.last_seq();
     node.api
-        .create_pod(&controller_pod(POD, "nginx", &[("app", "edge")], "edge-tls", None))
+        .create_pod(&controller_pod(
+            POD,
+            "nginx",
+            &[("app", "edge")],
+            "edge-tls",
+            None,
+        ))
         .unwrap();
     node.node
         .wait_for(before, Duration::from_secs(10), |e| {
@@ -62,7 +70,11 @@ async fn upgrade_rollback_and_uninstall_as_docs_install_md_says() {
     // Upgrade, step 1: the new configuration, checked with the new binary before anything rolls.
     let dir = tempfile::tempdir().unwrap();
     let upgraded = dir.path().join("mountlag.yaml");
-    std::fs::write(&upgraded, format!("{installed}expiry:\n  warnBefore: 30d\n")).unwrap();
+    std::fs::write(
+        &upgraded,
+        format!("{installed}expiry:\n  warnBefore: 30d\n"),
+    )
+    .unwrap();
     let broken = dir.path().join("broken.yaml");
     std::fs::write(&broken, installed.replacen("stuckAfter", "stuckAftr", 1)).unwrap();
     let check = agent::run(&["check-config", upgraded.to_str().unwrap()]);
@@ -80,7 +92,9 @@ async fn upgrade_rollback_and_uninstall_as_docs_install_md_says() {
     // the DaemonSet would crash-loop). The old agent's pod is replaced first, as in a rollout,
     // and a renewal lands while the node has no agent.
     assert!(node.stop_agent().unwrap().success());
-    let v2 = ca.issue(&LeafSpec::valid_for(["edge.example.com"])).unwrap();
+    let v2 = ca
+        .issue(&LeafSpec::valid_for(["edge.example.com"]))
+        .unwrap();
     node.api
         .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
         .unwrap();
@@ -90,8 +104,12 @@ async fn upgrade_rollback_and_uninstall_as_docs_install_md_says() {
     })
     .unwrap();
     let exit = node.wait_agent_exit(Duration::from_secs(30)).unwrap();
-    assert!(!exit.success(), "an agent with a bad configuration exited {exit}");
-    assert!(node.agent_log().contains("stuckAftr"), "{}", node.agent_log());
+    assert!(
+        !exit.success(),
+        "an agent with a bad configuration exited {exit}"
+    );
+    let logs = node.all_agent_logs();
+    assert!(logs.contains("stuckAftr"), "{logs}");
 
     // Step 2: the checked configuration rolls out; the new agent catches up with the renewal
     // made while the node had none (it nudges kubelet instead of waiting for its next sync).
@@ -121,11 +139,9 @@ async fn upgrade_rollback_and_uninstall_as_docs_install_md_says() {
             .contains_key("mountlag.io/resync")
     );
     let uid = pod.metadata.uid.unwrap();
-    let volume = node.kubelet.volume_dir(
-        &uid,
-        mountlag_testbed::kubelet::VolumeKind::Secret,
-        "tls",
-    );
+    let volume =
+        node.kubelet
+            .volume_dir(&uid, mountlag_testbed::kubelet::VolumeKind::Secret, "tls");
     let on_disk = std::fs::read_to_string(volume.join("tls.crt")).unwrap();
-    assert_eq!(on_disk, v2.cert_pem);
+    assert_eq!(on_disk, v2.chain_pem);
 }

@@ -10,7 +10,9 @@
 //!   `mountlag_api_errors_total{resource="pods",reason="Forbidden"}`) and keeps working;
 //! - without the Secret RoleBinding `/readyz` stays 503 and names the Secret it cannot read.
 //!
-//! They run under the RBAC of `deploy/overlays/nginx`. A static check covers every overlay
+//! They run under the RBAC of `deploy/overlays/nginx`; a probe-only overlay
+//! (`deploy/overlays/ingress-nginx`) runs the agent as uid 65532 without a kubelet root under
+//! its own RBAC and configuration, with no request refused. A static check covers every overlay
 //! (read from `deploy/overlays/`): the permissions each one's own configuration needs are
 //! granted, Secret reads exactly in the namespaces it names (its `secret-reads.yaml`), and
 //! nothing beyond the documented verbs is. The base alone reads no Secret.
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use mountlag_testbed::apiserver::{ADMIN_TOKEN, ADMIN_USER, ApiServerConfig, ValidatingPolicies};
 
 use mountlag_testbed::cluster::{
-    KeyRing, NAMESPACE, NODE, TestNode, agent_config, ingress_pod, mount_of,
+    AgentLaunch, KeyRing, NAMESPACE, NODE, NONROOT, TestNode, agent_config, ingress_pod, mount_of,
 };
 use mountlag_testbed::node::{NodeConfig, PodRef};
 use mountlag_testbed::rbac::{self, Rbac};
@@ -75,6 +77,16 @@ fn overlay_rbac() -> (Rbac, String) {
 
 /// A node whose API stand-in enforces `rbac`, with the agent running as `user`.
 async fn node_under(rbac: Rbac, user: &str, config: &str) -> (TestNode, tempfile::TempDir) {
+    node_under_variant(END_TO_END_VARIANT, rbac, user, config).await
+}
+
+/// [`node_under`], with the admission policies of `variant`.
+async fn node_under_variant(
+    variant: &str,
+    rbac: Rbac,
+    user: &str,
+    config: &str,
+) -> (TestNode, tempfile::TempDir) {
     let api_config = ApiServerConfig {
         tokens: BTreeMap::from([
             (AGENT_TOKEN.to_owned(), user.to_owned()),
@@ -87,9 +99,7 @@ async fn node_under(rbac: Rbac, user: &str, config: &str) -> (TestNode, tempfile
         )]),
         authorizer: Arc::new(rbac.with_kubernetes_defaults().with_superuser(ADMIN_USER)),
         // The overlay's admission policy, evaluated by the stand-in as the API server would.
-        admission: Arc::new(
-            ValidatingPolicies::from_documents(&rendered(END_TO_END_VARIANT)).unwrap(),
-        ),
+        admission: Arc::new(ValidatingPolicies::from_documents(&rendered(variant)).unwrap()),
         ..ApiServerConfig::default()
     };
     // kubelet's real 60–90 s sync: only a nudge makes it rewrite a volume in time.
@@ -245,6 +255,88 @@ async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
         !metrics.contains("reason=\"Forbidden\""),
         "no Forbidden API error:\n{metrics}"
     );
+    let log = node.agent_log();
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    keys.assert_not_in("agent log", &node.all_agent_logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_only_overlay_runs_the_agent_under_its_own_rbac_without_a_refused_request() {
+    if !can_run() {
+        return;
+    }
+    const VARIANT: &str = "overlays/ingress-nginx";
+    let docs = rendered(VARIANT);
+    let user = rbac::daemonset_user(&docs).unwrap();
+    let rbac = Rbac::from_documents(&docs).unwrap();
+    let [configmap] = rbac::of_kind(&docs, "ConfigMap")[..] else {
+        panic!("{VARIANT}: one ConfigMap");
+    };
+    // The overlay's configuration as installed; only the wait for a served certificate is
+    // shortened (nothing serves here, so every check ends in a mismatch Event).
+    let config = configmap["data"]["mountlag.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!config.contains("\nverify:"), "{config}");
+    let config = format!("{config}\nverify:\n  timeout: 2s\n");
+    let (mut node, dir) = node_under_variant(VARIANT, rbac, &user, &config).await;
+    let namespace = "ingress-nginx";
+    let mut keys = KeyRing::new("probe-only rbac CA").unwrap();
+    let mut secret = keys.secret("edge-tls");
+    secret.metadata.namespace = Some(namespace.into());
+    node.api.apply_secret(&secret).unwrap();
+    let mut pod = ingress_pod(
+        "ingress-nginx-controller-0",
+        &[
+            ("app.kubernetes.io/name", "ingress-nginx"),
+            ("app.kubernetes.io/component", "controller"),
+        ],
+        "edge-tls",
+        None,
+    );
+    pod.metadata.namespace = Some(namespace.into());
+    node.api.create_pod(&pod).unwrap();
+    node.start_agent_as(AgentLaunch {
+        kubeconfig: Some(dir.path().join("kubeconfig")),
+        kubelet_root: Some("/nonexistent/kubelet".into()),
+        run_as: Some(NONROOT),
+        ..AgentLaunch::default()
+    })
+    .unwrap();
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let status = node
+        .wait_status(Duration::from_secs(10), "the controller's mount", |s| {
+            s["mounts"][0]["state"] == "unchecked"
+        })
+        .await
+        .unwrap();
+    assert_eq!(status["disk"]["checked"], false, "{status:#}");
+    let events = node
+        .wait_events("ServedCertificateMismatch", Duration::from_secs(20), |e| {
+            !e.is_empty()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events[0].namespace, namespace);
+
+    let stats = node.api.stats();
+    assert!(stats.forbidden.is_empty(), "403s: {:?}", stats.forbidden);
+    for (verb, resource) in [
+        ("list", "pods"),
+        ("watch", "pods"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("create", "events.events.k8s.io"),
+    ] {
+        assert!(
+            stats.count(verb, resource) >= 1,
+            "{verb} {resource} was exercised: {:?}",
+            stats.requests
+        );
+    }
+    assert_eq!(stats.count("patch", "pods"), 0, "never nudges");
     let log = node.agent_log();
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
     assert_eq!(node.stop_agent().unwrap().code(), Some(0));
