@@ -242,6 +242,10 @@ impl KubeletStandIn {
             .with_context(|| format!("creating kubelet root {}", root.display()))?;
         let root = fs::canonicalize(&root)
             .with_context(|| format!("canonicalizing kubelet root {}", root.display()))?;
+        // kubelet creates `<root>/pods` when it starts (setupDataDirs), before any pod runs;
+        // an agent started before the first pod must find it, or it runs probe-only.
+        fs::create_dir_all(root.join("pods"))
+            .with_context(|| format!("creating {}/pods", root.display()))?;
         Ok(Self {
             root,
             tmpfs_size: Some(DEFAULT_TMPFS_SIZE),
