@@ -1503,3 +1503,61 @@ fn a_kustomization_of_ones_own_sets_the_image_and_a_config_change_rolls_the_daem
         "a changed configuration gets a new name"
     );
 }
+
+/// The DaemonSet schedules exactly on the architectures an image can be built for: those
+/// `deploy/image/build` maps a build machine to, which are also the platforms of the
+/// Dockerfile's documented multi-arch build. A new architecture in one and not the others would
+/// put pods on nodes whose image does not exist (or leave nodes without an agent).
+#[test]
+fn the_daemonset_schedules_on_exactly_the_architectures_the_image_is_built_for() {
+    let ds = yaml("deploy/base/daemonset.yaml");
+    let terms = &ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    let scheduled: BTreeSet<String> = terms
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| {
+            t["matchExpressions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|e| e["key"] == "kubernetes.io/arch" && e["operator"] == "In")
+        .flat_map(|e| e["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !scheduled.is_empty(),
+        "no kubernetes.io/arch affinity: {terms}"
+    );
+
+    let build = std::fs::read_to_string(repo().join("deploy/image/build")).unwrap();
+    let buildable: BTreeSet<String> = build
+        .lines()
+        .filter_map(|l| l.split_once(") arch=").map(|(_, a)| a))
+        .map(|a| a.trim_end_matches([';', ' ']).to_owned())
+        .collect();
+    assert_eq!(
+        scheduled, buildable,
+        "deploy/base/daemonset.yaml kubernetes.io/arch vs deploy/image/build"
+    );
+
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    // `docker buildx build --platform linux/amd64,linux/arm64 ...` in its header.
+    let words: Vec<&str> = dockerfile.split_whitespace().collect();
+    let platforms: BTreeSet<String> = words
+        .windows(2)
+        .find(|w| w[0] == "--platform")
+        .map(|w| {
+            w[1].split(',')
+                .filter_map(|p| p.strip_prefix("linux/"))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        scheduled, platforms,
+        "deploy/base/daemonset.yaml kubernetes.io/arch vs deploy/Dockerfile's --platform"
+    );
+}
