@@ -342,3 +342,80 @@ fn the_docs_name_the_agents_namespace_as_the_manifests_do() {
         wrong.join("\n")
     );
 }
+
+/// The reasons of the two Event vocabularies (`EventReason` for mounts, `ReloadEvent` for
+/// reloads), read from their `as_str` tables in the agent's source.
+fn published_event_reasons() -> BTreeSet<String> {
+    let mut reasons = BTreeSet::new();
+    for (file, prefix) in [
+        ("agent/src/reconcile/mount.rs", "EventReason::"),
+        ("agent/src/reconcile/reload.rs", "ReloadEvent::"),
+    ] {
+        let source = std::fs::read_to_string(repo().join(file)).unwrap();
+        for line in source.lines().map(str::trim) {
+            if let Some((variant, label)) = line
+                .strip_prefix(prefix)
+                .and_then(|l| l.split_once(" => \""))
+            {
+                let label = label.trim_end_matches("\",");
+                assert_eq!(variant, label, "{file}: {line}");
+                reasons.insert(label.to_owned());
+            }
+        }
+    }
+    reasons
+}
+
+/// Every Event reason the agent can publish has a row in docs/operations.md's Events table, and
+/// every reason any document names as an Event (`` `X` Event ``, ``Event `X` ``) is one of them.
+#[test]
+fn every_published_event_reason_is_documented_and_every_documented_one_is_published() {
+    let published = published_event_reasons();
+    assert!(published.len() >= 10, "{published:?}");
+    let operations = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
+    let table: BTreeSet<String> = operations
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`'))
+        .filter(|(_, rest)| rest.starts_with(" | Normal") || rest.starts_with(" | Warning"))
+        .map(|(reason, _)| reason.to_owned())
+        .collect();
+    let undocumented: Vec<_> = published.difference(&table).collect();
+    assert!(
+        undocumented.is_empty(),
+        "published but not in docs/operations.md's Events table: {undocumented:?}"
+    );
+
+    let mut unknown = Vec::new();
+    let mut mentioned = 0;
+    for (path, text) in documents() {
+        for (n, line) in text.lines().enumerate() {
+            let parts: Vec<&str> = line.split('`').collect();
+            // Odd indices are inside backticks.
+            for i in (1..parts.len().saturating_sub(1)).step_by(2) {
+                let token = parts[i];
+                let before = parts[i - 1].trim_end();
+                let after = parts[i + 1].trim_start();
+                let names_an_event = before.ends_with("Event")
+                    || before.ends_with("Events")
+                    || after.starts_with("Event")
+                    || after.starts_with("Warning Event");
+                let looks_like_a_reason = token.len() > 3
+                    && token.starts_with(|c: char| c.is_ascii_uppercase())
+                    && token.chars().all(|c| c.is_ascii_alphanumeric());
+                if names_an_event && looks_like_a_reason {
+                    mentioned += 1;
+                    if !published.contains(token) {
+                        unknown.push(format!("{}:{}: {token}", relative(&path), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(mentioned >= 5, "found only {mentioned} Event mentions");
+    assert!(
+        unknown.is_empty(),
+        "documents name Events the agent never publishes:\n{}",
+        unknown.join("\n")
+    );
+}
