@@ -311,6 +311,24 @@ impl TestNode {
     }
 
     /// Events recorded by the API stand-in with this reason.
+    /// Creates `pod` in the API and waits (up to 10 s) until the kubelet stand-in has started
+    /// it (its volumes are written): what the agent then finds on disk is settled.
+    pub async fn create_pod_and_wait_started(&self, pod: &Pod) -> anyhow::Result<Pod> {
+        let name = pod.metadata.name.clone().context("pod without a name")?;
+        let before = self.node.last_seq();
+        let created = self
+            .api
+            .create_pod(pod)
+            .map_err(|e| anyhow::anyhow!("creating pod {name}: {e:?}"))?;
+        self.node
+            .wait_for(before, Duration::from_secs(10), |e| {
+                e.pod == name && e.outcome == crate::node::SyncOutcome::Started
+            })
+            .await
+            .with_context(|| format!("kubelet did not start pod {name} within 10 s"))?;
+        Ok(created)
+    }
+
     pub fn events(&self, reason: &str) -> Vec<RecordedEvent> {
         self.api
             .events()

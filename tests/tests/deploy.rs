@@ -1532,7 +1532,7 @@ fn the_daemonset_schedules_on_exactly_the_architectures_the_image_is_built_for()
         "no kubernetes.io/arch affinity: {terms}"
     );
 
-    let build = std::fs::read_to_string(repo().join("deploy/image/build")).unwrap();
+    let build = read("deploy/image/build");
     let buildable: BTreeSet<String> = build
         .lines()
         .filter_map(|l| l.split_once(") arch=").map(|(_, a)| a))
@@ -1543,7 +1543,7 @@ fn the_daemonset_schedules_on_exactly_the_architectures_the_image_is_built_for()
         "deploy/base/daemonset.yaml kubernetes.io/arch vs deploy/image/build"
     );
 
-    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let dockerfile = read("deploy/Dockerfile");
     // `docker buildx build --platform linux/amd64,linux/arm64 ...` in its header.
     let words: Vec<&str> = dockerfile.split_whitespace().collect();
     let platforms: BTreeSet<String> = words

@@ -109,17 +109,22 @@ fn every_metric_the_docs_name_is_registered_by_the_agent() {
     );
 }
 
-#[test]
-fn every_event_reason_in_the_operations_table_is_one_the_agent_publishes() {
-    let source = mountlag_testbed::repo::agent_source();
+/// The reasons listed in docs/operations.md's Events table (rows `` | `Reason` | Normal|Warning ``).
+fn events_table() -> Vec<String> {
     let operations = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
-    let reasons: Vec<&str> = operations
+    operations
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split_once('`'))
         .filter(|(_, rest)| rest.starts_with(" | Normal") || rest.starts_with(" | Warning"))
-        .map(|(reason, _)| reason)
-        .collect();
+        .map(|(reason, _)| reason.to_owned())
+        .collect()
+}
+
+#[test]
+fn every_event_reason_in_the_operations_table_is_one_the_agent_publishes() {
+    let source = mountlag_testbed::repo::agent_source();
+    let reasons = events_table();
     assert!(
         reasons.len() >= 10,
         "the Events table lists the reasons: {reasons:?}"
@@ -372,14 +377,7 @@ fn published_event_reasons() -> BTreeSet<String> {
 fn every_published_event_reason_is_documented_and_every_documented_one_is_published() {
     let published = published_event_reasons();
     assert!(published.len() >= 10, "{published:?}");
-    let operations = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
-    let table: BTreeSet<String> = operations
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split_once('`'))
-        .filter(|(_, rest)| rest.starts_with(" | Normal") || rest.starts_with(" | Warning"))
-        .map(|(reason, _)| reason.to_owned())
-        .collect();
+    let table: BTreeSet<String> = events_table().into_iter().collect();
     let undocumented: Vec<_> = published.difference(&table).collect();
     assert!(
         undocumented.is_empty(),

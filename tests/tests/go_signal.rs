@@ -25,7 +25,7 @@ use mountlag_testbed::cluster::{
 use mountlag_testbed::controllers::{self, ContainerProcess, ControllerKind};
 use mountlag_testbed::goprog;
 use mountlag_testbed::kubelet::VolumeKind;
-use mountlag_testbed::node::{NodeConfig, SyncOutcome, container_id};
+use mountlag_testbed::node::{NodeConfig, container_id};
 use mountlag_testbed::real;
 
 const NAMES: [&str; 1] = ["edge.example.com"];
@@ -78,22 +78,15 @@ impl Setup {
         node.api
             .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v1))
             .unwrap();
-        let before = node.node.last_seq();
-        node.api
-            .create_pod(&controller_pod(
-                POD,
-                container,
-                &[("app", "edge")],
-                "edge-tls",
-                None,
-            ))
-            .unwrap();
-        node.node
-            .wait_for(before, Duration::from_secs(10), |e| {
-                e.pod == POD && e.outcome == SyncOutcome::Started
-            })
-            .await
-            .expect("kubelet started the pod");
+        node.create_pod_and_wait_started(&controller_pod(
+            POD,
+            container,
+            &[("app", "edge")],
+            "edge-tls",
+            None,
+        ))
+        .await
+        .unwrap();
         let uid = node.api.pod(NAMESPACE, POD).unwrap().metadata.uid.unwrap();
         let volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
         let process = ContainerProcess::start(

@@ -11,7 +11,7 @@ use mountlag_testbed::certs::{IssuedLeaf, LeafSpec, TestCa};
 use mountlag_testbed::cluster::{
     AgentLaunch, NAMESPACE, NODE, TestNode, agent_config, controller_pod, mount_of, tls_secret,
 };
-use mountlag_testbed::node::{NodeConfig, SyncOutcome};
+use mountlag_testbed::node::NodeConfig;
 use mountlag_testbed::real;
 use serde_json::Value;
 
@@ -47,22 +47,15 @@ async fn upgrade_rollback_and_uninstall_as_docs_install_md_says() {
     node.api
         .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v1))
         .unwrap();
-    let before = node.node.last_seq();
-    node.api
-        .create_pod(&controller_pod(
-            POD,
-            "nginx",
-            &[("app", "edge")],
-            "edge-tls",
-            None,
-        ))
-        .unwrap();
-    node.node
-        .wait_for(before, Duration::from_secs(10), |e| {
-            e.pod == POD && e.outcome == SyncOutcome::Started
-        })
-        .await
-        .unwrap();
+    node.create_pod_and_wait_started(&controller_pod(
+        POD,
+        "nginx",
+        &[("app", "edge")],
+        "edge-tls",
+        None,
+    ))
+    .await
+    .unwrap();
     node.start_agent().unwrap();
     node.wait_ready(Duration::from_secs(10)).await.unwrap();
     wait_in_sync_with(&node, &v1).await;

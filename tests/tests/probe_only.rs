@@ -13,7 +13,7 @@ use mountlag_testbed::cluster::{
 };
 use mountlag_testbed::controllers::{self, ControllerKind, ControllerSpec, RunningController};
 use mountlag_testbed::kubelet::VolumeKind;
-use mountlag_testbed::node::{NodeConfig, SyncOutcome};
+use mountlag_testbed::node::NodeConfig;
 use mountlag_testbed::real;
 
 const NAMES: [&str; 2] = ["edge.example.com", "www.example.com"];
@@ -54,22 +54,15 @@ async fn probe_only_agent_verifies_against_the_api(profile: &str) {
     node.api
         .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v1))
         .unwrap();
-    let before = node.node.last_seq();
-    node.api
-        .create_pod(&controller_pod(
-            POD,
-            "nginx",
-            &[("app", "edge")],
-            "edge-tls",
-            None,
-        ))
-        .unwrap();
-    node.node
-        .wait_for(before, Duration::from_secs(10), |e| {
-            e.pod == POD && e.outcome == SyncOutcome::Started
-        })
-        .await
-        .expect("kubelet started the pod");
+    node.create_pod_and_wait_started(&controller_pod(
+        POD,
+        "nginx",
+        &[("app", "edge")],
+        "edge-tls",
+        None,
+    ))
+    .await
+    .unwrap();
     let uid = node.api.pod(NAMESPACE, POD).unwrap().metadata.uid.unwrap();
     let volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
     let names = NAMES.iter().map(|n| n.to_string()).collect();
