@@ -16,14 +16,14 @@
 pub mod actions;
 pub mod admin;
 pub mod apiclient;
-pub mod cert;
 pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod inspect;
 pub mod kubelet;
 pub mod probe;
-pub mod reconcile;
 pub mod run;
-pub mod text;
 pub mod watch;
+
+// The pure model lives in mountlag-core; these paths keep the agent's modules readable.
+pub use mountlag_core::{cert, reconcile, text};

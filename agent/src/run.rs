@@ -99,7 +99,7 @@ pub async fn run_agent(
     let registry = Arc::new(registry);
 
     let kubelet = KubeletRoot::new(&options.kubelet_root);
-    let disk = match kubelet.check_readable() {
+    let disk = match crate::kubelet::check_readable(&kubelet) {
         Ok(()) => DiskStatus {
             checked: true,
             kubelet_root: options.kubelet_root.display().to_string(),
@@ -937,7 +937,7 @@ fn select_controller(config: &Config, pod: &Pod) -> Option<(ControllerPod, Contr
         .controllers
         .iter()
         .find(|c| c.selects(namespace, &labels))?;
-    let controller = ControllerPod::from_pod(pod, &profile.name)?;
+    let controller = crate::discovery::controller_pod(pod, &profile.name)?;
     Some((controller, profile.clone()))
 }
 
@@ -1003,12 +1003,12 @@ async fn watch_secret(client: Client, key: SecretKey, tx: mpsc::UnboundedSender<
                 continue;
             }
             Ok(Some(Event::InitApply(secret))) => {
-                listed = SecretView::from_secret(&secret);
+                listed = crate::discovery::secret_view(&secret);
                 continue;
             }
             Ok(Some(Event::InitDone)) => LoopInput::SecretObserved(key.clone(), listed.take()),
             Ok(Some(Event::Apply(secret))) => {
-                LoopInput::SecretObserved(key.clone(), SecretView::from_secret(&secret))
+                LoopInput::SecretObserved(key.clone(), crate::discovery::secret_view(&secret))
             }
             Ok(Some(Event::Delete(_))) => LoopInput::SecretObserved(key.clone(), None),
             Ok(None) => return,

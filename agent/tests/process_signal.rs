@@ -19,7 +19,7 @@ use mountlag::actions::process::{
 };
 use mountlag::actions::signal::{SignalError, signal_verified};
 use mountlag::config::{ReloadAction, ReloadSignal};
-use mountlag::discovery::pod::{ContainerInfo, ControllerPod};
+use mountlag_core::pod::{ContainerInfo, ControllerPod};
 
 const REQUIRE_REAL_ENV: &str = "MOUNTLAG_REQUIRE_REAL";
 

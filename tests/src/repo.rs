@@ -10,10 +10,11 @@ pub fn root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Every Rust source file under `agent/src`, concatenated (unreadable files are skipped).
+/// Every Rust source file of the agent (`agent/src` and its pure core, `core/src`),
+/// concatenated (unreadable files are skipped).
 pub fn agent_source() -> String {
     let mut text = String::new();
-    let mut dirs = vec![root().join("agent/src")];
+    let mut dirs = vec![root().join("agent/src"), root().join("core/src")];
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;

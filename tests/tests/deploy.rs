@@ -1264,6 +1264,13 @@ async fn the_dockerfiles_static_binary_is_static_and_runs_the_shipped_daemonset_
         "deploy/Dockerfile builds with: {STATIC_BUILD}"
     );
     assert!(dockerfile.contains(r#"cp "target/$triple/release/mountlag" /mountlag"#));
+    // cargo resolves every workspace member, so `docker build` fails on one left out.
+    for member in workspace_member_dirs() {
+        assert!(
+            dockerfile.contains(&format!("COPY {member} {member}\n")),
+            "deploy/Dockerfile does not copy workspace member {member}"
+        );
+    }
     let triple = host_triple();
     // Same command; its own target dir so it never waits for (or invalidates) the main build.
     let (rustflags, cargo_args) = STATIC_BUILD
@@ -1560,4 +1567,37 @@ fn the_daemonset_schedules_on_exactly_the_architectures_the_image_is_built_for()
         scheduled, platforms,
         "deploy/base/daemonset.yaml kubernetes.io/arch vs deploy/Dockerfile's --platform"
     );
+}
+
+/// The directory of every workspace member, relative to the repository, as cargo resolves them.
+fn workspace_member_dirs() -> Vec<String> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(repo())
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dirs: Vec<String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let manifest = Path::new(p["manifest_path"].as_str()?);
+            let dir = manifest.parent()?.strip_prefix(repo()).ok()?;
+            Some(dir.to_string_lossy().into_owned())
+        })
+        .collect();
+    assert!(dirs.len() >= 3, "{dirs:?}");
+    dirs
 }

@@ -353,8 +353,8 @@ fn the_docs_name_the_agents_namespace_as_the_manifests_do() {
 fn published_event_reasons() -> BTreeSet<String> {
     let mut reasons = BTreeSet::new();
     for (file, prefix) in [
-        ("agent/src/reconcile/mount.rs", "EventReason::"),
-        ("agent/src/reconcile/reload.rs", "ReloadEvent::"),
+        ("core/src/reconcile/mount.rs", "EventReason::"),
+        ("core/src/reconcile/reload.rs", "ReloadEvent::"),
     ] {
         let source = std::fs::read_to_string(repo().join(file)).unwrap();
         for line in source.lines().map(str::trim) {

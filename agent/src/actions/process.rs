@@ -25,7 +25,7 @@ use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
 use crate::config::ReloadAction;
-use crate::discovery::pod::ControllerPod;
+use crate::discovery::ControllerPod;
 
 /// Largest `/proc/<pid>/cmdline` read (nginx pads its rewritten title with NULs up to the
 /// original argv+environ size; nothing past the title matters).

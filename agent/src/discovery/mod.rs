@@ -1,19 +1,21 @@
 //! Where Kubernetes objects become mountlag's domain: a Pod becomes a [`ControllerPod`] with
-//! its [`SecretVolume`]s, a Secret becomes a [`SecretView`] (digests only), and the two together
-//! predict what kubelet will write into each volume ([`expected_payload`]).
+//! its [`SecretVolume`]s, a Secret becomes a [`SecretView`] (digests only). The domain types and
+//! the prediction of what kubelet will write ([`expected_payload`]) are pure and live in
+//! `mountlag-core`.
 //!
 //! ```text
-//!  Pod ──▶ ControllerPod ─┐
-//!                         ├─▶ expected_payload(volume, secrets) ─▶ Expected (path → digest)
-//!  Secret ──▶ SecretView ─┘
+//!  Pod ──▶ pod::controller_pod ──▶ ControllerPod ─┐
+//!                                                ├─▶ expected_payload ─▶ Expected (path → digest)
+//!  Secret ──▶ secret::secret_view ──▶ SecretView ─┘
 //! ```
-//!
-//! Only [`pod`] and [`secret`] read `k8s_openapi` types; [`expected`] is pure.
 
-pub mod expected;
 pub mod pod;
 pub mod secret;
 
-pub use expected::{Expected, ExpectedFiles, SecretLookup, SecretVersion, expected_payload};
-pub use pod::{ControllerPod, RESYNC_ANNOTATION, SecretSource, SecretVolume};
-pub use secret::SecretView;
+pub use mountlag_core::expected::{
+    Expected, ExpectedFiles, SecretLookup, SecretVersion, expected_payload,
+};
+pub use mountlag_core::pod::{ControllerPod, RESYNC_ANNOTATION, SecretSource, SecretVolume};
+pub use mountlag_core::secret::SecretView;
+pub use pod::controller_pod;
+pub use secret::secret_view;

@@ -1,195 +1,100 @@
 //! Where a Pod becomes a [`ControllerPod`]: the few facts about it mountlag acts on.
 //!
-//! This is the only place that reads `k8s_openapi` Pod types; everything downstream works on
-//! these plain structs, so the index, the payload computation and the state machine can be
-//! tested with literal values.
+//! This is the only place that reads `k8s_openapi` Pod types; everything downstream (in
+//! `mountlag-core`) works on plain structs tested with literal values.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
 
-use crate::kubelet::VolumeKind;
+use mountlag_core::pod::{
+    CONFIG_HASH_ANNOTATION, ContainerInfo, ControllerPod, KeyPath, RESYNC_ANNOTATION, SecretSource,
+    SecretVolume, VolumeMountInfo,
+};
+use mountlag_core::volume::VolumeKind;
 
-/// The annotation whose change makes kubelet resync the pod's volumes at once.
-pub const RESYNC_ANNOTATION: &str = "mountlag.io/resync";
-/// On a static pod's mirror Pod: the UID kubelet uses for the pod's cgroup (32 hex).
-pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
-
-/// An Ingress controller pod on this node, reduced to what mountlag needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControllerPod {
-    pub uid: String,
-    pub namespace: String,
-    pub name: String,
-    /// The controller profile (config `controllers[].name`) that selected this pod.
-    pub controller: String,
-    pub labels: BTreeMap<String, String>,
-    /// Value of [`RESYNC_ANNOTATION`], if set: the last nudge, by us or a previous run.
-    pub resync_annotation: Option<String>,
-    /// A static pod's config hash: its cgroups are named after it, not after `uid`.
-    pub config_hash: Option<String>,
-    pub host_network: bool,
-    pub pod_ips: Vec<IpAddr>,
-    /// Being deleted (`deletionTimestamp` set): no more nudges.
-    pub terminating: bool,
-    pub containers: Vec<ContainerInfo>,
-    /// Secret and projected volumes with at least one Secret source.
-    pub volumes: Vec<SecretVolume>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerInfo {
-    pub name: String,
-    /// Runtime id without the `containerd://` scheme, once the container has started.
-    pub container_id: Option<String>,
-    pub mounts: Vec<VolumeMountInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeMountInfo {
-    pub volume: String,
-    pub mount_path: String,
-    /// `subPath` or `subPathExpr`: kubelet bind-mounts one file once; it never updates.
-    pub sub_path: Option<String>,
-}
-
-/// A secret or projected volume, as kubelet will fill it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretVolume {
-    pub name: String,
-    pub kind: VolumeKind,
-    /// In order; for a projected volume a later source wins on the same path.
-    pub sources: Vec<SecretSource>,
-    /// The volume also projects ConfigMaps, downward API, tokens or trust bundles, whose files
-    /// mountlag does not predict.
-    pub has_other_sources: bool,
-}
-
-/// One Secret feeding a volume.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretSource {
-    pub secret: String,
-    /// `None`: every key becomes a file named after it.
-    pub items: Option<Vec<KeyPath>>,
-    pub optional: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyPath {
-    pub key: String,
-    pub path: String,
-}
-
-impl ControllerPod {
-    /// Converts an API Pod selected by `controller`. `None` for a pod without uid, namespace or
-    /// name (never the case for objects the API server returns).
-    pub fn from_pod(pod: &Pod, controller: &str) -> Option<Self> {
-        let meta = &pod.metadata;
-        let spec = pod.spec.as_ref();
-        let status = pod.status.as_ref();
-        let statuses: BTreeMap<&str, Option<String>> = status
-            .and_then(|s| s.container_statuses.as_ref())
-            .into_iter()
-            .flatten()
-            .map(|cs| {
-                (
-                    cs.name.as_str(),
-                    cs.container_id.as_deref().map(strip_scheme),
-                )
-            })
-            .collect();
-        let containers = spec
-            .map(|s| {
-                s.containers
-                    .iter()
-                    .map(|c| ContainerInfo {
-                        name: c.name.clone(),
-                        container_id: statuses.get(c.name.as_str()).cloned().flatten(),
-                        mounts: c
-                            .volume_mounts
-                            .iter()
-                            .flatten()
-                            .map(|m| VolumeMountInfo {
-                                volume: m.name.clone(),
-                                mount_path: m.mount_path.clone(),
-                                sub_path: m
-                                    .sub_path
-                                    .clone()
-                                    .filter(|p| !p.is_empty())
-                                    .or_else(|| m.sub_path_expr.clone().filter(|p| !p.is_empty())),
-                            })
-                            .collect(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let volumes = spec
-            .and_then(|s| s.volumes.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(secret_volume)
-            .collect();
-        let mut pod_ips: Vec<IpAddr> = status
-            .and_then(|s| s.pod_ips.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|ip| ip.ip.parse().ok())
-            .collect();
-        if pod_ips.is_empty()
-            && let Some(ip) = status
-                .and_then(|s| s.pod_ip.as_ref())
-                .and_then(|ip| ip.parse().ok())
-        {
-            pod_ips.push(ip);
-        }
-        Some(Self {
-            uid: meta.uid.clone()?,
-            namespace: meta.namespace.clone()?,
-            name: meta.name.clone()?,
-            controller: controller.to_string(),
-            labels: meta.labels.clone().unwrap_or_default(),
-            resync_annotation: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RESYNC_ANNOTATION).cloned()),
-            config_hash: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned()),
-            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
-            pod_ips,
-            terminating: meta.deletion_timestamp.is_some(),
-            containers,
-            volumes,
+/// Converts an API Pod selected by `controller`. `None` for a pod without uid, namespace or
+/// name (never the case for objects the API server returns).
+pub fn controller_pod(pod: &Pod, controller: &str) -> Option<ControllerPod> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let statuses: BTreeMap<&str, Option<String>> = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|cs| {
+            (
+                cs.name.as_str(),
+                cs.container_id.as_deref().map(strip_scheme),
+            )
         })
-    }
-
-    /// The pod UID as kubelet writes it into cgroup paths: a static pod's config hash, else
-    /// `metadata.uid`.
-    pub fn cgroup_uid(&self) -> &str {
-        self.config_hash.as_deref().unwrap_or(&self.uid)
-    }
-
-    /// The containers that mount `volume`, as (container, subPath) pairs.
-    pub fn consumers<'a>(
-        &'a self,
-        volume: &'a str,
-    ) -> impl Iterator<Item = (&'a ContainerInfo, &'a VolumeMountInfo)> + 'a {
-        self.containers.iter().flat_map(move |c| {
-            c.mounts
+        .collect();
+    let containers = spec
+        .map(|s| {
+            s.containers
                 .iter()
-                .filter(move |m| m.volume == volume)
-                .map(move |m| (c, m))
+                .map(|c| ContainerInfo {
+                    name: c.name.clone(),
+                    container_id: statuses.get(c.name.as_str()).cloned().flatten(),
+                    mounts: c
+                        .volume_mounts
+                        .iter()
+                        .flatten()
+                        .map(|m| VolumeMountInfo {
+                            volume: m.name.clone(),
+                            mount_path: m.mount_path.clone(),
+                            sub_path: m
+                                .sub_path
+                                .clone()
+                                .filter(|p| !p.is_empty())
+                                .or_else(|| m.sub_path_expr.clone().filter(|p| !p.is_empty())),
+                        })
+                        .collect(),
+                })
+                .collect()
         })
+        .unwrap_or_default();
+    let volumes = spec
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(secret_volume)
+        .collect();
+    let mut pod_ips: Vec<IpAddr> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if pod_ips.is_empty()
+        && let Some(ip) = status
+            .and_then(|s| s.pod_ip.as_ref())
+            .and_then(|ip| ip.parse().ok())
+    {
+        pod_ips.push(ip);
     }
-
-    /// Every Secret name this pod's volumes reference.
-    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
-        self.volumes
-            .iter()
-            .flat_map(|v| v.sources.iter().map(|s| s.secret.as_str()))
-    }
+    Some(ControllerPod {
+        uid: meta.uid.clone()?,
+        namespace: meta.namespace.clone()?,
+        name: meta.name.clone()?,
+        controller: controller.to_string(),
+        labels: meta.labels.clone().unwrap_or_default(),
+        resync_annotation: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESYNC_ANNOTATION).cloned()),
+        config_hash: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned()),
+        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        pod_ips,
+        terminating: meta.deletion_timestamp.is_some(),
+        containers,
+        volumes,
+    })
 }
 
 fn strip_scheme(id: &str) -> String {
@@ -279,7 +184,7 @@ mod tests {
                        "containerStatuses": [{"name": "nginx", "containerID": "containerd://abc123",
                                               "image": "", "imageID": "", "ready": true, "restartCount": 0}]}
         }));
-        let cp = ControllerPod::from_pod(&p, "edge").unwrap();
+        let cp = controller_pod(&p, "edge").unwrap();
         assert_eq!(cp.uid, "u-1");
         assert_eq!(cp.cgroup_uid(), "u-1");
         assert_eq!(cp.controller, "edge");
@@ -319,13 +224,13 @@ mod tests {
             "metadata": {"uid": "mirror-uid", "namespace": "kube-system", "name": "edge-node-a",
                          "annotations": {"kubernetes.io/config.hash": "0123456789abcdef0123456789abcdef"}}
         }));
-        let cp = ControllerPod::from_pod(&p, "edge").unwrap();
+        let cp = controller_pod(&p, "edge").unwrap();
         assert_eq!(cp.cgroup_uid(), "0123456789abcdef0123456789abcdef");
     }
 
     #[test]
     fn a_pod_without_identity_is_skipped() {
         let p = pod(serde_json::json!({"metadata": {"name": "x"}}));
-        assert_eq!(ControllerPod::from_pod(&p, "edge"), None);
+        assert_eq!(controller_pod(&p, "edge"), None);
     }
 }

@@ -11,12 +11,14 @@
 //! [`paths`] maps paths to pods and volumes; [`snapshot`] reads one generation into digests and
 //! certificate summaries, never mixing two generations and never leaving the volume.
 
+#[cfg(test)]
+mod material_of_disk_tests;
 pub mod paths;
 pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod test_volume;
 
-pub use paths::{KubeletRoot, VolumeKind, VolumeLocation, discover_volumes};
+pub use paths::{KubeletRoot, VolumeKind, VolumeLocation, check_readable, discover_volumes};
 pub use snapshot::{
     FileSnapshot, Problem, ProblemKind, SnapshotError, VolumeSnapshot, VolumeState, snapshot,
 };

@@ -6,142 +6,26 @@
 //! <kubeletRoot>/pods/<podUID>/volume-subpaths/<volume>/<container>/<index>   subPath bind mounts
 //! ```
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::text::untrusted;
+use mountlag_core::text::untrusted;
+use mountlag_core::volume::file_name;
+pub use mountlag_core::volume::{KubeletRoot, VolumeKind, VolumeLocation};
 
-/// The volume plugins whose directories AtomicWriter manages and that can carry Secret data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum VolumeKind {
-    Secret,
-    Projected,
-}
-
-impl VolumeKind {
-    pub const ALL: [VolumeKind; 2] = [VolumeKind::Secret, VolumeKind::Projected];
-
-    /// The plugin directory name kubelet uses under `volumes/`.
-    pub fn plugin_dir(self) -> &'static str {
-        match self {
-            VolumeKind::Secret => "kubernetes.io~secret",
-            VolumeKind::Projected => "kubernetes.io~projected",
-        }
+/// Whether this process can list `<root>/pods`; `Err` says why not. A probe-only install
+/// mounts no kubelet root, so the directory is simply absent there.
+pub fn check_readable(root: &KubeletRoot) -> Result<(), String> {
+    let pods = root.pods_dir();
+    match std::fs::read_dir(&pods) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "no kubelet pods directory at {} (not mounted into this container)",
+            pods.display()
+        )),
+        Err(err) => Err(format!("cannot read {}: {err}", pods.display())),
     }
-
-    pub fn from_plugin_dir(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.plugin_dir() == name)
-    }
-}
-
-impl fmt::Display for VolumeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            VolumeKind::Secret => "secret",
-            VolumeKind::Projected => "projected",
-        })
-    }
-}
-
-/// The kubelet root directory (`--root-dir`, `/var/lib/kubelet` by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeletRoot {
-    root: PathBuf,
-}
-
-impl KubeletRoot {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn pods_dir(&self) -> PathBuf {
-        self.root.join("pods")
-    }
-
-    /// Whether this process can list `<root>/pods`; `Err` says why not. A probe-only install
-    /// mounts no kubelet root, so the directory is simply absent there.
-    pub fn check_readable(&self) -> Result<(), String> {
-        let pods = self.pods_dir();
-        match std::fs::read_dir(&pods) {
-            Ok(_) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(format!(
-                "no kubelet pods directory at {} (not mounted into this container)",
-                pods.display()
-            )),
-            Err(err) => Err(format!("cannot read {}: {err}", pods.display())),
-        }
-    }
-
-    pub fn pod_dir(&self, pod_uid: &str) -> PathBuf {
-        self.pods_dir().join(pod_uid)
-    }
-
-    pub fn volume_dir(&self, pod_uid: &str, kind: VolumeKind, volume: &str) -> PathBuf {
-        self.pod_dir(pod_uid)
-            .join("volumes")
-            .join(kind.plugin_dir())
-            .join(volume)
-    }
-
-    /// Where kubelet bind-mounts the file a container mounts through `subPath`.
-    pub fn subpath_dir(
-        &self,
-        pod_uid: &str,
-        volume: &str,
-        container: &str,
-        index: usize,
-    ) -> PathBuf {
-        self.pod_dir(pod_uid)
-            .join("volume-subpaths")
-            .join(volume)
-            .join(container)
-            .join(index.to_string())
-    }
-}
-
-/// One secret or projected volume directory, with what its path says about it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VolumeLocation {
-    pub path: PathBuf,
-    /// Known when the path has kubelet's shape (`pods/<uid>/volumes/<plugin>/<name>`).
-    pub pod_uid: Option<String>,
-    pub kind: Option<VolumeKind>,
-    pub name: String,
-}
-
-impl VolumeLocation {
-    /// Reads pod UID, plugin and volume name off a volume directory path.
-    pub fn from_path(path: &Path) -> Self {
-        let name = file_name(path);
-        let plugin = path.parent();
-        let kind = plugin.and_then(|p| VolumeKind::from_plugin_dir(&file_name(p)));
-        let pod_uid = match (kind, plugin.and_then(Path::parent)) {
-            (Some(_), Some(volumes)) if file_name(volumes) == "volumes" => {
-                volumes.parent().map(file_name)
-            }
-            _ => None,
-        };
-        Self {
-            path: path.to_path_buf(),
-            pod_uid,
-            kind,
-            name,
-        }
-    }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// What kind of directory a path given to `inspect` is.
@@ -175,8 +59,11 @@ pub enum DiscoverError {
 }
 
 fn shown(path: &Path) -> String {
-    crate::text::untrusted_capped(&path.to_string_lossy(), crate::text::MAX_MESSAGE_BYTES)
-        .to_string()
+    mountlag_core::text::untrusted_capped(
+        &path.to_string_lossy(),
+        mountlag_core::text::MAX_MESSAGE_BYTES,
+    )
+    .to_string()
 }
 
 /// Recognises a volume, pod, pods or kubelet-root directory by its contents and path.

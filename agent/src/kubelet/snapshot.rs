@@ -25,14 +25,16 @@ use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
-use serde::Serialize;
+
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
+
 use zeroize::Zeroizing;
 
-use crate::cert::{self, KeyPairing, PemContents, Validity};
-use crate::kubelet::paths::VolumeLocation;
-use crate::text::untrusted;
+use mountlag_core::cert::{self, PemContents};
+use mountlag_core::text::untrusted;
+pub use mountlag_core::volume::{
+    FileSnapshot, Problem, ProblemKind, VolumeLocation, VolumeSnapshot, VolumeState,
+};
 
 /// The name of the symlink AtomicWriter swaps to publish a generation.
 pub const DATA_LINK: &str = "..data";
@@ -74,154 +76,6 @@ pub enum SnapshotError {
         /// Its target, escaped and cut (it is shown, never followed).
         target: String,
     },
-}
-
-/// Whether AtomicWriter has published anything yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum VolumeState {
-    /// No `..data` yet: kubelet has not finished the first write.
-    NotWritten,
-    /// `..data` points at an empty generation (e.g. a missing optional Secret).
-    Empty,
-    Written,
-}
-
-/// What is wrong with one file (or the volume), as `inspect` and the agent report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ProblemKind {
-    DanglingSymlink,
-    SymlinkEscapesVolume,
-    UnexpectedEntry,
-    NotRegularFile,
-    FileTooLarge,
-    Unreadable,
-    UnparsablePem,
-    KeyMismatch,
-    Expired,
-    NotYetValid,
-    TooManyEntries,
-}
-
-impl ProblemKind {
-    /// Stable camelCase code, the same as in JSON.
-    pub fn code(self) -> &'static str {
-        match self {
-            ProblemKind::DanglingSymlink => "danglingSymlink",
-            ProblemKind::SymlinkEscapesVolume => "symlinkEscapesVolume",
-            ProblemKind::UnexpectedEntry => "unexpectedEntry",
-            ProblemKind::NotRegularFile => "notRegularFile",
-            ProblemKind::FileTooLarge => "fileTooLarge",
-            ProblemKind::Unreadable => "unreadable",
-            ProblemKind::UnparsablePem => "unparsablePem",
-            ProblemKind::KeyMismatch => "keyMismatch",
-            ProblemKind::Expired => "expired",
-            ProblemKind::NotYetValid => "notYetValid",
-            ProblemKind::TooManyEntries => "tooManyEntries",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Problem {
-    /// Path relative to the volume (`tls.crt`, `a/b/c`, `..data`); `None` for the whole volume.
-    pub file: Option<String>,
-    pub kind: ProblemKind,
-    /// Human-readable detail. Never contains file contents.
-    pub detail: String,
-}
-
-impl Problem {
-    fn new(file: impl Into<String>, kind: ProblemKind, detail: impl Into<String>) -> Self {
-        Self {
-            file: Some(file.into()),
-            kind,
-            detail: detail.into(),
-        }
-    }
-}
-
-/// One regular file of the generation. Only metadata, a digest and certificate summaries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FileSnapshot {
-    /// Path relative to the generation directory, as the payload names it.
-    pub path: String,
-    pub size: u64,
-    pub mode: u32,
-    /// Lowercase hex SHA-256 of the contents; `None` when the file was not read (too large).
-    pub sha256: Option<String>,
-    /// Certificates and key found in a PEM file.
-    pub pem: Option<PemContents>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VolumeSnapshot {
-    /// The `..data` target (`..2026_11_28_05_07_12.123456789`), `None` before the first write.
-    pub generation: Option<String>,
-    /// Sorted by path.
-    pub files: Vec<FileSnapshot>,
-    pub pairings: Vec<KeyPairing>,
-    /// Problems found while reading; time-dependent ones come from [`VolumeSnapshot::problems_at`].
-    pub problems: Vec<Problem>,
-}
-
-impl VolumeSnapshot {
-    pub fn state(&self) -> VolumeState {
-        match (&self.generation, self.files.is_empty()) {
-            (None, _) => VolumeState::NotWritten,
-            (Some(_), true) => VolumeState::Empty,
-            (Some(_), false) => VolumeState::Written,
-        }
-    }
-
-    /// Every problem at `now`: those found while reading plus certificates outside their validity.
-    ///
-    /// A file's first certificate is judged when it is served (paired with a key) or is not a
-    /// CA; an expired root somewhere in a CA bundle is the bundle owner's business.
-    pub fn problems_at(&self, now: OffsetDateTime) -> Vec<Problem> {
-        let mut problems = self.problems.clone();
-        for file in &self.files {
-            let Some(leaf) = file.pem.as_ref().and_then(PemContents::leaf) else {
-                continue;
-            };
-            let served = self.pairings.iter().any(|p| p.cert_file == file.path);
-            if leaf.is_ca && !served {
-                continue;
-            }
-            match leaf.validity_at(now) {
-                Validity::Valid => {}
-                Validity::Expired => problems.push(Problem::new(
-                    &file.path,
-                    ProblemKind::Expired,
-                    format!(
-                        "certificate {} expired at {}",
-                        untrusted(&leaf.subject),
-                        rfc3339(leaf.not_after)
-                    ),
-                )),
-                Validity::NotYetValid => problems.push(Problem::new(
-                    &file.path,
-                    ProblemKind::NotYetValid,
-                    format!(
-                        "certificate {} is not valid before {}",
-                        untrusted(&leaf.subject),
-                        rfc3339(leaf.not_before)
-                    ),
-                )),
-            }
-        }
-        problems.sort_by(|a, b| (&a.file, a.kind).cmp(&(&b.file, b.kind)));
-        problems
-    }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 /// Where a volume directory is opened from, and the path below it that must hold no symlink.

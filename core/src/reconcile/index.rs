@@ -11,8 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::discovery::{ControllerPod, Expected, SecretLookup, SecretView, expected_payload};
-use crate::kubelet::KubeletRoot;
+use crate::expected::{Expected, SecretLookup, expected_payload};
+use crate::pod::ControllerPod;
+use crate::secret::SecretView;
+use crate::volume::KubeletRoot;
 
 use super::mount::{Action, DiskView, Input, Mount, MountSpec, MountState, PodRef, Thresholds};
 
@@ -624,7 +626,7 @@ impl MountIndex {
 /// A mount spec with the plugin kind that decides its directory.
 #[derive(Debug)]
 struct SpecWithKind {
-    kind: crate::kubelet::VolumeKind,
+    kind: crate::volume::VolumeKind,
     mount: MountSpec,
 }
 
@@ -639,8 +641,8 @@ pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::discovery::pod::{ContainerInfo, SecretSource, SecretVolume, VolumeMountInfo};
-    use crate::kubelet::VolumeKind;
+    use crate::pod::{ContainerInfo, SecretSource, SecretVolume, VolumeMountInfo};
+    use crate::volume::VolumeKind;
 
     fn pod(uid: &str, secret: &str, sub_path: Option<&str>) -> ControllerPod {
         ControllerPod {

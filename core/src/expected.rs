@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::pod::SecretVolume;
-use super::secret::SecretView;
+use crate::pod::SecretVolume;
+use crate::secret::SecretView;
 
 /// What the agent knows about one referenced Secret.
 #[derive(Debug, Clone, Copy)]
@@ -150,8 +150,8 @@ pub fn expected_payload<'a>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::discovery::pod::{KeyPath, SecretSource};
-    use crate::kubelet::VolumeKind;
+    use crate::pod::{KeyPath, SecretSource};
+    use crate::volume::VolumeKind;
 
     fn view(name: &str, rv: &str, keys: &[(&str, &str)]) -> SecretView {
         SecretView {

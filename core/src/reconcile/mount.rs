@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::discovery::Expected;
+use crate::expected::Expected;
 
 /// Which pod an action concerns (what Events are regarding and nudges patch).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -410,7 +410,7 @@ fn seconds(d: Duration) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::discovery::{ExpectedFiles, SecretVersion};
+    use crate::expected::{ExpectedFiles, SecretVersion};
 
     const LIMITS: Thresholds = Thresholds {
         nudge_enabled: true,

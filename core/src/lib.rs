@@ -1,0 +1,20 @@
+//! mountlag-core: everything mountlag decides, as pure code. No tokio, no kube, no file system,
+//! no clock: inputs are plain values, time is an argument, outputs are actions for the agent's
+//! executor to perform.
+//!
+//! ```text
+//!  pod::ControllerPod ──┐
+//!  secret::SecretView ──┼─▶ expected::expected_payload ─▶ reconcile::MountIndex ─▶ Action
+//!  volume::VolumeSnapshot ┘        (what kubelet will write)   (one Mount per volume)
+//!                                                                reconcile::reload (per pod)
+//!  cert: PEM/X.509 summaries, key pairing, validity ─▶ reconcile::material (may it be reloaded?)
+//! ```
+#![doc(html_no_source)]
+
+pub mod cert;
+pub mod expected;
+pub mod pod;
+pub mod reconcile;
+pub mod secret;
+pub mod text;
+pub mod volume;
