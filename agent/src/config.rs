@@ -172,6 +172,22 @@ pub struct ControllerProfile {
     pub probe: ProbeConfig,
 }
 
+impl ControllerProfile {
+    /// What the node model needs of this profile.
+    pub fn spec(&self) -> mountlag_core::node::ControllerSpec {
+        mountlag_core::node::ControllerSpec {
+            name: self.name.clone(),
+            containers: self.containers.clone(),
+            source: match self.mode {
+                ReloadMode::Files => mountlag_core::node::CertificateSource::Files,
+                ReloadMode::Api => mountlag_core::node::CertificateSource::Api,
+            },
+            reloads: self.reload != ReloadAction::None,
+            probe_hosts: self.probe.hosts.clone(),
+        }
+    }
+}
+
 /// Where a controller reads its certificates from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReloadMode {

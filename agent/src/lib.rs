@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod inspect;
+pub mod k8s;
 pub mod kubelet;
 pub mod probe;
 pub mod run;

@@ -11,10 +11,14 @@
 //! ```
 #![doc(html_no_source)]
 
+pub mod action;
 pub mod cert;
+pub mod events;
 pub mod expected;
+pub mod node;
 pub mod pod;
 pub mod reconcile;
 pub mod secret;
+pub mod status;
 pub mod text;
 pub mod volume;

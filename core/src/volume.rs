@@ -285,3 +285,25 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
 }
+
+/// Why the watcher re-read every volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RescanReason {
+    /// The inotify queue overflowed: events were lost.
+    QueueOverflow,
+    /// A filesystem was mounted or unmounted somewhere on the node.
+    MountTable,
+    /// The slow periodic check that needs no event at all.
+    Safety,
+}
+
+impl RescanReason {
+    /// Stable label value for `mountlag_rescans_total{reason}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RescanReason::QueueOverflow => "queue_overflow",
+            RescanReason::MountTable => "mount_table",
+            RescanReason::Safety => "safety",
+        }
+    }
+}

@@ -348,14 +348,11 @@ fn the_docs_name_the_agents_namespace_as_the_manifests_do() {
     );
 }
 
-/// The reasons of the two Event vocabularies (`EventReason` for mounts, `ReloadEvent` for
-/// reloads), read from their `as_str` tables in the agent's source.
+/// The reasons of the agent's one Event vocabulary (`EventReason`), read from its `as_str`
+/// table in the core's source.
 fn published_event_reasons() -> BTreeSet<String> {
     let mut reasons = BTreeSet::new();
-    for (file, prefix) in [
-        ("core/src/reconcile/mount.rs", "EventReason::"),
-        ("core/src/reconcile/reload.rs", "ReloadEvent::"),
-    ] {
+    for (file, prefix) in [("core/src/events.rs", "EventReason::")] {
         let source = std::fs::read_to_string(repo().join(file)).unwrap();
         for line in source.lines().map(str::trim) {
             if let Some((variant, label)) = line

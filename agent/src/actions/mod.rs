@@ -7,6 +7,7 @@
 //!  Action::ObserveLag ──▶ mountlag_mount_lag_seconds
 //! ```
 
+pub mod effects;
 pub mod events;
 pub mod goexe;
 pub mod goguard;
@@ -26,7 +27,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::reconcile::{Action, EventReason, PodRef};
+use mountlag_core::action::Action;
+pub use mountlag_core::events::{EventReason, RelatedSecret};
+use mountlag_core::reconcile::PodRef;
+
 use crate::text::{MAX_EVENT_NOTE_BYTES, MAX_MESSAGE_BYTES, sanitize, untrusted_capped};
 
 pub use events::EventLimiter;
@@ -62,25 +66,6 @@ impl From<EventReason> for Reason {
             warning: reason.is_warning(),
         }
     }
-}
-
-impl From<crate::reconcile::reload::ReloadEvent> for Reason {
-    fn from(reason: crate::reconcile::reload::ReloadEvent) -> Self {
-        Self {
-            name: reason.as_str(),
-            warning: reason.is_warning(),
-        }
-    }
-}
-
-/// A Secret version an Event is about (`related`): Events about different versions are not
-/// folded into one series, so each keeps its own note.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RelatedSecret {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
 }
 
 /// Publishes a Kubernetes Event regarding a pod.
@@ -202,6 +187,7 @@ impl Executor {
         }
     }
 
+    /// Performs a nudge, an Event or a lag observation.
     pub fn execute(&self, action: Action) {
         match action {
             Action::ObserveLag { seconds } => self.metrics.lag.observe(seconds),
@@ -214,7 +200,14 @@ impl Executor {
                 let this = self.clone();
                 tokio::spawn(async move { this.nudge(pod, volume, annotation, attempt).await });
             }
-            Action::Event { pod, reason, note } => self.publish(pod, reason.into(), note, None),
+            Action::Event {
+                pod,
+                reason,
+                note,
+                related,
+            } => self.publish(pod, reason.into(), note, related),
+            // The other actions are not the API's: see `effects::Effects::perform`.
+            _ => {}
         }
     }
 

@@ -66,10 +66,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use tokio::sync::watch;
-
-use crate::reconcile::MountStatus;
 
 pub use liveness::{Heartbeat, Liveness, LivenessReport, Stalled};
 pub use metrics::{AgentMetrics, ProcessCollector, register_inotify_watches};
@@ -88,31 +85,7 @@ pub mod loops {
     pub const EXECUTOR: &str = "executor";
 }
 
-/// What the agent publishes after every reconcile step.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusSnapshot {
-    pub node: String,
-    pub ready: bool,
-    /// Why the agent is not ready yet (empty when ready).
-    pub waiting_for: Vec<String>,
-    /// Whether the agent reads kubelet's volume directories at all.
-    pub disk: DiskStatus,
-    pub mounts: Vec<MountStatus>,
-}
-
-/// `/status` `disk`: whether mounts are compared on disk, or (a probe-only install, no kubelet
-/// root in the container) only the served certificate is checked against the API.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DiskStatus {
-    pub checked: bool,
-    /// The `--kubelet-root` the agent looked at.
-    pub kubelet_root: String,
-    /// Why disk is not checked (absent when it is).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+pub use mountlag_core::status::{DiskStatus, StatusSnapshot};
 
 /// Flips the published status to unready (keeping the mounts), e.g. `"shutting down"`: call it
 /// before resolving the server's shutdown future so `/readyz` answers 503 while it drains.

@@ -53,27 +53,7 @@ pub enum VolumeChange {
     MountsChanged { mount_points: Vec<PathBuf> },
 }
 
-/// Why the watcher re-read every volume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RescanReason {
-    /// The inotify queue overflowed: events were lost.
-    QueueOverflow,
-    /// A filesystem was mounted or unmounted somewhere on the node.
-    MountTable,
-    /// The slow periodic check that needs no event at all.
-    Safety,
-}
-
-impl RescanReason {
-    /// Stable label value for `mountlag_rescans_total{reason}`.
-    pub fn label(self) -> &'static str {
-        match self {
-            RescanReason::QueueOverflow => "queue_overflow",
-            RescanReason::MountTable => "mount_table",
-            RescanReason::Safety => "safety",
-        }
-    }
-}
+pub use mountlag_core::volume::RescanReason;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
 struct ReasonLabel {

@@ -1,6 +1,6 @@
-//! Where mounts become actions: the per-mount state machine ([`mount`]) and the index that
-//! feeds it from pods, Secrets and disk ([`index`]). Pure: no tokio, no kube; the clock is an
-//! argument.
+//! The state machines the node model drives: one per mount ([`mount`], fed by the [`index`]
+//! from pods, Secrets and disk) and one per controller pod ([`reload`], fed with the
+//! [`material`] a new generation holds). Pure: the clock is an argument.
 
 pub mod index;
 pub mod material;
@@ -9,4 +9,4 @@ pub mod reload;
 
 pub use index::{CertificateStatus, MountIndex, MountKey, MountStatus, SecretKey, ServedStatus};
 
-pub use mount::{Action, DiskView, EventReason, Mount, MountState, PodRef, Thresholds};
+pub use mount::{DiskView, Mount, MountState, PodRef, Thresholds};

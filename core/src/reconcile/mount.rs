@@ -20,6 +20,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+pub use crate::action::Action;
+use crate::events::EventReason;
 use crate::expected::Expected;
 
 /// Which pod an action concerns (what Events are regarding and nudges patch).
@@ -108,51 +110,6 @@ pub enum Input {
     /// The pod's nudge annotation as last seen (a previous run may have nudged already).
     ResyncAnnotation(Option<String>),
     Tick,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventReason {
-    SecretMountStuck,
-    SecretMountRecovered,
-    KubeletResyncRequested,
-    SubPathNeverUpdates,
-}
-
-impl EventReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventReason::SecretMountStuck => "SecretMountStuck",
-            EventReason::SecretMountRecovered => "SecretMountRecovered",
-            EventReason::KubeletResyncRequested => "KubeletResyncRequested",
-            EventReason::SubPathNeverUpdates => "SubPathNeverUpdates",
-        }
-    }
-
-    pub fn is_warning(self) -> bool {
-        matches!(
-            self,
-            EventReason::SecretMountStuck | EventReason::SubPathNeverUpdates
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Merge-patch the pod's `mountlag.io/resync` annotation to `annotation`.
-    Nudge {
-        pod: PodRef,
-        volume: String,
-        /// `<version key>/<attempt>`: see [`nudge_annotation`].
-        annotation: String,
-        attempt: u8,
-    },
-    Event {
-        pod: PodRef,
-        reason: EventReason,
-        note: String,
-    },
-    /// The API→disk lag of one change, for `mountlag_mount_lag_seconds`.
-    ObserveLag { seconds: f64 },
 }
 
 /// Facts about a mount that do not change while the pod lives.
@@ -297,6 +254,7 @@ impl Mount {
             self.subpath_reported = true;
             actions.push(Action::Event {
                 pod: self.spec.pod.clone(),
+                related: None,
                 reason: EventReason::SubPathNeverUpdates,
                 note: format!(
                     "container(s) {} mount volume {:?} through subPath; kubelet never updates \
@@ -336,6 +294,7 @@ impl Mount {
             if self.state == MountState::Stuck && self.api_healthy {
                 actions.push(Action::Event {
                     pod: self.spec.pod.clone(),
+                    related: None,
                     reason: EventReason::SecretMountRecovered,
                     note: format!(
                         "volume {:?} now holds {} after {}",
@@ -387,6 +346,7 @@ impl Mount {
             self.state = MountState::Stuck;
             actions.push(Action::Event {
                 pod: self.spec.pod.clone(),
+                related: None,
                 reason: EventReason::SecretMountStuck,
                 note: format!(
                     "volume {:?} still differs from {} after {} (kubelet has not written the \
@@ -473,6 +433,7 @@ mod tests {
                 Action::Nudge { attempt, .. } => format!("nudge#{attempt}"),
                 Action::Event { reason, .. } => reason.as_str().to_string(),
                 Action::ObserveLag { seconds } => format!("lag {seconds:.1}"),
+                other => format!("{other:?}"),
             })
             .collect()
     }

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::mount::PodRef;
+use crate::events::EventReason;
 
 /// A leaf the controller should serve after the rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,50 +68,24 @@ pub struct ReloadLimits {
     pub max_attempts: u8,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ReloadEvent {
-    ControllerReloaded,
-    ReloadUnverified,
-    InvalidCertificateMaterial,
-    ServedCertificateMismatch,
-    CertificateExpiringSoon,
-    ControllerProcessNotFound,
-    /// The signal was not sent: the target is a Go program not proven to handle it.
-    ReloadSignalWithheld,
-}
-
-impl ReloadEvent {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReloadEvent::ControllerReloaded => "ControllerReloaded",
-            ReloadEvent::ReloadUnverified => "ReloadUnverified",
-            ReloadEvent::InvalidCertificateMaterial => "InvalidCertificateMaterial",
-            ReloadEvent::ServedCertificateMismatch => "ServedCertificateMismatch",
-            ReloadEvent::CertificateExpiringSoon => "CertificateExpiringSoon",
-            ReloadEvent::ControllerProcessNotFound => "ControllerProcessNotFound",
-            ReloadEvent::ReloadSignalWithheld => "ReloadSignalWithheld",
-        }
-    }
-
-    pub fn is_warning(self) -> bool {
-        !matches!(self, ReloadEvent::ControllerReloaded)
-    }
-}
-
+/// What one pod's reload machine decided. The node model turns each into an
+/// [`crate::action::Action`] for that pod.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ReloadAction {
+pub enum Decision {
     /// Signal the controller (or call its reload URL).
-    Reload { pod: PodRef, attempt: u8 },
+    Reload {
+        attempt: u8,
+    },
     /// Handshake with every name of the expected leaves and once without SNI.
-    Probe { pod: PodRef, names: Vec<String> },
+    Probe {
+        names: Vec<String>,
+    },
     Event {
-        pod: PodRef,
-        reason: ReloadEvent,
+        reason: EventReason,
         note: String,
     },
     /// `mountlag_reload_duration_seconds` and `mountlag_reloads_total{result}`.
     Finished {
-        pod: PodRef,
         result: ReloadResult,
         seconds: f64,
     },
@@ -240,7 +214,6 @@ const CONFIRM_GAP: Duration = Duration::from_millis(150);
 
 #[derive(Debug, Clone)]
 pub struct PodReload {
-    pod: PodRef,
     kind: ReloadKind,
     limits: ReloadLimits,
     phase: Phase,
@@ -265,14 +238,8 @@ pub struct PodReload {
 }
 
 impl PodReload {
-    pub fn new(
-        pod: PodRef,
-        kind: ReloadKind,
-        limits: ReloadLimits,
-        extra_hosts: Vec<String>,
-    ) -> Self {
+    pub fn new(kind: ReloadKind, limits: ReloadLimits, extra_hosts: Vec<String>) -> Self {
         Self {
-            pod,
             kind,
             limits,
             phase: Phase::Idle,
@@ -362,7 +329,7 @@ impl PodReload {
         others.max(interval)
     }
 
-    pub fn step(&mut self, input: ReloadInput, now: Instant) -> Vec<ReloadAction> {
+    pub fn step(&mut self, input: ReloadInput, now: Instant) -> Vec<Decision> {
         let mut actions = Vec::new();
         match input {
             ReloadInput::NewMaterial {
@@ -380,16 +347,18 @@ impl PodReload {
                             reasons.join("; ")
                         );
                         self.set_result(ReloadResult::Withheld, note.clone());
-                        actions.push(self.event(ReloadEvent::InvalidCertificateMaterial, note));
-                        actions.push(ReloadAction::Finished {
-                            pod: self.pod.clone(),
+                        actions.push(self.event(EventReason::InvalidCertificateMaterial, note));
+                        actions.push(Decision::Finished {
                             result: ReloadResult::Withheld,
                             seconds: 0.0,
                         });
-                        // Anything already waiting was older material: keep waiting for it.
+                        // Anything already waiting was older material: keep waiting for it, and
+                        // release nothing now, while the disk holds what must not be loaded.
                         return actions;
                     }
-                    Material::NoServedCertificate => return actions,
+                    // A volume without a served pair (a CA bundle) has caught up: what waits
+                    // for it may go.
+                    Material::NoServedCertificate => {}
                     Material::Valid { leaves } => {
                         self.expected = leaves;
                         self.signal_withheld = false;
@@ -410,7 +379,13 @@ impl PodReload {
                     self.phase = self.verifying(0, now, now);
                 }
             }
-            ReloadInput::Lagging(volumes) => self.lagging = volumes,
+            // Only a hand-off before the real input: releasing here would reload for the
+            // material waiting so far, and the input (the last lagging volume's new material)
+            // would start a second reload right behind it.
+            ReloadInput::Lagging(volumes) => {
+                self.lagging = volumes;
+                return actions;
+            }
             ReloadInput::Reloaded(result) => {
                 if let Phase::Reloading {
                     attempt,
@@ -431,9 +406,8 @@ impl PodReload {
                             );
                             self.set_result(ReloadResult::SignalWithheld, note.clone());
                             self.signal_withheld = true;
-                            actions.push(self.event(ReloadEvent::ReloadSignalWithheld, note));
-                            actions.push(ReloadAction::Finished {
-                                pod: self.pod.clone(),
+                            actions.push(self.event(EventReason::ReloadSignalWithheld, note));
+                            actions.push(Decision::Finished {
                                 result: ReloadResult::SignalWithheld,
                                 seconds: 0.0,
                             });
@@ -441,15 +415,14 @@ impl PodReload {
                         }
                         Err(failure) => {
                             let reason = if failure.kind == FailureKind::ProcessNotFound {
-                                ReloadEvent::ControllerProcessNotFound
+                                EventReason::ControllerProcessNotFound
                             } else {
-                                ReloadEvent::ReloadUnverified
+                                EventReason::ReloadUnverified
                             };
                             let note = format!("cannot reload: {}", failure.message);
                             self.set_result(ReloadResult::Failed, note.clone());
                             actions.push(self.event(reason, note));
-                            actions.push(ReloadAction::Finished {
-                                pod: self.pod.clone(),
+                            actions.push(Decision::Finished {
                                 result: ReloadResult::Failed,
                                 seconds: now.saturating_duration_since(swapped_at).as_secs_f64(),
                             });
@@ -494,17 +467,14 @@ impl PodReload {
         }
     }
 
-    fn advance(&mut self, now: Instant, actions: &mut Vec<ReloadAction>) {
+    fn advance(&mut self, now: Instant, actions: &mut Vec<Decision>) {
         match self.phase.clone() {
             Phase::Waiting { since } if now >= self.release_at(since) => {
                 self.phase = Phase::Reloading {
                     attempt: 0,
                     swapped_at: since,
                 };
-                actions.push(ReloadAction::Reload {
-                    pod: self.pod.clone(),
-                    attempt: 1,
-                });
+                actions.push(Decision::Reload { attempt: 1 });
             }
             Phase::RetryAt {
                 attempt,
@@ -515,8 +485,7 @@ impl PodReload {
                     attempt,
                     swapped_at,
                 };
-                actions.push(ReloadAction::Reload {
-                    pod: self.pod.clone(),
+                actions.push(Decision::Reload {
                     attempt: attempt + 1,
                 });
             }
@@ -541,8 +510,7 @@ impl PodReload {
                         backoff,
                         matched,
                     };
-                    actions.push(ReloadAction::Probe {
-                        pod: self.pod.clone(),
+                    actions.push(Decision::Probe {
                         names: self.probe_names(),
                     });
                 }
@@ -556,7 +524,7 @@ impl PodReload {
         attempt: u8,
         swapped_at: Instant,
         now: Instant,
-        actions: &mut Vec<ReloadAction>,
+        actions: &mut Vec<Decision>,
     ) {
         let seen = self
             .served
@@ -583,22 +551,21 @@ impl PodReload {
             // Already counted (and reported) as withheld: say what is served, keep the
             // withheld result and its reason in /status, and do not retry.
             actions.push(self.event(
-                ReloadEvent::ServedCertificateMismatch,
+                EventReason::ServedCertificateMismatch,
                 format!("{note}; the reload signal was withheld"),
             ));
             self.phase = Phase::Idle;
             return;
         }
         let (reason, result) = match self.kind {
-            ReloadKind::Reload => (ReloadEvent::ReloadUnverified, ReloadResult::Unverified),
+            ReloadKind::Reload => (EventReason::ReloadUnverified, ReloadResult::Unverified),
             _ => (
-                ReloadEvent::ServedCertificateMismatch,
+                EventReason::ServedCertificateMismatch,
                 ReloadResult::Unverified,
             ),
         };
         actions.push(self.event(reason, note.clone()));
-        actions.push(ReloadAction::Finished {
-            pod: self.pod.clone(),
+        actions.push(Decision::Finished {
             result,
             seconds: now.saturating_duration_since(swapped_at).as_secs_f64(),
         });
@@ -606,7 +573,7 @@ impl PodReload {
         self.phase = self.retry_or_idle(attempt, swapped_at, now);
     }
 
-    fn probed(&mut self, round: ProbeRound, now: Instant, actions: &mut Vec<ReloadAction>) {
+    fn probed(&mut self, round: ProbeRound, now: Instant, actions: &mut Vec<Decision>) {
         for (name, result) in &round.served {
             if let Ok(leaf) = result {
                 self.served.insert(name.clone(), leaf.fingerprint.clone());
@@ -674,17 +641,16 @@ impl PodReload {
         // A controller that took the files by itself after a withheld signal was not reloaded
         // by mountlag: no ControllerReloaded for it.
         if self.kind == ReloadKind::Reload && !self.signal_withheld {
-            actions.push(self.event(ReloadEvent::ControllerReloaded, note));
+            actions.push(self.event(EventReason::ControllerReloaded, note));
         }
-        actions.push(ReloadAction::Finished {
-            pod: self.pod.clone(),
+        actions.push(Decision::Finished {
             result: ReloadResult::Verified,
             seconds: took.as_secs_f64(),
         });
         self.phase = Phase::Idle;
     }
 
-    fn check_expiry(&mut self, round: &ProbeRound, actions: &mut Vec<ReloadAction>) {
+    fn check_expiry(&mut self, round: &ProbeRound, actions: &mut Vec<Decision>) {
         let Some(Ok(leaf)) = round
             .served
             .get(&None)
@@ -703,7 +669,7 @@ impl PodReload {
             self.warned_expiry_for = Some(leaf.fingerprint.clone());
             let days = (not_after - now).div_euclid(86_400);
             actions.push(self.event(
-                ReloadEvent::CertificateExpiringSoon,
+                EventReason::CertificateExpiringSoon,
                 format!(
                     "the served leaf {} expires in {days} day(s)",
                     short(&leaf.fingerprint)
@@ -746,12 +712,8 @@ impl PodReload {
         names
     }
 
-    fn event(&self, reason: ReloadEvent, note: String) -> ReloadAction {
-        ReloadAction::Event {
-            pod: self.pod.clone(),
-            reason,
-            note,
-        }
+    fn event(&self, reason: EventReason, note: String) -> Decision {
+        Decision::Event { reason, note }
     }
 }
 
@@ -794,14 +756,6 @@ mod tests {
         t0 + Duration::from_millis(ms)
     }
 
-    fn pod() -> PodRef {
-        PodRef {
-            namespace: "ingress".into(),
-            name: "edge-0".into(),
-            uid: "u1".into(),
-        }
-    }
-
     fn leaf(fp: &str) -> ExpectedLeaf {
         ExpectedLeaf {
             file: "tls.crt".into(),
@@ -839,14 +793,14 @@ mod tests {
         })
     }
 
-    fn names(actions: &[ReloadAction]) -> Vec<String> {
+    fn names(actions: &[Decision]) -> Vec<String> {
         actions
             .iter()
             .map(|a| match a {
-                ReloadAction::Reload { attempt, .. } => format!("reload#{attempt}"),
-                ReloadAction::Probe { names, .. } => format!("probe {}", names.join(",")),
-                ReloadAction::Event { reason, .. } => reason.as_str().to_string(),
-                ReloadAction::Finished { result, .. } => format!("finished {}", result.label()),
+                Decision::Reload { attempt, .. } => format!("reload#{attempt}"),
+                Decision::Probe { names, .. } => format!("probe {}", names.join(",")),
+                Decision::Event { reason, .. } => reason.as_str().to_string(),
+                Decision::Finished { result, .. } => format!("finished {}", result.label()),
             })
             .collect()
     }
@@ -859,7 +813,7 @@ mod tests {
         at_ms: u64,
         fp: &str,
         not_after: i64,
-    ) -> Vec<ReloadAction> {
+    ) -> Vec<Decision> {
         let mut last = Vec::new();
         let mut at = at_ms;
         for _ in 1..CONFIRM_ROUNDS {
@@ -867,7 +821,7 @@ mod tests {
             assert_eq!(r.next_deadline(), Some(ms(t0, at)));
             assert!(matches!(
                 r.step(ReloadInput::Tick, ms(t0, at))[..],
-                [ReloadAction::Probe { .. }]
+                [Decision::Probe { .. }]
             ));
             last = r.step(served(fp, not_after), ms(t0, at));
         }
@@ -875,9 +829,9 @@ mod tests {
     }
 
     /// `done` reports a verified reload that took `served_ms` (swap → first served round).
-    fn assert_verified_after(done: &[ReloadAction], served_ms: u64) {
+    fn assert_verified_after(done: &[Decision], served_ms: u64) {
         assert_eq!(names(done), vec!["ControllerReloaded", "finished verified"]);
-        let ReloadAction::Finished { seconds, .. } = done[1] else {
+        let Decision::Finished { seconds, .. } = done[1] else {
             unreachable!()
         };
         assert!(
@@ -901,7 +855,7 @@ mod tests {
     }
 
     fn reloader(kind: ReloadKind) -> PodReload {
-        PodReload::new(pod(), kind, LIMITS, vec![])
+        PodReload::new(kind, LIMITS, vec![])
     }
 
     #[test]
@@ -991,7 +945,7 @@ mod tests {
             names(&actions),
             vec!["InvalidCertificateMaterial", "finished withheld"]
         );
-        let ReloadAction::Event { note, .. } = &actions[0] else {
+        let Decision::Event { note, .. } = &actions[0] else {
             unreachable!()
         };
         assert!(
@@ -1013,7 +967,13 @@ mod tests {
         );
         assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(60)));
         assert!(r.step(valid("newer"), ms(t0, 500)).is_empty());
-        assert_eq!(names(&r.step(lagging(&[]), ms(t0, 800))), vec!["reload#1"]);
+        // The hand-off alone decides nothing; the input it precedes (here a tick) does.
+        assert!(r.step(lagging(&[]), ms(t0, 800)).is_empty());
+        assert_eq!(r.next_deadline(), Some(ms(t0, 500)));
+        assert_eq!(
+            names(&r.step(ReloadInput::Tick, ms(t0, 800))),
+            vec!["reload#1"]
+        );
     }
 
     #[test]
@@ -1061,7 +1021,7 @@ mod tests {
         while t + 5 < 10_000 {
             t += 5;
             for action in r.step(ReloadInput::Tick, ms(t0, t)) {
-                if let ReloadAction::Probe { .. } = action {
+                if let Decision::Probe { .. } = action {
                     r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, t));
                 }
             }
@@ -1071,7 +1031,7 @@ mod tests {
             names(&actions),
             vec!["ReloadUnverified", "finished unverified"]
         );
-        let ReloadAction::Event { note, .. } = &actions[0] else {
+        let Decision::Event { note, .. } = &actions[0] else {
             unreachable!()
         };
         assert!(note.contains("(no SNI)=old"), "{note}");
@@ -1121,7 +1081,7 @@ mod tests {
         while t < 20_000 {
             t += 5;
             for action in r.step(ReloadInput::Tick, ms(t0, t)) {
-                if let ReloadAction::Probe { .. } = action {
+                if let Decision::Probe { .. } = action {
                     seen.extend(names(
                         &r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, t)),
                     ));
@@ -1184,7 +1144,7 @@ mod tests {
         while t <= 10_000 {
             for action in r.step(ReloadInput::Tick, ms(t0, t)) {
                 match action {
-                    ReloadAction::Probe { .. } => {
+                    Decision::Probe { .. } => {
                         seen.extend(names(
                             &r.step(served("stale", NOW_UNIX + 86_400 * 90), ms(t0, t)),
                         ));
@@ -1220,7 +1180,7 @@ mod tests {
             )),
             vec!["finished verified"]
         );
-        let ReloadAction::Event { note, .. } = &actions[0] else {
+        let Decision::Event { note, .. } = &actions[0] else {
             unreachable!()
         };
         assert!(note.contains("3 day"), "{note}");

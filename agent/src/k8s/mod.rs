@@ -1,0 +1,3 @@
+//! The Kubernetes edge: watches whose events become node-model inputs.
+
+pub mod watches;

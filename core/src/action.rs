@@ -1,0 +1,90 @@
+//! The one vocabulary of what the agent does: every decision of the core is an [`Action`], and
+//! the agent's executor (`mountlag::effects`) is the only place that performs one.
+
+use std::path::PathBuf;
+
+use crate::events::{EventReason, RelatedSecret};
+use crate::pod::ControllerPod;
+use crate::reconcile::reload::ReloadResult;
+use crate::reconcile::{PodRef, SecretKey};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Merge-patch the pod's `mountlag.io/resync` annotation to `annotation`, so kubelet
+    /// remounts `volume` now instead of at its next sync.
+    Nudge {
+        pod: PodRef,
+        volume: String,
+        /// `<version key>/<attempt>`: see [`crate::reconcile::mount::nudge_annotation`].
+        annotation: String,
+        attempt: u8,
+    },
+    /// Publish a Kubernetes Event regarding the pod (rate-limited by the executor).
+    Event {
+        pod: PodRef,
+        reason: EventReason,
+        note: String,
+        related: Option<RelatedSecret>,
+    },
+    /// Start a watch on one Secret (field-selected by name); its results come back as
+    /// `Input::SecretObserved`.
+    WatchSecret(SecretKey),
+    UnwatchSecret(SecretKey),
+    /// Put a volume directory under an inotify watch; answered by `Input::VolumeTracked`.
+    TrackVolume(PathBuf),
+    UntrackVolume(PathBuf),
+    /// Read one generation of a volume; answered by `Input::VolumeRead`.
+    ReadVolume(PathBuf),
+    /// Make the controller take the new files (signal or HTTP, per its profile); answered by
+    /// `Input::Reloaded`.
+    Reload {
+        pod: Box<ControllerPod>,
+        attempt: u8,
+    },
+    /// Handshake with every name and once without SNI; answered by `Input::Probed`.
+    Probe {
+        pod: Box<ControllerPod>,
+        names: Vec<String>,
+    },
+    /// The pod is gone: drop what the executor keeps for it (cached reload target, per-pod
+    /// series).
+    ForgetPod(PodRef),
+    /// `mountlag_mount_lag_seconds`: the API→disk lag of one change.
+    ObserveLag {
+        seconds: f64,
+    },
+    /// `mountlag_reload_duration_seconds` and `mountlag_reloads_total{result}`.
+    ReloadFinished {
+        pod: PodRef,
+        result: ReloadResult,
+        seconds: f64,
+    },
+    /// `mountlag_api_errors_total{resource, reason}` for a failed watch.
+    CountApiError {
+        resource: &'static str,
+        reason: String,
+    },
+    /// `mountlag_certificate_not_after_seconds{namespace, secret, source}`.
+    SetNotAfter {
+        namespace: String,
+        secret: String,
+        source: CertificateView,
+        unix: i64,
+    },
+}
+
+/// Which view of a certificate a figure comes from (metric label `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CertificateView {
+    Disk,
+    Served,
+}
+
+impl CertificateView {
+    pub fn label(self) -> &'static str {
+        match self {
+            CertificateView::Disk => "disk",
+            CertificateView::Served => "served",
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The one vocabulary of Kubernetes Event reasons the agent publishes (docs/operations.md
+//! lists them; `tests/tests/docs.rs` keeps the two in step).
+
+/// Why an Event is published. Mount events come from [`crate::reconcile::mount`], reload and
+/// served-certificate events from [`crate::reconcile::reload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventReason {
+    SecretMountStuck,
+    SecretMountRecovered,
+    KubeletResyncRequested,
+    SubPathNeverUpdates,
+    ControllerReloaded,
+    ReloadUnverified,
+    InvalidCertificateMaterial,
+    ServedCertificateMismatch,
+    CertificateExpiringSoon,
+    ControllerProcessNotFound,
+    /// The signal was not sent: the target is a Go program not proven to handle it.
+    ReloadSignalWithheld,
+}
+
+impl EventReason {
+    pub const ALL: [EventReason; 11] = [
+        EventReason::SecretMountStuck,
+        EventReason::SecretMountRecovered,
+        EventReason::KubeletResyncRequested,
+        EventReason::SubPathNeverUpdates,
+        EventReason::ControllerReloaded,
+        EventReason::ReloadUnverified,
+        EventReason::InvalidCertificateMaterial,
+        EventReason::ServedCertificateMismatch,
+        EventReason::CertificateExpiringSoon,
+        EventReason::ControllerProcessNotFound,
+        EventReason::ReloadSignalWithheld,
+    ];
+
+    /// The Event's `reason`, as the contract names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::SecretMountStuck => "SecretMountStuck",
+            EventReason::SecretMountRecovered => "SecretMountRecovered",
+            EventReason::KubeletResyncRequested => "KubeletResyncRequested",
+            EventReason::SubPathNeverUpdates => "SubPathNeverUpdates",
+            EventReason::ControllerReloaded => "ControllerReloaded",
+            EventReason::ReloadUnverified => "ReloadUnverified",
+            EventReason::InvalidCertificateMaterial => "InvalidCertificateMaterial",
+            EventReason::ServedCertificateMismatch => "ServedCertificateMismatch",
+            EventReason::CertificateExpiringSoon => "CertificateExpiringSoon",
+            EventReason::ControllerProcessNotFound => "ControllerProcessNotFound",
+            EventReason::ReloadSignalWithheld => "ReloadSignalWithheld",
+        }
+    }
+
+    /// Published as `type: Warning` (else `Normal`).
+    pub fn is_warning(self) -> bool {
+        !matches!(
+            self,
+            EventReason::SecretMountRecovered
+                | EventReason::KubeletResyncRequested
+                | EventReason::ControllerReloaded
+        )
+    }
+}
+
+/// A Secret version an Event is about (`related`): Events about different versions are not
+/// folded into one series, so each keeps its own note.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RelatedSecret {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_recoveries_requests_and_verified_reloads_are_normal_events() {
+        let normal: Vec<&str> = EventReason::ALL
+            .into_iter()
+            .filter(|r| !r.is_warning())
+            .map(EventReason::as_str)
+            .collect();
+        assert_eq!(
+            normal,
+            [
+                "SecretMountRecovered",
+                "KubeletResyncRequested",
+                "ControllerReloaded"
+            ]
+        );
+    }
+}

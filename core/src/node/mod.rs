@@ -1,0 +1,637 @@
+//! The node model: every decision the agent makes, behind one entry point.
+//!
+//! ```text
+//!  Input ─▶ Node::step(input, now) ─┬─▶ MountIndex: one Mount per volume ─▶ Nudge · Event · ObserveLag
+//!   pods, Secrets,                  ├─▶ PodReload per pod (lagging mounts  ─▶ Reload · Probe · Event ·
+//!   volume reads,                   │    of the pod hold a reload back)        ReloadFinished
+//!   reload and probe                ├─▶ which Secrets to watch, which volume ─▶ WatchSecret · TrackVolume ·
+//!   results, ticks                  │    directories to track and read          ReadVolume · …
+//!                                   └─▶ Node::publish_if_due(now) ─▶ Publication (status, gauges)
+//! ```
+//!
+//! The agent converts what it observes into [`Input`]s and performs the [`Action`]s; results of
+//! actions (a volume tracked and read, a reload done, a probe round) come back as inputs. No
+//! I/O and no clock here: `now` is an argument, so every decision is a unit test.
+
+mod publish;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use crate::action::Action;
+use crate::events::RelatedSecret;
+use crate::pod::ControllerPod;
+use crate::reconcile::material::{material_of_secrets, material_of_snapshot};
+use crate::reconcile::reload::{
+    Decision, ExpectedLeaf, Material, PodReload, ProbeRound, ReloadFailure, ReloadInput,
+    ReloadKind, ReloadLimits,
+};
+use crate::reconcile::{DiskView, MountIndex, PodRef, SecretKey, Thresholds};
+use crate::secret::SecretView;
+use crate::status::DiskStatus;
+use crate::volume::{KubeletRoot, RescanReason, VolumeSnapshot};
+
+pub use publish::{Publication, ServedMatch};
+
+/// The clock, passed in: monotonic for timers, wall-clock for certificate validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    pub utc: OffsetDateTime,
+}
+
+/// Where a controller reads its certificates from (a profile's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// The mounted Secret volume: disk matters, a reload may be needed.
+    Files,
+    /// The Kubernetes API: only served == API is checked.
+    Api,
+}
+
+/// What the model needs of a controller profile (config `controllers[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSpec {
+    pub name: String,
+    /// `None`: every container that mounts the volume counts.
+    pub containers: Option<Vec<String>>,
+    pub source: CertificateSource,
+    /// The profile has a reload action (signal or HTTP); without one the controller picks new
+    /// files up by itself and is only verified.
+    pub reloads: bool,
+    /// Extra SNI names to probe.
+    pub probe_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    pub node_name: String,
+    pub kubelet: KubeletRoot,
+    /// Whether kubelet's volume directories are read at all (a probe-only install does not).
+    pub disk: DiskStatus,
+    pub thresholds: Thresholds,
+    pub reload: ReloadLimits,
+    pub controllers: Vec<ControllerSpec>,
+    /// The status is rebuilt at most this often (it costs O(mounts)).
+    pub publish_every: Duration,
+}
+
+/// Everything the agent observes, and the results of the actions it performed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The pod watch (re)listed: these are all the selected pods of the node.
+    PodsListed(Vec<ControllerPod>),
+    /// A selected pod was added or changed.
+    PodApplied(ControllerPod),
+    /// A pod changed and no profile selects it (any more).
+    PodUnselected {
+        uid: Option<String>,
+    },
+    PodDeleted {
+        uid: String,
+    },
+    PodWatchFailed {
+        reason: String,
+    },
+    /// A Secret watch listed or saw a change; `None`: the Secret does not exist.
+    SecretObserved {
+        key: SecretKey,
+        view: Option<SecretView>,
+    },
+    SecretWatchFailed {
+        key: SecretKey,
+        reason: String,
+    },
+    /// Result of [`Action::TrackVolume`]: `Err` when the directory is not there yet.
+    VolumeTracked {
+        path: PathBuf,
+        result: Result<(), String>,
+    },
+    /// Result of [`Action::ReadVolume`], or of a change the watcher saw.
+    VolumeRead {
+        path: PathBuf,
+        read: Result<VolumeSnapshot, String>,
+    },
+    /// The watcher saw a generation change: read the volume again.
+    VolumeChanged {
+        path: PathBuf,
+    },
+    VolumeUnmounted {
+        path: PathBuf,
+    },
+    /// Filesystems were mounted or unmounted at these paths.
+    MountsChanged {
+        mount_points: Vec<PathBuf>,
+    },
+    VolumesRescanned {
+        reason: RescanReason,
+    },
+    /// Result of [`Action::Reload`].
+    Reloaded {
+        uid: String,
+        result: Result<(), ReloadFailure>,
+    },
+    /// Result of [`Action::Probe`].
+    Probed {
+        uid: String,
+        round: ProbeRound,
+    },
+    /// A deadline from [`Node::next_deadline`] passed.
+    Tick,
+}
+
+/// The node: the mount index, one reload machine per controller pod, and what the agent
+/// watches and tracks on their behalf.
+#[derive(Debug)]
+pub struct Node {
+    settings: NodeSettings,
+    index: MountIndex,
+    reloads: BTreeMap<String, PodReload>,
+    /// The selected pods, for reloads and probes.
+    pods: BTreeMap<String, ControllerPod>,
+    /// Last generation read per volume directory: a change is new material.
+    generations: BTreeMap<PathBuf, Option<String>>,
+    /// Leaves of the last valid read per volume directory, for /status and metrics.
+    leaves_on_disk: BTreeMap<PathBuf, Vec<ExpectedLeaf>>,
+    watched_secrets: BTreeSet<SecretKey>,
+    /// Volume directories under a watch (or asked to be).
+    tracked: BTreeSet<PathBuf>,
+    /// Volume directories that do not exist yet (kubelet has not set them up): retried when
+    /// the mount table changes.
+    untrackable: BTreeSet<PathBuf>,
+    pods_listed: bool,
+    /// The pod set changed: the wanted Secret watches and volume directories may differ.
+    pods_changed: bool,
+    /// Something changed since the last publication.
+    unpublished: bool,
+    published_at: Option<Instant>,
+    created_at: Instant,
+}
+
+impl Node {
+    pub fn new(settings: NodeSettings, now: Instant) -> Self {
+        let index = MountIndex::new(settings.kubelet.clone(), settings.thresholds);
+        let index = if settings.disk.checked {
+            index
+        } else {
+            index.without_disk()
+        };
+        Self {
+            settings,
+            index,
+            reloads: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            generations: BTreeMap::new(),
+            leaves_on_disk: BTreeMap::new(),
+            watched_secrets: BTreeSet::new(),
+            tracked: BTreeSet::new(),
+            untrackable: BTreeSet::new(),
+            pods_listed: false,
+            pods_changed: false,
+            unpublished: true,
+            published_at: None,
+            created_at: now,
+        }
+    }
+
+    pub fn step(&mut self, input: Input, now: Now) -> Vec<Action> {
+        self.unpublished = true;
+        let at = now.at;
+        let mut actions = match input {
+            Input::PodsListed(pods) => self.pods_listed(pods, at),
+            Input::PodApplied(pod) => {
+                let mut actions = self.index.set_pods_healthy(true, at);
+                actions.extend(self.pod_applied(pod, at));
+                actions
+            }
+            Input::PodUnselected { uid } => {
+                let mut actions = self.index.set_pods_healthy(true, at);
+                if let Some(uid) = uid {
+                    actions.extend(self.pod_gone(&uid));
+                }
+                actions
+            }
+            Input::PodDeleted { uid } => self.pod_gone(&uid),
+            Input::PodWatchFailed { reason } => {
+                let mut actions = vec![Action::CountApiError {
+                    resource: "pods",
+                    reason,
+                }];
+                actions.extend(self.index.set_pods_healthy(false, at));
+                actions
+            }
+            Input::SecretObserved { key, view } => {
+                let mut actions = self.index.secret_observed(&key, view, at);
+                for uid in self.index.pods_of_secret(&key) {
+                    actions.extend(self.api_leaves_of_pod(&uid, at));
+                }
+                actions
+            }
+            Input::SecretWatchFailed { key, reason } => {
+                let mut actions = vec![Action::CountApiError {
+                    resource: "secrets",
+                    reason,
+                }];
+                actions.extend(self.index.secret_watch_health(&key, false, at));
+                actions
+            }
+            Input::VolumeTracked { path, result } => self.volume_tracked(path, result),
+            Input::VolumeChanged { path } => vec![Action::ReadVolume(path)],
+            Input::VolumeRead { path, read } => self.volume_read(&path, read, now),
+            Input::VolumeUnmounted { path } => self.volume_unmounted(path, at),
+            Input::MountsChanged { mount_points } => {
+                // Directories kubelet has mounted since are trackable now.
+                let retry: Vec<PathBuf> = self
+                    .untrackable
+                    .iter()
+                    .filter(|p| mount_points.iter().any(|m| p.starts_with(m)))
+                    .cloned()
+                    .collect();
+                self.retrack(retry)
+            }
+            Input::VolumesRescanned { reason } => match reason {
+                // Directories kubelet has created since are trackable now.
+                RescanReason::MountTable | RescanReason::Safety => {
+                    let retry = std::mem::take(&mut self.untrackable);
+                    self.retrack(retry.into_iter().collect())
+                }
+                RescanReason::QueueOverflow => Vec::new(),
+            },
+            Input::Reloaded { uid, result } => {
+                self.step_reload(&uid, ReloadInput::Reloaded(result), at)
+            }
+            Input::Probed { uid, round } => {
+                let mut actions = self.served_not_after(&uid, &round);
+                actions.extend(self.step_reload(&uid, ReloadInput::Probed(round), at));
+                actions
+            }
+            Input::Tick => self.tick(at),
+        };
+        // Only pods add or remove Secret references and volume directories; both sets cost
+        // O(mounts) to compute.
+        if std::mem::take(&mut self.pods_changed) {
+            let mut first = self.sync_secret_watches();
+            first.extend(self.sync_volumes());
+            first.append(&mut actions);
+            actions = first;
+        }
+        actions
+    }
+
+    /// When [`Input::Tick`] is due next (timers of mounts and reloads, the next publication).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let reloads = self
+            .reloads
+            .values()
+            .filter_map(PodReload::next_deadline)
+            .min();
+        let publish = self.unpublished.then(|| {
+            self.published_at
+                .map_or(self.created_at, |at| at + self.settings.publish_every)
+        });
+        [self.index.next_deadline(), reloads, publish]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = self.index.tick(now);
+        let due: Vec<String> = self
+            .reloads
+            .iter()
+            .filter(|(_, r)| r.next_deadline().is_some_and(|d| d <= now))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in due {
+            actions.extend(self.step_reload(&uid, ReloadInput::Tick, now));
+        }
+        actions
+    }
+
+    fn spec(&self, controller: &str) -> Option<&ControllerSpec> {
+        self.settings
+            .controllers
+            .iter()
+            .find(|c| c.name == controller)
+    }
+
+    fn pods_listed(&mut self, pods: Vec<ControllerPod>, now: Instant) -> Vec<Action> {
+        self.pods_listed = true;
+        self.pods_changed = true;
+        let mut actions = self.index.set_pods_healthy(true, now);
+        let keep: BTreeSet<String> = pods.iter().map(|p| p.uid.clone()).collect();
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|uid| !keep.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            actions.extend(self.forget_pod(&uid));
+        }
+        let mut listed = Vec::new();
+        for pod in pods {
+            let containers = self.remember_pod(&pod);
+            listed.push((pod, containers));
+        }
+        actions.extend(self.index.replace_pods(listed, now));
+        for uid in &keep {
+            actions.extend(self.api_leaves_of_pod(uid, now));
+        }
+        actions
+    }
+
+    fn pod_applied(&mut self, pod: ControllerPod, now: Instant) -> Vec<Action> {
+        self.pods_changed = true;
+        let uid = pod.uid.clone();
+        let containers = self.remember_pod(&pod);
+        let mut actions = self.index.upsert_pod(pod, containers, now);
+        actions.extend(self.api_leaves_of_pod(&uid, now));
+        actions
+    }
+
+    fn pod_gone(&mut self, uid: &str) -> Vec<Action> {
+        self.pods_changed = true;
+        self.index.remove_pod(uid);
+        self.forget_pod(uid)
+    }
+
+    /// Keeps the pod for reloads and probes and gives it a reload machine on first sight;
+    /// returns the containers its profile watches.
+    fn remember_pod(&mut self, pod: &ControllerPod) -> Option<Vec<String>> {
+        let spec = self.spec(&pod.controller).cloned();
+        let containers = spec.as_ref().and_then(|s| s.containers.clone());
+        if !self.reloads.contains_key(&pod.uid)
+            && let Some(spec) = spec
+        {
+            let kind = match (spec.source, spec.reloads) {
+                // Without disk, the API is the only source of what should be served; and a
+                // probe-only install could not signal anyway (no host PID namespace).
+                _ if !self.settings.disk.checked => ReloadKind::ApiDriven,
+                (CertificateSource::Api, _) => ReloadKind::ApiDriven,
+                (CertificateSource::Files, false) => ReloadKind::VerifyOnly,
+                (CertificateSource::Files, true) => ReloadKind::Reload,
+            };
+            self.reloads.insert(
+                pod.uid.clone(),
+                PodReload::new(kind, self.settings.reload, spec.probe_hosts),
+            );
+        }
+        self.pods.insert(pod.uid.clone(), pod.clone());
+        containers
+    }
+
+    fn forget_pod(&mut self, uid: &str) -> Vec<Action> {
+        self.reloads.remove(uid);
+        match self.pods.remove(uid) {
+            Some(pod) => vec![Action::ForgetPod(pod_ref(&pod))],
+            None => Vec::new(),
+        }
+    }
+
+    /// Feeds the pod's reload machine the leaves its Secrets hold in the API, when the
+    /// controller reads the API (or disk is not read at all); a no-op when they are unchanged,
+    /// so a pod seen after its Secrets is verified too.
+    fn api_leaves_of_pod(&mut self, uid: &str, now: Instant) -> Vec<Action> {
+        let Some(pod) = self.pods.get(uid) else {
+            return Vec::new();
+        };
+        let api_driven = self
+            .spec(&pod.controller)
+            .is_some_and(|s| s.source == CertificateSource::Api);
+        if !api_driven && self.settings.disk.checked {
+            return Vec::new();
+        }
+        let mut leaves = Vec::new();
+        for view in self.index.secrets_of_pod(uid) {
+            if let Material::Valid { leaves: found } = material_of_secrets(&view.certificates) {
+                leaves.extend(found);
+            }
+        }
+        self.step_reload(uid, ReloadInput::ApiLeaves { leaves }, now)
+    }
+
+    /// One step of a pod's reload machine, told first which of the pod's mounts lag the API.
+    fn step_reload(&mut self, uid: &str, input: ReloadInput, now: Instant) -> Vec<Action> {
+        let lagging = self.index.lagging_volumes(uid);
+        let Some(reload) = self.reloads.get_mut(uid) else {
+            return Vec::new();
+        };
+        let mut decisions = reload.step(ReloadInput::Lagging(lagging), now);
+        decisions.extend(reload.step(input, now));
+        let Some(pod) = self.pods.get(uid) else {
+            return Vec::new();
+        };
+        decisions
+            .into_iter()
+            .map(|decision| match decision {
+                Decision::Reload { attempt } => Action::Reload {
+                    pod: Box::new(pod.clone()),
+                    attempt,
+                },
+                Decision::Probe { names } => Action::Probe {
+                    pod: Box::new(pod.clone()),
+                    names,
+                },
+                Decision::Event { reason, note } => Action::Event {
+                    pod: pod_ref(pod),
+                    reason,
+                    note,
+                    // The Secret version at hand: one Event per version, each with its own
+                    // note, instead of a series that keeps the first note.
+                    related: self
+                        .index
+                        .secrets_of_pod(uid)
+                        .first()
+                        .map(|view| RelatedSecret {
+                            namespace: view.namespace.clone(),
+                            name: view.name.clone(),
+                            uid: view.uid.clone(),
+                            resource_version: view.resource_version.clone(),
+                        }),
+                },
+                Decision::Finished { result, seconds } => Action::ReloadFinished {
+                    pod: pod_ref(pod),
+                    result,
+                    seconds,
+                },
+            })
+            .collect()
+    }
+
+    /// `mountlag_certificate_not_after_seconds{source="served"}` for the pod's Secrets.
+    fn served_not_after(&self, uid: &str, round: &ProbeRound) -> Vec<Action> {
+        let Some(pod) = self.pods.get(uid) else {
+            return Vec::new();
+        };
+        let served = round.served.get(&None).and_then(|r| r.as_ref().ok());
+        let Some(not_after) = served.and_then(|s| s.not_after) else {
+            return Vec::new();
+        };
+        pod.secret_names()
+            .map(|secret| Action::SetNotAfter {
+                namespace: pod.namespace.clone(),
+                secret: secret.to_string(),
+                source: crate::action::CertificateView::Served,
+                unix: not_after,
+            })
+            .collect()
+    }
+
+    /// Starts a watch for every newly referenced Secret and stops the ones no longer needed.
+    fn sync_secret_watches(&mut self) -> Vec<Action> {
+        let wanted = self.index.wanted_secrets();
+        let mut actions: Vec<Action> = self
+            .watched_secrets
+            .difference(&wanted)
+            .cloned()
+            .map(Action::UnwatchSecret)
+            .collect();
+        actions.extend(
+            wanted
+                .difference(&self.watched_secrets)
+                .cloned()
+                .map(Action::WatchSecret),
+        );
+        self.watched_secrets = wanted;
+        actions
+    }
+
+    /// Tracks every volume directory the index knows, untracks the rest.
+    fn sync_volumes(&mut self) -> Vec<Action> {
+        let wanted = self.index.volume_paths();
+        let gone: Vec<PathBuf> = self
+            .tracked
+            .iter()
+            .filter(|p| !wanted.contains(*p))
+            .cloned()
+            .collect();
+        let mut actions = Vec::new();
+        for path in gone {
+            self.tracked.remove(&path);
+            // Pod UIDs are never reused: what was read there is of no further use.
+            self.generations.remove(&path);
+            self.leaves_on_disk.remove(&path);
+            actions.push(Action::UntrackVolume(path));
+        }
+        self.untrackable.retain(|p| wanted.contains(p));
+        let new: Vec<PathBuf> = wanted
+            .into_iter()
+            .filter(|p| !self.tracked.contains(p) && !self.untrackable.contains(p))
+            .collect();
+        actions.extend(self.retrack(new));
+        actions
+    }
+
+    fn retrack(&mut self, paths: Vec<PathBuf>) -> Vec<Action> {
+        paths
+            .into_iter()
+            .map(|path| {
+                self.untrackable.remove(&path);
+                self.tracked.insert(path.clone());
+                Action::TrackVolume(path)
+            })
+            .collect()
+    }
+
+    fn volume_tracked(&mut self, path: PathBuf, result: Result<(), String>) -> Vec<Action> {
+        if !self.tracked.contains(&path) {
+            // Untracked meanwhile (its pod went away).
+            return Vec::new();
+        }
+        match result {
+            Ok(()) => vec![Action::ReadVolume(path)],
+            Err(_) => {
+                self.tracked.remove(&path);
+                self.untrackable.insert(path);
+                Vec::new()
+            }
+        }
+    }
+
+    fn volume_unmounted(&mut self, path: PathBuf, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.tracked.remove(&path) {
+            actions.push(Action::UntrackVolume(path.clone()));
+        }
+        if self.index.volume_paths().contains(&path) {
+            self.untrackable.insert(path.clone());
+        }
+        actions.extend(self.index.disk_observed(
+            &path,
+            DiskView::Unreadable {
+                reason: "the volume was unmounted".into(),
+            },
+            now,
+        ));
+        actions
+    }
+
+    /// A volume read: the digests go to the index, and a new generation's material to the
+    /// pod's reload machine. The first sighting is what the controller started with; only a
+    /// change is a rotation.
+    fn volume_read(
+        &mut self,
+        path: &Path,
+        read: Result<VolumeSnapshot, String>,
+        now: Now,
+    ) -> Vec<Action> {
+        let (disk, material) = match read {
+            Ok(snapshot) => {
+                let material = material_of_snapshot(&snapshot, now.utc);
+                let disk = DiskView::Files {
+                    generation: snapshot.generation,
+                    files: snapshot
+                        .files
+                        .into_iter()
+                        .map(|f| (f.path, f.sha256))
+                        .collect(),
+                };
+                (disk, Some(material))
+            }
+            Err(reason) => (DiskView::Unreadable { reason }, None),
+        };
+        let generation = match &disk {
+            DiskView::Files { generation, .. } => generation.clone(),
+            DiskView::Unreadable { .. } | DiskView::NotChecked => None,
+        };
+        let previous = self
+            .generations
+            .insert(path.to_path_buf(), generation.clone());
+        if let Some(Material::Valid { leaves }) = &material {
+            self.leaves_on_disk
+                .insert(path.to_path_buf(), leaves.clone());
+        }
+        let mut actions = self.index.disk_observed(path, disk, now.at);
+        if let (Some(Some(_)), Some(generation), Some(material)) =
+            (previous.as_ref(), generation, material)
+            && previous != Some(Some(generation.clone()))
+            && let Some(key) = self.index.mount_at(path).cloned()
+        {
+            actions.extend(self.step_reload(
+                &key.pod_uid,
+                ReloadInput::NewMaterial {
+                    volume: key.volume,
+                    generation,
+                    material,
+                },
+                now.at,
+            ));
+        }
+        actions
+    }
+}
+
+fn pod_ref(pod: &ControllerPod) -> PodRef {
+    PodRef {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+    }
+}

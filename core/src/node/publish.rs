@@ -1,0 +1,152 @@
+//! What the node publishes: the `/status` snapshot and the gauges derived from the same state,
+//! rebuilt at most every `publish_every` and only when something changed.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::reconcile::{CertificateStatus, MountState, ServedStatus};
+use crate::status::StatusSnapshot;
+
+use super::{Node, Now};
+
+/// One publication: the status and the gauges that go with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub status: StatusSnapshot,
+    /// `mountlag_mounts{state}`, every state present.
+    pub mounts_by_state: BTreeMap<MountState, usize>,
+    /// `mountlag_controller_pods{controller}`, every configured controller present.
+    pub controller_pods: BTreeMap<String, usize>,
+    /// `mountlag_served_certificate_match`, per mount Secret with a known answer.
+    pub served_matches: Vec<ServedMatch>,
+    /// `mountlag_certificate_not_after_seconds{source="disk"}`: (namespace, Secret, Unix time).
+    pub not_after_on_disk: Vec<(String, String, i64)>,
+    /// Volume directories under an inotify watch.
+    pub tracked_volumes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedMatch {
+    pub namespace: String,
+    pub pod: String,
+    pub secret: String,
+    pub matches: bool,
+}
+
+impl Node {
+    /// The publication, when one is due: something changed and the last one is
+    /// `publish_every` old.
+    pub fn publish_if_due(&mut self, now: Now) -> Option<Publication> {
+        let due = self.unpublished
+            && self
+                .published_at
+                .is_none_or(|at| now.at >= at + self.settings.publish_every);
+        due.then(|| self.publish(now))
+    }
+
+    fn publish(&mut self, now: Now) -> Publication {
+        self.unpublished = false;
+        self.published_at = Some(now.at);
+        let waiting_for = self.waiting_for();
+        let mut mounts = self.index.status(now.at);
+        let today = now.utc.unix_timestamp();
+        let mut served_matches = Vec::new();
+        let mut not_after_on_disk = Vec::new();
+        for mount in &mut mounts {
+            let leaf = self.leaves_on_disk.get(&mount.path).and_then(|l| l.first());
+            mount.certificate = leaf.map(|leaf| CertificateStatus {
+                fingerprint_sha256: leaf.fingerprint.clone(),
+                not_after: time::OffsetDateTime::from_unix_timestamp(leaf.not_after)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default(),
+                days_to_expiry: (leaf.not_after - today).div_euclid(86_400),
+            });
+            if let Some(reload) = self.reloads.get(&mount.pod_uid) {
+                mount.served = Some(ServedStatus {
+                    fingerprint_sha256: reload.served_fingerprint().map(str::to_owned),
+                    matches: reload.served_matches(),
+                });
+                mount.last_reload = reload.last_result().map(|r| r.label());
+                mount.last_reload_message = reload.last_message().map(str::to_owned);
+                if let Some(matches) = reload.served_matches() {
+                    served_matches.extend(mount.secrets.iter().map(|secret| ServedMatch {
+                        namespace: mount.namespace.clone(),
+                        pod: mount.pod.clone(),
+                        secret: secret.name.clone(),
+                        matches,
+                    }));
+                }
+            }
+            if let Some(leaf) = leaf {
+                not_after_on_disk.extend(
+                    mount.secrets.iter().map(|secret| {
+                        (mount.namespace.clone(), secret.name.clone(), leaf.not_after)
+                    }),
+                );
+            }
+        }
+        let mut controller_pods: BTreeMap<String, usize> = self
+            .settings
+            .controllers
+            .iter()
+            .map(|c| (c.name.clone(), 0))
+            .collect();
+        for pod in self.pods.values() {
+            *controller_pods.entry(pod.controller.clone()).or_default() += 1;
+        }
+        Publication {
+            status: StatusSnapshot {
+                node: self.settings.node_name.clone(),
+                ready: waiting_for.is_empty(),
+                waiting_for,
+                disk: self.settings.disk.clone(),
+                mounts,
+            },
+            mounts_by_state: self.index.count_by_state(),
+            controller_pods,
+            served_matches,
+            not_after_on_disk,
+            tracked_volumes: self.tracked.len(),
+        }
+    }
+
+    /// Why the agent is not ready: empty once pods are listed, every Secret watch has listed
+    /// and every tracked volume has been read.
+    pub fn waiting_for(&self) -> Vec<String> {
+        let mut waiting = Vec::new();
+        if !self.pods_listed {
+            waiting.push("pods not listed yet".to_string());
+        }
+        let unsynced = self.index.unsynced_secrets();
+        if !unsynced.is_empty() {
+            waiting.push(format!(
+                "{} Secret(s) not synced: {}",
+                unsynced.len(),
+                unsynced
+                    .iter()
+                    .take(5)
+                    .map(|k| format!("{}/{}", k.namespace, k.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let unscanned = self
+            .tracked
+            .iter()
+            .filter(|p| !self.index.volume_scanned(p))
+            .count();
+        if unscanned > 0 {
+            waiting.push(format!("{unscanned} volume(s) not scanned"));
+        }
+        waiting
+    }
+
+    /// When the node was created (the first publication is due then).
+    pub fn created_at(&self) -> Instant {
+        self.created_at
+    }
+}

@@ -1,0 +1,961 @@
+//! The node model's decisions, with plain values and an injected clock: the decisions the
+//! agent's loop used to make in untested async wiring.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::*;
+use crate::cert;
+use crate::events::EventReason;
+use crate::pod::{ContainerInfo, SecretSource, SecretVolume, VolumeMountInfo};
+use crate::reconcile::reload::{FailureKind, ReloadResult, ServedLeaf};
+use crate::reconcile::{MountState, Thresholds};
+use crate::secret::SecretMeta;
+use crate::volume::{FileSnapshot, VolumeKind};
+
+const UID: &str = "u1";
+const SECRET: &str = "edge-tls";
+
+fn settings(controllers: Vec<ControllerSpec>, disk_checked: bool) -> NodeSettings {
+    NodeSettings {
+        node_name: "node-a".into(),
+        kubelet: KubeletRoot::new("/k"),
+        disk: DiskStatus {
+            checked: disk_checked,
+            kubelet_root: "/k".into(),
+            reason: (!disk_checked).then(|| "no kubelet pods directory".into()),
+        },
+        thresholds: Thresholds {
+            nudge_enabled: true,
+            nudge_after: Duration::from_secs(10),
+            stuck_after: Duration::from_secs(120),
+        },
+        reload: ReloadLimits {
+            min_interval: Duration::from_secs(5),
+            verify_timeout: Duration::from_secs(10),
+            wait_for_others: Duration::from_secs(120),
+            expiry_warn_before: Duration::from_secs(21 * 86_400),
+            max_attempts: 3,
+        },
+        controllers,
+        publish_every: Duration::from_millis(100),
+    }
+}
+
+fn files_controller(reloads: bool) -> ControllerSpec {
+    ControllerSpec {
+        name: "nginx".into(),
+        containers: None,
+        source: CertificateSource::Files,
+        reloads,
+        probe_hosts: Vec::new(),
+    }
+}
+
+fn api_controller() -> ControllerSpec {
+    ControllerSpec {
+        source: CertificateSource::Api,
+        reloads: false,
+        ..files_controller(false)
+    }
+}
+
+/// A pod of `controller` with one Secret volume per `(volume, secret)`.
+fn pod(uid: &str, controller: &str, volumes: &[(&str, &str)]) -> ControllerPod {
+    ControllerPod {
+        uid: uid.into(),
+        namespace: "ingress".into(),
+        name: format!("edge-{uid}"),
+        controller: controller.into(),
+        labels: Default::default(),
+        resync_annotation: None,
+        config_hash: None,
+        host_network: false,
+        pod_ips: vec!["10.0.0.7".parse().unwrap()],
+        terminating: false,
+        containers: vec![ContainerInfo {
+            name: "nginx".into(),
+            container_id: Some("c1".into()),
+            mounts: volumes
+                .iter()
+                .map(|(volume, _)| VolumeMountInfo {
+                    volume: (*volume).into(),
+                    mount_path: format!("/etc/{volume}"),
+                    sub_path: None,
+                })
+                .collect(),
+        }],
+        volumes: volumes
+            .iter()
+            .map(|(volume, secret)| SecretVolume {
+                name: (*volume).into(),
+                kind: VolumeKind::Secret,
+                sources: vec![SecretSource {
+                    secret: (*secret).into(),
+                    items: None,
+                    optional: false,
+                }],
+                has_other_sources: false,
+            })
+            .collect(),
+    }
+}
+
+fn key(secret: &str) -> SecretKey {
+    SecretKey {
+        namespace: "ingress".into(),
+        name: secret.into(),
+    }
+}
+
+fn path(uid: &str, volume: &str) -> PathBuf {
+    KubeletRoot::new("/k").volume_dir(uid, VolumeKind::Secret, volume)
+}
+
+/// A self-signed leaf for `name`: (certificate PEM, key PEM).
+fn leaf(name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+struct Material {
+    files: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Material {
+    fn tls(name: &str) -> Self {
+        let (cert, key) = leaf(name);
+        Self {
+            files: vec![
+                ("tls.crt", cert.into_bytes()),
+                ("tls.key", key.into_bytes()),
+            ],
+        }
+    }
+
+    fn fingerprint(&self) -> String {
+        let pem = cert::parse_pem(&self.files[0].1).unwrap();
+        pem.leaf().unwrap().fingerprint_sha256.clone()
+    }
+
+    fn secret(&self, name: &str, version: &str) -> SecretView {
+        let meta = SecretMeta {
+            namespace: "ingress".into(),
+            name: name.into(),
+            uid: format!("{name}-uid"),
+            resource_version: version.into(),
+            immutable: false,
+        };
+        SecretView::from_values(meta, self.files.iter().map(|(k, v)| (*k, v.as_slice())), [])
+    }
+
+    /// The volume as a snapshot of generation `generation` would read it.
+    fn snapshot(&self, generation: &str) -> VolumeSnapshot {
+        let files: Vec<FileSnapshot> = self
+            .files
+            .iter()
+            .map(|(name, bytes)| FileSnapshot {
+                path: (*name).into(),
+                size: bytes.len() as u64,
+                mode: 0o644,
+                sha256: Some(hex::encode(Sha256::digest(bytes))),
+                pem: cert::parse_pem(bytes).ok(),
+            })
+            .collect();
+        let parsed: Vec<(&str, &cert::PemContents)> = files
+            .iter()
+            .filter_map(|f| f.pem.as_ref().map(|p| (f.path.as_str(), p)))
+            .collect();
+        let pairings = cert::pair_keys(&parsed);
+        VolumeSnapshot {
+            generation: Some(generation.into()),
+            files,
+            pairings,
+            problems: Vec::new(),
+        }
+    }
+}
+
+struct Clock {
+    base: Instant,
+    utc: OffsetDateTime,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            utc: OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn at(&self, ms: u64) -> Now {
+        let d = Duration::from_millis(ms);
+        Now {
+            at: self.base + d,
+            utc: self.utc + d,
+        }
+    }
+}
+
+/// Performs the disk actions the way the agent's executor would (every directory exists,
+/// reads return `disk`), feeding the results back, and returns every other action.
+fn run(
+    node: &mut Node,
+    input: Input,
+    now: Now,
+    disk: &dyn Fn(&Path) -> VolumeSnapshot,
+) -> Vec<Action> {
+    let mut queue = vec![input];
+    let mut out = Vec::new();
+    while let Some(input) = queue.pop() {
+        for action in node.step(input, now) {
+            match action {
+                Action::TrackVolume(path) => queue.push(Input::VolumeTracked {
+                    path,
+                    result: Ok(()),
+                }),
+                Action::ReadVolume(path) => {
+                    let read = Ok(disk(&path));
+                    queue.push(Input::VolumeRead { path, read });
+                }
+                other => out.push(other),
+            }
+        }
+    }
+    out
+}
+
+fn reloads(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reload { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+fn probes(actions: &[Action]) -> Vec<Vec<String>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Probe { names, .. } => Some(names.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(actions: &[Action]) -> Vec<EventReason> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+fn served(fingerprint: &str, names: &[String], at_unix: i64) -> ProbeRound {
+    let leaf = ServedLeaf {
+        fingerprint: fingerprint.into(),
+        not_after: Some(at_unix + 90 * 86_400),
+    };
+    ProbeRound {
+        served: std::iter::once(None)
+            .chain(names.iter().cloned().map(Some))
+            .map(|name| (name, Ok(leaf.clone())))
+            .collect(),
+        at_unix,
+    }
+}
+
+/// A node with one files-mode pod whose volume holds `old`, listed and read, Secret synced.
+fn started(clock: &Clock, old: &Material, reloads: bool) -> Node {
+    let mut node = Node::new(settings(vec![files_controller(reloads)], true), clock.base);
+    let first = old.snapshot("..g1");
+    let actions = run(
+        &mut node,
+        Input::PodsListed(vec![pod(UID, "nginx", &[("tls", SECRET)])]),
+        clock.at(0),
+        &|_| first.clone(),
+    );
+    assert!(
+        actions.contains(&Action::WatchSecret(key(SECRET))),
+        "{actions:?}"
+    );
+    run(
+        &mut node,
+        Input::SecretObserved {
+            key: key(SECRET),
+            view: Some(old.secret(SECRET, "1")),
+        },
+        clock.at(10),
+        &|_| first.clone(),
+    );
+    assert_eq!(node.waiting_for(), Vec::<String>::new());
+    node
+}
+
+#[test]
+fn a_listed_pod_gets_its_secret_watched_and_its_volume_tracked_and_read() {
+    let clock = Clock::new();
+    let mut node = Node::new(settings(vec![files_controller(true)], true), clock.base);
+    assert_eq!(node.waiting_for(), ["pods not listed yet"]);
+    let actions = node.step(
+        Input::PodsListed(vec![pod(UID, "nginx", &[("tls", SECRET)])]),
+        clock.at(0),
+    );
+    assert_eq!(
+        actions[..2],
+        [
+            Action::WatchSecret(key(SECRET)),
+            Action::TrackVolume(path(UID, "tls")),
+        ]
+    );
+    assert_eq!(
+        node.step(
+            Input::VolumeTracked {
+                path: path(UID, "tls"),
+                result: Ok(()),
+            },
+            clock.at(1),
+        ),
+        [Action::ReadVolume(path(UID, "tls"))]
+    );
+    let waiting = node.waiting_for();
+    assert!(
+        waiting[0].starts_with("1 Secret(s) not synced: ingress/edge-tls"),
+        "{waiting:?}"
+    );
+    assert_eq!(waiting[1], "1 volume(s) not scanned");
+}
+
+#[test]
+fn the_first_sighting_is_what_the_controller_started_with_only_a_change_is_a_rotation() {
+    let clock = Clock::new();
+    let old = Material::tls("a.example");
+    let mut node = started(&clock, &old, true);
+    // Read again, same generation (a rescan): nothing to reload.
+    let same = old.snapshot("..g1");
+    let actions = run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path(UID, "tls"),
+        },
+        clock.at(20),
+        &|_| same.clone(),
+    );
+    assert_eq!(reloads(&actions), Vec::<u8>::new(), "{actions:?}");
+
+    let new = Material::tls("a.example");
+    run(
+        &mut node,
+        Input::SecretObserved {
+            key: key(SECRET),
+            view: Some(new.secret(SECRET, "2")),
+        },
+        clock.at(30),
+        &|_| same.clone(),
+    );
+    let rotated = new.snapshot("..g2");
+    let actions = run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path(UID, "tls"),
+        },
+        clock.at(40),
+        &|_| rotated.clone(),
+    );
+    assert_eq!(reloads(&actions), [1], "{actions:?}");
+    let Some(Action::Reload { pod, .. }) =
+        actions.iter().find(|a| matches!(a, Action::Reload { .. }))
+    else {
+        unreachable!()
+    };
+    assert_eq!((pod.uid.as_str(), pod.controller.as_str()), (UID, "nginx"));
+}
+
+#[test]
+fn a_reload_is_verified_by_probes_and_finishes_with_controller_reloaded() {
+    let clock = Clock::new();
+    let old = Material::tls("a.example");
+    let mut node = started(&clock, &old, true);
+    let new = Material::tls("a.example");
+    node.step(
+        Input::SecretObserved {
+            key: key(SECRET),
+            view: Some(new.secret(SECRET, "2")),
+        },
+        clock.at(30),
+    );
+    let rotated = new.snapshot("..g2");
+    run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path(UID, "tls"),
+        },
+        clock.at(40),
+        &|_| rotated.clone(),
+    );
+    assert!(
+        node.step(
+            Input::Reloaded {
+                uid: UID.into(),
+                result: Ok(())
+            },
+            clock.at(50)
+        )
+        .is_empty()
+    );
+    let mut verified = false;
+    let mut ms = 50;
+    while !verified && ms < 5_000 {
+        ms += 25;
+        let now = clock.at(ms);
+        if node.next_deadline().is_some_and(|d| d <= now.at) {
+            for action in node.step(Input::Tick, now) {
+                if let Action::Probe { names, .. } = action {
+                    assert_eq!(names, ["a.example"]);
+                    let round = served(&new.fingerprint(), &names, now.utc.unix_timestamp());
+                    let done = node.step(
+                        Input::Probed {
+                            uid: UID.into(),
+                            round,
+                        },
+                        now,
+                    );
+                    verified |= events(&done).contains(&EventReason::ControllerReloaded);
+                    if verified {
+                        assert!(
+                            done.iter().any(|a| matches!(
+                                a,
+                                Action::ReloadFinished {
+                                    result: ReloadResult::Verified,
+                                    ..
+                                }
+                            )),
+                            "{done:?}"
+                        );
+                        let Some(Action::Event { related, .. }) =
+                            done.iter().find(|a| matches!(a, Action::Event { .. }))
+                        else {
+                            unreachable!()
+                        };
+                        let related = related.as_ref().unwrap();
+                        assert_eq!(
+                            (related.name.as_str(), related.resource_version.as_str()),
+                            (SECRET, "2")
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(verified, "no ControllerReloaded within 5 s of probes");
+    let publication = node.publish_if_due(clock.at(ms + 1_000)).unwrap();
+    let mount = &publication.status.mounts[0];
+    assert_eq!(mount.last_reload, Some("verified"));
+    assert_eq!(mount.served.as_ref().unwrap().matches, Some(true));
+    assert_eq!(
+        publication.served_matches,
+        [ServedMatch {
+            namespace: "ingress".into(),
+            pod: "edge-u1".into(),
+            secret: SECRET.into(),
+            matches: true
+        }]
+    );
+    assert_eq!(publication.not_after_on_disk.len(), 1);
+}
+
+#[test]
+fn a_lagging_volume_of_the_same_pod_holds_the_reload_back_until_it_arrives() {
+    let clock = Clock::new();
+    let (a_old, b_old) = (Material::tls("a.example"), Material::tls("b.example"));
+    let mut node = Node::new(settings(vec![files_controller(true)], true), clock.base);
+    let volumes = [("a", "a-tls"), ("b", "b-tls")];
+    let disk = |p: &Path| {
+        if p.ends_with("a") {
+            a_old.snapshot("..g1")
+        } else {
+            b_old.snapshot("..g1")
+        }
+    };
+    run(
+        &mut node,
+        Input::PodsListed(vec![pod(UID, "nginx", &volumes)]),
+        clock.at(0),
+        &disk,
+    );
+    for (material, secret) in [(&a_old, "a-tls"), (&b_old, "b-tls")] {
+        run(
+            &mut node,
+            Input::SecretObserved {
+                key: key(secret),
+                view: Some(material.secret(secret, "1")),
+            },
+            clock.at(5),
+            &disk,
+        );
+    }
+    // Both Secrets rotate in the API; only volume a has the new files so far.
+    let (a_new, b_new) = (Material::tls("a.example"), Material::tls("b.example"));
+    for (material, secret) in [(&a_new, "a-tls"), (&b_new, "b-tls")] {
+        node.step(
+            Input::SecretObserved {
+                key: key(secret),
+                view: Some(material.secret(secret, "2")),
+            },
+            clock.at(10),
+        );
+    }
+    let a_rotated = a_new.snapshot("..g2");
+    let actions = run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path(UID, "a"),
+        },
+        clock.at(20),
+        &|_| a_rotated.clone(),
+    );
+    assert_eq!(
+        reloads(&actions),
+        Vec::<u8>::new(),
+        "b still lags: {actions:?}"
+    );
+    let actions = node.step(Input::Tick, clock.at(1_000));
+    assert_eq!(reloads(&actions), Vec::<u8>::new(), "{actions:?}");
+    // b arrives: one reload for both.
+    let b_rotated = b_new.snapshot("..g2");
+    let actions = run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path(UID, "b"),
+        },
+        clock.at(1_100),
+        &|_| b_rotated.clone(),
+    );
+    assert_eq!(reloads(&actions), [1], "{actions:?}");
+}
+
+#[test]
+fn invalid_material_is_never_reloaded_and_says_why() {
+    let clock = Clock::new();
+    let old = Material::tls("a.example");
+    let mut node = started(&clock, &old, true);
+    // A certificate with someone else's key.
+    let (mismatch, other) = (Material::tls("a.example"), Material::tls("a.example"));
+    let broken = Material {
+        files: vec![mismatch.files[0].clone(), other.files[1].clone()],
+    };
+    let snapshot = broken.snapshot("..g2");
+    let snapshot = VolumeSnapshot {
+        problems: Vec::new(),
+        ..snapshot
+    };
+    let actions = run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path(UID, "tls"),
+        },
+        clock.at(40),
+        &|_| snapshot.clone(),
+    );
+    assert_eq!(reloads(&actions), Vec::<u8>::new());
+    // A key that does not match is not a served pair: nothing to serve, nothing reloaded.
+    // The mismatch itself comes from the snapshot reader as a problem.
+    let mut flagged = broken.snapshot("..g3");
+    flagged.problems.push(crate::volume::Problem::new(
+        "tls.key",
+        crate::volume::ProblemKind::KeyMismatch,
+        "the key does not belong to tls.crt",
+    ));
+    let actions = run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path(UID, "tls"),
+        },
+        clock.at(50),
+        &|_| flagged.clone(),
+    );
+    assert_eq!(reloads(&actions), Vec::<u8>::new());
+    assert_eq!(
+        events(&actions),
+        [EventReason::InvalidCertificateMaterial],
+        "{actions:?}"
+    );
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::ReloadFinished {
+            result: ReloadResult::Withheld,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn an_api_driven_controller_is_probed_for_the_leaves_its_secrets_hold_in_the_api() {
+    let clock = Clock::new();
+    let mut node = Node::new(settings(vec![api_controller()], true), clock.base);
+    let material = Material::tls("a.example");
+    // The Secret is seen first, the pod after: the pod is verified all the same.
+    run(
+        &mut node,
+        Input::PodsListed(vec![]),
+        clock.at(0),
+        &|_| unreachable!(),
+    );
+    let actions = run(
+        &mut node,
+        Input::PodApplied(pod(UID, "nginx", &[("tls", SECRET)])),
+        clock.at(5),
+        &|_| material.snapshot("..g1"),
+    );
+    assert!(actions.contains(&Action::WatchSecret(key(SECRET))));
+    node.step(
+        Input::SecretObserved {
+            key: key(SECRET),
+            view: Some(material.secret(SECRET, "1")),
+        },
+        clock.at(10),
+    );
+    let actions = node.step(Input::Tick, clock.at(100));
+    assert_eq!(
+        probes(&actions),
+        [vec!["a.example".to_string()]],
+        "{actions:?}"
+    );
+    // A new version in the API: verified again. Unchanged leaves are not.
+    let actions = node.step(
+        Input::SecretObserved {
+            key: key(SECRET),
+            view: Some(material.secret(SECRET, "2")),
+        },
+        clock.at(200),
+    );
+    assert!(probes(&actions).is_empty());
+}
+
+#[test]
+fn without_disk_every_controller_is_verified_against_the_api_and_nothing_is_tracked() {
+    let clock = Clock::new();
+    let mut node = Node::new(settings(vec![files_controller(true)], false), clock.base);
+    let material = Material::tls("a.example");
+    let actions = node.step(
+        Input::PodsListed(vec![pod(UID, "nginx", &[("tls", SECRET)])]),
+        clock.at(0),
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::TrackVolume(_)))
+            .count(),
+        0,
+        "{actions:?}"
+    );
+    node.step(
+        Input::SecretObserved {
+            key: key(SECRET),
+            view: Some(material.secret(SECRET, "1")),
+        },
+        clock.at(10),
+    );
+    let actions = node.step(Input::Tick, clock.at(100));
+    assert_eq!(probes(&actions).len(), 1, "{actions:?}");
+    assert!(reloads(&actions).is_empty());
+    let publication = node.publish_if_due(clock.at(200)).unwrap();
+    assert_eq!(
+        publication.status.mounts[0].state,
+        MountState::Unchecked.label()
+    );
+    assert!(publication.status.ready);
+}
+
+#[test]
+fn a_pod_that_goes_away_mid_reload_is_forgotten_and_its_late_results_are_ignored() {
+    let clock = Clock::new();
+    let old = Material::tls("a.example");
+    let mut node = started(&clock, &old, true);
+    let new = Material::tls("a.example");
+    node.step(
+        Input::SecretObserved {
+            key: key(SECRET),
+            view: Some(new.secret(SECRET, "2")),
+        },
+        clock.at(30),
+    );
+    let rotated = new.snapshot("..g2");
+    let actions = run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path(UID, "tls"),
+        },
+        clock.at(40),
+        &|_| rotated.clone(),
+    );
+    assert_eq!(reloads(&actions), [1]);
+    let actions = node.step(Input::PodDeleted { uid: UID.into() }, clock.at(45));
+    assert!(
+        actions.contains(&Action::UnwatchSecret(key(SECRET))),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::UntrackVolume(path(UID, "tls"))),
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ForgetPod(p) if p.uid == UID)),
+        "{actions:?}"
+    );
+    // The executor's answer arrives after the pod is gone.
+    assert!(
+        node.step(
+            Input::Reloaded {
+                uid: UID.into(),
+                result: Ok(())
+            },
+            clock.at(50)
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        node.next_deadline().filter(|d| *d > clock.at(50).at),
+        None.or(node.next_deadline().filter(|d| *d > clock.at(50).at))
+    );
+    let publication = node.publish_if_due(clock.at(1_000)).unwrap();
+    assert!(publication.status.mounts.is_empty());
+    assert_eq!(publication.tracked_volumes, 0);
+    assert_eq!(publication.controller_pods["nginx"], 0);
+}
+
+#[test]
+fn a_relist_drops_pods_that_are_gone_and_keeps_the_rest() {
+    let clock = Clock::new();
+    let material = Material::tls("a.example");
+    let mut node = Node::new(settings(vec![files_controller(true)], true), clock.base);
+    let disk = |_: &Path| material.snapshot("..g1");
+    run(
+        &mut node,
+        Input::PodsListed(vec![
+            pod("u1", "nginx", &[("tls", "s1")]),
+            pod("u2", "nginx", &[("tls", "s2")]),
+        ]),
+        clock.at(0),
+        &disk,
+    );
+    let actions = run(
+        &mut node,
+        Input::PodsListed(vec![pod("u2", "nginx", &[("tls", "s2")])]),
+        clock.at(100),
+        &disk,
+    );
+    assert!(
+        actions.contains(&Action::UnwatchSecret(key("s1"))),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&Action::UntrackVolume(path("u1", "tls"))));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ForgetPod(p) if p.uid == "u1"))
+    );
+    assert!(!actions.iter().any(
+        |a| matches!(a, Action::WatchSecret(_) | Action::ForgetPod(PodRef { uid: _, .. }) if false)
+    ));
+    assert!(
+        !actions.contains(&Action::WatchSecret(key("s2"))),
+        "already watched: {actions:?}"
+    );
+    let publication = node.publish_if_due(clock.at(1_000)).unwrap();
+    assert_eq!(publication.status.mounts.len(), 1);
+    assert_eq!(publication.controller_pods["nginx"], 1);
+}
+
+#[test]
+fn a_pod_no_profile_selects_any_more_is_dropped() {
+    let clock = Clock::new();
+    let material = Material::tls("a.example");
+    let mut node = started(&clock, &material, true);
+    let actions = node.step(
+        Input::PodUnselected {
+            uid: Some(UID.into()),
+        },
+        clock.at(100),
+    );
+    assert!(
+        actions.contains(&Action::UnwatchSecret(key(SECRET))),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_directory_not_there_yet_is_retried_when_kubelet_mounts_it() {
+    let clock = Clock::new();
+    let mut node = Node::new(settings(vec![files_controller(true)], true), clock.base);
+    node.step(
+        Input::PodsListed(vec![pod(UID, "nginx", &[("tls", SECRET)])]),
+        clock.at(0),
+    );
+    let actions = node.step(
+        Input::VolumeTracked {
+            path: path(UID, "tls"),
+            result: Err("no such directory".into()),
+        },
+        clock.at(1),
+    );
+    assert!(actions.is_empty());
+    assert!(
+        node.waiting_for().iter().all(|w| !w.contains("volume")),
+        "an untrackable directory is not waited for"
+    );
+    // A mount elsewhere changes nothing; kubelet's tmpfs for the volume does.
+    assert!(
+        node.step(
+            Input::MountsChanged {
+                mount_points: vec!["/mnt/other".into()]
+            },
+            clock.at(2)
+        )
+        .is_empty()
+    );
+    let actions = node.step(
+        Input::MountsChanged {
+            mount_points: vec![path(UID, "tls")],
+        },
+        clock.at(3),
+    );
+    assert_eq!(actions, [Action::TrackVolume(path(UID, "tls"))]);
+    // An overflow rescan does not retry; a periodic one does.
+    node.step(
+        Input::VolumeTracked {
+            path: path(UID, "tls"),
+            result: Err("still not there".into()),
+        },
+        clock.at(4),
+    );
+    assert!(
+        node.step(
+            Input::VolumesRescanned {
+                reason: RescanReason::QueueOverflow
+            },
+            clock.at(5)
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        node.step(
+            Input::VolumesRescanned {
+                reason: RescanReason::Safety
+            },
+            clock.at(6)
+        ),
+        [Action::TrackVolume(path(UID, "tls"))]
+    );
+}
+
+#[test]
+fn an_unmounted_volume_is_unreadable_and_tracked_again_once_remounted() {
+    let clock = Clock::new();
+    let material = Material::tls("a.example");
+    let mut node = started(&clock, &material, true);
+    let actions = node.step(
+        Input::VolumeUnmounted {
+            path: path(UID, "tls"),
+        },
+        clock.at(100),
+    );
+    assert_eq!(actions[0], Action::UntrackVolume(path(UID, "tls")));
+    let status = node.publish_if_due(clock.at(1_000)).unwrap().status;
+    assert_eq!(status.mounts[0].state, MountState::Unreadable.label());
+    let actions = node.step(
+        Input::MountsChanged {
+            mount_points: vec![path(UID, "tls")],
+        },
+        clock.at(1_100),
+    );
+    assert_eq!(actions, [Action::TrackVolume(path(UID, "tls"))]);
+}
+
+#[test]
+fn watch_failures_are_counted_and_the_status_is_published_at_most_every_interval() {
+    let clock = Clock::new();
+    let mut node = Node::new(settings(vec![files_controller(true)], true), clock.base);
+    assert_eq!(
+        node.next_deadline(),
+        Some(clock.base),
+        "the first status is due at once"
+    );
+    let first = node.publish_if_due(clock.at(0)).unwrap();
+    assert!(!first.status.ready);
+    assert_eq!(first.mounts_by_state.len(), MountState::ALL.len());
+    assert_eq!(node.publish_if_due(clock.at(10)), None, "nothing changed");
+    let actions = node.step(
+        Input::PodWatchFailed {
+            reason: "Forbidden".into(),
+        },
+        clock.at(20),
+    );
+    assert_eq!(
+        actions,
+        [Action::CountApiError {
+            resource: "pods",
+            reason: "Forbidden".into()
+        }]
+    );
+    assert_eq!(
+        node.publish_if_due(clock.at(50)),
+        None,
+        "within 100 ms of the last one"
+    );
+    assert_eq!(node.next_deadline(), Some(clock.at(100).at));
+    assert!(node.publish_if_due(clock.at(100)).is_some());
+}
+
+#[test]
+fn a_served_certificate_sets_its_not_after_for_the_pods_secrets() {
+    let clock = Clock::new();
+    let material = Material::tls("a.example");
+    let mut node = started(&clock, &material, true);
+    let round = served("ab", &[], 1_800_000_000);
+    let actions = node.step(
+        Input::Probed {
+            uid: UID.into(),
+            round,
+        },
+        clock.at(100),
+    );
+    assert_eq!(
+        actions,
+        [Action::SetNotAfter {
+            namespace: "ingress".into(),
+            secret: SECRET.into(),
+            source: crate::action::CertificateView::Served,
+            unix: 1_800_000_000 + 90 * 86_400,
+        }]
+    );
+    let failed = ReloadFailure {
+        kind: FailureKind::Failed,
+        message: "x".into(),
+    };
+    // No reload was asked for: a stray answer changes nothing.
+    assert!(
+        node.step(
+            Input::Reloaded {
+                uid: UID.into(),
+                result: Err(failed)
+            },
+            clock.at(200)
+        )
+        .is_empty()
+    );
+}

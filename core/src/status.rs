@@ -1,0 +1,31 @@
+//! What `/status` shows: the node's readiness and every mount, as one serialisable value.
+
+use serde::Serialize;
+
+use crate::reconcile::MountStatus;
+
+/// What the agent publishes after every reconcile step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusSnapshot {
+    pub node: String,
+    pub ready: bool,
+    /// Why the agent is not ready yet (empty when ready).
+    pub waiting_for: Vec<String>,
+    /// Whether the agent reads kubelet's volume directories at all.
+    pub disk: DiskStatus,
+    pub mounts: Vec<MountStatus>,
+}
+
+/// `/status` `disk`: whether mounts are compared on disk, or (a probe-only install, no kubelet
+/// root in the container) only the served certificate is checked against the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskStatus {
+    pub checked: bool,
+    /// The `--kubelet-root` the agent looked at.
+    pub kubelet_root: String,
+    /// Why disk is not checked (absent when it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
