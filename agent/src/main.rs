@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    mountlag::cli::main()
+    mountlag::cmd::main()
 }

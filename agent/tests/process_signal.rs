@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mountlag::actions::process::{
+use mountlag::config::{ReloadAction, ReloadSignal};
+use mountlag::effects::process::{
     CgroupMatch, ProcessError, ProcessInfo, Target, container_processes, find_reload_target, scan,
     select_target,
 };
-use mountlag::actions::signal::{SignalError, signal_verified};
-use mountlag::config::{ReloadAction, ReloadSignal};
+use mountlag::effects::signal::{SignalError, signal_verified};
 use mountlag_core::pod::{ContainerInfo, ControllerPod};
 
 const REQUIRE_REAL_ENV: &str = "MOUNTLAG_REQUIRE_REAL";

@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use mountlag::watch::{VolumeChange, VolumeWatcher, WatcherConfig};
+use mountlag::disk::{VolumeChange, VolumeWatcher, WatcherConfig};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::certs::{LeafSpec, TestCa};
@@ -215,7 +215,7 @@ pub fn snapshot_cost(files: usize, runs: usize) -> anyhow::Result<Summary> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let start = Instant::now();
-        let snap = mountlag::kubelet::snapshot(&dir)?;
+        let snap = mountlag::disk::snapshot(&dir)?;
         samples.push(start.elapsed());
         anyhow::ensure!(
             snap.files.len() == files,

@@ -363,8 +363,12 @@ pub async fn swap_to_served(
         let renamed_at = swap(&volume, &tls_payload(leaf, key_name))?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let served =
-                mountlag::probe::probe_all(controller.addr(), &names, Duration::from_secs(1)).await;
+            let served = mountlag::effects::probe::probe_all(
+                controller.addr(),
+                &names,
+                Duration::from_secs(1),
+            )
+            .await;
             if served.iter().all(|(_, r)| {
                 r.as_ref()
                     .is_ok_and(|l| l.fingerprint_sha256 == leaf.fingerprint_sha256)

@@ -140,7 +140,7 @@ impl Demo {
 
 async fn served(controller: &RunningController) -> Vec<String> {
     let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
-    mountlag::probe::probe_all(controller.addr(), &names, Duration::from_secs(2))
+    mountlag::effects::probe::probe_all(controller.addr(), &names, Duration::from_secs(2))
         .await
         .into_iter()
         .map(|(_, r)| {

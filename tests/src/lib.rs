@@ -33,13 +33,13 @@ pub mod tlsload;
 /// The agent's volume watcher with its reports sent to a channel, as the watcher tests read
 /// them.
 pub fn watcher_to_channel() -> (
-    mountlag::watch::VolumeWatcher,
-    std::sync::mpsc::Receiver<mountlag::watch::VolumeChange>,
+    mountlag::disk::VolumeWatcher,
+    std::sync::mpsc::Receiver<mountlag::disk::VolumeChange>,
 ) {
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    let watcher = mountlag::watch::VolumeWatcher::new(
-        mountlag::watch::WatcherConfig::default(),
+    let watcher = mountlag::disk::VolumeWatcher::new(
+        mountlag::disk::WatcherConfig::default(),
         Box::new(move |change| {
             if let Ok(tx) = tx.lock() {
                 let _ = tx.send(change);

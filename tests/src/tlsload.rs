@@ -16,8 +16,9 @@
 //! [`LoadGenerator::stop`] lets in-flight requests finish (they are never cut short, so a stop
 //! cannot manufacture failures) and returns a [`LoadReport`].
 //!
-//! This client is deliberately independent of the agent's `mountlag::probe` (own verifier, own
-//! parsing), so it can check the probe's answers instead of sharing its mistakes.
+//! It shares only the agent's rustls client config (`mountlag::effects::probe::record_leaf_client_config`:
+//! any chain accepted, the handshake signature verified by rustls); connecting, recording and
+//! HTTP parsing are its own, so it can check the probe's answers instead of sharing its mistakes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,10 +29,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -395,60 +394,8 @@ fn parse_response(bytes: &[u8]) -> Result<u16, String> {
 }
 
 fn client_config() -> anyhow::Result<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AnyLeaf {
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS versions")?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    // Full handshakes only: every connection shows the certificate served right now.
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(config)
-}
-
-/// Accepts any chain; verifies the handshake signature against the presented leaf.
-#[derive(Debug)]
-struct AnyLeaf {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyLeaf {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    // Full handshakes only (no resumption): every connection shows the certificate served now.
+    mountlag::effects::probe::record_leaf_client_config(true).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mountlag::probe::{self, ProbeError, ServedLeaf};
+use mountlag::effects::probe::{self, ProbeError, ServedLeaf};
 use mountlag_testbed::certs::{IssuedLeaf, LeafSpec, TestCa};
 use mountlag_testbed::controllers::{self, ControllerKind, ControllerSpec, RunningController};
 use mountlag_testbed::kubelet::{KubeletStandIn, Payload, VolumeKind, WriteOutcome};

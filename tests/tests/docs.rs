@@ -198,7 +198,7 @@ fn every_config_key_in_the_reference_is_accepted_by_the_loader() {
 
 #[test]
 fn every_mountlag_flag_in_the_docs_is_one_the_cli_parses() {
-    let cli = std::fs::read_to_string(repo().join("agent/src/cli.rs")).unwrap();
+    let cli = std::fs::read_to_string(repo().join("agent/src/cmd/mod.rs")).unwrap();
     let other_tools = [
         "kubectl",
         "controller-runtime",

@@ -128,7 +128,8 @@ impl Setup {
     async fn served(&self) -> String {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
         let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
-        let results = mountlag::probe::probe_all(addr, &names, Duration::from_secs(2)).await;
+        let results =
+            mountlag::effects::probe::probe_all(addr, &names, Duration::from_secs(2)).await;
         let mut fingerprints: Vec<String> = results
             .into_iter()
             .map(|(target, r)| {

@@ -181,7 +181,7 @@ impl Setup {
 /// The leaf fingerprint served for every name and without SNI.
 async fn probe(controller: &RunningController) -> Vec<String> {
     let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
-    mountlag::probe::probe_all(controller.addr(), &names, Duration::from_secs(2))
+    mountlag::effects::probe::probe_all(controller.addr(), &names, Duration::from_secs(2))
         .await
         .into_iter()
         .map(|(target, result)| {

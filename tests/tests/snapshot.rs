@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use mountlag::kubelet::{SnapshotError, snapshot};
+use mountlag::disk::{SnapshotError, snapshot};
 use mountlag_testbed::kubelet::{
     FileProjection, KubeletStandIn, Payload, VolumeKind, raw_swap_data_link,
 };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use mountlag::watch::{VolumeChange, VolumeWatcher};
+use mountlag::disk::{VolumeChange, VolumeWatcher};
 use mountlag_testbed::kubelet::{
     FileProjection, KubeletStandIn, Payload, VolumeKind, WriteOutcome,
 };

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use mountlag::watch::VolumeChange;
+use mountlag::disk::VolumeChange;
 use mountlag_testbed::kubelet::{
     FileProjection, KubeletStandIn, Payload, VolumeKind, WriteOutcome,
 };

@@ -55,12 +55,10 @@
 //!
 //! [`serve`] (registry, status, shutdown) is kept for callers without liveness.
 
-pub mod client;
 pub mod liveness;
 pub mod metrics;
 pub mod server;
 pub mod slots;
-pub mod status_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

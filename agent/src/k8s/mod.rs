@@ -1,3 +1,25 @@
-//! The Kubernetes edge: watches whose events become node-model inputs.
+//! The Kubernetes edge: the API client, the watches whose events become node-model inputs, the
+//! conversion of Pods and Secrets into the core's domain values, and the API writes the
+//! executor makes (pod annotation, Events).
+//!
+//! ```text
+//!  Pod ──▶ pod::controller_pod ──▶ ControllerPod ─┐
+//!                                                ├─▶ watches ─▶ node::Input
+//!  Secret ──▶ secret::secret_view ──▶ SecretView ─┘   (digests only; the bytes stop here)
+//! ```
+//!
+//! Only this folder reads `k8s_openapi` types.
 
+pub mod client;
+pub mod pod;
+pub mod secret;
+pub mod sinks;
 pub mod watches;
+
+pub use mountlag_core::expected::{
+    Expected, ExpectedFiles, SecretLookup, SecretVersion, expected_payload,
+};
+pub use mountlag_core::pod::{ControllerPod, RESYNC_ANNOTATION, SecretSource, SecretVolume};
+pub use mountlag_core::secret::SecretView;
+pub use pod::controller_pod;
+pub use secret::secret_view;

@@ -15,10 +15,10 @@ use mountlag_core::secret::SecretView;
 use mountlag_core::text::{MAX_MESSAGE_BYTES, untrusted_capped};
 use tokio::sync::mpsc;
 
-use crate::actions::kube_sinks::api_failure;
 use crate::admin::Heartbeat;
 use crate::config::Config;
-use crate::discovery::{controller_pod, secret_view};
+use crate::k8s::sinks::api_failure;
+use crate::k8s::{controller_pod, secret_view};
 
 /// The pod as the first controller profile that selects it sees it; `None` for a pod no profile
 /// selects, or one that has finished (`Succeeded`, `Failed`).

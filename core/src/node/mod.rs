@@ -16,9 +16,10 @@
 mod publish;
 #[cfg(test)]
 mod tests;
+mod tracking;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -26,12 +27,12 @@ use time::OffsetDateTime;
 use crate::action::Action;
 use crate::events::RelatedSecret;
 use crate::pod::ControllerPod;
-use crate::reconcile::material::{material_of_secrets, material_of_snapshot};
+use crate::reconcile::material::material_of_secrets;
 use crate::reconcile::reload::{
     Decision, ExpectedLeaf, Material, PodReload, ProbeRound, ReloadFailure, ReloadInput,
     ReloadKind, ReloadLimits,
 };
-use crate::reconcile::{DiskView, MountIndex, PodRef, SecretKey, Thresholds};
+use crate::reconcile::{MountIndex, PodRef, SecretKey, Thresholds};
 use crate::secret::SecretView;
 use crate::status::DiskStatus;
 use crate::volume::{KubeletRoot, RescanReason, VolumeSnapshot};
@@ -482,149 +483,6 @@ impl Node {
                 unix: not_after,
             })
             .collect()
-    }
-
-    /// Starts a watch for every newly referenced Secret and stops the ones no longer needed.
-    fn sync_secret_watches(&mut self) -> Vec<Action> {
-        let wanted = self.index.wanted_secrets();
-        let mut actions: Vec<Action> = self
-            .watched_secrets
-            .difference(&wanted)
-            .cloned()
-            .map(Action::UnwatchSecret)
-            .collect();
-        actions.extend(
-            wanted
-                .difference(&self.watched_secrets)
-                .cloned()
-                .map(Action::WatchSecret),
-        );
-        self.watched_secrets = wanted;
-        actions
-    }
-
-    /// Tracks every volume directory the index knows, untracks the rest.
-    fn sync_volumes(&mut self) -> Vec<Action> {
-        let wanted = self.index.volume_paths();
-        let gone: Vec<PathBuf> = self
-            .tracked
-            .iter()
-            .filter(|p| !wanted.contains(*p))
-            .cloned()
-            .collect();
-        let mut actions = Vec::new();
-        for path in gone {
-            self.tracked.remove(&path);
-            // Pod UIDs are never reused: what was read there is of no further use.
-            self.generations.remove(&path);
-            self.leaves_on_disk.remove(&path);
-            actions.push(Action::UntrackVolume(path));
-        }
-        self.untrackable.retain(|p| wanted.contains(p));
-        let new: Vec<PathBuf> = wanted
-            .into_iter()
-            .filter(|p| !self.tracked.contains(p) && !self.untrackable.contains(p))
-            .collect();
-        actions.extend(self.retrack(new));
-        actions
-    }
-
-    fn retrack(&mut self, paths: Vec<PathBuf>) -> Vec<Action> {
-        paths
-            .into_iter()
-            .map(|path| {
-                self.untrackable.remove(&path);
-                self.tracked.insert(path.clone());
-                Action::TrackVolume(path)
-            })
-            .collect()
-    }
-
-    fn volume_tracked(&mut self, path: PathBuf, result: Result<(), String>) -> Vec<Action> {
-        if !self.tracked.contains(&path) {
-            // Untracked meanwhile (its pod went away).
-            return Vec::new();
-        }
-        match result {
-            Ok(()) => vec![Action::ReadVolume(path)],
-            Err(_) => {
-                self.tracked.remove(&path);
-                self.untrackable.insert(path);
-                Vec::new()
-            }
-        }
-    }
-
-    fn volume_unmounted(&mut self, path: PathBuf, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
-        if self.tracked.remove(&path) {
-            actions.push(Action::UntrackVolume(path.clone()));
-        }
-        if self.index.volume_paths().contains(&path) {
-            self.untrackable.insert(path.clone());
-        }
-        actions.extend(self.index.disk_observed(
-            &path,
-            DiskView::Unreadable {
-                reason: "the volume was unmounted".into(),
-            },
-            now,
-        ));
-        actions
-    }
-
-    /// A volume read: the digests go to the index, and a new generation's material to the
-    /// pod's reload machine. The first sighting is what the controller started with; only a
-    /// change is a rotation.
-    fn volume_read(
-        &mut self,
-        path: &Path,
-        read: Result<VolumeSnapshot, String>,
-        now: Now,
-    ) -> Vec<Action> {
-        let (disk, material) = match read {
-            Ok(snapshot) => {
-                let material = material_of_snapshot(&snapshot, now.utc);
-                let disk = DiskView::Files {
-                    generation: snapshot.generation,
-                    files: snapshot
-                        .files
-                        .into_iter()
-                        .map(|f| (f.path, f.sha256))
-                        .collect(),
-                };
-                (disk, Some(material))
-            }
-            Err(reason) => (DiskView::Unreadable { reason }, None),
-        };
-        let generation = match &disk {
-            DiskView::Files { generation, .. } => generation.clone(),
-            DiskView::Unreadable { .. } | DiskView::NotChecked => None,
-        };
-        let previous = self
-            .generations
-            .insert(path.to_path_buf(), generation.clone());
-        if let Some(Material::Valid { leaves }) = &material {
-            self.leaves_on_disk
-                .insert(path.to_path_buf(), leaves.clone());
-        }
-        let mut actions = self.index.disk_observed(path, disk, now.at);
-        if let (Some(Some(_)), Some(generation), Some(material)) =
-            (previous.as_ref(), generation, material)
-            && previous != Some(Some(generation.clone()))
-            && let Some(key) = self.index.mount_at(path).cloned()
-        {
-            actions.extend(self.step_reload(
-                &key.pod_uid,
-                ReloadInput::NewMaterial {
-                    volume: key.volume,
-                    generation,
-                    material,
-                },
-                now.at,
-            ));
-        }
-        actions
     }
 }
 

@@ -1,0 +1,302 @@
+//! `mountlag agent`: the wiring. Watches and the inotify watcher feed one loop; the loop feeds
+//! the node model (`mountlag-core`) and hands its actions to the one executor.
+//!
+//! ```text
+//!  pod watch (spec.nodeName) ──┐
+//!  Secret watches (1 per ref) ─┼─▶ Input channel ──▶ Node::step (pure) ──▶ Effects::perform
+//!  VolumeWatcher (inotify) ────┤        ▲                 │        ▲           │
+//!  reload and probe results ───┘        │                 │        └─ results ─┘ (at once)
+//!                       timer: Node::next_deadline        └─▶ Node::publish_if_due ─▶ /status, gauges
+//! ```
+//!
+//! One task owns the node; every other task only sends it inputs. A pod watch or inotify loop
+//! that dies ends the agent with an error. Nothing here decides what to do next.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mountlag_core::node::{Input, Node, NodeSettings, Now};
+use mountlag_core::reconcile::Thresholds;
+use mountlag_core::reconcile::reload::ReloadLimits;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::{self, AgentMetrics, DiskStatus, Liveness, StatusSnapshot};
+use crate::config::Config;
+use crate::disk::KubeletRoot;
+use crate::disk::{RescanReason, VolumeChange, VolumeWatcher, WatchMetrics, WatcherConfig};
+use crate::effects::perform::{EffectMetrics, EffectTargets, Effects};
+use crate::effects::reload::ReloadMetrics;
+use crate::effects::{EventLimiter, Executor, ExecutorMetrics};
+use crate::k8s::sinks::{KubeEventPublisher, KubePodPatcher};
+use crate::k8s::watches::{watch_pods, watch_secret};
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub config: Config,
+    pub node_name: String,
+    pub kubelet_root: PathBuf,
+    pub proc_root: PathBuf,
+    pub listen: SocketAddr,
+    /// `--status-listen`: a second, node-local listener that serves every endpoint; `/status`
+    /// is then served only there. `None`: `/status` on `listen`.
+    pub status_listen: Option<SocketAddr>,
+}
+
+/// Inputs handled back to back before the loop looks at timers and publishes again.
+const MAX_BATCH: usize = 256;
+/// The status snapshot is rebuilt at most this often: it costs O(mounts) (~8 ms at 1,000), and
+/// /status, /readyz and `mountlag status --watch` do not need fresher data.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run_agent(
+    options: AgentOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let kube_config = kube::Config::infer()
+        .await
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let client = crate::k8s::client::build(kube_config, options.config.api)
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let mut registry = Registry::default();
+    let metrics = EffectMetrics {
+        executor: ExecutorMetrics::register(&mut registry),
+        agent: AgentMetrics::register(&mut registry),
+        reload: ReloadMetrics::register(&mut registry),
+        inotify_watches: Arc::default(),
+    };
+    let rescans = WatchMetrics::register(&mut registry);
+    admin::register_inotify_watches(&mut registry, Arc::clone(&metrics.inotify_watches));
+    let registry = Arc::new(registry);
+
+    let disk = disk_status(&options.kubelet_root);
+    let (status_tx, status_rx) = watch::channel(Arc::new(StatusSnapshot {
+        node: options.node_name.clone(),
+        ready: false,
+        waiting_for: vec!["pods not listed yet".into()],
+        disk: disk.clone(),
+        mounts: Vec::new(),
+    }));
+    let listener = admin::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let status_listener = match options.status_listen {
+        Some(addr) => Some(
+            admin::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--status-listen)"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        listen = %options.listen,
+        status_listen = ?options.status_listen,
+        node = %options.node_name,
+        "mountlag agent starting"
+    );
+    let liveness = Liveness::new();
+    let reconcile_beat = liveness.register(admin::loops::RECONCILE, Duration::from_secs(30));
+    let pods_beat = liveness.register(admin::loops::POD_WATCH, Duration::from_secs(30));
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin_stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let admin_server =
+        admin::AdminServer::new(Arc::clone(&registry), status_rx).liveness(liveness.clone());
+    // Each listener has its own connection slots: clients of the public one (pod network)
+    // cannot take those of the node-local one.
+    let mut admin_tasks = vec![tokio::spawn(
+        admin_server
+            .clone()
+            .serve_status(status_listener.is_none())
+            .serve(listener, admin_stopped(admin_stop_rx.clone())),
+    )];
+    if let Some(status_listener) = status_listener {
+        admin_tasks.push(tokio::spawn(
+            admin_server.serve(status_listener, admin_stopped(admin_stop_rx)),
+        ));
+    }
+
+    let (input_tx, mut input_rx) = mpsc::unbounded_channel();
+    let volume_tx = input_tx.clone();
+    let volumes = VolumeWatcher::new(
+        WatcherConfig::default(),
+        Box::new(move |change| {
+            let _ = volume_tx.send(volume_input(change, &rescans));
+        }),
+    )
+    .context("cannot start the inotify watcher")?;
+
+    let config = Arc::new(options.config.clone());
+    let pod_task = tokio::spawn(watch_pods(
+        client.clone(),
+        options.node_name.clone(),
+        Arc::clone(&config),
+        input_tx.clone(),
+        pods_beat,
+    ));
+    let mut node = Node::new(node_settings(&config, &options, disk), Instant::now());
+    let secret_client = client.clone();
+    let secret_tx = input_tx.clone();
+    let mut effects = Effects::new(EffectTargets {
+        executor: Executor::new(
+            Arc::new(KubePodPatcher::new(client.clone())),
+            Arc::new(KubeEventPublisher::new(client, &options.node_name)),
+            EventLimiter::default(),
+            metrics.executor.clone(),
+        ),
+        metrics,
+        config,
+        proc_root: options.proc_root.clone(),
+        volumes,
+        spawn_secret_watch: Box::new(move |key| {
+            tokio::spawn(watch_secret(secret_client.clone(), key, secret_tx.clone()))
+        }),
+        later: input_tx,
+        status: status_tx,
+    });
+
+    tokio::pin!(shutdown);
+    let stall_for_test = Liveness::stall_requested(admin::loops::RECONCILE);
+    let mut ready_seen = false;
+    let result = loop {
+        if stall_for_test && ready_seen {
+            // Test hook (MOUNTLAG_TEST_STALL): wedge the loop so /livez must notice.
+            tracing::warn!("MOUNTLAG_TEST_STALL: the reconcile loop stops making progress");
+            std::future::pending::<()>().await;
+        }
+        let deadline = node.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            input = input_rx.recv() => match input {
+                Some(input) => {
+                    pump(&mut node, &mut effects, input);
+                    // A burst (every Secret listed at start, a kubelet sync touching many
+                    // volumes) is handled as one batch: one status snapshot, not one per input.
+                    for _ in 0..MAX_BATCH {
+                        match input_rx.try_recv() {
+                            Ok(input) => pump(&mut node, &mut effects, input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => break Err(anyhow::anyhow!("every input of the agent loop closed")),
+            },
+            () = sleep => pump(&mut node, &mut effects, Input::Tick),
+            () = reconcile_beat.pinged() => {}
+        }
+        reconcile_beat.beat();
+        if pod_task.is_finished() {
+            break Err(anyhow::anyhow!("the pod watch stopped"));
+        }
+        if let Some(publication) = node.publish_if_due(now()) {
+            ready_seen |= publication.status.ready;
+            effects.publish(publication);
+        }
+    };
+    effects.mark_unready("shutting down");
+    // Let load balancers and kubelet see the unready answer before the listener closes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    effects.stop_watches();
+    pod_task.abort();
+    let _ = admin_stop_tx.send(true);
+    for task in admin_tasks {
+        let _ = task.await;
+    }
+    tracing::info!("mountlag agent stopped");
+    result
+}
+
+/// Feeds one input to the node and its actions to the executor, and the executor's immediate
+/// answers back to the node, until nothing is left.
+fn pump(node: &mut Node, effects: &mut Effects, input: Input) {
+    let mut inputs = VecDeque::from([input]);
+    while let Some(input) = inputs.pop_front() {
+        for action in node.step(input, now()) {
+            inputs.extend(effects.perform(action));
+        }
+    }
+}
+
+fn now() -> Now {
+    Now {
+        at: Instant::now(),
+        utc: time::OffsetDateTime::now_utc(),
+    }
+}
+
+/// What the watcher saw, as a node input; rescans are counted here, where they are observed.
+fn volume_input(change: VolumeChange, rescans: &WatchMetrics) -> Input {
+    match change {
+        VolumeChange::Generation { volume, .. } => Input::VolumeChanged { path: volume },
+        VolumeChange::Unmounted { volume } => Input::VolumeUnmounted { path: volume },
+        VolumeChange::MountsChanged { mount_points } => {
+            rescans.rescanned(RescanReason::MountTable);
+            Input::MountsChanged { mount_points }
+        }
+        VolumeChange::Rescanned { reason } => {
+            rescans.rescanned(reason);
+            Input::VolumesRescanned { reason }
+        }
+    }
+}
+
+/// Whether kubelet's volume directories can be read (a probe-only install mounts none).
+fn disk_status(kubelet_root: &std::path::Path) -> DiskStatus {
+    let kubelet_root_text = kubelet_root.display().to_string();
+    match crate::disk::check_readable(&KubeletRoot::new(kubelet_root)) {
+        Ok(()) => DiskStatus {
+            checked: true,
+            kubelet_root: kubelet_root_text,
+            reason: None,
+        },
+        Err(reason) => {
+            tracing::warn!(
+                %reason,
+                "no kubelet root: checking served certificates against the API only; no disk \
+                 comparison, nudge or reload on this node"
+            );
+            DiskStatus {
+                checked: false,
+                kubelet_root: kubelet_root_text,
+                reason: Some(format!(
+                    "{reason}: served certificates are checked against the API only; mounts \
+                     are not compared on disk, nudged or reloaded"
+                )),
+            }
+        }
+    }
+}
+
+fn node_settings(config: &Config, options: &AgentOptions, disk: DiskStatus) -> NodeSettings {
+    NodeSettings {
+        node_name: options.node_name.clone(),
+        kubelet: KubeletRoot::new(&options.kubelet_root),
+        disk,
+        thresholds: Thresholds {
+            nudge_enabled: config.nudge.enabled,
+            nudge_after: config.nudge.after,
+            stuck_after: config.stuck_after,
+        },
+        reload: ReloadLimits {
+            min_interval: config.reload.min_interval,
+            verify_timeout: config.verify.timeout,
+            wait_for_others: config.stuck_after,
+            expiry_warn_before: config.expiry.warn_before,
+            max_attempts: 3,
+        },
+        controllers: config.controllers.iter().map(|c| c.spec()).collect(),
+        publish_every: PUBLISH_EVERY,
+    }
+}

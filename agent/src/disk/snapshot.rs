@@ -1,0 +1,655 @@
+//! A consistent snapshot of one AtomicWriter volume: one generation, never two mixed.
+//!
+//! ```text
+//! readlink ..data ─▶ walk ..<ts>/ (openat, O_NOFOLLOW) ─▶ check root symlinks ─▶ readlink ..data
+//!        ▲                 hash, parse PEM, drop bytes                                    │
+//!        └──────────────────────────── moved? read again ◀─────────────────────────────────┘
+//! ```
+//!
+//! Every file is opened relative to the directory it was listed in, without following symlinks,
+//! so nothing in the volume can send the reader outside it. The volume directory itself is
+//! opened the same way ([`open_volume_dir`]): relative to the directory of pod directories
+//! (`<kubeletRoot>/pods`), with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the kernel
+//! has it (Linux ≥ 5.6) and one `openat(O_NOFOLLOW | O_DIRECTORY)` per component elsewhere, so a
+//! pod, `volumes`, plugin or volume directory replaced by a symlink is refused, never followed.
+//! Contents are hashed and certificates summarised while the bytes are in a zeroising buffer;
+//! only digests and summaries are kept.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+
+use sha2::{Digest, Sha256};
+
+use zeroize::Zeroizing;
+
+use mountlag_core::cert::{self, PemContents};
+use mountlag_core::text::untrusted;
+pub use mountlag_core::volume::{
+    FileSnapshot, Problem, ProblemKind, VolumeLocation, VolumeSnapshot, VolumeState,
+};
+
+/// The name of the symlink AtomicWriter swaps to publish a generation.
+pub const DATA_LINK: &str = "..data";
+/// Secrets and ConfigMaps are capped at 1 MiB by the API server; a larger file is not ours.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// How often a read is retried when `..data` moves under it before giving up.
+pub const MAX_ATTEMPTS: usize = 8;
+const MAX_DEPTH: usize = 16;
+const MAX_ENTRIES: usize = 10_000;
+
+/// Why a volume could not be read at all (as opposed to [`Problem`]s found inside it).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: cannot open volume directory: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("{path}: cannot read {what}: {source}")]
+    Read {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("{path}: ..data moved during each of {attempts} reads; the volume is being rewritten")]
+    Unstable { path: PathBuf, attempts: usize },
+    /// The volume directory, or a directory between it and `<kubeletRoot>/pods`, is a symlink
+    /// (or `..` leads out): kubelet never makes one, so it is not followed and nothing is read.
+    #[error(
+        "{path}: {component} is a symlink to \"{target}\"; kubelet never makes a volume directory \
+         or a directory above it a symlink, so it is not followed and nothing in it is read"
+    )]
+    Symlink {
+        path: PathBuf,
+        /// The first component that is a symlink, relative to the anchor.
+        component: String,
+        /// Its target, escaped and cut (it is shown, never followed).
+        target: String,
+    },
+}
+
+/// Where a volume directory is opened from, and the path below it that must hold no symlink.
+///
+/// A kubelet-shaped path (`…/pods/<uid>/volumes/<plugin>/<vol>`) is anchored at its `pods`
+/// directory: the pod, `volumes`, plugin and volume directories are all kubelet's and never
+/// symlinks. The kubelet root and `pods` themselves are the operator's (a root moved to another
+/// disk through a symlink is common) and are followed. Any other path is anchored at its parent.
+fn anchor_of(volume_dir: &Path) -> (PathBuf, PathBuf) {
+    let location = VolumeLocation::from_path(volume_dir);
+    if location.pod_uid.is_some()
+        && let Some(pods) = volume_dir.ancestors().nth(4)
+        && let Ok(relative) = volume_dir.strip_prefix(pods)
+    {
+        return (anchor_dir(pods), relative.to_path_buf());
+    }
+    match (volume_dir.parent(), volume_dir.file_name()) {
+        (Some(parent), Some(name)) => (anchor_dir(parent), PathBuf::from(name)),
+        // `/`, `..` or a path ending in `..`: opened as named, still never through a final symlink.
+        _ => (volume_dir.to_path_buf(), PathBuf::from(".")),
+    }
+}
+
+/// `""` (the parent of a relative one-component path) is the current directory.
+fn anchor_dir(path: &Path) -> PathBuf {
+    if path.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Opens a volume directory without following a symlink in it or in any directory between it and
+/// its anchor (see [`anchor_of`]). A symlink is reported as [`SnapshotError::Symlink`].
+pub fn open_volume_dir(volume_dir: &Path) -> Result<OwnedFd, SnapshotError> {
+    let (anchor, relative) = anchor_of(volume_dir);
+    let open_error = |source| SnapshotError::Open {
+        path: volume_dir.to_path_buf(),
+        source,
+    };
+    let base = nix::fcntl::open(
+        &anchor,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(open_error)?;
+    match open_beneath(&base, &relative) {
+        Ok(fd) => Ok(fd),
+        // ELOOP: a symlink on the way (RESOLVE_NO_SYMLINKS, O_NOFOLLOW); ENOTDIR: also a final
+        // symlink under O_DIRECTORY, or a file; EXDEV: `..` out of the anchor.
+        Err(source @ (Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV)) => {
+            Err(symlink_error(volume_dir, &base, &relative).unwrap_or(open_error(source)))
+        }
+        Err(source) => Err(open_error(source)),
+    }
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// `openat2` where the kernel has it; a component-by-component walk where it does not (Linux
+/// < 5.6 answers ENOSYS; some seccomp profiles answer EPERM for syscalls they do not know).
+fn open_beneath(base: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new().flags(DIR_FLAGS).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    );
+    match openat2(base.as_fd(), relative, how) {
+        Err(Errno::ENOSYS | Errno::EPERM) => open_walking(base, relative),
+        other => other,
+    }
+}
+
+/// The fallback of [`open_beneath`]: one `openat(O_NOFOLLOW | O_DIRECTORY)` per component, each
+/// relative to the directory opened before it; `..` and absolute paths are refused (EXDEV).
+fn open_walking(base: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
+    let mut current = openat(base.as_fd(), ".", DIR_FLAGS, Mode::empty())?;
+    for component in relative.components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(name) => {
+                current = openat(current.as_fd(), name, DIR_FLAGS, Mode::empty())?;
+            }
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(Errno::EXDEV);
+            }
+        }
+    }
+    Ok(current)
+}
+
+/// Names the first component below the anchor that is a symlink (or `..`), and where it points
+/// (read with `readlinkat`, never followed); `None` when there is none.
+fn symlink_error(volume_dir: &Path, base: &OwnedFd, relative: &Path) -> Option<SnapshotError> {
+    let mut dir = openat(base.as_fd(), ".", DIR_FLAGS, Mode::empty()).ok();
+    let mut walked = PathBuf::new();
+    let mut found = None;
+    for component in relative.components() {
+        let Component::Normal(name) = component else {
+            if component == Component::CurDir {
+                continue;
+            }
+            found = Some((walked.join(component), "(leaves the directory)".to_string()));
+            break;
+        };
+        walked.push(name);
+        let Some(current) = dir.take() else { break };
+        if let Ok(target) = readlinkat(current.as_fd(), name) {
+            found = Some((walked.clone(), target.to_string_lossy().into_owned()));
+            break;
+        }
+        dir = openat(current.as_fd(), name, DIR_FLAGS, Mode::empty()).ok();
+    }
+    let (component, target) = found?;
+    Some(SnapshotError::Symlink {
+        path: volume_dir.to_path_buf(),
+        component: untrusted(&component.to_string_lossy()).to_string(),
+        target: untrusted(&target).to_string(),
+    })
+}
+
+/// Reads one volume directory as a single AtomicWriter generation.
+pub fn snapshot(volume_dir: &Path) -> Result<VolumeSnapshot, SnapshotError> {
+    let volume = open_volume_dir(volume_dir)?;
+    let reader = VolumeReader {
+        path: volume_dir,
+        fd: volume,
+    };
+    for _ in 0..MAX_ATTEMPTS {
+        let before = reader.data_link()?;
+        let attempt = reader.read_once(&before)?;
+        if reader.data_link()? == before
+            && let Some(snapshot) = attempt
+        {
+            return Ok(snapshot);
+        }
+    }
+    Err(SnapshotError::Unstable {
+        path: volume_dir.to_path_buf(),
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Reads just the `..data` target: the cheap way to tell which generation is published. The
+/// volume directory is opened as [`snapshot`] opens it: never through a symlink.
+pub fn read_generation(volume_dir: &Path) -> Result<Option<OsString>, SnapshotError> {
+    let volume = match open_volume_dir(volume_dir) {
+        Ok(fd) => fd,
+        // Gone (unmounted, pod removed): nothing published, as a missing `..data` says.
+        Err(SnapshotError::Open {
+            source: Errno::ENOENT,
+            ..
+        }) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    match readlinkat(volume.as_fd(), DATA_LINK) {
+        Ok(target) => Ok(Some(target)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(source) => Err(SnapshotError::Read {
+            path: volume_dir.to_path_buf(),
+            what: DATA_LINK.into(),
+            source,
+        }),
+    }
+}
+
+/// The result of reading a link at the volume root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DataLink {
+    Missing,
+    NotALink,
+    Target(OsString),
+}
+
+struct VolumeReader<'a> {
+    path: &'a Path,
+    fd: OwnedFd,
+}
+
+/// A generation directory vanished or changed while it was being read: read again.
+struct Moved;
+
+impl VolumeReader<'_> {
+    fn read_error(&self, what: &str, source: Errno) -> SnapshotError {
+        SnapshotError::Read {
+            path: self.path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    fn data_link(&self) -> Result<DataLink, SnapshotError> {
+        match readlinkat(self.fd.as_fd(), DATA_LINK) {
+            Ok(target) => Ok(DataLink::Target(target)),
+            Err(Errno::ENOENT) => Ok(DataLink::Missing),
+            Err(Errno::EINVAL) => Ok(DataLink::NotALink),
+            Err(source) => Err(self.read_error(DATA_LINK, source)),
+        }
+    }
+
+    /// One pass; `Ok(None)` when the generation moved and the caller should read again.
+    fn read_once(&self, link: &DataLink) -> Result<Option<VolumeSnapshot>, SnapshotError> {
+        let mut snap = VolumeSnapshot {
+            generation: None,
+            files: Vec::new(),
+            pairings: Vec::new(),
+            problems: Vec::new(),
+        };
+        let generation = match link {
+            DataLink::Missing => None,
+            DataLink::NotALink => {
+                snap.problems.push(Problem::new(
+                    DATA_LINK,
+                    ProblemKind::UnexpectedEntry,
+                    "..data is not a symlink; this is not an AtomicWriter volume",
+                ));
+                return Ok(Some(snap));
+            }
+            DataLink::Target(target) => match generation_name(target) {
+                Some(name) => Some(name),
+                None => {
+                    snap.problems.push(Problem::new(
+                        DATA_LINK,
+                        ProblemKind::SymlinkEscapesVolume,
+                        format!(
+                            "..data points to \"{}\", not to a generation directory in the volume",
+                            untrusted(&target.to_string_lossy())
+                        ),
+                    ));
+                    return Ok(Some(snap));
+                }
+            },
+        };
+
+        let mut walk = Walk::default();
+        if let Some(name) = &generation {
+            let dir = match openat(
+                self.fd.as_fd(),
+                name.as_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(Errno::ENOTDIR | Errno::ELOOP) => {
+                    snap.problems.push(Problem::new(
+                        DATA_LINK,
+                        ProblemKind::NotRegularFile,
+                        format!(
+                            "..data points to {}, which is not a directory",
+                            untrusted(name)
+                        ),
+                    ));
+                    return Ok(Some(snap));
+                }
+                Err(source) => return Err(self.read_error(name, source)),
+            };
+            if walk.directory(&dir, "", 0).is_err() {
+                return Ok(None);
+            }
+        }
+        let root_problems = match self.check_root(generation.as_deref(), &walk) {
+            Ok(problems) => problems,
+            Err(Moved) => return Ok(None),
+        };
+
+        let parsed: Vec<(&str, &PemContents)> = walk
+            .files
+            .iter()
+            .filter_map(|f| f.pem.as_ref().map(|pem| (f.path.as_str(), pem)))
+            .collect();
+        let pairings = cert::pair_keys(&parsed);
+        let mut problems = walk.problems;
+        problems.extend(root_problems);
+        for pairing in pairings.iter().filter(|p| !p.matches) {
+            problems.push(Problem::new(
+                &pairing.key_file,
+                ProblemKind::KeyMismatch,
+                format!(
+                    "private key does not match the certificate in {}",
+                    untrusted(&pairing.cert_file)
+                ),
+            ));
+        }
+        problems.sort_by(|a, b| (&a.file, a.kind).cmp(&(&b.file, b.kind)));
+        snap.generation = generation;
+        snap.files = walk.files;
+        snap.pairings = pairings;
+        snap.problems = problems;
+        Ok(Some(snap))
+    }
+
+    /// The user-visible names at the volume root must be kubelet's `name -> ..data/name` links
+    /// into the published generation; nothing there is ever followed.
+    fn check_root(&self, generation: Option<&str>, walk: &Walk) -> Result<Vec<Problem>, Moved> {
+        let mut problems = Vec::new();
+        let mut dir = Dir::openat(
+            self.fd.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|_| Moved)?;
+        let mut names: Vec<OsString> = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|_| Moved)?;
+            let name = entry.file_name().to_bytes();
+            // `..data`, `..data_tmp` and `..<timestamp>` belong to AtomicWriter itself.
+            if !name.starts_with(b"..") && name != b"." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        names.sort();
+        for name in names {
+            let shown = name.to_string_lossy().into_owned();
+            let target = match readlinkat(self.fd.as_fd(), name.as_os_str()) {
+                Ok(target) => target,
+                Err(Errno::ENOENT) => continue,
+                Err(Errno::EINVAL) => {
+                    problems.push(Problem::new(
+                        &shown,
+                        ProblemKind::UnexpectedEntry,
+                        if generation.is_some() {
+                            "not a symlink into ..data; kubelet publishes every name as one"
+                        } else {
+                            "file in a volume without ..data; this is not an AtomicWriter volume"
+                        },
+                    ));
+                    continue;
+                }
+                Err(_) => return Err(Moved),
+            };
+            if let Some(problem) = judge_root_link(&shown, &target, generation, walk) {
+                problems.push(problem);
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// A `..data` target is one path component naming a sibling directory.
+fn generation_name(target: &OsStr) -> Option<String> {
+    let name = target.to_str()?;
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) if name.starts_with("..") && !name.contains('/') => {
+            Some(name.to_string())
+        }
+        _ => None,
+    }
+}
+
+fn judge_root_link(
+    name: &str,
+    target: &OsStr,
+    generation: Option<&str>,
+    walk: &Walk,
+) -> Option<Problem> {
+    let target_text = target.to_string_lossy();
+    let shown_target = untrusted(&target_text);
+    let escapes = || {
+        Problem::new(
+            name,
+            ProblemKind::SymlinkEscapesVolume,
+            format!("symlink to {shown_target} leaves the volume; not followed"),
+        )
+    };
+    let mut inside: Vec<String> = Vec::new();
+    for component in Path::new(target).components() {
+        match component {
+            Component::Normal(part) => inside.push(part.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if inside.pop().is_none() {
+                    return Some(escapes());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Some(escapes()),
+        }
+    }
+    let Some((first, rest)) = inside.split_first() else {
+        return Some(escapes());
+    };
+    let into_generation =
+        first == DATA_LINK || generation.is_some_and(|generation| first == generation);
+    if !into_generation {
+        return Some(Problem::new(
+            name,
+            ProblemKind::UnexpectedEntry,
+            format!("symlink to {shown_target}, not into ..data"),
+        ));
+    }
+    let rel = rest.join("/");
+    if generation.is_none() || !(walk.has_file(&rel) || walk.dirs.contains(&rel)) {
+        return Some(Problem::new(
+            name,
+            ProblemKind::DanglingSymlink,
+            format!("symlink to {shown_target}, which does not exist in the published generation"),
+        ));
+    }
+    None
+}
+
+/// Accumulates one generation directory tree.
+#[derive(Default)]
+struct Walk {
+    files: Vec<FileSnapshot>,
+    dirs: Vec<String>,
+    problems: Vec<Problem>,
+    entries: usize,
+}
+
+impl Walk {
+    fn has_file(&self, rel: &str) -> bool {
+        self.files.iter().any(|f| f.path == rel)
+    }
+
+    fn directory(&mut self, dir: &OwnedFd, prefix: &str, depth: usize) -> Result<(), Moved> {
+        let mut listing = Dir::openat(
+            dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|_| Moved)?;
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for entry in listing.iter() {
+            let entry = entry.map_err(|_| Moved)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        }
+        names.sort();
+        for name in names {
+            self.entries += 1;
+            let shown = String::from_utf8_lossy(&name);
+            let rel = if prefix.is_empty() {
+                shown.into_owned()
+            } else {
+                format!("{prefix}/{shown}")
+            };
+            if self.entries > MAX_ENTRIES {
+                self.problems.push(Problem {
+                    file: None,
+                    kind: ProblemKind::TooManyEntries,
+                    detail: format!("more than {MAX_ENTRIES} entries; the rest was not read"),
+                });
+                return Ok(());
+            }
+            let name = OsStr::from_bytes(&name);
+            let stat = match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(_) => return Err(Moved),
+            };
+            match file_type(&stat) {
+                SFlag::S_IFDIR if depth + 1 >= MAX_DEPTH => self.problems.push(Problem::new(
+                    rel,
+                    ProblemKind::TooManyEntries,
+                    format!("directories nested deeper than {MAX_DEPTH}; not read"),
+                )),
+                SFlag::S_IFDIR => {
+                    let child = openat(
+                        dir.as_fd(),
+                        name,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|_| Moved)?;
+                    self.directory(&child, &rel, depth + 1)?;
+                    self.dirs.push(rel);
+                }
+                SFlag::S_IFREG => self.file(dir, name, rel)?,
+                SFlag::S_IFLNK => self.problems.push(Problem::new(
+                    rel,
+                    ProblemKind::NotRegularFile,
+                    "symlink inside the generation directory; kubelet never writes one, not followed",
+                )),
+                _ => self.problems.push(Problem::new(
+                    rel,
+                    ProblemKind::NotRegularFile,
+                    "not a regular file; not read",
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, dir: &OwnedFd, name: &OsStr, rel: String) -> Result<(), Moved> {
+        // O_NONBLOCK: a FIFO swapped in after the fstatat must not hang the reader.
+        let fd = match openat(
+            dir.as_fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Err(Moved),
+            Err(errno) => {
+                self.problems.push(Problem::new(
+                    rel,
+                    ProblemKind::Unreadable,
+                    format!("cannot open: {errno}"),
+                ));
+                return Ok(());
+            }
+        };
+        let stat = fstat(&fd).map_err(|_| Moved)?;
+        if file_type(&stat) != SFlag::S_IFREG {
+            return Err(Moved);
+        }
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        let mode = stat.st_mode & 0o7777;
+        let mut entry = FileSnapshot {
+            path: rel,
+            size,
+            mode,
+            sha256: None,
+            pem: None,
+        };
+        if size > MAX_FILE_BYTES {
+            self.problems.push(too_large(&entry.path, size));
+            self.files.push(entry);
+            return Ok(());
+        }
+        let capacity = usize::try_from(size).unwrap_or(0);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+        let mut reader = std::fs::File::from(fd).take(MAX_FILE_BYTES + 1);
+        if let Err(err) = reader.read_to_end(&mut bytes) {
+            self.problems.push(Problem::new(
+                &entry.path,
+                ProblemKind::Unreadable,
+                format!("cannot read: {err}"),
+            ));
+            self.files.push(entry);
+            return Ok(());
+        }
+        entry.size = bytes.len() as u64;
+        if entry.size > MAX_FILE_BYTES {
+            self.problems.push(too_large(&entry.path, entry.size));
+            self.files.push(entry);
+            return Ok(());
+        }
+        entry.sha256 = Some(hex::encode(Sha256::digest(bytes.as_slice())));
+        let base_name = entry.path.rsplit('/').next().unwrap_or(&entry.path);
+        if cert::is_pem_candidate(base_name, &bytes) {
+            match cert::parse_pem(&bytes) {
+                Ok(contents) => entry.pem = Some(contents),
+                Err(err) => self.problems.push(Problem::new(
+                    &entry.path,
+                    ProblemKind::UnparsablePem,
+                    err.to_string(),
+                )),
+            }
+        }
+        self.files.push(entry);
+        Ok(())
+    }
+}
+
+fn too_large(path: &str, size: u64) -> Problem {
+    Problem::new(
+        path,
+        ProblemKind::FileTooLarge,
+        format!("{size} bytes, over the {MAX_FILE_BYTES}-byte limit of a Secret; not read"),
+    )
+}
+
+fn file_type(stat: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
+}
+
+#[cfg(test)]
+mod tests;

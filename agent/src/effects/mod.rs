@@ -1,0 +1,384 @@
+//! Where an action touches the system. [`perform::Effects`] is the one executor of the node
+//! model's actions; each side effect sits behind a narrow trait or function so the pipeline can
+//! be driven in tests.
+//!
+//! ```text
+//!  Action::Nudge ──▶ PodPatcher::annotate (merge patch of mountlag.io/resync) ──▶ KubeletResyncRequested
+//!  Action::Event ──▶ EventLimiter ──▶ EventPublisher::publish (events.k8s.io/v1, series dedup)
+//!  Action::ObserveLag ──▶ mountlag_mount_lag_seconds
+//!  Action::Reload ──▶ reload (process: cgroup lookup; goguard/goexe: may it be signalled;
+//!                     signal: pidfd; http_reload: Caddy /load)
+//!  Action::Probe ──▶ probe (one rustls handshake per name, leaf recorded)
+//! ```
+
+pub mod events;
+pub mod goexe;
+pub mod goguard;
+pub mod http_reload;
+pub mod perform;
+pub mod probe;
+pub mod process;
+pub mod reload;
+pub mod signal;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use mountlag_core::action::Action;
+pub use mountlag_core::events::{EventReason, RelatedSecret};
+use mountlag_core::reconcile::PodRef;
+
+use crate::text::{MAX_EVENT_NOTE_BYTES, MAX_MESSAGE_BYTES, sanitize, untrusted_capped};
+
+pub use events::EventLimiter;
+
+/// Why a call to the API failed, as a stable label value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFailure {
+    pub reason: String,
+    pub message: String,
+}
+
+/// Patches the nudge annotation onto a pod.
+pub trait PodPatcher: Send + Sync + 'static {
+    fn annotate(
+        &self,
+        pod: &PodRef,
+        key: &str,
+        value: &str,
+    ) -> BoxFuture<'static, Result<(), ApiFailure>>;
+}
+
+/// An Event reason from the contract, and whether it is a Warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reason {
+    pub name: &'static str,
+    pub warning: bool,
+}
+
+impl From<EventReason> for Reason {
+    fn from(reason: EventReason) -> Self {
+        Self {
+            name: reason.as_str(),
+            warning: reason.is_warning(),
+        }
+    }
+}
+
+/// Publishes a Kubernetes Event regarding a pod.
+pub trait EventPublisher: Send + Sync + 'static {
+    fn publish(
+        &self,
+        pod: &PodRef,
+        reason: Reason,
+        note: &str,
+        related: Option<&RelatedSecret>,
+    ) -> BoxFuture<'static, Result<(), ApiFailure>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ApiErrorLabels {
+    pub resource: String,
+    pub reason: String,
+}
+
+/// The executor's metrics, registered into the agent's one registry.
+#[derive(Debug, Clone)]
+pub struct ExecutorMetrics {
+    nudges: Family<ResultLabel, Counter>,
+    pub api_errors: Family<ApiErrorLabels, Counter>,
+    lag: Histogram,
+    events: Family<EventLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabels {
+    reason: &'static str,
+    result: &'static str,
+}
+
+/// Buckets from 50 ms (a nudged remount) to 10 minutes (kubelet's slowest sync and beyond).
+const LAG_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 300.0, 600.0,
+];
+
+impl ExecutorMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            nudges: Family::default(),
+            api_errors: Family::default(),
+            lag: Histogram::new(LAG_BUCKETS),
+            events: Family::default(),
+        };
+        // The fixed label sets exist from the start, so dashboards see zeros, not gaps.
+        for result in ["success", "error"] {
+            drop(metrics.nudges.get_or_create(&ResultLabel { result }));
+        }
+        registry.register(
+            "mountlag_kubelet_nudges",
+            "Pod annotation patches that ask kubelet to resync a lagging mount",
+            metrics.nudges.clone(),
+        );
+        registry.register(
+            "mountlag_api_errors",
+            "Failed Kubernetes API calls and watch errors",
+            metrics.api_errors.clone(),
+        );
+        registry.register_with_unit(
+            "mountlag_mount_lag",
+            "Time from an API change being observed to the volume on disk matching it",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.lag.clone(),
+        );
+        registry.register(
+            "mountlag_events",
+            "Kubernetes Events by reason and whether they were published, rate-limited or failed",
+            metrics.events.clone(),
+        );
+        metrics
+    }
+
+    pub fn api_error(&self, resource: &str, reason: &str) {
+        self.api_errors
+            .get_or_create(&ApiErrorLabels {
+                resource: resource.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Performs actions. Cheap to clone; every call spawns its side effect so the reconcile loop
+/// never waits on the API.
+#[derive(Clone)]
+pub struct Executor {
+    patcher: Arc<dyn PodPatcher>,
+    publisher: Arc<dyn EventPublisher>,
+    limiter: Arc<Mutex<EventLimiter>>,
+    metrics: ExecutorMetrics,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    pub fn new(
+        patcher: Arc<dyn PodPatcher>,
+        publisher: Arc<dyn EventPublisher>,
+        limiter: EventLimiter,
+        metrics: ExecutorMetrics,
+    ) -> Self {
+        Self {
+            patcher,
+            publisher,
+            limiter: Arc::new(Mutex::new(limiter)),
+            metrics,
+        }
+    }
+
+    /// Performs a nudge, an Event or a lag observation.
+    pub fn execute(&self, action: Action) {
+        match action {
+            Action::ObserveLag { seconds } => self.metrics.lag.observe(seconds),
+            Action::Nudge {
+                pod,
+                volume,
+                annotation,
+                attempt,
+            } => {
+                let this = self.clone();
+                tokio::spawn(async move { this.nudge(pod, volume, annotation, attempt).await });
+            }
+            Action::Event {
+                pod,
+                reason,
+                note,
+                related,
+            } => self.publish(pod, reason.into(), note, related),
+            // The other actions are not the API's: see `effects::Effects::perform`.
+            _ => {}
+        }
+    }
+
+    /// Publishes an Event (rate-limited) without waiting for it.
+    pub fn publish(
+        &self,
+        pod: PodRef,
+        reason: Reason,
+        note: String,
+        related: Option<RelatedSecret>,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move { this.event(pod, reason, note, related).await });
+    }
+
+    async fn nudge(&self, pod: PodRef, volume: String, annotation: String, attempt: u8) {
+        let result = self
+            .patcher
+            .annotate(&pod, crate::k8s::RESYNC_ANNOTATION, &annotation)
+            .await;
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .nudges
+                    .get_or_create(&ResultLabel { result: "success" })
+                    .inc();
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, %volume, %annotation, attempt, "asked kubelet to resync");
+                let note = format!(
+                    "annotated {}={annotation} so kubelet remounts volume {volume:?} now instead of at its next sync (attempt {attempt})",
+                    crate::k8s::RESYNC_ANNOTATION
+                );
+                self.event(pod, EventReason::KubeletResyncRequested.into(), note, None)
+                    .await;
+            }
+            Err(failure) => {
+                self.metrics
+                    .nudges
+                    .get_or_create(&ResultLabel { result: "error" })
+                    .inc();
+                self.metrics.api_error("pods", &failure.reason);
+                tracing::warn!(namespace = %pod.namespace, pod = %pod.name, %volume, error = %untrusted_capped(&failure.message, MAX_MESSAGE_BYTES), "nudge failed");
+            }
+        }
+    }
+
+    async fn event(
+        &self,
+        pod: PodRef,
+        reason: Reason,
+        note: String,
+        related: Option<RelatedSecret>,
+    ) {
+        // Notes quote names, subjects, process titles and error texts from disk, /proc and the
+        // network: whatever a note holds, it is escaped and fits the Events API's limit before it
+        // is published or logged.
+        let note = sanitize(&note, MAX_EVENT_NOTE_BYTES).into_owned();
+        let allowed = self
+            .limiter
+            .lock()
+            .map(|mut l| l.allow(&pod.uid, reason.name, Instant::now()))
+            .unwrap_or(true);
+        if !allowed {
+            self.count_event(reason, "rate_limited");
+            tracing::debug!(pod = %pod.name, reason = reason.name, "event rate-limited");
+            return;
+        }
+        match self
+            .publisher
+            .publish(&pod, reason, &note, related.as_ref())
+            .await
+        {
+            Ok(()) => {
+                self.count_event(reason, "published");
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, reason = reason.name, %note, "event");
+            }
+            Err(failure) => {
+                self.count_event(reason, "error");
+                self.metrics.api_error("events", &failure.reason);
+                tracing::warn!(pod = %pod.name, reason = reason.name, error = %untrusted_capped(&failure.message, MAX_MESSAGE_BYTES), "cannot publish event");
+            }
+        }
+    }
+
+    fn count_event(&self, reason: Reason, result: &'static str) {
+        self.metrics
+            .events
+            .get_or_create(&EventLabels {
+                reason: reason.name,
+                result,
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use futures::FutureExt as _;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    struct NoPatches;
+
+    impl PodPatcher for NoPatches {
+        fn annotate(
+            &self,
+            _: &PodRef,
+            _: &str,
+            _: &str,
+        ) -> BoxFuture<'static, Result<(), ApiFailure>> {
+            async { Ok(()) }.boxed()
+        }
+    }
+
+    /// Hands every published note to the test.
+    struct Notes(mpsc::UnboundedSender<String>);
+
+    impl EventPublisher for Notes {
+        fn publish(
+            &self,
+            _: &PodRef,
+            _: Reason,
+            note: &str,
+            _: Option<&RelatedSecret>,
+        ) -> BoxFuture<'static, Result<(), ApiFailure>> {
+            let _ = self.0.send(note.to_string());
+            async { Ok(()) }.boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn event_notes_are_escaped_and_fit_the_events_api() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let executor = Executor::new(
+            Arc::new(NoPatches),
+            Arc::new(Notes(tx)),
+            EventLimiter::default(),
+            ExecutorMetrics::register(&mut Registry::default()),
+        );
+        let pod = PodRef {
+            namespace: "ingress".into(),
+            name: "edge-0".into(),
+            uid: "uid-1".into(),
+        };
+        // What a note quoting a hostile PEM file name, subject and process title looks like.
+        let hostile = format!(
+            "volume \"tls\" holds material a server must not load: \u{1b}[2J\u{202e}x.pem; \
+             comm \u{1b}]0;owned\u{7}\r\nforged log line; {}; {}",
+            "é".repeat(600),
+            "A".repeat(1 << 20)
+        );
+        executor.publish(
+            pod,
+            EventReason::SecretMountStuck.into(),
+            hostile.clone(),
+            None,
+        );
+        let note = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(note.len() <= 1024, "{} bytes", note.len());
+        assert!(!note.chars().any(crate::text::needs_escape), "{note:?}");
+        assert!(note.starts_with("volume \"tls\" holds material"), "{note}");
+        assert!(note.contains("\\u{1b}[2J\\u{202e}x.pem"), "{note}");
+        assert!(note.contains("\\u{7}\\r\\nforged"), "{note}");
+        assert!(note.ends_with(" bytes)"), "{note}");
+    }
+}

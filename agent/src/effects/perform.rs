@@ -1,0 +1,296 @@
+//! The one executor: performs every [`Action`] of the node model and turns what it learns
+//! (a volume tracked and read, a reload done, a probe round) back into [`Input`]s.
+//!
+//! ```text
+//!  Action ──▶ Effects::perform ─┬─ Nudge · Event · ObserveLag ──▶ Executor (API, rate limits)
+//!                               ├─ WatchSecret · UnwatchSecret ──▶ one watch task per Secret
+//!                               ├─ TrackVolume · ReadVolume ─────▶ inotify, kubelet::snapshot ─▶ Input now
+//!                               ├─ Reload ─▶ cached pidfd signal ─▶ Input now │ blocking task ─▶ Input later
+//!                               ├─ Probe ──▶ TLS handshakes (task) ─────────────────────────▶ Input later
+//!                               └─ metrics
+//!  Publication ──▶ Effects::publish ──▶ /status snapshot, gauges
+//! ```
+//!
+//! Inputs it can answer at once are returned, so the loop feeds them to the model before the
+//! next observation; inputs that take I/O time arrive through the loop's channel.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mountlag_core::action::Action;
+use mountlag_core::node::{Input, Publication};
+use mountlag_core::reconcile::SecretKey;
+use mountlag_core::reconcile::reload::{FailureKind, ReloadFailure};
+use mountlag_core::status::StatusSnapshot;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::reload::{
+    NotAfterLabels, ReloadMetrics, ServedLabels, TargetCache, probe_address, probe_round,
+    reload_controller, signal_known_target,
+};
+use super::{Executor, ExecutorMetrics};
+use crate::admin::AgentMetrics;
+use crate::config::{Config, ControllerProfile};
+use crate::disk::VolumeWatcher;
+use crate::disk::{SnapshotError, snapshot};
+
+/// Starts a watch on one Secret whose events go to the loop.
+pub type SecretWatchSpawner = Box<dyn Fn(SecretKey) -> JoinHandle<()> + Send>;
+
+/// The metrics the executor writes.
+#[derive(Debug, Clone)]
+pub struct EffectMetrics {
+    pub executor: ExecutorMetrics,
+    pub reload: ReloadMetrics,
+    pub agent: AgentMetrics,
+    /// `mountlag_inotify_watches`, read on each scrape.
+    pub inotify_watches: Arc<AtomicUsize>,
+}
+
+pub struct Effects {
+    executor: Executor,
+    metrics: EffectMetrics,
+    config: Arc<Config>,
+    /// The configuration's controllers are the built-in defaults (metric label `origin`).
+    controllers_are_defaults: bool,
+    proc_root: PathBuf,
+    targets: Arc<TargetCache>,
+    volumes: VolumeWatcher,
+    secret_watches: HashMap<SecretKey, JoinHandle<()>>,
+    spawn_secret_watch: SecretWatchSpawner,
+    /// Where results that take time go: the loop's input channel.
+    later: mpsc::UnboundedSender<Input>,
+    status: watch::Sender<Arc<StatusSnapshot>>,
+}
+
+impl std::fmt::Debug for Effects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Effects")
+            .field("secret_watches", &self.secret_watches.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Effects`] acts on.
+pub struct EffectTargets {
+    pub executor: Executor,
+    pub metrics: EffectMetrics,
+    pub config: Arc<Config>,
+    pub proc_root: PathBuf,
+    pub volumes: VolumeWatcher,
+    pub spawn_secret_watch: SecretWatchSpawner,
+    pub later: mpsc::UnboundedSender<Input>,
+    pub status: watch::Sender<Arc<StatusSnapshot>>,
+}
+
+impl std::fmt::Debug for EffectTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EffectTargets").finish_non_exhaustive()
+    }
+}
+
+impl Effects {
+    pub fn new(targets: EffectTargets) -> Self {
+        Self {
+            controllers_are_defaults: targets.config.controllers
+                == crate::config::BuiltinProfile::default_controllers(),
+            executor: targets.executor,
+            metrics: targets.metrics,
+            config: targets.config,
+            proc_root: targets.proc_root,
+            targets: Arc::new(TargetCache::default()),
+            volumes: targets.volumes,
+            secret_watches: HashMap::new(),
+            spawn_secret_watch: targets.spawn_secret_watch,
+            later: targets.later,
+            status: targets.status,
+        }
+    }
+
+    /// Performs one action; returns the input it produced at once, if any.
+    pub fn perform(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::Nudge { .. } | Action::Event { .. } | Action::ObserveLag { .. } => {
+                self.executor.execute(action);
+                None
+            }
+            Action::WatchSecret(key) => {
+                let task = (self.spawn_secret_watch)(key.clone());
+                if let Some(old) = self.secret_watches.insert(key, task) {
+                    old.abort();
+                }
+                None
+            }
+            Action::UnwatchSecret(key) => {
+                if let Some(task) = self.secret_watches.remove(&key) {
+                    task.abort();
+                }
+                None
+            }
+            Action::TrackVolume(path) => {
+                let result = self.volumes.track(&path).map(drop).map_err(|err| {
+                    tracing::debug!(volume = %path.display(), error = %err, "volume directory not there yet");
+                    err.to_string()
+                });
+                Some(Input::VolumeTracked { path, result })
+            }
+            Action::UntrackVolume(path) => {
+                self.volumes.untrack(&path);
+                None
+            }
+            Action::ReadVolume(path) => {
+                let read = snapshot(&path).map_err(|err| {
+                    if matches!(err, SnapshotError::Symlink { .. }) {
+                        // Never kubelet's doing: worth a warning, not only an `unreadable` state.
+                        tracing::warn!(volume = %path.display(), error = %err, "volume refused");
+                    }
+                    err.to_string()
+                });
+                Some(Input::VolumeRead { path, read })
+            }
+            Action::Reload { pod, attempt } => {
+                let uid = pod.uid.clone();
+                let Some(profile) = self.profile(&pod.controller) else {
+                    return Some(Input::Reloaded {
+                        uid,
+                        result: Err(no_profile(&pod.controller)),
+                    });
+                };
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, attempt, "reloading controller");
+                if let Some(result) =
+                    signal_known_target(&self.proc_root, &uid, &profile, &self.targets)
+                {
+                    return Some(Input::Reloaded { uid, result });
+                }
+                let later = self.later.clone();
+                let proc_root = self.proc_root.clone();
+                let timeout = self.config.verify.timeout;
+                let targets = Arc::clone(&self.targets);
+                tokio::spawn(async move {
+                    let result =
+                        reload_controller(proc_root, *pod, profile, timeout, targets).await;
+                    let _ = later.send(Input::Reloaded { uid, result });
+                });
+                None
+            }
+            Action::Probe { pod, names } => {
+                // Profiles do not change while the agent runs: every pod's profile exists.
+                let profile = self.profile(&pod.controller)?;
+                let later = self.later.clone();
+                let addr = probe_address(&pod, &profile);
+                let timeout = self.config.verify.timeout.min(Duration::from_secs(2));
+                let uid = pod.uid.clone();
+                tokio::spawn(async move {
+                    let round = probe_round(addr, names, timeout).await;
+                    let _ = later.send(Input::Probed { uid, round });
+                });
+                None
+            }
+            Action::ForgetPod(pod) => {
+                self.targets.forget(&pod.uid);
+                self.metrics.reload.forget_pod(&pod.namespace, &pod.name);
+                None
+            }
+            Action::ReloadFinished {
+                pod,
+                result,
+                seconds,
+            } => {
+                self.metrics
+                    .reload
+                    .finished(&pod.namespace, &pod.name, result, seconds);
+                None
+            }
+            Action::CountApiError { resource, reason } => {
+                self.metrics.executor.api_error(resource, &reason);
+                None
+            }
+            Action::SetNotAfter {
+                namespace,
+                secret,
+                source,
+                unix,
+            } => {
+                self.set_not_after(namespace, secret, source.label(), unix);
+                None
+            }
+        }
+    }
+
+    fn profile(&self, controller: &str) -> Option<ControllerProfile> {
+        self.config
+            .controllers
+            .iter()
+            .find(|c| c.name == controller)
+            .cloned()
+    }
+
+    fn set_not_after(&self, namespace: String, secret: String, source: &'static str, unix: i64) {
+        self.metrics
+            .reload
+            .not_after
+            .get_or_create(&NotAfterLabels {
+                namespace,
+                secret,
+                source,
+            })
+            .set(unix);
+    }
+
+    /// Publishes the status and the gauges that go with it.
+    pub fn publish(&self, publication: Publication) {
+        self.metrics
+            .inotify_watches
+            .store(publication.tracked_volumes, Ordering::Relaxed);
+        for (state, count) in &publication.mounts_by_state {
+            self.metrics.agent.set_mounts(state.label(), *count);
+        }
+        for served in publication.served_matches {
+            self.metrics
+                .reload
+                .served_match
+                .get_or_create(&ServedLabels {
+                    namespace: served.namespace,
+                    pod: served.pod,
+                    secret: served.secret,
+                })
+                .set(i64::from(served.matches));
+        }
+        for (namespace, secret, unix) in publication.not_after_on_disk {
+            self.set_not_after(namespace, secret, "disk", unix);
+        }
+        self.metrics.agent.set_ready(publication.status.ready);
+        self.metrics.agent.set_controller_pods(
+            publication
+                .controller_pods
+                .iter()
+                .map(|(name, count)| (name.as_str(), *count)),
+            self.controllers_are_defaults,
+        );
+        self.status.send_replace(Arc::new(publication.status));
+    }
+
+    /// `/readyz` answers 503 with `why`, the mounts stay visible.
+    pub fn mark_unready(&self, why: &str) {
+        self.metrics.agent.set_ready(false);
+        crate::admin::mark_unready(&self.status, why);
+    }
+
+    /// Stops every Secret watch.
+    pub fn stop_watches(&mut self) {
+        for (_, task) in self.secret_watches.drain() {
+            task.abort();
+        }
+    }
+}
+
+fn no_profile(controller: &str) -> ReloadFailure {
+    ReloadFailure {
+        kind: FailureKind::Failed,
+        message: format!("no controller profile named {controller:?} in the configuration"),
+    }
+}

@@ -1,0 +1,361 @@
+//! Reloading a controller and probing what it serves: the side effects behind
+//! [`crate::reconcile::reload`]'s decisions.
+//!
+//! ```text
+//!  Reload ──▶ spawn_blocking: find the process through its cgroup ─▶ judge it once (Go?)
+//!         │     ─▶ pidfd signal, or withhold (a Go program not proven to handle the signal)
+//!         └─▶ or HTTP (Caddy admin /load)
+//!  Probe  ──▶ one TLS handshake per name + one without SNI ─▶ ProbeRound
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::config::{ControllerProfile, ReloadAction};
+use crate::k8s::ControllerPod;
+use crate::reconcile::reload::{FailureKind, ProbeRound, ReloadFailure, ReloadResult, ServedLeaf};
+
+use super::goguard::{Verdict, judge};
+use super::http_reload::http_reload;
+use super::process::{ProcessError, ProcessInfo, find_reload_target, read_identity};
+use super::signal::{SignalError, signal_verified};
+
+/// The process each pod's reloads went to last time, with the verdict on it (may it be
+/// signalled?). A /proc scan costs milliseconds on a busy node and judging a process reads its
+/// executable; re-checking a known target through its pidfd costs two small reads. The verdict
+/// belongs to the process (pid + start time): a restarted controller is looked up and judged
+/// again.
+#[derive(Debug, Default)]
+pub struct TargetCache {
+    targets: Mutex<HashMap<String, (ProcessInfo, Verdict)>>,
+}
+
+impl TargetCache {
+    fn get(&self, pod_uid: &str) -> Option<(ProcessInfo, Verdict)> {
+        self.targets.lock().ok()?.get(pod_uid).cloned()
+    }
+
+    fn put(&self, pod_uid: &str, target: ProcessInfo, verdict: Verdict) {
+        if let Ok(mut targets) = self.targets.lock() {
+            targets.insert(pod_uid.to_string(), (target, verdict));
+        }
+    }
+
+    pub fn forget(&self, pod_uid: &str) {
+        if let Ok(mut targets) = self.targets.lock() {
+            targets.remove(pod_uid);
+        }
+    }
+}
+
+/// Signals the process that took this pod's last reload, if it is still the same process:
+/// a pidfd and two small /proc reads, cheap enough to run on the reconcile loop, which saves
+/// the hop to a blocking thread on the hot path. `None` when there is no such process (first
+/// reload, restarted container, HTTP profile): use [`reload_controller`].
+pub fn signal_known_target(
+    proc_root: &std::path::Path,
+    pod_uid: &str,
+    profile: &ControllerProfile,
+    cache: &TargetCache,
+) -> Option<Result<(), ReloadFailure>> {
+    let ReloadAction::Signal { signal, .. } = profile.reload else {
+        return None;
+    };
+    // A withheld target goes the slow way: its identity is re-checked on a blocking thread.
+    let (known, Verdict::Allow { .. }) = cache.get(pod_uid)? else {
+        return None;
+    };
+    match signal_verified(proc_root, &known, signal) {
+        Ok(()) => Some(Ok(())),
+        Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
+            cache.forget(pod_uid);
+            None
+        }
+        Err(err) => Some(Err(failed(err.to_string()))),
+    }
+}
+
+fn failed(message: String) -> ReloadFailure {
+    ReloadFailure {
+        kind: FailureKind::Failed,
+        message,
+    }
+}
+
+fn withheld(message: String) -> ReloadFailure {
+    ReloadFailure {
+        kind: FailureKind::SignalWithheld,
+        message,
+    }
+}
+
+/// Whether `target` is still the process that was judged: same start time, same cgroup.
+fn still_same_process(proc_root: &std::path::Path, target: &ProcessInfo) -> bool {
+    read_identity(proc_root, target.pid).is_ok_and(|(stat, cgroup)| {
+        stat.is_some_and(|s| s.start_time == target.start_time) && cgroup == target.cgroup
+    })
+}
+
+/// Signals (or calls) the controller of `pod` as its profile says.
+pub async fn reload_controller(
+    proc_root: PathBuf,
+    pod: ControllerPod,
+    profile: ControllerProfile,
+    http_timeout: Duration,
+    cache: Arc<TargetCache>,
+) -> Result<(), ReloadFailure> {
+    match profile.reload.clone() {
+        ReloadAction::Signal { signal, go, .. } => {
+            let reload = profile.reload.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Some((known, verdict)) = cache.get(&pod.uid) {
+                    match verdict {
+                        Verdict::Withhold { reason } if still_same_process(&proc_root, &known) => {
+                            return Err(withheld(reason));
+                        }
+                        Verdict::Withhold { .. } => cache.forget(&pod.uid),
+                        Verdict::Allow { .. } => match signal_verified(&proc_root, &known, signal) {
+                            Ok(()) => return Ok(()),
+                            // The process went away or was replaced: find the current one.
+                            Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
+                                cache.forget(&pod.uid);
+                            }
+                            Err(err) => return Err(failed(err.to_string())),
+                        },
+                    }
+                }
+                let target = find_reload_target(&proc_root, &pod, profile.containers.as_deref(), &reload)
+                    .map_err(|err| ReloadFailure {
+                        kind: if matches!(
+                            err,
+                            ProcessError::NotFound { .. } | ProcessError::NoContainerId { .. }
+                        ) {
+                            FailureKind::ProcessNotFound
+                        } else {
+                            FailureKind::Failed
+                        },
+                        message: err.to_string(),
+                    })?;
+                // Judged once per process: the verdict is cached with it.
+                let verdict = judge(&proc_root, &target, go, signal);
+                match &verdict {
+                    Verdict::Withhold { reason } => {
+                        tracing::warn!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, comm = %target.comm, signal = signal.name(), %reason, "reload signal withheld");
+                        let reason = reason.clone();
+                        cache.put(&pod.uid, target, verdict);
+                        return Err(withheld(reason));
+                    }
+                    Verdict::Allow { proof: Some(proof) } => {
+                        tracing::info!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, %proof, "signal target proven");
+                    }
+                    Verdict::Allow { proof: None } => {}
+                }
+                signal_verified(&proc_root, &target, signal).map_err(|err| failed(err.to_string()))?;
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, signal = signal.name(), "signalled controller");
+                cache.put(&pod.uid, target, verdict);
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|err| Err(failed(format!("reload task failed: {err}"))))
+        }
+        ReloadAction::Http { url } => http_reload(&with_pod_ip(&url, &pod), http_timeout)
+            .await
+            .map_err(|err| failed(err.to_string())),
+        ReloadAction::None => Ok(()),
+    }
+}
+
+/// Fills `{podIP}` in a reload URL: the agent runs in its own network namespace, so a
+/// controller's admin endpoint is reached on the pod's IP, not on loopback.
+pub fn with_pod_ip(url: &str, pod: &ControllerPod) -> String {
+    let ip = match pod.pod_ips.first() {
+        Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        None => Ipv4Addr::LOCALHOST.to_string(),
+    };
+    url.replace("{podIP}", &ip)
+}
+
+/// Where to reach the pod's TLS listener: the pod IP (for hostNetwork pods that is the node's
+/// IP, reachable from the agent's own network namespace); loopback only when none is known.
+pub fn probe_address(pod: &ControllerPod, profile: &ControllerProfile) -> SocketAddr {
+    let ip = pod
+        .pod_ips
+        .first()
+        .copied()
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let port = profile.probe.ports.first().copied().unwrap_or(443);
+    SocketAddr::new(ip, port)
+}
+
+/// One handshake per name plus one without SNI; what each presented.
+pub async fn probe_round(addr: SocketAddr, names: Vec<String>, timeout: Duration) -> ProbeRound {
+    let results = crate::effects::probe::probe_all(addr, &names, timeout).await;
+    let served: BTreeMap<Option<String>, Result<ServedLeaf, String>> = results
+        .into_iter()
+        .map(|(target, result)| {
+            let result = result
+                .map(|leaf| ServedLeaf {
+                    fingerprint: leaf.fingerprint_sha256,
+                    not_after: leaf.not_after.map(|t| t.unix_timestamp()),
+                })
+                .map_err(|err| err.to_string());
+            (target.sni, result)
+        })
+        .collect();
+    ProbeRound {
+        served,
+        at_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pod(ips: &[&str]) -> ControllerPod {
+        ControllerPod {
+            uid: "u".into(),
+            namespace: "ns".into(),
+            name: "caddy-0".into(),
+            controller: "caddy".into(),
+            labels: Default::default(),
+            resync_annotation: None,
+            config_hash: None,
+            host_network: false,
+            pod_ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            terminating: false,
+            containers: vec![],
+            volumes: vec![],
+        }
+    }
+
+    #[test]
+    fn reload_urls_reach_the_pod_on_its_ip() {
+        let url = "http://{podIP}:2019/load";
+        assert_eq!(
+            with_pod_ip(url, &pod(&["10.1.2.3"])),
+            "http://10.1.2.3:2019/load"
+        );
+        assert_eq!(
+            with_pod_ip(url, &pod(&["fd00::7"])),
+            "http://[fd00::7]:2019/load"
+        );
+        assert_eq!(with_pod_ip(url, &pod(&[])), "http://127.0.0.1:2019/load");
+        assert_eq!(
+            with_pod_ip("http://caddy.admin/load", &pod(&["10.1.2.3"])),
+            "http://caddy.admin/load"
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    namespace: String,
+    pod: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ServedLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct NotAfterLabels {
+    pub namespace: String,
+    pub secret: String,
+    pub source: &'static str,
+}
+
+/// Buckets from 5 ms (a signal and a handshake) to the verify timeout range.
+const RELOAD_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// `mountlag_reloads_total`, `mountlag_reload_duration_seconds`,
+/// `mountlag_served_certificate_match`, `mountlag_certificate_not_after_timestamp_seconds`.
+#[derive(Debug, Clone)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+    duration: Histogram,
+    pub served_match: Family<ServedLabels, Gauge>,
+    pub not_after: Family<NotAfterLabels, Gauge>,
+}
+
+impl ReloadMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            reloads: Family::default(),
+            duration: Histogram::new(RELOAD_BUCKETS),
+            served_match: Family::default(),
+            not_after: Family::default(),
+        };
+        registry.register(
+            "mountlag_reloads",
+            "Controller reloads by result (verified, unverified, withheld, signal_withheld, failed)",
+            metrics.reloads.clone(),
+        );
+        registry.register_with_unit(
+            "mountlag_reload_duration",
+            "Time from the new files appearing on disk to the new leaf being served",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "mountlag_served_certificate_match",
+            "1 when the controller serves the expected leaf on every probed name, else 0",
+            metrics.served_match.clone(),
+        );
+        registry.register_with_unit(
+            "mountlag_certificate_not_after_timestamp",
+            "notAfter of the leaf, as the API, the disk and the controller have it",
+            Unit::Seconds,
+            metrics.not_after.clone(),
+        );
+        metrics
+    }
+
+    pub fn finished(&self, namespace: &str, pod: &str, result: ReloadResult, seconds: f64) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+                result: result.label(),
+            })
+            .inc();
+        if result == ReloadResult::Verified {
+            self.duration.observe(seconds);
+        }
+    }
+
+    /// Forgets a pod's series when it goes away, so label cardinality stays bounded.
+    pub fn forget_pod(&self, namespace: &str, pod: &str) {
+        for result in [
+            ReloadResult::Verified,
+            ReloadResult::Unverified,
+            ReloadResult::Withheld,
+            ReloadResult::SignalWithheld,
+            ReloadResult::Failed,
+        ] {
+            self.reloads.remove(&ReloadLabels {
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+                result: result.label(),
+            });
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Signalling a controller process so that a recycled PID is never hit.
+//!
+//! ```text
+//!  pidfd_open(pid) ──▶ re-read <proc_root>/<pid>/stat (start time) and cgroup (pod + container)
+//!        │               └─ differ from the ProcessInfo that was chosen? ──▶ Recycled, no signal
+//!        ▼
+//!  pidfd_send_signal(pidfd, SIGHUP/SIGUSR1/SIGUSR2)
+//! ```
+//!
+//! The pidfd pins the process: once it is open, the pid cannot be reused for another process
+//! that the signal would then reach (if ours exits, the send fails with `ESRCH`). The re-check
+//! after opening proves the pinned process is still the one that was chosen: same start time
+//! (a recycled pid has a later one) and still in the target container's cgroup.
+//!
+//! `proc_root` must be the `/proc` of the pid namespace the agent itself runs in — the host's
+//! `/proc` with `hostPID: true` in the DaemonSet — because `pidfd_open` takes a pid of the
+//! caller's namespace. Pointed at another tree (a fake one in tests), the re-check reads the
+//! wrong process and the signal is refused as `Recycled` (or the pid is `Gone`).
+
+use std::io;
+use std::path::Path;
+
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+
+use super::process::{MAX_SMALL_FILE_BYTES, ProcessInfo, read_identity, read_text};
+use crate::config::ReloadSignal;
+
+/// Why a signal was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// The process exited (`ESRCH`), before or while being signalled.
+    #[error("pid {pid} ({comm}) is gone: the process exited")]
+    Gone { pid: i32, comm: String },
+    /// The pid now belongs to a different process, or the process left the container.
+    #[error("pid {pid} ({comm}) is no longer the chosen process: {reason}; not signalled")]
+    Recycled {
+        pid: i32,
+        comm: String,
+        reason: String,
+    },
+    /// `EPERM`: the agent lacks the capability to signal it (CAP_KILL, or a user namespace).
+    #[error("not permitted to {op} pid {pid} ({comm}): {source}")]
+    Permission {
+        pid: i32,
+        comm: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The process has no handler for the signal, or keeps it blocked: the signal would kill it
+    /// (default action) or be dropped (HAProxy's master blocks SIGUSR2 for a while after each
+    /// reload).
+    #[error(
+        "pid {pid} ({comm}) did not accept {signal} within {waited:?} (no handler installed, or \
+         the signal blocked); not signalled"
+    )]
+    NotReady {
+        pid: i32,
+        comm: String,
+        signal: &'static str,
+        waited: std::time::Duration,
+    },
+    #[error("cannot {op} pid {pid} ({comm}): {source}")]
+    Other {
+        pid: i32,
+        comm: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SignalError {
+    /// A stable label value (for metrics): `gone`, `recycled`, `permission`, `error`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SignalError::Gone { .. } => "gone",
+            SignalError::Recycled { .. } => "recycled",
+            SignalError::Permission { .. } => "permission",
+            SignalError::NotReady { .. } => "not_ready",
+            SignalError::Other { .. } => "error",
+        }
+    }
+}
+
+/// Sends `signal` to `target` via a pidfd, after proving that the pid still names the process
+/// that was chosen (same start time, same pod and container cgroup). `target.cgroup` must name a
+/// container: a process not proven to be in one is never signalled.
+///
+/// `proc_root` must be the agent's own `/proc` (the host's, with `hostPID`); see the module doc.
+pub fn signal_verified(
+    proc_root: &Path,
+    target: &ProcessInfo,
+    signal: ReloadSignal,
+) -> Result<(), SignalError> {
+    let pid_number = target.pid;
+    // Shown in messages only, and set by the process itself (`prctl(PR_SET_NAME)`): escaped.
+    let comm = || crate::text::untrusted(&target.comm).to_string();
+    let recycled = |reason: String| SignalError::Recycled {
+        pid: pid_number,
+        comm: comm(),
+        reason,
+    };
+    let errno = |op: &'static str, err: Errno| match err {
+        Errno::SRCH => SignalError::Gone {
+            pid: pid_number,
+            comm: comm(),
+        },
+        Errno::PERM | Errno::ACCESS => SignalError::Permission {
+            pid: pid_number,
+            comm: comm(),
+            op,
+            source: err.into(),
+        },
+        _ => SignalError::Other {
+            pid: pid_number,
+            comm: comm(),
+            op,
+            source: err.into(),
+        },
+    };
+
+    let Some(expected_cgroup) = target.cgroup.as_ref().filter(|c| c.container_id.is_some()) else {
+        return Err(recycled(
+            "it was not found in a container's cgroup".to_string(),
+        ));
+    };
+    // Checked before `from_raw`, which debug-asserts a non-negative pid.
+    let Some(pid) = (pid_number > 0)
+        .then(|| Pid::from_raw(pid_number))
+        .flatten()
+    else {
+        return Err(SignalError::Other {
+            pid: pid_number,
+            comm: comm(),
+            op: "open a pidfd for",
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a valid pid"),
+        });
+    };
+
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| errno("open a pidfd for", e))?;
+
+    let (stat, cgroup) = match read_identity(proc_root, pid_number) {
+        Ok(found) => found,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(SignalError::Gone {
+                pid: pid_number,
+                comm: comm(),
+            });
+        }
+        Err(err) => {
+            return Err(SignalError::Other {
+                pid: pid_number,
+                comm: comm(),
+                op: "re-read /proc of",
+                source: err,
+            });
+        }
+    };
+    match stat {
+        Some(stat) if stat.start_time == target.start_time => {}
+        Some(stat) => {
+            return Err(recycled(format!(
+                "start time is {} (clock ticks after boot), expected {}",
+                stat.start_time, target.start_time
+            )));
+        }
+        None => return Err(recycled("its stat file is unreadable".to_string())),
+    }
+    if cgroup.as_ref() != Some(expected_cgroup) {
+        let now = match &cgroup {
+            Some(c) => format!(
+                "pod {} container {}",
+                c.pod_uid,
+                c.container_id.as_deref().unwrap_or("none")
+            ),
+            None => "no pod".to_string(),
+        };
+        return Err(recycled(format!(
+            "its cgroup is now {now}, expected pod {} container {}",
+            expected_cgroup.pod_uid,
+            expected_cgroup.container_id.as_deref().unwrap_or("none")
+        )));
+    }
+
+    wait_until_accepting(proc_root, target, signal)?;
+    pidfd_send_signal(&pidfd, rustix_signal(signal)).map_err(|e| errno("send a signal to", e))?;
+    tracing::debug!(
+        pid = pid_number,
+        comm = %target.comm,
+        signal = signal.name(),
+        "signal delivered via pidfd"
+    );
+    Ok(())
+}
+
+/// How long a process may take to (re)install its handler or unblock the signal.
+const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const ACCEPT_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Waits until the target catches `signal` and does not block it, as `/proc/<pid>/status`
+/// shows (`SigCgt`, `SigBlk`). Signalling earlier would kill a process whose handler is not
+/// installed yet, or be lost while it is blocked.
+fn wait_until_accepting(
+    proc_root: &Path,
+    target: &ProcessInfo,
+    signal: ReloadSignal,
+) -> Result<(), SignalError> {
+    let status_path = proc_root.join(target.pid.to_string()).join("status");
+    let start = std::time::Instant::now();
+    loop {
+        let status =
+            read_text(&status_path, MAX_SMALL_FILE_BYTES).map_err(|_| SignalError::Gone {
+                pid: target.pid,
+                comm: crate::text::untrusted(&target.comm).to_string(),
+            })?;
+        if accepts_signal(&status, signal.number()) == Some(true) {
+            return Ok(());
+        }
+        if start.elapsed() >= ACCEPT_WAIT {
+            return Err(SignalError::NotReady {
+                pid: target.pid,
+                comm: crate::text::untrusted(&target.comm).to_string(),
+                signal: signal.name(),
+                waited: ACCEPT_WAIT,
+            });
+        }
+        std::thread::sleep(ACCEPT_POLL);
+    }
+}
+
+/// Whether a process with this `/proc/<pid>/status` catches `signo` and has it unblocked;
+/// `None` when the masks are missing or malformed.
+pub fn accepts_signal(status: &str, signo: i32) -> Option<bool> {
+    let mask = |field: &str| -> Option<u64> {
+        let line = status.lines().find_map(|l| l.strip_prefix(field))?;
+        u64::from_str_radix(line.trim(), 16).ok()
+    };
+    let bit = 1u64.checked_shl(u32::try_from(signo - 1).ok()?)?;
+    let caught = mask("SigCgt:")? & bit != 0;
+    let blocked = mask("SigBlk:")? & bit != 0;
+    Some(caught && !blocked)
+}
+
+fn rustix_signal(signal: ReloadSignal) -> Signal {
+    match signal {
+        ReloadSignal::Hup => Signal::HUP,
+        ReloadSignal::Usr1 => Signal::USR1,
+        ReloadSignal::Usr2 => Signal::USR2,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::effects::process::CgroupMatch;
+
+    #[test]
+    fn a_signal_is_accepted_only_when_caught_and_unblocked() {
+        // SIGHUP = bit 0, SIGUSR2 = bit 11 (0x800).
+        let status = |blk: &str, cgt: &str| {
+            format!("Name:\tx\nSigBlk:\t{blk}\nSigIgn:\t0000000000000000\nSigCgt:\t{cgt}\n")
+        };
+        assert_eq!(
+            accepts_signal(&status("0000000000000000", "0000000000000801"), 1),
+            Some(true)
+        );
+        assert_eq!(
+            accepts_signal(&status("0000000000000000", "0000000000000801"), 12),
+            Some(true)
+        );
+        assert_eq!(
+            accepts_signal(&status("0000000000000800", "0000000000000801"), 12),
+            Some(false),
+            "blocked"
+        );
+        assert_eq!(
+            accepts_signal(&status("0000000000000000", "0000000000000000"), 1),
+            Some(false),
+            "no handler: SIGHUP would kill"
+        );
+        assert_eq!(accepts_signal("Name:\tx\n", 1), None);
+        assert_eq!(accepts_signal(&status("zz", "01"), 1), None);
+    }
+
+    #[test]
+    fn signal_numbers_agree_with_the_config() {
+        for s in ReloadSignal::ALL {
+            assert_eq!(rustix_signal(s).as_raw(), s.number(), "{s}");
+        }
+    }
+
+    fn fake(pid: i32, cgroup: Option<CgroupMatch>) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            ppid: 1,
+            comm: "nginx".into(),
+            cmdline: vec![],
+            start_time: 1,
+            cgroup,
+            nspid_is_one: false,
+        }
+    }
+
+    #[test]
+    fn a_process_outside_a_container_is_never_signalled() {
+        let root = Path::new("/proc");
+        let me = std::process::id() as i32;
+        let err = signal_verified(root, &fake(me, None), ReloadSignal::Hup).unwrap_err();
+        assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
+        let pod_only = CgroupMatch {
+            pod_uid: "0123456789abcdef0123456789abcdef".into(),
+            container_id: None,
+        };
+        let err = signal_verified(root, &fake(me, Some(pod_only)), ReloadSignal::Hup).unwrap_err();
+        assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_comm_is_escaped_in_the_error() {
+        let mut target = fake(std::process::id() as i32, None);
+        target.comm = "\u{1b}]0;owned\u{7}\n".into();
+        let err = signal_verified(Path::new("/proc"), &target, ReloadSignal::Hup).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.chars().any(crate::text::needs_escape), "{text:?}");
+        assert!(text.contains("(\\u{1b}]0;owned\\u{7}\\n)"), "{text}");
+    }
+
+    #[test]
+    fn a_process_in_another_cgroup_is_refused_and_a_missing_pid_is_gone() {
+        let root = Path::new("/proc");
+        let cgroup = Some(CgroupMatch {
+            pod_uid: "0123456789abcdef0123456789abcdef".into(),
+            container_id: Some("ab".repeat(32)),
+        });
+        // This test process: its start time and cgroup differ from the forged ones.
+        let me = std::process::id() as i32;
+        let err = signal_verified(root, &fake(me, cgroup.clone()), ReloadSignal::Usr2).unwrap_err();
+        assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("pid {me}")), "{err}");
+        let err =
+            signal_verified(root, &fake(i32::MAX, cgroup.clone()), ReloadSignal::Hup).unwrap_err();
+        assert!(matches!(err, SignalError::Gone { .. }), "{err}");
+        let err = signal_verified(root, &fake(0, cgroup), ReloadSignal::Hup).unwrap_err();
+        assert!(matches!(err, SignalError::Other { .. }), "{err}");
+    }
+}

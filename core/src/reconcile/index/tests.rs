@@ -1,0 +1,225 @@
+//! Tests of [`super`].
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::pod::{ContainerInfo, SecretSource, SecretVolume, VolumeMountInfo};
+use crate::volume::VolumeKind;
+
+fn pod(uid: &str, secret: &str, sub_path: Option<&str>) -> ControllerPod {
+    ControllerPod {
+        uid: uid.into(),
+        namespace: "ingress".into(),
+        name: format!("edge-{uid}"),
+        controller: "edge".into(),
+        labels: BTreeMap::new(),
+        resync_annotation: None,
+        config_hash: None,
+        host_network: false,
+        pod_ips: vec![],
+        terminating: false,
+        containers: vec![
+            ContainerInfo {
+                name: "nginx".into(),
+                container_id: None,
+                mounts: vec![VolumeMountInfo {
+                    volume: "tls".into(),
+                    mount_path: "/etc/tls".into(),
+                    sub_path: sub_path.map(str::to_owned),
+                }],
+            },
+            ContainerInfo {
+                name: "exporter".into(),
+                container_id: None,
+                mounts: vec![],
+            },
+        ],
+        volumes: vec![SecretVolume {
+            name: "tls".into(),
+            kind: VolumeKind::Secret,
+            sources: vec![SecretSource {
+                secret: secret.into(),
+                items: None,
+                optional: false,
+            }],
+            has_other_sources: false,
+        }],
+    }
+}
+
+fn view(name: &str, rv: &str, digest: &str) -> SecretView {
+    SecretView {
+        namespace: "ingress".into(),
+        name: name.into(),
+        uid: "s".into(),
+        resource_version: rv.into(),
+        keys: BTreeMap::from([("tls.crt".to_string(), digest.to_string())]),
+        certificates: BTreeMap::new(),
+        immutable: false,
+    }
+}
+
+fn disk(digest: &str) -> DiskView {
+    DiskView::Files {
+        generation: Some("..g".into()),
+        files: BTreeMap::from([("tls.crt".to_string(), Some(digest.to_string()))]),
+    }
+}
+
+fn key(name: &str) -> SecretKey {
+    SecretKey {
+        namespace: "ingress".into(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn without_disk_a_mount_is_unchecked_never_watched_and_never_nudged() {
+    let start = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS).without_disk();
+    let actions = index.upsert_pod(pod("u1", "edge-tls", None), None, start);
+    assert!(actions.is_empty(), "{actions:?}");
+    // The Secret is still watched (the API side is all there is); no directory is.
+    assert_eq!(index.wanted_secrets(), BTreeSet::from([key("edge-tls")]));
+    assert!(index.volume_paths().is_empty());
+    // Nothing on disk to wait for: readiness depends on the API alone.
+    assert!(index.disk_scanned());
+    index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "1", "a")), start);
+    index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "2", "b")), start);
+    // Long past nudge.after and stuckAfter: no nudge, no stuck Event, no lag.
+    let later = start + Duration::from_secs(3600);
+    assert!(index.tick(later).is_empty());
+    assert_eq!(index.next_deadline(), None);
+    assert!(index.lagging_volumes("u1").is_empty());
+    let [status] = &index.status(later)[..] else {
+        panic!("one mount expected");
+    };
+    assert_eq!(status.state, "unchecked");
+    assert_eq!(status.lag_seconds, None);
+    assert_eq!(index.count_by_state()[&MountState::Unchecked], 1);
+    // A missing Secret is known from the API alone and still reported as such.
+    index.secret_observed(&key("edge-tls"), None, later);
+    assert_eq!(index.status(later)[0].state, "secret_missing");
+}
+
+#[test]
+fn a_pod_brings_its_secret_watches_and_volume_dirs_and_takes_them_away() {
+    let now = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    index.upsert_pod(pod("u1", "edge-tls", None), None, now);
+    assert_eq!(index.wanted_secrets(), BTreeSet::from([key("edge-tls")]));
+    let path = PathBuf::from("/k/pods/u1/volumes/kubernetes.io~secret/tls");
+    assert_eq!(index.volume_paths(), BTreeSet::from([path.clone()]));
+    assert!(!index.secrets_synced());
+    assert!(!index.disk_scanned());
+
+    index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "1", "a")), now);
+    index.disk_observed(&path, disk("a"), now);
+    assert!(index.secrets_synced() && index.disk_scanned());
+    assert_eq!(index.count_by_state()[&MountState::InSync], 1);
+    let status = index.status(now);
+    assert_eq!(status[0].state, "in_sync");
+    assert_eq!(status[0].secrets[0].resource_version.as_deref(), Some("1"));
+    assert_eq!(status[0].containers, vec!["nginx"]);
+
+    index.remove_pod("u1");
+    assert!(index.wanted_secrets().is_empty());
+    assert!(index.volume_paths().is_empty());
+}
+
+#[test]
+fn a_secret_update_reaches_exactly_the_mounts_that_still_use_it() {
+    let now = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    index.upsert_pod(pod("u1", "shared-tls", None), None, now);
+    index.upsert_pod(pod("u2", "shared-tls", None), None, now);
+    index.upsert_pod(pod("u3", "other-tls", None), None, now);
+    assert_eq!(
+        index.pods_of_secret(&key("shared-tls")),
+        BTreeSet::from(["u1".to_string(), "u2".to_string()])
+    );
+    for path in index.volume_paths() {
+        index.disk_observed(&path, disk("a"), now);
+    }
+    index.secret_observed(&key("other-tls"), Some(view("other-tls", "1", "a")), now);
+    index.secret_observed(&key("shared-tls"), Some(view("shared-tls", "1", "a")), now);
+    assert_eq!(index.count_by_state()[&MountState::InSync], 3);
+
+    index.remove_pod("u1");
+    assert_eq!(
+        index.pods_of_secret(&key("shared-tls")),
+        BTreeSet::from(["u2".to_string()])
+    );
+    index.secret_observed(&key("shared-tls"), Some(view("shared-tls", "2", "b")), now);
+    assert_eq!(index.count_by_state()[&MountState::Pending], 1);
+    assert_eq!(index.count_by_state()[&MountState::InSync], 1);
+
+    index.remove_pod("u2");
+    assert!(index.pods_of_secret(&key("shared-tls")).is_empty());
+    assert!(
+        index
+            .secret_observed(&key("shared-tls"), Some(view("shared-tls", "3", "c")), now)
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_container_filter_leaves_unwatched_consumers_out() {
+    let now = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    index.upsert_pod(
+        pod("u1", "edge-tls", None),
+        Some(vec!["exporter".into()]),
+        now,
+    );
+    assert_eq!(index.mount_count(), 0);
+    assert!(index.wanted_secrets().is_empty());
+}
+
+#[test]
+fn a_secret_update_makes_the_mount_pending_and_the_deadline_drives_the_nudge() {
+    let now = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    index.upsert_pod(pod("u1", "edge-tls", None), None, now);
+    let path = index.volume_paths().into_iter().next().unwrap();
+    index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "1", "a")), now);
+    index.disk_observed(&path, disk("a"), now);
+    index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "2", "b")), now);
+    assert_eq!(index.count_by_state()[&MountState::Pending], 1);
+    let due = index.next_deadline().unwrap();
+    assert_eq!(due, now + Duration::from_secs(2));
+    assert!(index.tick(now + Duration::from_secs(1)).is_empty());
+    let actions = index.tick(due);
+    assert!(
+        matches!(actions.as_slice(), [Action::Nudge { attempt: 1, .. }]),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn while_the_pod_watch_is_down_no_action_is_taken() {
+    let now = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    index.upsert_pod(pod("u1", "edge-tls", None), None, now);
+    let path = index.volume_paths().into_iter().next().unwrap();
+    index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "1", "a")), now);
+    index.disk_observed(&path, disk("old"), now);
+    index.set_pods_healthy(false, now);
+    assert!(index.tick(now + Duration::from_secs(300)).is_empty());
+    assert_eq!(index.next_deadline(), None);
+}
+
+#[test]
+fn a_relist_drops_pods_that_are_gone() {
+    let now = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    index.upsert_pod(pod("u1", "a", None), None, now);
+    index.upsert_pod(pod("u2", "b", Some("tls.crt")), None, now);
+    let actions = index.replace_pods(vec![(pod("u2", "b", Some("tls.crt")), None)], now);
+    assert!(
+        actions.is_empty(),
+        "u2 was known: no second SubPathNeverUpdates"
+    );
+    assert_eq!(index.pod_uids().collect::<Vec<_>>(), vec!["u2"]);
+    assert_eq!(index.wanted_secrets(), BTreeSet::from([key("b")]));
+}

@@ -1,0 +1,467 @@
+//! Tests of [`super`].
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+const LIMITS: ReloadLimits = ReloadLimits {
+    min_interval: Duration::from_secs(5),
+    verify_timeout: Duration::from_secs(10),
+    wait_for_others: Duration::from_secs(60),
+    expiry_warn_before: Duration::from_secs(21 * 86_400),
+    max_attempts: 3,
+};
+const NOW_UNIX: i64 = 1_800_000_000;
+
+fn base() -> Instant {
+    Instant::now() + Duration::from_secs(1000)
+}
+
+fn ms(t0: Instant, ms: u64) -> Instant {
+    t0 + Duration::from_millis(ms)
+}
+
+fn leaf(fp: &str) -> ExpectedLeaf {
+    ExpectedLeaf {
+        file: "tls.crt".into(),
+        fingerprint: fp.into(),
+        dns_names: vec!["a.example".into(), "b.example".into()],
+        not_after: NOW_UNIX + 90 * 86_400,
+    }
+}
+
+fn valid(fp: &str) -> ReloadInput {
+    ReloadInput::NewMaterial {
+        volume: "tls".into(),
+        generation: "..g2".into(),
+        material: Material::Valid {
+            leaves: vec![leaf(fp)],
+        },
+    }
+}
+
+fn served(fp: &str, not_after: i64) -> ReloadInput {
+    let leaf = ServedLeaf {
+        fingerprint: fp.into(),
+        not_after: Some(not_after),
+    };
+    ReloadInput::Probed(ProbeRound {
+        served: [
+            None,
+            Some("a.example".to_string()),
+            Some("b.example".to_string()),
+        ]
+        .into_iter()
+        .map(|n| (n, Ok(leaf.clone())))
+        .collect(),
+        at_unix: NOW_UNIX,
+    })
+}
+
+fn names(actions: &[Decision]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Decision::Reload { attempt, .. } => format!("reload#{attempt}"),
+            Decision::Probe { names, .. } => format!("probe {}", names.join(",")),
+            Decision::Event { reason, .. } => reason.as_str().to_string(),
+            Decision::Finished { result, .. } => format!("finished {}", result.label()),
+        })
+        .collect()
+}
+
+/// The confirming rounds after a first round that served `fp` at `at_ms`: returns the actions
+/// of the last one.
+fn confirm(r: &mut PodReload, t0: Instant, at_ms: u64, fp: &str, not_after: i64) -> Vec<Decision> {
+    let mut last = Vec::new();
+    let mut at = at_ms;
+    for _ in 1..CONFIRM_ROUNDS {
+        at += CONFIRM_GAP.as_millis() as u64;
+        assert_eq!(r.next_deadline(), Some(ms(t0, at)));
+        assert!(matches!(
+            r.step(ReloadInput::Tick, ms(t0, at))[..],
+            [Decision::Probe { .. }]
+        ));
+        last = r.step(served(fp, not_after), ms(t0, at));
+    }
+    last
+}
+
+/// `done` reports a verified reload that took `served_ms` (swap → first served round).
+fn assert_verified_after(done: &[Decision], served_ms: u64) {
+    assert_eq!(names(done), vec!["ControllerReloaded", "finished verified"]);
+    let Decision::Finished { seconds, .. } = done[1] else {
+        unreachable!()
+    };
+    assert!(
+        (seconds - served_ms as f64 / 1000.0).abs() < 1e-6,
+        "swap → first round of the run that held, not → confirmed: {seconds}"
+    );
+}
+
+fn lagging(volumes: &[&str]) -> ReloadInput {
+    ReloadInput::Lagging(volumes.iter().map(|v| v.to_string()).collect())
+}
+
+#[test]
+fn the_volume_that_brought_the_material_does_not_hold_it_back() {
+    // Disk ahead of the API (API unreachable, or kubelet faster than our watch): the changed
+    // volume itself lags, and disk is what the controller reads.
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    r.step(lagging(&["tls"]), t0);
+    assert_eq!(names(&r.step(valid("new"), t0)), vec!["reload#1"]);
+}
+
+fn reloader(kind: ReloadKind) -> PodReload {
+    PodReload::new(kind, LIMITS, vec![])
+}
+
+#[test]
+fn valid_material_is_reloaded_probed_and_verified() {
+    let t0 = base();
+    let first = PROBE_FIRST.as_millis() as u64;
+    let mut r = reloader(ReloadKind::Reload);
+    assert_eq!(names(&r.step(valid("new"), t0)), vec!["reload#1"]);
+    assert_eq!(r.phase_label(), "reloading");
+    assert!(r.step(ReloadInput::Reloaded(Ok(())), ms(t0, 2)).is_empty());
+    assert_eq!(r.next_deadline(), Some(ms(t0, 2 + first)));
+    assert_eq!(
+        names(&r.step(ReloadInput::Tick, ms(t0, 2 + first))),
+        vec!["probe a.example,b.example"]
+    );
+    // Still the old leaf: probe again later, backing off.
+    assert!(
+        r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, 4 + first))
+            .is_empty()
+    );
+    let again = 4 + 3 * first;
+    assert_eq!(r.next_deadline(), Some(ms(t0, again)));
+    assert_eq!(r.served_matches(), Some(false));
+    r.step(ReloadInput::Tick, ms(t0, again));
+    let served_at = again + 11;
+    assert!(
+        r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, served_at))
+            .is_empty(),
+        "one round is not proof yet"
+    );
+    let done = confirm(&mut r, t0, served_at, "new", NOW_UNIX + 86_400 * 90);
+    assert_verified_after(&done, served_at);
+    assert_eq!(r.last_result(), Some(ReloadResult::Verified));
+    assert_eq!(r.served_matches(), Some(true));
+    assert_eq!(r.next_deadline(), None);
+}
+
+#[test]
+fn an_old_leaf_between_new_ones_restarts_the_confirmation() {
+    // nginx right after SIGHUP: new and old workers both accept for a while.
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    r.step(valid("new"), t0);
+    r.step(ReloadInput::Reloaded(Ok(())), t0);
+    let first = PROBE_FIRST.as_millis() as u64;
+    assert_eq!(
+        names(&r.step(ReloadInput::Tick, ms(t0, first))),
+        vec!["probe a.example,b.example"]
+    );
+    assert!(
+        r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, first + 1))
+            .is_empty()
+    );
+    let second = first + 1 + CONFIRM_GAP.as_millis() as u64;
+    assert_eq!(r.next_deadline(), Some(ms(t0, second)));
+    r.step(ReloadInput::Tick, ms(t0, second));
+    assert!(
+        r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, second))
+            .is_empty()
+    );
+    assert_eq!(r.served_matches(), Some(false));
+    assert_eq!(r.phase_label(), "verifying");
+    let next = r.next_deadline().unwrap();
+    r.step(ReloadInput::Tick, next);
+    let at = next.duration_since(t0).as_millis() as u64;
+    assert!(
+        r.step(served("new", NOW_UNIX + 86_400 * 90), next)
+            .is_empty()
+    );
+    let done = confirm(&mut r, t0, at, "new", NOW_UNIX + 86_400 * 90);
+    assert_verified_after(&done, at);
+}
+
+#[test]
+fn invalid_material_is_withheld_and_never_reloaded() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    let invalid = ReloadInput::NewMaterial {
+        volume: "tls".into(),
+        generation: "..g3".into(),
+        material: Material::Invalid {
+            reasons: vec!["tls.key: keyMismatch".into()],
+        },
+    };
+    let actions = r.step(invalid, t0);
+    assert_eq!(
+        names(&actions),
+        vec!["InvalidCertificateMaterial", "finished withheld"]
+    );
+    let Decision::Event { note, .. } = &actions[0] else {
+        unreachable!()
+    };
+    assert!(
+        note.contains("keyMismatch") && note.contains("..g3"),
+        "{note}"
+    );
+    assert_eq!(r.next_deadline(), None);
+    assert!(r.step(ReloadInput::Tick, ms(t0, 60_000)).is_empty());
+}
+
+#[test]
+fn a_rotation_touching_several_secrets_costs_one_reload() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    r.step(lagging(&["tls", "ca"]), t0);
+    assert!(
+        r.step(valid("new"), t0).is_empty(),
+        "waits for the other volume"
+    );
+    assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(60)));
+    assert!(r.step(valid("newer"), ms(t0, 500)).is_empty());
+    // The hand-off alone decides nothing; the input it precedes (here a tick) does.
+    assert!(r.step(lagging(&[]), ms(t0, 800)).is_empty());
+    assert_eq!(r.next_deadline(), Some(ms(t0, 500)));
+    assert_eq!(
+        names(&r.step(ReloadInput::Tick, ms(t0, 800))),
+        vec!["reload#1"]
+    );
+}
+
+#[test]
+fn waiting_for_other_volumes_is_bounded() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    r.step(lagging(&["ca"]), t0);
+    r.step(valid("new"), t0);
+    assert!(r.step(ReloadInput::Tick, ms(t0, 59_999)).is_empty());
+    assert_eq!(
+        names(&r.step(ReloadInput::Tick, ms(t0, 60_000))),
+        vec!["reload#1"]
+    );
+}
+
+#[test]
+fn reloads_respect_the_minimum_interval() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    r.step(valid("v2"), t0);
+    r.step(ReloadInput::Reloaded(Ok(())), ms(t0, 1));
+    let probe_at = 1 + PROBE_FIRST.as_millis() as u64;
+    assert_eq!(r.next_deadline(), Some(ms(t0, probe_at)));
+    r.step(ReloadInput::Tick, ms(t0, probe_at));
+    r.step(served("v2", NOW_UNIX + 86_400 * 90), ms(t0, probe_at + 4));
+    confirm(&mut r, t0, probe_at + 4, "v2", NOW_UNIX + 86_400 * 90);
+    assert!(
+        r.step(valid("v3"), ms(t0, 1000)).is_empty(),
+        "5 s since the last reload"
+    );
+    assert_eq!(r.next_deadline(), Some(ms(t0, 5001)));
+    assert_eq!(
+        names(&r.step(ReloadInput::Tick, ms(t0, 5001))),
+        vec!["reload#1"]
+    );
+}
+
+#[test]
+fn an_unverified_reload_is_reported_and_retried_with_backoff() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    r.step(valid("new"), t0);
+    r.step(ReloadInput::Reloaded(Ok(())), t0);
+    let mut t = 0;
+    while t + 5 < 10_000 {
+        t += 5;
+        for action in r.step(ReloadInput::Tick, ms(t0, t)) {
+            if let Decision::Probe { .. } = action {
+                r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, t));
+            }
+        }
+    }
+    let actions = r.step(ReloadInput::Tick, ms(t0, 10_000));
+    assert_eq!(
+        names(&actions),
+        vec!["ReloadUnverified", "finished unverified"]
+    );
+    let Decision::Event { note, .. } = &actions[0] else {
+        unreachable!()
+    };
+    assert!(note.contains("(no SNI)=old"), "{note}");
+    assert_eq!(r.phase_label(), "retry");
+    assert_eq!(
+        names(&r.step(ReloadInput::Tick, ms(t0, 15_000))),
+        vec!["reload#2"]
+    );
+}
+
+#[test]
+fn a_missing_process_is_its_own_event() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    r.step(valid("new"), t0);
+    let failure = ReloadFailure {
+        kind: FailureKind::ProcessNotFound,
+        message: "no process titled nginx: master process in container nginx".into(),
+    };
+    let actions = r.step(ReloadInput::Reloaded(Err(failure)), ms(t0, 1));
+    assert_eq!(
+        names(&actions),
+        vec!["ControllerProcessNotFound", "finished failed"]
+    );
+}
+
+#[test]
+fn a_withheld_signal_is_reported_verified_only_and_never_retried() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    r.step(valid("new"), t0);
+    let failure = ReloadFailure {
+        kind: FailureKind::SignalWithheld,
+        message: "pid 7 (traefik) is not Traefik v3".into(),
+    };
+    let actions = r.step(ReloadInput::Reloaded(Err(failure)), ms(t0, 1));
+    assert_eq!(
+        names(&actions),
+        vec!["ReloadSignalWithheld", "finished signal_withheld"]
+    );
+    assert_eq!(r.last_result(), Some(ReloadResult::SignalWithheld));
+    assert!(r.last_message().unwrap().contains("not Traefik v3"));
+    assert_eq!(r.phase_label(), "verifying");
+    // The controller keeps serving the old leaf: a mismatch at the deadline, no retry.
+    let mut seen = Vec::new();
+    let mut t = 1;
+    while t < 20_000 {
+        t += 5;
+        for action in r.step(ReloadInput::Tick, ms(t0, t)) {
+            if let Decision::Probe { .. } = action {
+                seen.extend(names(
+                    &r.step(served("old", NOW_UNIX + 86_400 * 90), ms(t0, t)),
+                ));
+            } else {
+                seen.extend(names(&[action]));
+            }
+        }
+    }
+    assert_eq!(seen, vec!["ServedCertificateMismatch"], "{seen:?}");
+    assert_eq!(r.phase_label(), "idle");
+    assert_eq!(r.last_result(), Some(ReloadResult::SignalWithheld));
+    assert!(r.last_message().unwrap().contains("not Traefik v3"));
+    // The next rotation asks again (a restarted controller may be a different program).
+    let actions = r.step(valid("newer"), ms(t0, 30_000));
+    let later = r.step(ReloadInput::Tick, ms(t0, 40_000));
+    assert!(
+        names(&actions)
+            .iter()
+            .chain(names(&later).iter())
+            .any(|n| n.starts_with("reload#")),
+        "{actions:?} {later:?}"
+    );
+}
+
+#[test]
+fn self_reloading_controllers_are_only_verified() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::VerifyOnly);
+    assert!(r.step(valid("new"), t0).is_empty());
+    let first = PROBE_FIRST.as_millis() as u64;
+    assert_eq!(
+        names(&r.step(ReloadInput::Tick, ms(t0, first))),
+        vec!["probe a.example,b.example"]
+    );
+    r.step(served("new", NOW_UNIX + 86_400 * 90), ms(t0, first + 1));
+    let done = confirm(&mut r, t0, first + 1, "new", NOW_UNIX + 86_400 * 90);
+    assert_eq!(
+        names(&done),
+        vec!["finished verified"],
+        "no ControllerReloaded: we did not reload"
+    );
+}
+
+#[test]
+fn api_driven_controllers_that_keep_the_old_leaf_are_a_mismatch() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::ApiDriven);
+    assert!(
+        r.step(valid("ignored"), t0).is_empty(),
+        "disk does not matter"
+    );
+    r.step(
+        ReloadInput::ApiLeaves {
+            leaves: vec![leaf("api")],
+        },
+        t0,
+    );
+    let mut t = 0;
+    let mut seen = Vec::new();
+    while t <= 10_000 {
+        for action in r.step(ReloadInput::Tick, ms(t0, t)) {
+            match action {
+                Decision::Probe { .. } => {
+                    seen.extend(names(
+                        &r.step(served("stale", NOW_UNIX + 86_400 * 90), ms(t0, t)),
+                    ));
+                }
+                other => seen.extend(names(&[other])),
+            }
+        }
+        t += 5;
+    }
+    assert_eq!(
+        seen,
+        vec!["ServedCertificateMismatch", "finished unverified"]
+    );
+}
+
+#[test]
+fn a_served_leaf_close_to_expiry_is_reported_once() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::VerifyOnly);
+    r.step(valid("new"), t0);
+    let first = PROBE_FIRST.as_millis() as u64;
+    assert_eq!(r.next_deadline(), Some(ms(t0, first)));
+    r.step(ReloadInput::Tick, ms(t0, first));
+    let actions = r.step(served("new", NOW_UNIX + 3 * 86_400 + 60), ms(t0, first + 1));
+    assert_eq!(names(&actions), vec!["CertificateExpiringSoon"]);
+    assert_eq!(
+        names(&confirm(
+            &mut r,
+            t0,
+            first + 1,
+            "new",
+            NOW_UNIX + 3 * 86_400 + 60
+        )),
+        vec!["finished verified"]
+    );
+    let Decision::Event { note, .. } = &actions[0] else {
+        unreachable!()
+    };
+    assert!(note.contains("3 day"), "{note}");
+    r.step(valid("new"), ms(t0, 1000));
+    r.step(ReloadInput::Tick, ms(t0, 1000 + first));
+    let again = r.step(served("new", NOW_UNIX + 3 * 86_400), ms(t0, 1001 + first));
+    assert!(again.is_empty(), "{:?}", names(&again));
+    assert_eq!(
+        names(&confirm(
+            &mut r,
+            t0,
+            1001 + first,
+            "new",
+            NOW_UNIX + 3 * 86_400
+        )),
+        vec!["finished verified"]
+    );
+}
+
+#[test]
+fn wildcard_names_match_one_label() {
+    assert!(names_match("*.example.com", "a.example.com"));
+    assert!(!names_match("*.example.com", "a.b.example.com"));
+    assert!(names_match("A.example.com", "a.EXAMPLE.com"));
+}
