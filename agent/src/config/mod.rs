@@ -11,8 +11,8 @@
 //!
 //! How: the text is parsed once into a `serde_yaml::Value` (a syntax error is one error with the
 //! parser's position), then each section is checked by hand ([`validate`]) so that one bad value
-//! does not hide the next. Positions of key paths come from a small locator over the source text
-//! ([`locate`]), built only when there is an error to report. `serde_yaml` stays inside this
+//! does not hide the next. Positions of key paths come from serde-saphyr's spans ([`positions`]), read only
+//! when there is an error to report. `serde_yaml` stays inside this
 //! module: no type of it appears in the public API.
 //!
 //! Files: this one holds the model and its defaults; [`profiles`] the built-in controller
@@ -35,7 +35,7 @@ use serde_yaml::{Mapping, Value};
 mod budget;
 mod duration;
 mod error;
-mod locate;
+mod positions;
 mod profiles;
 mod selector;
 #[cfg(test)]

@@ -1063,7 +1063,8 @@ fn wrong_types() {
     );
     assert_eq!(
         error("stuckAfter: !custom 5s\n"),
-        "t.yaml:1:13: stuckAfter: expected a duration such as \"15s\", found a value tagged \"!custom\""
+        // The value's content, after its tag (serde-saphyr's span).
+        "t.yaml:1:21: stuckAfter: expected a duration such as \"15s\", found a value tagged \"!custom\""
     );
     let err = Config::from_yaml("nudge: 1", "t").unwrap_err();
     assert!(matches!(err.errors[0], ConfigError::WrongType { .. }));
@@ -1359,7 +1360,7 @@ controllers:
 // --- the locator --------------------------------------------------------------------------
 
 fn pos_of(text: &str, path: &[Seg], key: bool) -> (usize, usize) {
-    let p = locate::parse(text).locate(path, key);
+    let p = positions::parse(text).locate(path, key);
     (p.line, p.col)
 }
 
@@ -1387,7 +1388,7 @@ n: |
 o: >-
   folded
 p: plain
-  continued: no
+  continued
 q: &anchor
   r: 1
 s: !tag
@@ -1408,7 +1409,9 @@ s: !tag
         pos_of(text, &[k("l"), Seg::Index(1), k("m"), Seg::Index(0)], false),
         (11, 7)
     );
-    assert_eq!(pos_of(text, &[k("n")], false), (12, 4));
+    // A value's position is where its content starts (serde-saphyr's span): a block scalar's
+    // first content line, not its `|` indicator.
+    assert_eq!(pos_of(text, &[k("n")], false), (13, 3));
     assert_eq!(pos_of(text, &[k("o")], true), (15, 1));
     assert_eq!(pos_of(text, &[k("p")], true), (17, 1));
     assert_eq!(pos_of(text, &[k("q"), k("r")], false), (20, 6));
@@ -1482,7 +1485,7 @@ fn locator_survives_anything() {
         vec![k("k0"), k("k1"), k("k2")],
     ];
     for input in &inputs {
-        let tree = locate::parse(input);
+        let tree = positions::parse(input);
         for path in &paths {
             let p = tree.locate(path, true);
             assert!(p.line >= 1 && p.col >= 1);

@@ -1,5 +1,5 @@
 //! Validation of the parsed document: every section checked by hand so one bad value does not
-//! hide the next; each error carries the key path and, from [`super::locate`], its position.
+//! hide the next; each error carries the key path and, from [`super::positions`], its position.
 
 mod controllers;
 
@@ -62,7 +62,7 @@ pub(in crate::config) enum At {
 pub(in crate::config) struct Validator<'a> {
     text: &'a str,
     origin: &'a str,
-    tree: Option<locate::Node>,
+    tree: Option<positions::Node>,
     errors: Vec<ConfigError>,
 }
 
@@ -152,7 +152,7 @@ impl<'a> Validator<'a> {
 
     pub(in crate::config) fn at(&mut self, path: &KeyPath, at: At) -> Location {
         let text = self.text;
-        let tree = self.tree.get_or_insert_with(|| locate::parse(text));
+        let tree = self.tree.get_or_insert_with(|| positions::parse(text));
         let pos = tree.locate(&path.0, at == At::Key);
         Location {
             file: self.origin.to_string(),
