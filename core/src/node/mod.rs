@@ -322,28 +322,23 @@ impl Node {
             .find(|c| c.name == controller)
     }
 
+    /// A (re)list: pods not in it are gone, the others are applied as if seen one by one.
     fn pods_listed(&mut self, pods: Vec<ControllerPod>, now: Instant) -> Vec<Action> {
         self.pods_listed = true;
         self.pods_changed = true;
         let mut actions = self.index.set_pods_healthy(true, now);
-        let keep: BTreeSet<String> = pods.iter().map(|p| p.uid.clone()).collect();
+        let listed: BTreeSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         let gone: Vec<String> = self
             .pods
             .keys()
-            .filter(|uid| !keep.contains(*uid))
+            .filter(|uid| !listed.contains(uid.as_str()))
             .cloned()
             .collect();
         for uid in gone {
-            actions.extend(self.forget_pod(&uid));
+            actions.extend(self.pod_gone(&uid));
         }
-        let mut listed = Vec::new();
         for pod in pods {
-            let containers = self.remember_pod(&pod);
-            listed.push((pod, containers));
-        }
-        actions.extend(self.index.replace_pods(listed, now));
-        for uid in &keep {
-            actions.extend(self.api_leaves_of_pod(uid, now));
+            actions.extend(self.pod_applied(pod, now));
         }
         actions
     }

@@ -233,6 +233,17 @@ fn run(
     out
 }
 
+/// The executor's answer to a reload.
+fn reloaded(node: &mut Node, result: Result<(), ReloadFailure>, now: Now) -> Vec<Action> {
+    node.step(
+        Input::Reloaded {
+            uid: UID.into(),
+            result,
+        },
+        now,
+    )
+}
+
 fn reloads(actions: &[Action]) -> Vec<u8> {
     actions
         .iter()
@@ -277,6 +288,45 @@ fn served(fingerprint: &str, names: &[String], at_unix: i64) -> ProbeRound {
     }
 }
 
+/// The API now holds `material` as version `version` of `secret`.
+fn observe(
+    node: &mut Node,
+    material: &Material,
+    secret: &str,
+    version: &str,
+    now: Now,
+) -> Vec<Action> {
+    node.step(
+        Input::SecretObserved {
+            key: key(secret),
+            view: Some(material.secret(secret, version)),
+        },
+        now,
+    )
+}
+
+/// The watcher saw a new generation of the pod's `volume`; reading it finds `snapshot`.
+fn volume_changed(
+    node: &mut Node,
+    volume: &str,
+    snapshot: &VolumeSnapshot,
+    now: Now,
+) -> Vec<Action> {
+    let path = path(UID, volume);
+    run(node, Input::VolumeChanged { path }, now, &|_| {
+        snapshot.clone()
+    })
+}
+
+/// The started pod's Secret rotates: version 2 in the API at 30 ms, its files on disk at
+/// 40 ms. Returns the new material and what reading the volume decided.
+fn rotate(node: &mut Node, clock: &Clock) -> (Material, Vec<Action>) {
+    let new = Material::tls("a.example");
+    observe(node, &new, SECRET, "2", clock.at(30));
+    let actions = volume_changed(node, "tls", &new.snapshot("..g2"), clock.at(40));
+    (new, actions)
+}
+
 /// A node with one files-mode pod whose volume holds `old`, listed and read, Secret synced.
 fn started(clock: &Clock, old: &Material, reloads: bool) -> Node {
     let mut node = Node::new(settings(vec![files_controller(reloads)], true), clock.base);
@@ -291,15 +341,7 @@ fn started(clock: &Clock, old: &Material, reloads: bool) -> Node {
         actions.contains(&Action::WatchSecret(key(SECRET))),
         "{actions:?}"
     );
-    run(
-        &mut node,
-        Input::SecretObserved {
-            key: key(SECRET),
-            view: Some(old.secret(SECRET, "1")),
-        },
-        clock.at(10),
-        &|_| first.clone(),
-    );
+    observe(&mut node, old, SECRET, "1", clock.at(10));
     assert_eq!(node.waiting_for(), Vec::<String>::new());
     node
 }
@@ -344,36 +386,10 @@ fn the_first_sighting_is_what_the_controller_started_with_only_a_change_is_a_rot
     let old = Material::tls("a.example");
     let mut node = started(&clock, &old, true);
     // Read again, same generation (a rescan): nothing to reload.
-    let same = old.snapshot("..g1");
-    let actions = run(
-        &mut node,
-        Input::VolumeChanged {
-            path: path(UID, "tls"),
-        },
-        clock.at(20),
-        &|_| same.clone(),
-    );
+    let actions = volume_changed(&mut node, "tls", &old.snapshot("..g1"), clock.at(20));
     assert_eq!(reloads(&actions), Vec::<u8>::new(), "{actions:?}");
 
-    let new = Material::tls("a.example");
-    run(
-        &mut node,
-        Input::SecretObserved {
-            key: key(SECRET),
-            view: Some(new.secret(SECRET, "2")),
-        },
-        clock.at(30),
-        &|_| same.clone(),
-    );
-    let rotated = new.snapshot("..g2");
-    let actions = run(
-        &mut node,
-        Input::VolumeChanged {
-            path: path(UID, "tls"),
-        },
-        clock.at(40),
-        &|_| rotated.clone(),
-    );
+    let (_, actions) = rotate(&mut node, &clock);
     assert_eq!(reloads(&actions), [1], "{actions:?}");
     let Some(Action::Reload { pod, .. }) =
         actions.iter().find(|a| matches!(a, Action::Reload { .. }))
@@ -388,33 +404,8 @@ fn a_reload_is_verified_by_probes_and_finishes_with_controller_reloaded() {
     let clock = Clock::new();
     let old = Material::tls("a.example");
     let mut node = started(&clock, &old, true);
-    let new = Material::tls("a.example");
-    node.step(
-        Input::SecretObserved {
-            key: key(SECRET),
-            view: Some(new.secret(SECRET, "2")),
-        },
-        clock.at(30),
-    );
-    let rotated = new.snapshot("..g2");
-    run(
-        &mut node,
-        Input::VolumeChanged {
-            path: path(UID, "tls"),
-        },
-        clock.at(40),
-        &|_| rotated.clone(),
-    );
-    assert!(
-        node.step(
-            Input::Reloaded {
-                uid: UID.into(),
-                result: Ok(())
-            },
-            clock.at(50)
-        )
-        .is_empty()
-    );
+    let (new, _) = rotate(&mut node, &clock);
+    assert!(reloaded(&mut node, Ok(()), clock.at(50)).is_empty());
     let mut verified = false;
     let mut ms = 50;
     while !verified && ms < 5_000 {
@@ -509,23 +500,10 @@ fn a_lagging_volume_of_the_same_pod_holds_the_reload_back_until_it_arrives() {
     // Both Secrets rotate in the API; only volume a has the new files so far.
     let (a_new, b_new) = (Material::tls("a.example"), Material::tls("b.example"));
     for (material, secret) in [(&a_new, "a-tls"), (&b_new, "b-tls")] {
-        node.step(
-            Input::SecretObserved {
-                key: key(secret),
-                view: Some(material.secret(secret, "2")),
-            },
-            clock.at(10),
-        );
+        observe(&mut node, &material, secret, "2", clock.at(10));
     }
     let a_rotated = a_new.snapshot("..g2");
-    let actions = run(
-        &mut node,
-        Input::VolumeChanged {
-            path: path(UID, "a"),
-        },
-        clock.at(20),
-        &|_| a_rotated.clone(),
-    );
+    let actions = volume_changed(&mut node, "a", &a_rotated, clock.at(20));
     assert_eq!(
         reloads(&actions),
         Vec::<u8>::new(),
@@ -535,14 +513,7 @@ fn a_lagging_volume_of_the_same_pod_holds_the_reload_back_until_it_arrives() {
     assert_eq!(reloads(&actions), Vec::<u8>::new(), "{actions:?}");
     // b arrives: one reload for both.
     let b_rotated = b_new.snapshot("..g2");
-    let actions = run(
-        &mut node,
-        Input::VolumeChanged {
-            path: path(UID, "b"),
-        },
-        clock.at(1_100),
-        &|_| b_rotated.clone(),
-    );
+    let actions = volume_changed(&mut node, "b", &b_rotated, clock.at(1_100));
     assert_eq!(reloads(&actions), [1], "{actions:?}");
 }
 
@@ -561,14 +532,7 @@ fn invalid_material_is_never_reloaded_and_says_why() {
         problems: Vec::new(),
         ..snapshot
     };
-    let actions = run(
-        &mut node,
-        Input::VolumeChanged {
-            path: path(UID, "tls"),
-        },
-        clock.at(40),
-        &|_| snapshot.clone(),
-    );
+    let actions = volume_changed(&mut node, "tls", &snapshot, clock.at(40));
     assert_eq!(reloads(&actions), Vec::<u8>::new());
     // A key that does not match is not a served pair: nothing to serve, nothing reloaded.
     // The mismatch itself comes from the snapshot reader as a problem.
@@ -578,14 +542,7 @@ fn invalid_material_is_never_reloaded_and_says_why() {
         crate::volume::ProblemKind::KeyMismatch,
         "the key does not belong to tls.crt",
     ));
-    let actions = run(
-        &mut node,
-        Input::VolumeChanged {
-            path: path(UID, "tls"),
-        },
-        clock.at(50),
-        &|_| flagged.clone(),
-    );
+    let actions = volume_changed(&mut node, "tls", &flagged, clock.at(50));
     assert_eq!(reloads(&actions), Vec::<u8>::new());
     assert_eq!(
         events(&actions),
@@ -620,13 +577,7 @@ fn an_api_driven_controller_is_probed_for_the_leaves_its_secrets_hold_in_the_api
         &|_| material.snapshot("..g1"),
     );
     assert!(actions.contains(&Action::WatchSecret(key(SECRET))));
-    node.step(
-        Input::SecretObserved {
-            key: key(SECRET),
-            view: Some(material.secret(SECRET, "1")),
-        },
-        clock.at(10),
-    );
+    observe(&mut node, &material, SECRET, "1", clock.at(10));
     let actions = node.step(Input::Tick, clock.at(100));
     assert_eq!(
         probes(&actions),
@@ -634,13 +585,7 @@ fn an_api_driven_controller_is_probed_for_the_leaves_its_secrets_hold_in_the_api
         "{actions:?}"
     );
     // A new version in the API: verified again. Unchanged leaves are not.
-    let actions = node.step(
-        Input::SecretObserved {
-            key: key(SECRET),
-            view: Some(material.secret(SECRET, "2")),
-        },
-        clock.at(200),
-    );
+    let actions = observe(&mut node, &material, SECRET, "2", clock.at(200));
     assert!(probes(&actions).is_empty());
 }
 
@@ -661,13 +606,7 @@ fn without_disk_every_controller_is_verified_against_the_api_and_nothing_is_trac
         0,
         "{actions:?}"
     );
-    node.step(
-        Input::SecretObserved {
-            key: key(SECRET),
-            view: Some(material.secret(SECRET, "1")),
-        },
-        clock.at(10),
-    );
+    observe(&mut node, &material, SECRET, "1", clock.at(10));
     let actions = node.step(Input::Tick, clock.at(100));
     assert_eq!(probes(&actions).len(), 1, "{actions:?}");
     assert!(reloads(&actions).is_empty());
@@ -684,23 +623,7 @@ fn a_pod_that_goes_away_mid_reload_is_forgotten_and_its_late_results_are_ignored
     let clock = Clock::new();
     let old = Material::tls("a.example");
     let mut node = started(&clock, &old, true);
-    let new = Material::tls("a.example");
-    node.step(
-        Input::SecretObserved {
-            key: key(SECRET),
-            view: Some(new.secret(SECRET, "2")),
-        },
-        clock.at(30),
-    );
-    let rotated = new.snapshot("..g2");
-    let actions = run(
-        &mut node,
-        Input::VolumeChanged {
-            path: path(UID, "tls"),
-        },
-        clock.at(40),
-        &|_| rotated.clone(),
-    );
+    let (_, actions) = rotate(&mut node, &clock);
     assert_eq!(reloads(&actions), [1]);
     let actions = node.step(Input::PodDeleted { uid: UID.into() }, clock.at(45));
     assert!(
@@ -718,21 +641,10 @@ fn a_pod_that_goes_away_mid_reload_is_forgotten_and_its_late_results_are_ignored
         "{actions:?}"
     );
     // The executor's answer arrives after the pod is gone.
-    assert!(
-        node.step(
-            Input::Reloaded {
-                uid: UID.into(),
-                result: Ok(())
-            },
-            clock.at(50)
-        )
-        .is_empty()
-    );
-    assert_eq!(
-        node.next_deadline().filter(|d| *d > clock.at(50).at),
-        None.or(node.next_deadline().filter(|d| *d > clock.at(50).at))
-    );
+    assert!(reloaded(&mut node, Ok(()), clock.at(50)).is_empty());
     let publication = node.publish_if_due(clock.at(1_000)).unwrap();
+    // Its reload machine went with it: no verification timer is left.
+    assert_eq!(node.next_deadline(), None);
     assert!(publication.status.mounts.is_empty());
     assert_eq!(publication.tracked_volumes, 0);
     assert_eq!(publication.controller_pods["nginx"], 0);
@@ -744,20 +656,21 @@ fn a_relist_drops_pods_that_are_gone_and_keeps_the_rest() {
     let material = Material::tls("a.example");
     let mut node = Node::new(settings(vec![files_controller(true)], true), clock.base);
     let disk = |_: &Path| material.snapshot("..g1");
-    run(
+    // u2 mounts its Secret through subPath: reported once, when it is first seen.
+    let mut u2 = pod("u2", "nginx", &[("tls", "s2")]);
+    u2.containers[0].mounts[0].sub_path = Some("tls.crt".into());
+    let actions = run(
         &mut node,
-        Input::PodsListed(vec![
-            pod("u1", "nginx", &[("tls", "s1")]),
-            pod("u2", "nginx", &[("tls", "s2")]),
-        ]),
+        Input::PodsListed(vec![pod("u1", "nginx", &[("tls", "s1")]), u2.clone()]),
         clock.at(0),
         &disk,
     );
-    let actions = run(
-        &mut node,
-        Input::PodsListed(vec![pod("u2", "nginx", &[("tls", "s2")])]),
-        clock.at(100),
-        &disk,
+    assert_eq!(events(&actions), [EventReason::SubPathNeverUpdates]);
+    let actions = run(&mut node, Input::PodsListed(vec![u2]), clock.at(100), &disk);
+    assert_eq!(
+        events(&actions),
+        [],
+        "u2 was known: no second SubPathNeverUpdates"
     );
     assert!(
         actions.contains(&Action::UnwatchSecret(key("s1"))),
@@ -769,9 +682,6 @@ fn a_relist_drops_pods_that_are_gone_and_keeps_the_rest() {
             .iter()
             .any(|a| matches!(a, Action::ForgetPod(p) if p.uid == "u1"))
     );
-    assert!(!actions.iter().any(
-        |a| matches!(a, Action::WatchSecret(_) | Action::ForgetPod(PodRef { uid: _, .. }) if false)
-    ));
     assert!(
         !actions.contains(&Action::WatchSecret(key("s2"))),
         "already watched: {actions:?}"

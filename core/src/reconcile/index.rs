@@ -225,29 +225,6 @@ impl MountIndex {
         self.forget_unreferenced_secrets();
     }
 
-    /// Replaces the whole pod set after a (re)list; pods not in it are gone.
-    pub fn replace_pods(
-        &mut self,
-        pods: Vec<(ControllerPod, Option<Vec<String>>)>,
-        now: Instant,
-    ) -> Vec<Action> {
-        let keep: BTreeSet<String> = pods.iter().map(|(p, _)| p.uid.clone()).collect();
-        let gone: Vec<String> = self
-            .pods
-            .keys()
-            .filter(|uid| !keep.contains(*uid))
-            .cloned()
-            .collect();
-        for uid in gone {
-            self.remove_pod(&uid);
-        }
-        let mut actions = Vec::new();
-        for (pod, containers) in pods {
-            actions.extend(self.upsert_pod(pod, containers, now));
-        }
-        actions
-    }
-
     pub fn pod_uids(&self) -> impl Iterator<Item = &str> {
         self.pods.keys().map(String::as_str)
     }

@@ -208,18 +208,3 @@ fn while_the_pod_watch_is_down_no_action_is_taken() {
     assert!(index.tick(now + Duration::from_secs(300)).is_empty());
     assert_eq!(index.next_deadline(), None);
 }
-
-#[test]
-fn a_relist_drops_pods_that_are_gone() {
-    let now = Instant::now();
-    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
-    index.upsert_pod(pod("u1", "a", None), None, now);
-    index.upsert_pod(pod("u2", "b", Some("tls.crt")), None, now);
-    let actions = index.replace_pods(vec![(pod("u2", "b", Some("tls.crt")), None)], now);
-    assert!(
-        actions.is_empty(),
-        "u2 was known: no second SubPathNeverUpdates"
-    );
-    assert_eq!(index.pod_uids().collect::<Vec<_>>(), vec!["u2"]);
-    assert_eq!(index.wanted_secrets(), BTreeSet::from([key("b")]));
-}
