@@ -500,7 +500,7 @@ fn a_lagging_volume_of_the_same_pod_holds_the_reload_back_until_it_arrives() {
     // Both Secrets rotate in the API; only volume a has the new files so far.
     let (a_new, b_new) = (Material::tls("a.example"), Material::tls("b.example"));
     for (material, secret) in [(&a_new, "a-tls"), (&b_new, "b-tls")] {
-        observe(&mut node, &material, secret, "2", clock.at(10));
+        observe(&mut node, material, secret, "2", clock.at(10));
     }
     let a_rotated = a_new.snapshot("..g2");
     let actions = volume_changed(&mut node, "a", &a_rotated, clock.at(20));
