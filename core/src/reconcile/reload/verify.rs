@@ -1,0 +1,201 @@
+//! Verification: probe rounds after a reload, what counts as the new leaf served on every name,
+//! timeouts, and the expiry warning from what is served.
+
+use std::time::Instant;
+
+use super::*;
+
+impl PodReload {
+    pub(super) fn verification_timed_out(
+        &mut self,
+        attempt: u8,
+        swapped_at: Instant,
+        now: Instant,
+        actions: &mut Vec<Decision>,
+    ) {
+        let seen = self
+            .served
+            .iter()
+            .map(|(name, fp)| format!("{}={}", name.as_deref().unwrap_or("(no SNI)"), short(fp)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let want = self
+            .expected
+            .iter()
+            .map(|l| short(&l.fingerprint))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let note = format!(
+            "after {} the controller does not serve the expected leaf {want} (served: {})",
+            seconds(self.limits.verify_timeout),
+            if seen.is_empty() {
+                "nothing reachable".to_string()
+            } else {
+                seen
+            }
+        );
+        if self.signal_withheld {
+            // Already counted (and reported) as withheld: say what is served, keep the
+            // withheld result and its reason in /status, and do not retry.
+            actions.push(self.event(
+                EventReason::ServedCertificateMismatch,
+                format!("{note}; the reload signal was withheld"),
+            ));
+            self.phase = Phase::Idle;
+            return;
+        }
+        let (reason, result) = match self.kind {
+            ReloadKind::Reload => (EventReason::ReloadUnverified, ReloadResult::Unverified),
+            _ => (
+                EventReason::ServedCertificateMismatch,
+                ReloadResult::Unverified,
+            ),
+        };
+        actions.push(self.event(reason, note.clone()));
+        actions.push(Decision::Finished {
+            result,
+            seconds: now.saturating_duration_since(swapped_at).as_secs_f64(),
+        });
+        self.set_result(result, note);
+        self.phase = self.retry_or_idle(attempt, swapped_at, now);
+    }
+
+    pub(super) fn probed(&mut self, round: ProbeRound, now: Instant, actions: &mut Vec<Decision>) {
+        for (name, result) in &round.served {
+            if let Ok(leaf) = result {
+                self.served.insert(name.clone(), leaf.fingerprint.clone());
+            }
+        }
+        self.check_expiry(&round, actions);
+        let Phase::Verifying {
+            attempt,
+            swapped_at,
+            deadline,
+            backoff,
+            matched,
+            ..
+        } = self.phase.clone()
+        else {
+            return;
+        };
+        let all_match = !round.served.is_empty()
+            && round.served.iter().all(|(name, result)| match result {
+                Ok(leaf) => self
+                    .expected_for(name.as_deref())
+                    .contains(&leaf.fingerprint.as_str()),
+                Err(_) => false,
+            });
+        if !all_match {
+            let backoff = (backoff * 2).min(PROBE_MAX);
+            self.phase = Phase::Verifying {
+                attempt,
+                swapped_at,
+                deadline,
+                next_probe: now + backoff,
+                probe_in_flight: false,
+                backoff,
+                matched: None,
+            };
+            return;
+        }
+        let (first_seen, rounds) = matched.map_or((now, 1), |(since, n)| (since, n + 1));
+        if rounds < CONFIRM_ROUNDS {
+            self.phase = Phase::Verifying {
+                attempt,
+                swapped_at,
+                deadline,
+                next_probe: now + CONFIRM_GAP,
+                probe_in_flight: false,
+                backoff,
+                matched: Some((first_seen, rounds)),
+            };
+            return;
+        }
+        // The figure users care about is when the new leaf began to be served, not when we
+        // finished convincing ourselves.
+        let took = first_seen.saturating_duration_since(swapped_at);
+        let note = format!(
+            "now serving {} on {} name(s) and without SNI, {} after the new files appeared",
+            self.expected
+                .iter()
+                .map(|l| short(&l.fingerprint))
+                .collect::<Vec<_>>()
+                .join(", "),
+            round.served.len().saturating_sub(1),
+            seconds(took)
+        );
+        self.set_result(ReloadResult::Verified, note.clone());
+        // A controller that took the files by itself after a withheld signal was not reloaded
+        // by mountlag: no ControllerReloaded for it.
+        if self.kind == ReloadKind::Reload && !self.signal_withheld {
+            actions.push(self.event(EventReason::ControllerReloaded, note));
+        }
+        actions.push(Decision::Finished {
+            result: ReloadResult::Verified,
+            seconds: took.as_secs_f64(),
+        });
+        self.phase = Phase::Idle;
+    }
+
+    pub(super) fn check_expiry(&mut self, round: &ProbeRound, actions: &mut Vec<Decision>) {
+        let Some(Ok(leaf)) = round
+            .served
+            .get(&None)
+            .or_else(|| round.served.values().next())
+        else {
+            return;
+        };
+        let Some(not_after) = leaf.not_after else {
+            return;
+        };
+        let now = round.at_unix;
+        let warn = i64::try_from(self.limits.expiry_warn_before.as_secs()).unwrap_or(i64::MAX);
+        if not_after - now <= warn
+            && self.warned_expiry_for.as_deref() != Some(leaf.fingerprint.as_str())
+        {
+            self.warned_expiry_for = Some(leaf.fingerprint.clone());
+            let days = (not_after - now).div_euclid(86_400);
+            actions.push(self.event(
+                EventReason::CertificateExpiringSoon,
+                format!(
+                    "the served leaf {} expires in {days} day(s)",
+                    short(&leaf.fingerprint)
+                ),
+            ));
+        }
+    }
+
+    pub(super) fn expected_for(&self, name: Option<&str>) -> Vec<&str> {
+        let by_name: Vec<&str> = match name {
+            Some(name) => self
+                .expected
+                .iter()
+                .filter(|l| l.dns_names.iter().any(|n| names_match(n, name)))
+                .map(|l| l.fingerprint.as_str())
+                .collect(),
+            None => Vec::new(),
+        };
+        if by_name.is_empty() {
+            self.expected
+                .iter()
+                .map(|l| l.fingerprint.as_str())
+                .collect()
+        } else {
+            by_name
+        }
+    }
+
+    pub(super) fn probe_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .expected
+            .iter()
+            .flat_map(|l| l.dns_names.iter())
+            .filter(|n| !n.starts_with("*."))
+            .cloned()
+            .chain(self.extra_hosts.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
