@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use super::table::*;
 use super::*;
 use serde_json::json;
 use time::macros::datetime;

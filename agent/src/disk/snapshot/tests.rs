@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::symlink;
 
+use super::open::{open_beneath, open_walking};
 use super::*;
 use crate::disk::test_volume::{self_signed, write_volume};
 use crate::disk::{KubeletRoot, VolumeKind};
