@@ -19,15 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use mountlag_core::node::{Input, Node, NodeSettings, Now};
-use mountlag_core::reconcile::Thresholds;
-use mountlag_core::reconcile::reload::ReloadLimits;
+use mountlag_core::node::{Input, Node, Now};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, AgentMetrics, DiskStatus, Liveness, StatusSnapshot};
+use crate::admin::{self, AgentMetrics, Liveness, StatusSnapshot};
 use crate::config::Config;
-use crate::disk::KubeletRoot;
 use crate::disk::{RescanReason, VolumeChange, VolumeWatcher, WatchMetrics, WatcherConfig};
 use crate::effects::perform::{EffectMetrics, EffectTargets, Effects};
 use crate::effects::reload::ReloadMetrics;
@@ -49,9 +46,6 @@ pub struct AgentOptions {
 
 /// Inputs handled back to back before the loop looks at timers and publishes again.
 const MAX_BATCH: usize = 256;
-/// The status snapshot is rebuilt at most this often: it costs O(mounts) (~8 ms at 1,000), and
-/// /status, /readyz and `mountlag status --watch` do not need fresher data.
-const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs the agent until `shutdown` resolves.
 pub async fn run_agent(
@@ -74,7 +68,7 @@ pub async fn run_agent(
     admin::register_inotify_watches(&mut registry, Arc::clone(&metrics.inotify_watches));
     let registry = Arc::new(registry);
 
-    let disk = disk_status(&options.kubelet_root);
+    let disk = crate::disk::disk_status(&options.kubelet_root);
     let (status_tx, status_rx) = watch::channel(Arc::new(StatusSnapshot {
         node: options.node_name.clone(),
         ready: false,
@@ -140,7 +134,8 @@ pub async fn run_agent(
         input_tx.clone(),
         pods_beat,
     ));
-    let mut node = Node::new(node_settings(&config, &options, disk), Instant::now());
+    let settings = config.node_settings(&options.node_name, &options.kubelet_root, disk);
+    let mut node = Node::new(settings, Instant::now());
     let secret_client = client.clone();
     let secret_tx = input_tx.clone();
     let mut effects = Effects::new(EffectTargets {
@@ -249,54 +244,5 @@ fn volume_input(change: VolumeChange, rescans: &WatchMetrics) -> Input {
             rescans.rescanned(reason);
             Input::VolumesRescanned { reason }
         }
-    }
-}
-
-/// Whether kubelet's volume directories can be read (a probe-only install mounts none).
-fn disk_status(kubelet_root: &std::path::Path) -> DiskStatus {
-    let kubelet_root_text = kubelet_root.display().to_string();
-    match crate::disk::check_readable(&KubeletRoot::new(kubelet_root)) {
-        Ok(()) => DiskStatus {
-            checked: true,
-            kubelet_root: kubelet_root_text,
-            reason: None,
-        },
-        Err(reason) => {
-            tracing::warn!(
-                %reason,
-                "no kubelet root: checking served certificates against the API only; no disk \
-                 comparison, nudge or reload on this node"
-            );
-            DiskStatus {
-                checked: false,
-                kubelet_root: kubelet_root_text,
-                reason: Some(format!(
-                    "{reason}: served certificates are checked against the API only; mounts \
-                     are not compared on disk, nudged or reloaded"
-                )),
-            }
-        }
-    }
-}
-
-fn node_settings(config: &Config, options: &AgentOptions, disk: DiskStatus) -> NodeSettings {
-    NodeSettings {
-        node_name: options.node_name.clone(),
-        kubelet: KubeletRoot::new(&options.kubelet_root),
-        disk,
-        thresholds: Thresholds {
-            nudge_enabled: config.nudge.enabled,
-            nudge_after: config.nudge.after,
-            stuck_after: config.stuck_after,
-        },
-        reload: ReloadLimits {
-            min_interval: config.reload.min_interval,
-            verify_timeout: config.verify.timeout,
-            wait_for_others: config.stuck_after,
-            expiry_warn_before: config.expiry.warn_before,
-            max_attempts: 3,
-        },
-        controllers: config.controllers.iter().map(|c| c.spec()).collect(),
-        publish_every: PUBLISH_EVERY,
     }
 }

@@ -208,6 +208,43 @@ impl ControllerProfile {
     }
 }
 
+impl Config {
+    /// What the node model needs of this configuration, for the node `node_name`.
+    pub fn node_settings(
+        &self,
+        node_name: &str,
+        kubelet_root: &Path,
+        disk: mountlag_core::status::DiskStatus,
+    ) -> mountlag_core::node::NodeSettings {
+        use mountlag_core::reconcile::Thresholds;
+        use mountlag_core::reconcile::reload::ReloadLimits;
+        mountlag_core::node::NodeSettings {
+            node_name: node_name.to_string(),
+            kubelet: mountlag_core::volume::KubeletRoot::new(kubelet_root),
+            disk,
+            thresholds: Thresholds {
+                nudge_enabled: self.nudge.enabled,
+                nudge_after: self.nudge.after,
+                stuck_after: self.stuck_after,
+            },
+            reload: ReloadLimits {
+                min_interval: self.reload.min_interval,
+                verify_timeout: self.verify.timeout,
+                // A rotation's other volumes are waited for as long as a mount may lag.
+                wait_for_others: self.stuck_after,
+                expiry_warn_before: self.expiry.warn_before,
+                max_attempts: 3,
+            },
+            controllers: self
+                .controllers
+                .iter()
+                .map(ControllerProfile::spec)
+                .collect(),
+            publish_every: mountlag_core::node::PUBLISH_EVERY,
+        }
+    }
+}
+
 /// Where a controller reads its certificates from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReloadMode {

@@ -21,7 +21,9 @@ pub mod snapshot;
 pub(crate) mod test_volume;
 pub mod watcher;
 
-pub use paths::{KubeletRoot, VolumeKind, VolumeLocation, check_readable, discover_volumes};
+pub use paths::{
+    KubeletRoot, VolumeKind, VolumeLocation, check_readable, discover_volumes, disk_status,
+};
 pub use snapshot::{
     FileSnapshot, Problem, ProblemKind, SnapshotError, VolumeSnapshot, VolumeState, snapshot,
 };

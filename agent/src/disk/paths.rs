@@ -10,9 +10,37 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use mountlag_core::status::DiskStatus;
 use mountlag_core::text::untrusted;
 use mountlag_core::volume::file_name;
 pub use mountlag_core::volume::{KubeletRoot, VolumeKind, VolumeLocation};
+
+/// Whether kubelet's volume directories can be read (a probe-only install mounts none).
+pub fn disk_status(kubelet_root: &std::path::Path) -> DiskStatus {
+    let kubelet_root_text = kubelet_root.display().to_string();
+    match check_readable(&KubeletRoot::new(kubelet_root)) {
+        Ok(()) => DiskStatus {
+            checked: true,
+            kubelet_root: kubelet_root_text,
+            reason: None,
+        },
+        Err(reason) => {
+            tracing::warn!(
+                %reason,
+                "no kubelet root: checking served certificates against the API only; no disk \
+                 comparison, nudge or reload on this node"
+            );
+            DiskStatus {
+                checked: false,
+                kubelet_root: kubelet_root_text,
+                reason: Some(format!(
+                    "{reason}: served certificates are checked against the API only; mounts \
+                     are not compared on disk, nudged or reloaded"
+                )),
+            }
+        }
+    }
+}
 
 /// Whether this process can list `<root>/pods`; `Err` says why not. A probe-only install
 /// mounts no kubelet root, so the directory is simply absent there.

@@ -37,7 +37,7 @@ use crate::secret::SecretView;
 use crate::status::DiskStatus;
 use crate::volume::{KubeletRoot, RescanReason, VolumeSnapshot};
 
-pub use publish::{Publication, ServedMatch};
+pub use publish::{PUBLISH_EVERY, Publication, ServedMatch};
 
 /// The clock, passed in: monotonic for timers, wall-clock for certificate validity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,12 +2,16 @@
 //! rebuilt at most every `publish_every` and only when something changed.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::reconcile::{CertificateStatus, MountState, ServedStatus};
 use crate::status::StatusSnapshot;
 
 use super::{Node, Now};
+
+/// How often the status is rebuilt at most: it costs O(mounts) (~8 ms at 1,000), and /status,
+/// /readyz and `mountlag status --watch` do not need fresher data.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// One publication: the status and the gauges that go with it.
 #[derive(Debug, Clone, PartialEq)]
