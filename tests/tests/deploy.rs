@@ -1571,23 +1571,18 @@ fn the_daemonset_schedules_on_exactly_the_architectures_the_image_is_built_for()
 
 /// The directory of every workspace member, relative to the repository, as cargo resolves them.
 fn workspace_member_dirs() -> Vec<String> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(repo())
-        .args([
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = output_of(
+        &cargo,
+        &[
             "metadata",
             "--no-deps",
             "--format-version",
             "1",
             "--offline",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metadata: serde_json::Value = serde_json::from_str(&out).unwrap();
     let dirs: Vec<String> = metadata["packages"]
         .as_array()
         .unwrap()
