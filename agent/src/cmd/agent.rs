@@ -23,12 +23,11 @@ use mountlag_core::node::{Input, Node, Now};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, AgentMetrics, Liveness, StatusSnapshot};
+use crate::admin::{self, Liveness, StatusSnapshot};
 use crate::config::Config;
 use crate::disk::{RescanReason, VolumeChange, VolumeWatcher, WatchMetrics, WatcherConfig};
-use crate::effects::perform::{EffectMetrics, EffectTargets, Effects};
-use crate::effects::reload::ReloadMetrics;
-use crate::effects::{EventLimiter, Executor, ExecutorMetrics};
+use crate::effects::perform::{EffectTargets, Effects};
+use crate::effects::{EffectMetrics, EventLimiter, Executor};
 use crate::k8s::sinks::{KubeEventPublisher, KubePodPatcher};
 use crate::k8s::watches::{watch_pods, watch_secret};
 
@@ -58,14 +57,8 @@ pub async fn run_agent(
     let client = crate::k8s::client::build(kube_config, options.config.api)
         .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
     let mut registry = Registry::default();
-    let metrics = EffectMetrics {
-        executor: ExecutorMetrics::register(&mut registry),
-        agent: AgentMetrics::register(&mut registry),
-        reload: ReloadMetrics::register(&mut registry),
-        inotify_watches: Arc::default(),
-    };
+    let metrics = EffectMetrics::register(&mut registry);
     let rescans = WatchMetrics::register(&mut registry);
-    admin::register_inotify_watches(&mut registry, Arc::clone(&metrics.inotify_watches));
     let registry = Arc::new(registry);
 
     let disk = crate::disk::disk_status(&options.kubelet_root);

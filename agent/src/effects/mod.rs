@@ -15,6 +15,7 @@ pub mod events;
 pub mod goexe;
 pub mod goguard;
 pub mod http_reload;
+pub mod metrics;
 pub mod perform;
 pub mod probe;
 pub mod process;
@@ -25,11 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use mountlag_core::action::Action;
 pub use mountlag_core::events::{EventReason, RelatedSecret};
@@ -38,6 +34,8 @@ use mountlag_core::reconcile::PodRef;
 use crate::text::{MAX_EVENT_NOTE_BYTES, MAX_MESSAGE_BYTES, sanitize, untrusted_capped};
 
 pub use events::EventLimiter;
+pub use metrics::{EffectMetrics, ExecutorMetrics, ReloadMetrics};
+use metrics::{EventLabels, ResultLabel};
 
 /// Why a call to the API failed, as a stable label value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,83 +79,6 @@ pub trait EventPublisher: Send + Sync + 'static {
         note: &str,
         related: Option<&RelatedSecret>,
     ) -> BoxFuture<'static, Result<(), ApiFailure>>;
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ApiErrorLabels {
-    pub resource: String,
-    pub reason: String,
-}
-
-/// The executor's metrics, registered into the agent's one registry.
-#[derive(Debug, Clone)]
-pub struct ExecutorMetrics {
-    nudges: Family<ResultLabel, Counter>,
-    pub api_errors: Family<ApiErrorLabels, Counter>,
-    lag: Histogram,
-    events: Family<EventLabels, Counter>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct EventLabels {
-    reason: &'static str,
-    result: &'static str,
-}
-
-/// Buckets from 50 ms (a nudged remount) to 10 minutes (kubelet's slowest sync and beyond).
-const LAG_BUCKETS: [f64; 14] = [
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 300.0, 600.0,
-];
-
-impl ExecutorMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            nudges: Family::default(),
-            api_errors: Family::default(),
-            lag: Histogram::new(LAG_BUCKETS),
-            events: Family::default(),
-        };
-        // The fixed label sets exist from the start, so dashboards see zeros, not gaps.
-        for result in ["success", "error"] {
-            drop(metrics.nudges.get_or_create(&ResultLabel { result }));
-        }
-        registry.register(
-            "mountlag_kubelet_nudges",
-            "Pod annotation patches that ask kubelet to resync a lagging mount",
-            metrics.nudges.clone(),
-        );
-        registry.register(
-            "mountlag_api_errors",
-            "Failed Kubernetes API calls and watch errors",
-            metrics.api_errors.clone(),
-        );
-        registry.register_with_unit(
-            "mountlag_mount_lag",
-            "Time from an API change being observed to the volume on disk matching it",
-            prometheus_client::registry::Unit::Seconds,
-            metrics.lag.clone(),
-        );
-        registry.register(
-            "mountlag_events",
-            "Kubernetes Events by reason and whether they were published, rate-limited or failed",
-            metrics.events.clone(),
-        );
-        metrics
-    }
-
-    pub fn api_error(&self, resource: &str, reason: &str) {
-        self.api_errors
-            .get_or_create(&ApiErrorLabels {
-                resource: resource.to_string(),
-                reason: reason.to_string(),
-            })
-            .inc();
-    }
 }
 
 /// Performs actions. Cheap to clone; every call spawns its side effect so the reconcile loop
@@ -350,7 +271,7 @@ mod tests {
             Arc::new(NoPatches),
             Arc::new(Notes(tx)),
             EventLimiter::default(),
-            ExecutorMetrics::register(&mut Registry::default()),
+            ExecutorMetrics::register(&mut prometheus_client::registry::Registry::default()),
         );
         let pod = PodRef {
             namespace: "ingress".into(),

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mountlag_core::action::Action;
@@ -28,28 +28,17 @@ use mountlag_core::status::StatusSnapshot;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::Executor;
+use super::metrics::{EffectMetrics, NotAfterLabels, ServedLabels};
 use super::reload::{
-    NotAfterLabels, ReloadMetrics, ServedLabels, TargetCache, probe_address, probe_round,
-    reload_controller, signal_known_target,
+    TargetCache, probe_address, probe_round, reload_controller, signal_known_target,
 };
-use super::{Executor, ExecutorMetrics};
-use crate::admin::AgentMetrics;
 use crate::config::{Config, ControllerProfile};
 use crate::disk::VolumeWatcher;
 use crate::disk::{SnapshotError, snapshot};
 
 /// Starts a watch on one Secret whose events go to the loop.
 pub type SecretWatchSpawner = Box<dyn Fn(SecretKey) -> JoinHandle<()> + Send>;
-
-/// The metrics the executor writes.
-#[derive(Debug, Clone)]
-pub struct EffectMetrics {
-    pub executor: ExecutorMetrics,
-    pub reload: ReloadMetrics,
-    pub agent: AgentMetrics,
-    /// `mountlag_inotify_watches`, read on each scrape.
-    pub inotify_watches: Arc<AtomicUsize>,
-}
 
 pub struct Effects {
     executor: Executor,

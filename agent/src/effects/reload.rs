@@ -14,16 +14,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
-
 use crate::config::{ControllerProfile, ReloadAction};
 use crate::k8s::ControllerPod;
-use crate::reconcile::reload::{FailureKind, ProbeRound, ReloadFailure, ReloadResult, ServedLeaf};
+use crate::reconcile::reload::{FailureKind, ProbeRound, ReloadFailure, ServedLeaf};
 
 use super::goguard::{Verdict, judge};
 use super::http_reload::http_reload;
@@ -257,105 +250,5 @@ mod tests {
             with_pod_ip("http://caddy.admin/load", &pod(&["10.1.2.3"])),
             "http://caddy.admin/load"
         );
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ReloadLabels {
-    namespace: String,
-    pod: String,
-    result: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ServedLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub secret: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct NotAfterLabels {
-    pub namespace: String,
-    pub secret: String,
-    pub source: &'static str,
-}
-
-/// Buckets from 5 ms (a signal and a handshake) to the verify timeout range.
-const RELOAD_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// `mountlag_reloads_total`, `mountlag_reload_duration_seconds`,
-/// `mountlag_served_certificate_match`, `mountlag_certificate_not_after_timestamp_seconds`.
-#[derive(Debug, Clone)]
-pub struct ReloadMetrics {
-    reloads: Family<ReloadLabels, Counter>,
-    duration: Histogram,
-    pub served_match: Family<ServedLabels, Gauge>,
-    pub not_after: Family<NotAfterLabels, Gauge>,
-}
-
-impl ReloadMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            reloads: Family::default(),
-            duration: Histogram::new(RELOAD_BUCKETS),
-            served_match: Family::default(),
-            not_after: Family::default(),
-        };
-        registry.register(
-            "mountlag_reloads",
-            "Controller reloads by result (verified, unverified, withheld, signal_withheld, failed)",
-            metrics.reloads.clone(),
-        );
-        registry.register_with_unit(
-            "mountlag_reload_duration",
-            "Time from the new files appearing on disk to the new leaf being served",
-            Unit::Seconds,
-            metrics.duration.clone(),
-        );
-        registry.register(
-            "mountlag_served_certificate_match",
-            "1 when the controller serves the expected leaf on every probed name, else 0",
-            metrics.served_match.clone(),
-        );
-        registry.register_with_unit(
-            "mountlag_certificate_not_after_timestamp",
-            "notAfter of the leaf, as the API, the disk and the controller have it",
-            Unit::Seconds,
-            metrics.not_after.clone(),
-        );
-        metrics
-    }
-
-    pub fn finished(&self, namespace: &str, pod: &str, result: ReloadResult, seconds: f64) {
-        self.reloads
-            .get_or_create(&ReloadLabels {
-                namespace: namespace.to_string(),
-                pod: pod.to_string(),
-                result: result.label(),
-            })
-            .inc();
-        if result == ReloadResult::Verified {
-            self.duration.observe(seconds);
-        }
-    }
-
-    /// Forgets a pod's series when it goes away, so label cardinality stays bounded.
-    pub fn forget_pod(&self, namespace: &str, pod: &str) {
-        for result in [
-            ReloadResult::Verified,
-            ReloadResult::Unverified,
-            ReloadResult::Withheld,
-            ReloadResult::SignalWithheld,
-            ReloadResult::Failed,
-        ] {
-            self.reloads.remove(&ReloadLabels {
-                namespace: namespace.to_string(),
-                pod: pod.to_string(),
-                result: result.label(),
-            });
-        }
     }
 }
