@@ -76,6 +76,7 @@ pub enum Action {
 /// Which view of a certificate a figure comes from (metric label `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CertificateView {
+    Api,
     Disk,
     Served,
 }
@@ -83,6 +84,7 @@ pub enum CertificateView {
 impl CertificateView {
     pub fn label(self) -> &'static str {
         match self {
+            CertificateView::Api => "api",
             CertificateView::Disk => "disk",
             CertificateView::Served => "served",
         }

@@ -403,6 +403,18 @@ async fn promtool_accepts_a_live_scrape_with_mounts_in_several_states() {
             .any(|l| l.starts_with("mountlag_controller_pods{") && l.contains("origin=\"config\"")),
         "{metrics}"
     );
+    // The in-sync mount's leaf, as the API and the disk hold it: the same certificate, valid.
+    let not_after = |source: &str| {
+        value(&format!(
+            "mountlag_certificate_not_after_timestamp_seconds{{namespace=\"{NAMESPACE}\",secret=\"edge-tls\",source=\"{source}\"}}"
+        ))
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(not_after("api").is_some_and(|t| t > now), "{metrics}");
+    assert_eq!(not_after("api"), not_after("disk"), "{metrics}");
     // Every metric the shipped alert rules use is one this agent exports: described in this
     // scrape, or — families whose series only an event creates (reloads, API errors) —
     // registered under that name in the agent's source.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::action::Action;
+use crate::action::{Action, CertificateView};
 use crate::events::RelatedSecret;
 use crate::pod::ControllerPod;
 use crate::reconcile::material::material_of_secrets;
@@ -227,7 +227,18 @@ impl Node {
                 actions
             }
             Input::SecretObserved { key, view } => {
-                let mut actions = self.index.secret_observed(&key, view, at);
+                let mut actions: Vec<Action> = view
+                    .as_ref()
+                    .and_then(earliest_not_after)
+                    .map(|unix| Action::SetNotAfter {
+                        namespace: key.namespace.clone(),
+                        secret: key.name.clone(),
+                        source: CertificateView::Api,
+                        unix,
+                    })
+                    .into_iter()
+                    .collect();
+                actions.extend(self.index.secret_observed(&key, view, at));
                 for uid in self.index.pods_of_secret(&key) {
                     actions.extend(self.api_leaves_of_pod(&uid, at));
                 }
@@ -474,10 +485,19 @@ impl Node {
             .map(|secret| Action::SetNotAfter {
                 namespace: pod.namespace.clone(),
                 secret: secret.to_string(),
-                source: crate::action::CertificateView::Served,
+                source: CertificateView::Served,
                 unix: not_after,
             })
             .collect()
+    }
+}
+
+/// The notAfter the API's Secret holds: of its served leaves (a certificate with its key), the
+/// earliest; `None` for a Secret without one.
+fn earliest_not_after(view: &SecretView) -> Option<i64> {
+    match material_of_secrets(&view.certificates) {
+        Material::Valid { leaves } => leaves.iter().map(|leaf| leaf.not_after).min(),
+        Material::Invalid { .. } | Material::NoServedCertificate => None,
     }
 }
 

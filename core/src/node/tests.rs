@@ -869,3 +869,37 @@ fn a_served_certificate_sets_its_not_after_for_the_pods_secrets() {
         .is_empty()
     );
 }
+
+#[test]
+fn a_secret_in_the_api_sets_its_not_after_whether_or_not_anything_mounts_it_yet() {
+    let clock = Clock::new();
+    let mut node = Node::new(settings(vec![files_controller(true)], true), clock.base);
+    let material = Material::tls("a.example");
+    let leaf = cert::parse_pem(&material.files[0].1).unwrap();
+    let not_after = leaf.leaf().unwrap().not_after.unix_timestamp();
+    let actions = observe(&mut node, &material, SECRET, "1", clock.at(0));
+    assert_eq!(
+        actions,
+        [Action::SetNotAfter {
+            namespace: "ingress".into(),
+            secret: SECRET.into(),
+            source: crate::action::CertificateView::Api,
+            unix: not_after,
+        }]
+    );
+    // A Secret without a certificate and its key (an opaque token, a CA bundle) has none.
+    let opaque = Material {
+        files: vec![("token", b"not a certificate".to_vec())],
+    };
+    assert_eq!(observe(&mut node, &opaque, "token", "1", clock.at(10)), []);
+    assert!(
+        node.step(
+            Input::SecretObserved {
+                key: key(SECRET),
+                view: None
+            },
+            clock.at(20)
+        )
+        .is_empty()
+    );
+}
