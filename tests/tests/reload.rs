@@ -435,6 +435,19 @@ async fn a_controller_that_ignores_the_signal_is_reported_unverified() {
         mount_of(&status, setup.pod).unwrap()["served"]["match"],
         false
     );
+    // `mountlag status` says a human is needed, although the mount itself is in sync (the
+    // status above already showed the mismatch; `lastReload` follows within 100 ms).
+    let endpoint = format!("http://{}", setup.node.agent.as_ref().unwrap().listen);
+    let out = mountlag_testbed::agent::run(&["status", "--endpoint", &endpoint]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("MISMATCH"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

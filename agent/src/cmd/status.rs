@@ -1,9 +1,9 @@
 //! `mountlag status [--endpoint URL] [--json] [--watch]`: reads a running agent's `/status`
 //! and prints it as a table an operator reads at a glance, or unchanged as JSON.
 //!
-//! Exit status (also with `--json`): 0 when every mount is fine, 1 when any mount is in a state
-//! that needs a human ([`NEEDS_ATTENTION`]), 2 when the endpoint cannot be reached or does not
-//! answer a status document. With `--watch` the last refresh's status is returned on Ctrl-C.
+//! Exit status (also with `--json`): 0 when every mount is fine, 1 when any mount needs a human
+//! (a [`NEEDS_ATTENTION`] state, a last reload in [`RELOAD_NEEDS_ATTENTION`], or a served
+//! mismatch), 2 when the endpoint cannot be reached or does not answer a status document. With `--watch` the last refresh's status is returned on Ctrl-C.
 //!
 //! Rendering is tolerant: the document is read as untyped JSON, fields that this version does
 //! not know are ignored and columns whose fields are absent show `-`, so an older client reads
@@ -32,13 +32,17 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9977";
 pub const EXIT_ATTENTION: u8 = 1;
 /// Exit status when the endpoint cannot be reached or answers something else than a status.
 pub const EXIT_UNREACHABLE: u8 = 2;
-/// Mount states that make `mountlag status` exit 1: stuck, unverified or invalid.
+/// Mount states that make `mountlag status` exit 1. The agent reports `stuck` and `unreadable`
+/// today; the reload outcomes are in `lastReload` (see [`RELOAD_NEEDS_ATTENTION`]).
 pub const NEEDS_ATTENTION: [&str; 4] = [
     "stuck",
     "reload_unverified",
     "invalid_material",
     "unreadable",
 ];
+/// Outcomes of a pod's last reload (`lastReload`) that make `mountlag status` exit 1: the new
+/// certificate was not proven served, was withheld as invalid material, or the reload failed.
+pub const RELOAD_NEEDS_ATTENTION: [&str; 3] = ["unverified", "withheld", "failed"];
 /// States shown in green.
 const HEALTHY: [&str; 1] = ["in_sync"];
 /// Longest table cell: every string of the document came over the network and is escaped and

@@ -3,12 +3,18 @@
 
 use super::*;
 
-/// 1 when any mount is in a [`NEEDS_ATTENTION`] state, 0 otherwise.
+/// 1 when any mount needs a human ([`needs_attention`]), 0 otherwise.
 pub fn exit_code(status: &Value) -> u8 {
-    let bad = mounts(status)
-        .iter()
-        .any(|m| NEEDS_ATTENTION.contains(&state(m)));
+    let bad = mounts(status).iter().any(|m| needs_attention(m));
     if bad { EXIT_ATTENTION } else { 0 }
+}
+
+/// A [`NEEDS_ATTENTION`] state, a last reload in [`RELOAD_NEEDS_ATTENTION`], or a controller
+/// that serves another certificate than expected.
+pub(super) fn needs_attention(mount: &Value) -> bool {
+    NEEDS_ATTENTION.contains(&state(mount))
+        || str_field(mount, "lastReload").is_some_and(|r| RELOAD_NEEDS_ATTENTION.contains(&r))
+        || served_match(mount) == Some(false)
 }
 
 pub(super) fn mounts(status: &Value) -> Vec<&Value> {

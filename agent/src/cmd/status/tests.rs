@@ -295,6 +295,33 @@ fn exit_codes_follow_the_states() {
 }
 
 #[test]
+fn a_reload_not_proven_or_a_served_mismatch_needs_attention_whatever_the_mount_state() {
+    let with = |field: &str, value: Value| {
+        let mut m = mount("b", "in_sync");
+        m[field] = value;
+        exit_code(&status(vec![mount("a", "in_sync"), m]))
+    };
+    for outcome in ["unverified", "withheld", "failed"] {
+        assert_eq!(with("lastReload", json!(outcome)), 1, "{outcome}");
+    }
+    for outcome in ["verified", "signal_withheld"] {
+        assert_eq!(with("lastReload", json!(outcome)), 0, "{outcome}");
+    }
+    assert_eq!(
+        with("served", json!({"fingerprintSha256": "ab", "match": false})),
+        1
+    );
+    assert_eq!(
+        with("served", json!({"fingerprintSha256": "ab", "match": true})),
+        0
+    );
+    assert_eq!(
+        with("served", json!({"fingerprintSha256": null, "match": null})),
+        0
+    );
+}
+
+#[test]
 fn durations_are_short() {
     assert_eq!(human_duration(0.0123), "12ms");
     assert_eq!(human_duration(4.25), "4.2s");
