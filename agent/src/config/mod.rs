@@ -60,6 +60,16 @@ pub const DEFAULT_NUDGE_AFTER: Duration = Duration::from_secs(2);
 pub const DEFAULT_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// Default for `verify.timeout`.
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `verify.interval`: a served certificate is checked at least this often.
+pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(300);
+/// Default for `verify.mismatchAfter`: API-driven controllers take seconds to pick a Secret up
+/// (ingress-nginx syncs within about a second, Traefik and Contour debounce for a few).
+pub const DEFAULT_VERIFY_MISMATCH_AFTER: Duration = Duration::from_secs(30);
+/// Default for `verify.handshakesPerSecond`: a client handshake costs the agent about half a
+/// millisecond of CPU, so 5/s is about 0.25% of a core at most (docs/benchmarks.md).
+pub const DEFAULT_VERIFY_HANDSHAKES_PER_SECOND: u32 = 5;
+/// Largest `verify.handshakesPerSecond` accepted.
+pub const MAX_VERIFY_HANDSHAKES_PER_SECOND: u32 = 1000;
 /// Default for `expiry.warnBefore` (21 days).
 pub const DEFAULT_EXPIRY_WARN_BEFORE: Duration = Duration::from_secs(21 * DAY_SECS);
 /// Default for `api.maxStreamsPerConnection`: below the HTTP/2 stream limits servers commonly
@@ -94,7 +104,12 @@ const TOP_KEYS: &[&str] = &[
 ];
 const NUDGE_KEYS: &[&str] = &["enabled", "after"];
 const RELOAD_KEYS: &[&str] = &["minInterval"];
-const VERIFY_KEYS: &[&str] = &["timeout"];
+const VERIFY_KEYS: &[&str] = &[
+    "timeout",
+    "interval",
+    "mismatchAfter",
+    "handshakesPerSecond",
+];
 const EXPIRY_KEYS: &[&str] = &["warnBefore"];
 const API_KEYS: &[&str] = &["http2", "maxStreamsPerConnection"];
 const CONTROLLER_KEYS: &[&str] = &[
@@ -158,6 +173,12 @@ pub struct ReloadConfig {
 pub struct VerifyConfig {
     /// How long to wait for the new leaf to be served before `ReloadUnverified`.
     pub timeout: Duration,
+    /// How often the served certificates are checked between rotations (jittered ±10%).
+    pub interval: Duration,
+    /// How long served ≠ expected may last before `ServedCertificateMismatch`.
+    pub mismatch_after: Duration,
+    /// Node-wide average of TLS handshakes periodic checks may make per second.
+    pub handshakes_per_second: u32,
 }
 
 /// `expiry`: certificate expiry warnings.
@@ -204,6 +225,7 @@ impl ControllerProfile {
             },
             reloads: self.reload != ReloadAction::None,
             probe_hosts: self.probe.hosts.clone(),
+            probe_ports: self.probe.ports.len(),
         }
     }
 }
@@ -234,6 +256,8 @@ impl Config {
                 wait_for_others: self.stuck_after,
                 expiry_warn_before: self.expiry.warn_before,
                 max_attempts: 3,
+                verify_interval: self.verify.interval,
+                mismatch_after: self.verify.mismatch_after,
             },
             controllers: self
                 .controllers
@@ -241,6 +265,7 @@ impl Config {
                 .map(ControllerProfile::spec)
                 .collect(),
             publish_every: mountlag_core::node::PUBLISH_EVERY,
+            handshakes_per_second: self.verify.handshakes_per_second,
         }
     }
 }
@@ -348,6 +373,9 @@ impl Default for VerifyConfig {
     fn default() -> Self {
         VerifyConfig {
             timeout: DEFAULT_VERIFY_TIMEOUT,
+            interval: DEFAULT_VERIFY_INTERVAL,
+            mismatch_after: DEFAULT_VERIFY_MISMATCH_AFTER,
+            handshakes_per_second: DEFAULT_VERIFY_HANDSHAKES_PER_SECOND,
         }
     }
 }

@@ -113,6 +113,9 @@ reload:
   minInterval: 1m30s
 verify:
   timeout: 15s
+  interval: 2m
+  mismatchAfter: 0s
+  handshakesPerSecond: 20
 expiry:
   warnBefore: 30d
 api:
@@ -153,6 +156,9 @@ controllers:
         },
         verify: VerifyConfig {
             timeout: Duration::from_secs(15),
+            interval: Duration::from_secs(120),
+            mismatch_after: Duration::ZERO,
+            handshakes_per_second: 20,
         },
         expiry: ExpiryConfig {
             warn_before: Duration::from_secs(30 * 86_400),
@@ -220,6 +226,24 @@ fn api_stream_caps_outside_one_to_a_thousand_are_refused_with_their_line() {
     );
     assert!(error("api: {http2: yes please}\n").contains("api.http2"));
     assert_eq!(parse("api: {}\n").api, ApiConfig::default());
+}
+
+#[test]
+fn verify_keys_have_defaults_and_bad_values_name_their_line() {
+    let defaults = parse("verify: {}\n").verify;
+    assert_eq!(defaults.interval, Duration::from_secs(300));
+    assert_eq!(defaults.mismatch_after, Duration::from_secs(30));
+    assert_eq!(defaults.handshakes_per_second, 5);
+    assert_eq!(
+        error("verify:\n  handshakesPerSecond: 0\n"),
+        "t.yaml:2:24: verify.handshakesPerSecond: must be a whole number from 1 to 1000 (TLS handshakes per second, node-wide), not number 0"
+    );
+    assert!(
+        error("verify:\n  interval: 0s\n").starts_with("t.yaml:2:13: verify.interval:"),
+        "{}",
+        error("verify:\n  interval: 0s\n")
+    );
+    assert!(error("verify: {mismatchAfter: soon}\n").contains("verify.mismatchAfter"));
 }
 
 #[test]

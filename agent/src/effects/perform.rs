@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use super::Executor;
 use super::metrics::{EffectMetrics, NotAfterLabels, ServedLabels};
 use super::reload::{
-    TargetCache, probe_address, probe_round, reload_controller, signal_known_target,
+    TargetCache, probe_addresses, probe_round, reload_controller, signal_known_target,
 };
 use crate::config::{Config, ControllerProfile};
 use crate::disk::VolumeWatcher;
@@ -170,11 +170,11 @@ impl Effects {
                 // Profiles do not change while the agent runs: every pod's profile exists.
                 let profile = self.profile(&pod.controller)?;
                 let later = self.later.clone();
-                let addr = probe_address(&pod, &profile);
+                let addrs = probe_addresses(&pod, &profile);
                 let timeout = self.config.verify.timeout.min(Duration::from_secs(2));
                 let uid = pod.uid.clone();
                 tokio::spawn(async move {
-                    let round = probe_round(addr, names, timeout).await;
+                    let round = probe_round(addrs, names, timeout).await;
                     let _ = later.send(Input::Probed { uid, round });
                 });
                 None

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{ControllerProfile, ReloadAction};
+use crate::config::{ControllerProfile, DEFAULT_PROBE_PORT, ReloadAction};
 use crate::k8s::ControllerPod;
-use crate::reconcile::reload::{FailureKind, ProbeRound, ReloadFailure, ServedLeaf};
+use crate::reconcile::reload::{FailureKind, ProbeKey, ProbeRound, ReloadFailure, ServedLeaf};
 
 use super::goguard::{Verdict, judge};
 use super::http_reload::http_reload;
@@ -179,33 +179,49 @@ pub fn with_pod_ip(url: &str, pod: &ControllerPod) -> String {
     url.replace("{podIP}", &ip)
 }
 
-/// Where to reach the pod's TLS listener: the pod IP (for hostNetwork pods that is the node's
-/// IP, reachable from the agent's own network namespace); loopback only when none is known.
-pub fn probe_address(pod: &ControllerPod, profile: &ControllerProfile) -> SocketAddr {
-    let ip = pod
-        .pod_ips
-        .first()
-        .copied()
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let port = profile.probe.ports.first().copied().unwrap_or(443);
-    SocketAddr::new(ip, port)
+/// Where to reach the pod's TLS listeners: every pod IP (IPv4 and IPv6; for hostNetwork pods
+/// the node's, reachable from the agent's own network namespace) on every probe port;
+/// loopback only when no IP is known.
+pub fn probe_addresses(pod: &ControllerPod, profile: &ControllerProfile) -> Vec<SocketAddr> {
+    let ips: Vec<IpAddr> = if pod.pod_ips.is_empty() {
+        vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+    } else {
+        pod.pod_ips.clone()
+    };
+    let ports: &[u16] = if profile.probe.ports.is_empty() {
+        &[DEFAULT_PROBE_PORT]
+    } else {
+        &profile.probe.ports
+    };
+    ips.iter()
+        .flat_map(|ip| ports.iter().map(|port| SocketAddr::new(*ip, *port)))
+        .collect()
 }
 
-/// One handshake per name plus one without SNI; what each presented.
-pub async fn probe_round(addr: SocketAddr, names: Vec<String>, timeout: Duration) -> ProbeRound {
-    let results = crate::effects::probe::probe_all(addr, &names, timeout).await;
-    let served: BTreeMap<Option<String>, Result<ServedLeaf, String>> = results
-        .into_iter()
-        .map(|(target, result)| {
+/// One handshake per name plus one without SNI, on every address; what each presented.
+pub async fn probe_round(
+    addrs: Vec<SocketAddr>,
+    names: Vec<String>,
+    timeout: Duration,
+) -> ProbeRound {
+    let mut served = BTreeMap::new();
+    for addr in addrs {
+        let results = crate::effects::probe::probe_all(addr, &names, timeout).await;
+        for (target, result) in results {
             let result = result
                 .map(|leaf| ServedLeaf {
                     fingerprint: leaf.fingerprint_sha256,
                     not_after: leaf.not_after.map(|t| t.unix_timestamp()),
+                    subject: leaf.subject,
                 })
                 .map_err(|err| err.to_string());
-            (target.sni, result)
-        })
-        .collect();
+            let key = ProbeKey {
+                sni: target.sni,
+                endpoint: addr.to_string(),
+            };
+            served.insert(key, result);
+        }
+    }
     ProbeRound {
         served,
         at_unix: time::OffsetDateTime::now_utc().unix_timestamp(),

@@ -67,6 +67,8 @@ pub struct ControllerSpec {
     pub reloads: bool,
     /// Extra SNI names to probe.
     pub probe_hosts: Vec<String>,
+    /// Ports a probe round covers on every pod IP (for the handshake budget).
+    pub probe_ports: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,9 @@ pub struct NodeSettings {
     pub controllers: Vec<ControllerSpec>,
     /// The status is rebuilt at most this often (it costs O(mounts)).
     pub publish_every: Duration,
+    /// `verify.handshakesPerSecond`: what periodic checks may spend, node-wide, on average.
+    /// Verification after a rotation is never held back, but is counted.
+    pub handshakes_per_second: u32,
 }
 
 /// Everything the agent observes, and the results of the actions it performed.
@@ -172,6 +177,8 @@ pub struct Node {
     unpublished: bool,
     published_at: Option<Instant>,
     created_at: Instant,
+    /// When the handshake budget is free again: each probe round moves it on by its cost.
+    budget_free_at: Instant,
 }
 
 impl Node {
@@ -197,6 +204,7 @@ impl Node {
             unpublished: true,
             published_at: None,
             created_at: now,
+            budget_free_at: now,
         }
     }
 
@@ -321,9 +329,27 @@ impl Node {
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in due {
+            if let Some(reload) = self.reloads.get_mut(&uid)
+                && reload.check_due(now)
+                && self.budget_free_at > now
+            {
+                reload.defer_check(self.budget_free_at);
+                continue;
+            }
             actions.extend(self.step_reload(&uid, ReloadInput::Tick, now));
         }
         actions
+    }
+
+    /// Moves the handshake budget on by one probe round of `names` on the pod.
+    fn charge_probe(&mut self, pod: &ControllerPod, names: usize, now: Instant) {
+        let ports = self
+            .spec(&pod.controller)
+            .map_or(1, |s| s.probe_ports.max(1));
+        let handshakes = (names + 1) * ports * pod.pod_ips.len().max(1);
+        let rate = f64::from(self.settings.handshakes_per_second.max(1));
+        let cost = Duration::from_secs_f64(handshakes as f64 / rate);
+        self.budget_free_at = self.budget_free_at.max(now) + cost;
     }
 
     fn spec(&self, controller: &str) -> Option<&ControllerSpec> {
@@ -387,7 +413,12 @@ impl Node {
             };
             self.reloads.insert(
                 pod.uid.clone(),
-                PodReload::new(kind, self.settings.reload, spec.probe_hosts),
+                PodReload::new(
+                    kind,
+                    self.settings.reload,
+                    spec.probe_hosts,
+                    jitter_seed(&pod.uid),
+                ),
             );
         }
         self.pods.insert(pod.uid.clone(), pod.clone());
@@ -432,9 +463,15 @@ impl Node {
         };
         let mut decisions = reload.step(ReloadInput::Lagging(lagging), now);
         decisions.extend(reload.step(input, now));
-        let Some(pod) = self.pods.get(uid) else {
+        let Some(pod) = self.pods.get(uid).cloned() else {
             return Vec::new();
         };
+        for decision in &decisions {
+            if let Decision::Probe { names } = decision {
+                self.charge_probe(&pod, names.len(), now);
+            }
+        }
+        let pod = &pod;
         decisions
             .into_iter()
             .map(|decision| match decision {
@@ -477,8 +514,7 @@ impl Node {
         let Some(pod) = self.pods.get(uid) else {
             return Vec::new();
         };
-        let served = round.served.get(&None).and_then(|r| r.as_ref().ok());
-        let Some(not_after) = served.and_then(|s| s.not_after) else {
+        let Some(not_after) = round.default_leaf().and_then(|s| s.not_after) else {
             return Vec::new();
         };
         pod.secret_names()
@@ -499,6 +535,14 @@ fn earliest_not_after(view: &SecretView) -> Option<i64> {
         Material::Valid { leaves } => leaves.iter().map(|leaf| leaf.not_after).min(),
         Material::Invalid { .. } | Material::NoServedCertificate => None,
     }
+}
+
+/// A per-pod seed for the periodic checks' jitter (FNV-1a of the UID): stable, and different
+/// for pods that start together.
+fn jitter_seed(uid: &str) -> u64 {
+    uid.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn pod_ref(pod: &ControllerPod) -> PodRef {

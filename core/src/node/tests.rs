@@ -13,7 +13,7 @@ use super::*;
 use crate::cert;
 use crate::events::EventReason;
 use crate::pod::{ContainerInfo, SecretSource, SecretVolume, VolumeMountInfo};
-use crate::reconcile::reload::{FailureKind, ReloadResult, ServedLeaf};
+use crate::reconcile::reload::{FailureKind, ProbeKey, ReloadResult, ServedLeaf};
 use crate::reconcile::{MountState, Thresholds};
 use crate::secret::SecretMeta;
 use crate::volume::{FileSnapshot, VolumeKind};
@@ -41,9 +41,12 @@ fn settings(controllers: Vec<ControllerSpec>, disk_checked: bool) -> NodeSetting
             wait_for_others: Duration::from_secs(120),
             expiry_warn_before: Duration::from_secs(21 * 86_400),
             max_attempts: 3,
+            verify_interval: Duration::from_secs(300),
+            mismatch_after: Duration::from_secs(30),
         },
         controllers,
         publish_every: Duration::from_millis(100),
+        handshakes_per_second: 5,
     }
 }
 
@@ -54,6 +57,7 @@ fn files_controller(reloads: bool) -> ControllerSpec {
         source: CertificateSource::Files,
         reloads,
         probe_hosts: Vec::new(),
+        probe_ports: 1,
     }
 }
 
@@ -278,11 +282,18 @@ fn served(fingerprint: &str, names: &[String], at_unix: i64) -> ProbeRound {
     let leaf = ServedLeaf {
         fingerprint: fingerprint.into(),
         not_after: Some(at_unix + 90 * 86_400),
+        subject: String::new(),
     };
     ProbeRound {
         served: std::iter::once(None)
             .chain(names.iter().cloned().map(Some))
-            .map(|name| (name, Ok(leaf.clone())))
+            .map(|sni| {
+                let key = ProbeKey {
+                    sni,
+                    endpoint: "10.0.0.7:443".into(),
+                };
+                (key, Ok(leaf.clone()))
+            })
             .collect(),
         at_unix,
     }
@@ -836,7 +847,8 @@ fn a_served_certificate_sets_its_not_after_for_the_pods_secrets() {
     let clock = Clock::new();
     let material = Material::tls("a.example");
     let mut node = started(&clock, &material, true);
-    let round = served("ab", &[], 1_800_000_000);
+    // The answer to the check that follows the first read: the files' leaf is served.
+    let round = served(&material.fingerprint(), &[], 1_800_000_000);
     let actions = node.step(
         Input::Probed {
             uid: UID.into(),
@@ -902,4 +914,35 @@ fn a_secret_in_the_api_sets_its_not_after_whether_or_not_anything_mounts_it_yet(
         )
         .is_empty()
     );
+}
+
+#[test]
+fn periodic_checks_share_one_node_wide_handshake_budget() {
+    let clock = Clock::new();
+    let mut settings = settings(vec![files_controller(false)], true);
+    settings.handshakes_per_second = 1;
+    let mut node = Node::new(settings, clock.base);
+    let (a, b) = (Material::tls("a.example"), Material::tls("b.example"));
+    let (on_a, on_b) = (a.snapshot("..g1"), b.snapshot("..g1"));
+    let path_a = path("u1", "tls");
+    run(
+        &mut node,
+        Input::PodsListed(vec![
+            pod("u1", "nginx", &[("tls", "secret-a")]),
+            pod("u2", "nginx", &[("tls", "secret-b")]),
+        ]),
+        clock.at(0),
+        &|p| {
+            if p == path_a {
+                on_a.clone()
+            } else {
+                on_b.clone()
+            }
+        },
+    );
+    // Both first reads want a check at once: one round (a name and no SNI: 2 handshakes at
+    // 1/s) goes out, the other waits until the budget is free again.
+    assert_eq!(probes(&node.step(Input::Tick, clock.at(0))).len(), 1);
+    assert!(probes(&node.step(Input::Tick, clock.at(1_999))).is_empty());
+    assert_eq!(probes(&node.step(Input::Tick, clock.at(2_000))).len(), 1);
 }

@@ -142,21 +142,23 @@ impl Node {
                 .insert(path.to_path_buf(), leaves.clone());
         }
         let mut actions = self.index.disk_observed(path, disk, now.at);
-        if let (Some(Some(_)), Some(generation), Some(material)) =
-            (previous.as_ref(), generation, material)
-            && previous != Some(Some(generation.clone()))
-            && let Some(key) = self.index.mount_at(path).cloned()
-        {
-            actions.extend(self.step_reload(
-                &key.pod_uid,
-                ReloadInput::NewMaterial {
-                    volume: key.volume,
-                    generation,
-                    material,
-                },
-                now.at,
-            ));
-        }
+        let (Some(generation), Some(material), Some(key)) =
+            (generation, material, self.index.mount_at(path).cloned())
+        else {
+            return actions;
+        };
+        let input = match previous {
+            Some(Some(previous)) if previous == generation => return actions,
+            Some(Some(_)) => ReloadInput::NewMaterial {
+                volume: key.volume,
+                generation,
+                material,
+            },
+            // First sighting: what the controller started with, or what it should be serving
+            // when the agent (re)starts.
+            None | Some(None) => ReloadInput::Baseline { material },
+        };
+        actions.extend(self.step_reload(&key.pod_uid, input, now.at));
         actions
     }
 }

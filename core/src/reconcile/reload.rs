@@ -66,6 +66,11 @@ pub struct ReloadLimits {
     pub expiry_warn_before: Duration,
     /// Reload attempts per generation after verification failed, with doubling backoff.
     pub max_attempts: u8,
+    /// `verify.interval`: how often an idle pod's served leaves are checked again (jittered by
+    /// ±10% per pod and round, so pods started together do not probe together).
+    pub verify_interval: Duration,
+    /// `verify.mismatchAfter`: how long served ≠ expected may last before it is reported.
+    pub mismatch_after: Duration,
 }
 
 /// What one pod's reload machine decided. The node model turns each into an
@@ -115,12 +120,35 @@ impl ReloadResult {
     }
 }
 
-/// What one probe round saw: per SNI name (`None` = no SNI) the served leaf's fingerprint.
+/// What one probe round saw: per handshake the served leaf, or why there was none.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProbeRound {
-    pub served: BTreeMap<Option<String>, Result<ServedLeaf, String>>,
+    pub served: BTreeMap<ProbeKey, Result<ServedLeaf, String>>,
     /// Wall-clock time of the probe, Unix seconds (certificate validity is wall-clock).
     pub at_unix: i64,
+}
+
+/// One handshake of a round: an SNI name (`None`: without SNI) on one pod IP and port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProbeKey {
+    pub sni: Option<String>,
+    /// `10.0.0.7:443`, `[fd00::7]:443`.
+    pub endpoint: String,
+}
+
+impl ProbeRound {
+    /// The leaf served without SNI (on the first endpoint), else any leaf: the one whose
+    /// expiry and fingerprint stand for the pod.
+    pub fn default_leaf(&self) -> Option<&ServedLeaf> {
+        let mut ok = self
+            .served
+            .iter()
+            .filter_map(|(k, r)| Some((k, r.as_ref().ok()?)));
+        let first = ok.clone().next().map(|(_, leaf)| leaf);
+        ok.find(|(k, _)| k.sni.is_none())
+            .map(|(_, leaf)| leaf)
+            .or(first)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +156,8 @@ pub struct ServedLeaf {
     pub fingerprint: String,
     /// Unix seconds.
     pub not_after: Option<i64>,
+    /// As the probe printed it (`CN=a.example, O=...`); empty when the DER did not parse.
+    pub subject: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +166,12 @@ pub enum ReloadInput {
     NewMaterial {
         volume: String,
         generation: String,
+        material: Material,
+    },
+    /// A volume of this pod read for the first time (agent start, pod start): what the
+    /// controller should be serving already. No reload; a check soon, which reloads once when
+    /// the controller serves an older leaf (a reload lost to an agent restart).
+    Baseline {
         material: Material,
     },
     /// For API-driven controllers: the leaves the API Secrets hold now.
@@ -235,10 +271,23 @@ pub struct PodReload {
     warned_expiry_for: Option<String>,
     /// Extra SNI names from the profile.
     extra_hosts: Vec<String>,
+    /// The check of an idle pod's served leaves every `verify_interval`.
+    check: PeriodicCheck,
+    /// The current served ≠ expected episode, if any.
+    mismatch: Option<Mismatch>,
+    /// Fingerprints of the expected leaves the last reload was requested for: a periodic check
+    /// reloads at most once for material nothing has reloaded for yet.
+    reloaded_for: Vec<String>,
 }
 
 impl PodReload {
-    pub fn new(kind: ReloadKind, limits: ReloadLimits, extra_hosts: Vec<String>) -> Self {
+    /// `jitter_seed` spreads the pod's periodic checks (the node derives it from the pod UID).
+    pub fn new(
+        kind: ReloadKind,
+        limits: ReloadLimits,
+        extra_hosts: Vec<String>,
+        jitter_seed: u64,
+    ) -> Self {
         Self {
             kind,
             limits,
@@ -253,6 +302,9 @@ impl PodReload {
             signal_withheld: false,
             warned_expiry_for: None,
             extra_hosts,
+            check: PeriodicCheck::new(jitter_seed),
+            mismatch: None,
+            reloaded_for: Vec::new(),
         }
     }
 
@@ -299,7 +351,8 @@ impl PodReload {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Idle | Phase::Reloading { .. } => None,
+            Phase::Idle => self.check_due_at(),
+            Phase::Reloading { .. } => None,
             Phase::Waiting { since } => Some(self.release_at(*since)),
             Phase::Verifying {
                 deadline,
@@ -370,6 +423,7 @@ impl PodReload {
                     }
                 }
             }
+            ReloadInput::Baseline { material } => self.baseline(material, now),
             ReloadInput::ApiLeaves { leaves } => {
                 if self.kind == ReloadKind::ApiDriven
                     && leaves != self.expected
@@ -432,7 +486,7 @@ impl PodReload {
                 }
             }
             ReloadInput::Probed(round) => self.probed(round, now, &mut actions),
-            ReloadInput::Tick => {}
+            ReloadInput::Tick => self.start_check_if_due(now, &mut actions),
         }
         self.advance(now, &mut actions);
         actions
@@ -442,11 +496,21 @@ impl PodReload {
         Phase::Verifying {
             attempt,
             swapped_at,
-            deadline: now + self.limits.verify_timeout,
+            deadline: now + self.verify_deadline(),
             next_probe: now + PROBE_FIRST,
             probe_in_flight: false,
             backoff: PROBE_FIRST,
             matched: None,
+        }
+    }
+
+    /// How long the new leaf may take to be served: `verify.timeout` after a reload or for a
+    /// controller that watches its files, `verify.mismatchAfter` for one that reads the API
+    /// (it picks a Secret up on its own schedule, seconds later).
+    fn verify_deadline(&self) -> Duration {
+        match self.kind {
+            ReloadKind::ApiDriven => self.limits.mismatch_after,
+            ReloadKind::Reload | ReloadKind::VerifyOnly => self.limits.verify_timeout,
         }
     }
 
@@ -474,6 +538,7 @@ impl PodReload {
                     attempt: 0,
                     swapped_at: since,
                 };
+                self.reloaded_for = self.expected_fingerprints();
                 actions.push(Decision::Reload { attempt: 1 });
             }
             Phase::RetryAt {
@@ -515,9 +580,15 @@ impl PodReload {
                     });
                 }
             }
+            Phase::Idle => self.schedule_check(now),
             _ => {}
         }
+        if self.phase != Phase::Idle {
+            // A rotation's verification probes instead; the next check counts from its end.
+            self.check.cancel();
+        }
     }
+
     fn event(&self, reason: EventReason, note: String) -> Decision {
         Decision::Event { reason, note }
     }
@@ -540,6 +611,9 @@ fn seconds(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 
+mod check;
 #[cfg(test)]
 mod tests;
 mod verify;
+
+use check::{Mismatch, PeriodicCheck};

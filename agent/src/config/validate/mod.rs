@@ -401,6 +401,28 @@ impl<'a> Validator<'a> {
             config.verify.timeout = self
                 .duration(m, &p, "timeout", DEFAULT_VERIFY_TIMEOUT, false)
                 .unwrap_or(DEFAULT_VERIFY_TIMEOUT);
+            config.verify.interval = self
+                .duration(m, &p, "interval", DEFAULT_VERIFY_INTERVAL, false)
+                .unwrap_or(DEFAULT_VERIFY_INTERVAL);
+            config.verify.mismatch_after = self
+                .duration(m, &p, "mismatchAfter", DEFAULT_VERIFY_MISMATCH_AFTER, true)
+                .unwrap_or(DEFAULT_VERIFY_MISMATCH_AFTER);
+            if let Some(value) = get(m, "handshakesPerSecond") {
+                let path = p.key("handshakesPerSecond");
+                match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) if (1..=MAX_VERIFY_HANDSHAKES_PER_SECOND).contains(&n) => {
+                        config.verify.handshakes_per_second = n;
+                    }
+                    _ => self.invalid(
+                        &path,
+                        At::Value,
+                        format!(
+                            "must be a whole number from 1 to {MAX_VERIFY_HANDSHAKES_PER_SECOND} (TLS handshakes per second, node-wide), not {}",
+                            describe(value)
+                        ),
+                    ),
+                }
+            }
         }
         if let Some((m, p)) = self.section(map, &root_path, "expiry", EXPIRY_KEYS) {
             config.expiry.warn_before = self

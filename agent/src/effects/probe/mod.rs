@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -315,9 +316,17 @@ pub async fn probe_all(
         }
     }
     targets.push(ProbeTarget::without_sni(addr));
-    let results = futures::future::join_all(targets.iter().map(|t| probe(t, timeout))).await;
+    let results: Vec<_> = futures::stream::iter(targets.clone())
+        .map(move |target| async move { probe(&target, timeout).await })
+        .buffered(PROBE_CONCURRENCY)
+        .collect()
+        .await;
     targets.into_iter().zip(results).collect()
 }
+
+/// Handshakes of one round in flight at once: a pod serving a thousand hosts is probed a few
+/// dozen at a time, not with a thousand connections at once.
+pub const PROBE_CONCURRENCY: usize = 32;
 
 /// The text of a handshake error: rustls' error when there is one (e.g. `received fatal alert:
 /// HandshakeFailure`, `InvalidContentType`), else the socket error.

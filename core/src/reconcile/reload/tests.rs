@@ -10,6 +10,8 @@ const LIMITS: ReloadLimits = ReloadLimits {
     wait_for_others: Duration::from_secs(60),
     expiry_warn_before: Duration::from_secs(21 * 86_400),
     max_attempts: 3,
+    verify_interval: Duration::from_secs(300),
+    mismatch_after: Duration::from_secs(30),
 };
 const NOW_UNIX: i64 = 1_800_000_000;
 
@@ -40,10 +42,18 @@ fn valid(fp: &str) -> ReloadInput {
     }
 }
 
+fn key(sni: Option<String>) -> ProbeKey {
+    ProbeKey {
+        sni,
+        endpoint: "10.0.0.7:443".into(),
+    }
+}
+
 fn served(fp: &str, not_after: i64) -> ReloadInput {
     let leaf = ServedLeaf {
         fingerprint: fp.into(),
         not_after: Some(not_after),
+        subject: String::new(),
     };
     ReloadInput::Probed(ProbeRound {
         served: [
@@ -52,7 +62,7 @@ fn served(fp: &str, not_after: i64) -> ReloadInput {
             Some("b.example".to_string()),
         ]
         .into_iter()
-        .map(|n| (n, Ok(leaf.clone())))
+        .map(|n| (key(n), Ok(leaf.clone())))
         .collect(),
         at_unix: NOW_UNIX,
     })
@@ -114,7 +124,7 @@ fn the_volume_that_brought_the_material_does_not_hold_it_back() {
 }
 
 fn reloader(kind: ReloadKind) -> PodReload {
-    PodReload::new(kind, LIMITS, vec![])
+    PodReload::new(kind, LIMITS, vec![], 7)
 }
 
 #[test]
@@ -149,7 +159,13 @@ fn valid_material_is_reloaded_probed_and_verified() {
     assert_verified_after(&done, served_at);
     assert_eq!(r.last_result(), Some(ReloadResult::Verified));
     assert_eq!(r.served_matches(), Some(true));
-    assert_eq!(r.next_deadline(), None);
+    // Nothing left but the periodic check, one verify.interval (±10%) later.
+    let verified_at = ms(t0, served_at + 2 * CONFIRM_GAP.as_millis() as u64);
+    let next = r.next_deadline().unwrap() - verified_at;
+    assert!(
+        next >= LIMITS.verify_interval.mul_f64(0.9) && next <= LIMITS.verify_interval.mul_f64(1.1),
+        "{next:?}"
+    );
 }
 
 #[test]
@@ -400,7 +416,7 @@ fn api_driven_controllers_that_keep_the_old_leaf_are_a_mismatch() {
     );
     let mut t = 0;
     let mut seen = Vec::new();
-    while t <= 10_000 {
+    while t <= 30_000 {
         for action in r.step(ReloadInput::Tick, ms(t0, t)) {
             match action {
                 Decision::Probe { .. } => {
@@ -464,4 +480,266 @@ fn wildcard_names_match_one_label() {
     assert!(names_match("*.example.com", "a.example.com"));
     assert!(!names_match("*.example.com", "a.b.example.com"));
     assert!(names_match("A.example.com", "a.EXAMPLE.com"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Between rotations: periodic checks, mismatch episodes, the lost reload, expiry
+// ---------------------------------------------------------------------------------------------
+
+fn served_by(fp: &str, not_after: i64, subject: &str) -> ReloadInput {
+    let ReloadInput::Probed(mut round) = served(fp, not_after) else {
+        unreachable!()
+    };
+    for leaf in round.served.values_mut().flatten() {
+        leaf.subject = subject.into();
+    }
+    ReloadInput::Probed(round)
+}
+
+/// Ticks at `at` and answers the probe it sends with `answer`: the decisions of the answer.
+fn check_at(r: &mut PodReload, at: Instant, answer: ReloadInput) -> Vec<Decision> {
+    assert_eq!(r.next_deadline(), Some(at), "a check is due then");
+    let probe = r.step(ReloadInput::Tick, at);
+    assert!(matches!(probe[..], [Decision::Probe { .. }]), "{probe:?}");
+    r.step(answer, at)
+}
+
+/// The first read of the pod's volume finds `leaf`: a check is due at once.
+fn first_read(r: &mut PodReload, leaf: ExpectedLeaf, at: Instant) {
+    let decisions = r.step(
+        ReloadInput::Baseline {
+            material: Material::Valid { leaves: vec![leaf] },
+        },
+        at,
+    );
+    assert!(decisions.is_empty(), "{decisions:?}");
+    assert_eq!(r.next_deadline(), Some(at));
+}
+
+fn notes(actions: &[Decision]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Decision::Event { note, .. } => Some(note.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An API-driven pod whose controller served the API's leaf "api" from `t0`.
+fn verified_api_pod(t0: Instant) -> PodReload {
+    let mut r = reloader(ReloadKind::ApiDriven);
+    r.step(
+        ReloadInput::ApiLeaves {
+            leaves: vec![leaf("api")],
+        },
+        t0,
+    );
+    r.step(ReloadInput::Tick, ms(t0, 25));
+    r.step(served("api", NOW_UNIX + 90 * 86_400), ms(t0, 25));
+    confirm(&mut r, t0, 25, "api", NOW_UNIX + 90 * 86_400);
+    assert_eq!(r.phase_label(), "idle");
+    assert_eq!(r.served_matches(), Some(true));
+    r
+}
+
+#[test]
+fn an_idle_pod_is_checked_every_interval_and_a_lasting_mismatch_is_reported_once_per_episode() {
+    let t0 = base();
+    let mut r = verified_api_pod(t0);
+    let old = NOW_UNIX + 30 * 86_400;
+    // The controller falls back to an old leaf: not reported within verify.mismatchAfter...
+    let first = r.next_deadline().unwrap();
+    assert!(
+        first > ms(t0, 270_000) && first < ms(t0, 331_000),
+        "jittered interval"
+    );
+    assert!(names(&check_at(&mut r, first, served("stale", old))).is_empty());
+    assert_eq!(r.served_matches(), Some(false));
+    assert!(!r.mismatch_reported());
+    // ...and confirmed when the grace ends, not an interval later.
+    let confirm_at = first + LIMITS.mismatch_after;
+    let reported = check_at(&mut r, confirm_at, served("stale", old));
+    assert_eq!(names(&reported), vec!["ServedCertificateMismatch"]);
+    let note = notes(&reported)[0];
+    assert!(note.contains("a.example on 10.0.0.7:443"), "{note}");
+    assert!(
+        note.contains("is old: the Secrets in the API hold api"),
+        "{note}"
+    );
+    assert!(r.mismatch_reported());
+    // Once per episode.
+    let later = r.next_deadline().unwrap();
+    assert!(later >= confirm_at + LIMITS.verify_interval.mul_f64(0.9));
+    assert!(names(&check_at(&mut r, later, served("stale", old))).is_empty());
+    // Healed: the episode is over, and the next one is reported again.
+    let healed = r.next_deadline().unwrap();
+    assert!(
+        names(&check_at(
+            &mut r,
+            healed,
+            served("api", NOW_UNIX + 90 * 86_400)
+        ))
+        .is_empty()
+    );
+    assert_eq!(r.served_matches(), Some(true));
+    assert!(!r.mismatch_reported());
+    let again = r.next_deadline().unwrap();
+    check_at(&mut r, again, served("stale", old));
+    let again = check_at(&mut r, again + LIMITS.mismatch_after, served("stale", old));
+    assert_eq!(names(&again), vec!["ServedCertificateMismatch"]);
+}
+
+#[test]
+fn unreachable_names_neither_open_nor_end_an_episode() {
+    let t0 = base();
+    let mut r = verified_api_pod(t0);
+    let at = r.next_deadline().unwrap();
+    r.step(ReloadInput::Tick, at);
+    let unreachable = ProbeRound {
+        served: [(key(None), Err("connection refused".to_string()))]
+            .into_iter()
+            .collect(),
+        at_unix: NOW_UNIX,
+    };
+    assert!(r.step(ReloadInput::Probed(unreachable), at).is_empty());
+    assert!(r.next_deadline().unwrap() >= at + LIMITS.verify_interval.mul_f64(0.9));
+}
+
+#[test]
+fn a_placeholder_certificate_is_named_as_such() {
+    let t0 = base();
+    let mut r = verified_api_pod(t0);
+    let at = r.next_deadline().unwrap();
+    let fake = "CN=Kubernetes Ingress Controller Fake Certificate, O=Acme Co";
+    check_at(&mut r, at, served_by("fake", NOW_UNIX + 365 * 86_400, fake));
+    let reported = check_at(
+        &mut r,
+        at + LIMITS.mismatch_after,
+        served_by("fake", NOW_UNIX + 365 * 86_400, fake),
+    );
+    let note = notes(&reported)[0];
+    assert!(
+        note.contains("is ingress-nginx's placeholder certificate"),
+        "{note}"
+    );
+}
+
+#[test]
+fn after_an_agent_restart_files_newer_than_what_is_served_are_reloaded_once() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    // The first read of the volume: the renewal is on disk, but the reload was lost.
+    first_read(&mut r, leaf("new"), t0);
+    let old = NOW_UNIX + 30 * 86_400;
+    assert_eq!(
+        names(&check_at(&mut r, t0, served("old", old))),
+        vec!["reload#1"]
+    );
+    r.step(ReloadInput::Reloaded(Ok(())), ms(t0, 5));
+    r.step(ReloadInput::Tick, ms(t0, 30));
+    r.step(served("new", NOW_UNIX + 90 * 86_400), ms(t0, 30));
+    let done = confirm(&mut r, t0, 30, "new", NOW_UNIX + 90 * 86_400);
+    assert_eq!(
+        names(&done),
+        vec!["ControllerReloaded", "finished verified"]
+    );
+    // A controller that is already current costs nothing.
+    let mut current = reloader(ReloadKind::Reload);
+    first_read(&mut current, leaf("new"), t0);
+    assert!(
+        names(&check_at(
+            &mut current,
+            t0,
+            served("new", NOW_UNIX + 90 * 86_400)
+        ))
+        .is_empty()
+    );
+    assert_eq!(current.phase_label(), "idle");
+}
+
+#[test]
+fn a_controller_that_keeps_the_old_leaf_after_its_reload_is_not_reloaded_again_but_reported() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::Reload);
+    let old = NOW_UNIX + 30 * 86_400;
+    first_read(&mut r, leaf("new"), t0);
+    assert_eq!(
+        names(&check_at(&mut r, t0, served("old", old))),
+        vec!["reload#1"]
+    );
+    r.step(ReloadInput::Reloaded(Ok(())), t0);
+    // Every attempt is answered with the old leaf until the attempts are spent.
+    let mut seen = Vec::new();
+    let mut t = 0;
+    while t <= 3_600_000 {
+        for decision in r.step(ReloadInput::Tick, ms(t0, t)) {
+            match decision {
+                Decision::Reload { attempt } => {
+                    seen.push(format!("reload#{attempt}"));
+                    seen.extend(names(&r.step(ReloadInput::Reloaded(Ok(())), ms(t0, t))));
+                }
+                Decision::Probe { .. } => {
+                    seen.extend(names(&r.step(served("old", old), ms(t0, t))))
+                }
+                other => seen.extend(names(&[other])),
+            }
+        }
+        t += 5;
+    }
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.as_str() == "ServedCertificateMismatch")
+            .count(),
+        1,
+        "{seen:?}"
+    );
+    // The healing reload's own retries, then never again for these files.
+    let reloads: Vec<&String> = seen.iter().filter(|s| s.starts_with("reload#")).collect();
+    assert_eq!(reloads, ["reload#2", "reload#3"], "{seen:?}");
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.as_str() == "ReloadUnverified")
+            .count(),
+        3,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn an_expiring_served_leaf_is_warned_without_a_rotation_and_says_whether_a_renewal_exists() {
+    let t0 = base();
+    // Nothing renews: the files hold the served leaf, 10 days from expiry.
+    let mut r = reloader(ReloadKind::VerifyOnly);
+    let soon = NOW_UNIX + 10 * 86_400;
+    first_read(
+        &mut r,
+        ExpectedLeaf {
+            not_after: soon,
+            ..leaf("cur")
+        },
+        t0,
+    );
+    let warned = check_at(&mut r, t0, served("cur", soon));
+    assert_eq!(names(&warned), vec!["CertificateExpiringSoon"]);
+    assert!(
+        notes(&warned)[0].contains("expires in 10 day(s)")
+            && notes(&warned)[0].contains("no renewal exists: the mounted files hold no newer"),
+        "{}",
+        notes(&warned)[0]
+    );
+    // Once per leaf.
+    let next = r.next_deadline().unwrap();
+    assert!(names(&check_at(&mut r, next, served("cur", soon))).is_empty());
+    // A renewal in the API that the controller does not serve says so.
+    let mut api = verified_api_pod(t0);
+    let at = api.next_deadline().unwrap();
+    let warned = check_at(&mut api, at, served("stale", soon));
+    assert_eq!(names(&warned), vec!["CertificateExpiringSoon"]);
+    assert!(
+        notes(&warned)[0].contains("a renewal api (notAfter")
+            && notes(&warned)[0].contains("is in the Secrets in the API but not served"),
+        "{}",
+        notes(&warned)[0]
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::check::{Mismatch, day};
 use super::*;
 
 impl PodReload {
@@ -41,6 +42,7 @@ impl PodReload {
                 EventReason::ServedCertificateMismatch,
                 format!("{note}; the reload signal was withheld"),
             ));
+            self.mismatch = Some(Mismatch::reported(swapped_at));
             self.phase = Phase::Idle;
             return;
         }
@@ -51,6 +53,9 @@ impl PodReload {
                 ReloadResult::Unverified,
             ),
         };
+        if reason == EventReason::ServedCertificateMismatch {
+            self.mismatch = Some(Mismatch::reported(swapped_at));
+        }
         actions.push(self.event(reason, note.clone()));
         actions.push(Decision::Finished {
             result,
@@ -61,12 +66,17 @@ impl PodReload {
     }
 
     pub(super) fn probed(&mut self, round: ProbeRound, now: Instant, actions: &mut Vec<Decision>) {
-        for (name, result) in &round.served {
+        for (key, result) in &round.served {
             if let Ok(leaf) = result {
-                self.served.insert(name.clone(), leaf.fingerprint.clone());
+                self.served
+                    .insert(key.sni.clone(), leaf.fingerprint.clone());
             }
         }
         self.check_expiry(&round, actions);
+        if self.phase == Phase::Idle && self.check.in_flight {
+            self.checked(&round, now, actions);
+            return;
+        }
         let Phase::Verifying {
             attempt,
             swapped_at,
@@ -79,9 +89,9 @@ impl PodReload {
             return;
         };
         let all_match = !round.served.is_empty()
-            && round.served.iter().all(|(name, result)| match result {
+            && round.served.iter().all(|(key, result)| match result {
                 Ok(leaf) => self
-                    .expected_for(name.as_deref())
+                    .expected_for(key.sni.as_deref())
                     .contains(&leaf.fingerprint.as_str()),
                 Err(_) => false,
             });
@@ -115,13 +125,24 @@ impl PodReload {
         // finished convincing ourselves.
         let took = first_seen.saturating_duration_since(swapped_at);
         let note = format!(
-            "now serving {} on {} name(s) and without SNI, {} after the new files appeared",
+            "now serving {} on {} name(s) and without SNI at {} address(es), {} after the new files appeared",
             self.expected
                 .iter()
                 .map(|l| short(&l.fingerprint))
                 .collect::<Vec<_>>()
                 .join(", "),
-            round.served.len().saturating_sub(1),
+            round
+                .served
+                .keys()
+                .filter_map(|k| k.sni.as_deref())
+                .collect::<BTreeSet<_>>()
+                .len(),
+            round
+                .served
+                .keys()
+                .map(|k| k.endpoint.as_str())
+                .collect::<BTreeSet<_>>()
+                .len(),
             seconds(took)
         );
         self.set_result(ReloadResult::Verified, note.clone());
@@ -134,15 +155,12 @@ impl PodReload {
             result: ReloadResult::Verified,
             seconds: took.as_secs_f64(),
         });
+        self.mismatch = None;
         self.phase = Phase::Idle;
     }
 
     pub(super) fn check_expiry(&mut self, round: &ProbeRound, actions: &mut Vec<Decision>) {
-        let Some(Ok(leaf)) = round
-            .served
-            .get(&None)
-            .or_else(|| round.served.values().next())
-        else {
+        let Some(leaf) = round.default_leaf() else {
             return;
         };
         let Some(not_after) = leaf.not_after else {
@@ -155,37 +173,58 @@ impl PodReload {
         {
             self.warned_expiry_for = Some(leaf.fingerprint.clone());
             let days = (not_after - now).div_euclid(86_400);
+            let source = self.expected_source();
+            let renewal = self
+                .expected
+                .iter()
+                .filter(|l| l.fingerprint != leaf.fingerprint && l.not_after > not_after)
+                .max_by_key(|l| l.not_after);
+            let verdict = match renewal {
+                Some(renewal) => format!(
+                    "a renewal {} (notAfter {}) is in {source} but not served",
+                    short(&renewal.fingerprint),
+                    day(renewal.not_after)
+                ),
+                None => format!("no renewal exists: {source} hold no newer certificate"),
+            };
             actions.push(self.event(
                 EventReason::CertificateExpiringSoon,
                 format!(
-                    "the served leaf {} expires in {days} day(s)",
-                    short(&leaf.fingerprint)
+                    "the served leaf {} expires in {days} day(s) (notAfter {}); {verdict}",
+                    short(&leaf.fingerprint),
+                    day(not_after)
                 ),
             ));
         }
     }
 
     pub(super) fn expected_for(&self, name: Option<&str>) -> Vec<&str> {
-        let by_name: Vec<&str> = match name {
+        self.expected_leaves_for(name)
+            .into_iter()
+            .map(|l| l.fingerprint.as_str())
+            .collect()
+    }
+
+    /// The leaves that may be served on `name`: those whose names cover it, else (no SNI, or
+    /// a name only `probe.hosts` lists) any.
+    pub(super) fn expected_leaves_for(&self, name: Option<&str>) -> Vec<&ExpectedLeaf> {
+        let by_name: Vec<&ExpectedLeaf> = match name {
             Some(name) => self
                 .expected
                 .iter()
                 .filter(|l| l.dns_names.iter().any(|n| names_match(n, name)))
-                .map(|l| l.fingerprint.as_str())
                 .collect(),
             None => Vec::new(),
         };
         if by_name.is_empty() {
-            self.expected
-                .iter()
-                .map(|l| l.fingerprint.as_str())
-                .collect()
+            self.expected.iter().collect()
         } else {
             by_name
         }
     }
 
-    pub(super) fn probe_names(&self) -> Vec<String> {
+    /// The SNI names a probe round uses (plus one handshake without SNI).
+    pub fn probe_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .expected
             .iter()
