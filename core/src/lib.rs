@@ -18,6 +18,7 @@ pub mod expected;
 pub mod node;
 pub mod pod;
 pub mod reconcile;
+pub mod routes;
 pub mod secret;
 pub mod status;
 pub mod text;

@@ -224,10 +224,12 @@ pub struct ControllerSpec {
 /// How kubelet and the container runtime name a container's cgroup: the layouts the agent must
 /// recognise in `/proc/<pid>/cgroup`. `<U>` is the pod UID (systemd driver: dashes as `_`),
 /// `<C>` the container id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CgroupLayout {
     /// containerd, systemd driver, Burstable:
     /// `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<U>.slice/cri-containerd-<C>.scope`.
+    /// The most common layout, and the default.
+    #[default]
     ContainerdSystemd,
     /// CRI-O, systemd driver, BestEffort:
     /// `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<U>.slice/crio-<C>.scope`.

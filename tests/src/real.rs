@@ -103,3 +103,49 @@ fn trial_tmpfs(target: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `Ok` when `promtool` (Debian package `prometheus`; tests/run installs it) runs.
+pub fn promtool() -> Result<(), String> {
+    match std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!("`promtool --version` failed: {}", out.status)),
+        Err(err) => Err(format!(
+            "promtool not found ({err}); install Debian package `prometheus`"
+        )),
+    }
+}
+
+/// Pipes a scrape through `promtool check metrics`: `Err` with promtool's findings (and the
+/// scrape) unless it accepts it without a single lint finding.
+pub fn promtool_check_metrics(scrape: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool: {e}"))?;
+    let mut stdin = check.stdin.take().ok_or("promtool: no stdin")?;
+    stdin
+        .write_all(scrape.as_bytes())
+        .map_err(|e| format!("promtool stdin: {e}"))?;
+    drop(stdin);
+    let out = check
+        .wait_with_output()
+        .map_err(|e| format!("promtool: {e}"))?;
+    if out.status.success() && out.stdout.is_empty() && out.stderr.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "promtool check metrics: {}\n{}{}\n--- scrape ---\n{scrape}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        ))
+    }
+}

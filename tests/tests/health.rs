@@ -22,17 +22,6 @@ fn can_run() -> bool {
     real::require("root + tmpfs", real::can_mount())
 }
 
-/// `promtool` from Debian's `prometheus` package (tests/run installs it).
-fn promtool() -> Result<(), String> {
-    match Command::new("promtool").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!("`promtool --version` failed: {}", out.status)),
-        Err(err) => Err(format!(
-            "promtool not found ({err}); install Debian package `prometheus`"
-        )),
-    }
-}
-
 /// kubelet's real 60–90 s sync period: only nudges (or the initial mount) write volumes.
 fn slow_kubelet() -> NodeConfig {
     NodeConfig::new(NODE)
@@ -341,29 +330,16 @@ async fn wait_code(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_a_live_scrape_with_mounts_in_several_states() {
-    if !can_run() || !real::require("promtool (Debian package prometheus)", promtool()) {
+    if !can_run() || !real::require("promtool (Debian package prometheus)", real::promtool()) {
         return;
     }
     let mut keys = KeyRing::new("health test CA").unwrap();
     let node = node_with_mounts_in_several_states(&mut keys).await;
     let (code, metrics) = node.get("/metrics").await.unwrap();
     assert_eq!(code, 200);
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut check.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}\n{}{}\n--- scrape ---\n{metrics}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    if let Err(findings) = real::promtool_check_metrics(&metrics) {
+        panic!("{findings}");
+    }
     for (state, count) in [
         ("in_sync", 1.0),
         ("stuck", 1.0),

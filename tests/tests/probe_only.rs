@@ -41,7 +41,7 @@ async fn probe_only_agent_verifies_against_the_api(profile: &str) {
     }
     let port = free_port().unwrap();
     let config = format!(
-        "nudge:\n  enabled: false\nverify:\n  timeout: 3s\ncontrollers:\n  - name: edge\n    \
+        "nudge:\n  enabled: false\nverify:\n  timeout: 3s\n  mismatchAfter: 3s\ncontrollers:\n  - name: edge\n    \
          profile: {profile}\n    selector: app=edge\n    namespaces: [{NAMESPACE}]\n    probe:\n      \
          ports: [{port}]\n"
     );

@@ -30,59 +30,69 @@ struct Setup {
     ca: TestCa,
     keys: Vec<String>,
     pod: &'static str,
+    /// The leaf the controller started with.
+    first: IssuedLeaf,
 }
 
-/// The agent config for one controller; `reload` overrides the profile's reload action.
-fn config(kind: ControllerKind, port: u16, profile: Option<&str>, reload: Option<&str>) -> String {
-    let profile = profile.unwrap_or(match kind {
+/// How a test's node is set up; `Options::default()` is the common case.
+#[derive(Default)]
+struct Options {
+    /// Overrides the kind's profile.
+    profile: Option<&'static str>,
+    /// Overrides the profile's reload action.
+    reload: Option<&'static str>,
+    layout: CgroupLayout,
+    /// Kubelet-shaped in the cgroup v1 hierarchy only.
+    v1_only: bool,
+    /// `verify.interval` (the agent's default otherwise).
+    verify_interval: Option<&'static str>,
+    /// The first leaf (valid for a year otherwise).
+    first_leaf: Option<LeafSpec>,
+}
+
+/// The agent config for one controller.
+fn config(kind: ControllerKind, port: u16, options: &Options) -> String {
+    let profile = options.profile.unwrap_or(match kind {
         ControllerKind::Nginx => "nginx",
         ControllerKind::Haproxy => "haproxy",
     });
-    let reload = reload
+    let reload = options
+        .reload
         .map(|r| format!("    reload: {r}\n"))
         .unwrap_or_default();
+    let interval = options
+        .verify_interval
+        .map(|i| format!("  interval: {i}\n"))
+        .unwrap_or_default();
     format!(
-        "stuckAfter: 30s\nnudge:\n  after: 100ms\nreload:\n  minInterval: 0s\nverify:\n  timeout: 6s\n\
+        "stuckAfter: 30s\nnudge:\n  after: 100ms\nreload:\n  minInterval: 0s\nverify:\n  timeout: 6s\n{interval}\
          controllers:\n  - name: edge\n    profile: {profile}\n    selector: app=edge\n{reload}    probe:\n      ports: [{port}]\n"
     )
 }
 
 impl Setup {
     async fn start(kind: ControllerKind) -> Self {
-        Self::start_with(kind, None, None).await
+        Self::start_with(kind, Options::default()).await
     }
 
-    async fn start_with(kind: ControllerKind, profile: Option<&str>, reload: Option<&str>) -> Self {
-        Self::start_in(
-            kind,
-            profile,
-            reload,
-            CgroupLayout::ContainerdSystemd,
-            false,
-        )
-        .await
-    }
-
-    /// The controller's processes in the cgroup `layout` names (kubelet reporting the layout's
-    /// runtime in the container IDs); `v1_only`: kubelet-shaped in the cgroup v1 hierarchy only.
-    async fn start_in(
-        kind: ControllerKind,
-        profile: Option<&str>,
-        reload: Option<&str>,
-        layout: CgroupLayout,
-        v1_only: bool,
-    ) -> Self {
+    /// The controller's processes in the cgroup `options.layout` names (kubelet reporting the
+    /// layout's runtime in the container IDs).
+    async fn start_with(kind: ControllerKind, options: Options) -> Self {
         let port = free_port().unwrap();
+        let layout = options.layout;
         // kubelet at its real 60–90 s period: the agent's nudge is what brings rotations in.
         let mut node = TestNode::start(
             NodeConfig::new(mountlag_testbed::cluster::NODE).container_runtime(layout.runtime()),
-            &config(kind, port, profile, reload),
+            &config(kind, port, &options),
         )
         .await
         .unwrap();
         let ca = TestCa::new("reload test CA").unwrap();
         let mut setup_keys = Vec::new();
-        let leaf = ca.issue(&LeafSpec::valid_for(NAMES)).unwrap();
+        let first = options
+            .first_leaf
+            .unwrap_or_else(|| LeafSpec::valid_for(NAMES));
+        let leaf = ca.issue(&first).unwrap();
         setup_keys.push(leaf.key_pem.clone());
         node.api
             .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &leaf))
@@ -114,7 +124,7 @@ impl Setup {
         let mut spec = ControllerSpec::new(kind, &uid, &volume, names)
             .with_port(port)
             .with_layout(layout);
-        if v1_only {
+        if options.v1_only {
             spec = spec.with_v1_only();
         }
         let controller = RunningController::start(spec).unwrap();
@@ -136,6 +146,7 @@ impl Setup {
             ca,
             keys: setup_keys,
             pod,
+            first: leaf,
         }
     }
 
@@ -274,7 +285,12 @@ async fn nginx_is_found_and_reloaded_in_every_runtimes_cgroup_layout() {
             "{layout:?}{}",
             if v1_only { " (cgroup v1 only)" } else { "" }
         );
-        let mut setup = Setup::start_in(ControllerKind::Nginx, None, None, layout, v1_only).await;
+        let options = Options {
+            layout,
+            v1_only,
+            ..Options::default()
+        };
+        let mut setup = Setup::start_with(ControllerKind::Nginx, options).await;
         let line = std::fs::read_to_string(format!("/proc/{}/cgroup", setup.controller.pids()[0]))
             .unwrap();
         let path = layout.path(
@@ -405,7 +421,11 @@ async fn a_controller_that_ignores_the_signal_is_reported_unverified() {
     }
     // SIGUSR1 makes nginx reopen its logs: the signal arrives, the certificate stays.
     let reload = "{signal: SIGUSR1, process: \"nginx: master process\"}";
-    let mut setup = Setup::start_with(ControllerKind::Nginx, None, Some(reload)).await;
+    let options = Options {
+        reload: Some(reload),
+        ..Options::default()
+    };
+    let mut setup = Setup::start_with(ControllerKind::Nginx, options).await;
     let before = probe(&setup.controller).await;
     let v2 = setup.issue();
     setup
@@ -456,7 +476,11 @@ async fn a_self_reloading_profile_with_a_stale_server_is_a_mismatch() {
         return;
     }
     // The envoy profile sends no signal (Envoy SDS watches the files itself); nginx does not.
-    let mut setup = Setup::start_with(ControllerKind::Nginx, Some("envoy"), None).await;
+    let options = Options {
+        profile: Some("envoy"),
+        ..Options::default()
+    };
+    let mut setup = Setup::start_with(ControllerKind::Nginx, options).await;
     let processes_before = setup.controller.pids();
     let v2 = setup.issue();
     setup
@@ -601,4 +625,150 @@ async fn haproxy_hundred_rotations_under_tls_load_fail_no_request() {
     if can_run(ControllerKind::Haproxy) {
         hundred_rotations_under_load(ControllerKind::Haproxy).await;
     }
+}
+
+/// Handshakes the agent has made to verify served certificates.
+async fn handshakes(node: &TestNode) -> f64 {
+    let mut total = 0.0;
+    for result in ["served", "failed"] {
+        total += node
+            .metric(&format!(
+                "mountlag_tls_handshakes_total{{result=\"{result}\"}}"
+            ))
+            .await
+            .unwrap()
+            .unwrap_or(0.0);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_lost_to_an_agent_restart_is_done_once_when_the_agent_is_back() {
+    if !can_run(ControllerKind::Nginx) {
+        return;
+    }
+    let options = Options {
+        verify_interval: Some("1s"),
+        ..Options::default()
+    };
+    let mut setup = Setup::start_with(ControllerKind::Nginx, options).await;
+    // Killed (SIGKILL) after the `..data` swap and before the reload: the swap happens while
+    // the agent is down, so nothing ever signals nginx for it.
+    setup.node.kill_agent().unwrap();
+    let v2 = setup.issue();
+    setup
+        .node
+        .api
+        .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
+        .unwrap();
+    let before = setup.node.node.last_seq();
+    assert!(setup.node.node.sync_now(NAMESPACE, setup.pod));
+    setup
+        .node
+        .node
+        .wait_for(before, Duration::from_secs(10), |e| {
+            e.pod == setup.pod && matches!(e.outcome, SyncOutcome::Written { .. })
+        })
+        .await
+        .expect("kubelet wrote the new generation");
+    let served = probe(&setup.controller).await;
+    assert!(
+        served
+            .iter()
+            .all(|fp| fp == &setup.first.fingerprint_sha256),
+        "nginx still serves v1: nothing reloaded it"
+    );
+    setup.node.start_agent().unwrap();
+    setup
+        .node
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .unwrap();
+    setup.wait_verified(1.0, Duration::from_secs(20)).await;
+    let served = probe(&setup.controller).await;
+    assert!(
+        served.iter().all(|fp| fp == &v2.fingerprint_sha256),
+        "{served:?} != {}",
+        v2.fingerprint_sha256
+    );
+    // Exactly one reload: periodic checks go on (every second here) and find nothing to do.
+    let after = handshakes(&setup.node).await;
+    let start = Instant::now();
+    while handshakes(&setup.node).await < after + 9.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "three more check rounds did not happen\n{}",
+            setup.node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reloaded = setup.node.events("ControllerReloaded");
+    assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+    assert!(
+        reloaded[0].note.contains(&v2.fingerprint_sha256[..16]),
+        "{}",
+        reloaded[0].note
+    );
+    for result in ["verified", "unverified", "failed"] {
+        let count = setup
+            .node
+            .metric(&format!(
+                "mountlag_reloads_total{{namespace=\"{NAMESPACE}\",pod=\"{}\",result=\"{result}\"}}",
+                setup.pod
+            ))
+            .await
+            .unwrap()
+            .unwrap_or(0.0);
+        let want = if result == "verified" { 1.0 } else { 0.0 };
+        assert_eq!(count, want, "reloads with result {result}");
+    }
+    setup.assert_no_key_bytes();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_near_expiry_that_never_rotates_is_warned_with_its_three_views() {
+    if !can_run(ControllerKind::Nginx)
+        || !real::require("promtool (Debian package prometheus)", real::promtool())
+    {
+        return;
+    }
+    let mut spec = LeafSpec::valid_for(NAMES);
+    spec.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+    let not_after = spec.not_after.unix_timestamp() as f64;
+    let options = Options {
+        verify_interval: Some("2s"),
+        first_leaf: Some(spec),
+        ..Options::default()
+    };
+    let setup = Setup::start_with(ControllerKind::Nginx, options).await;
+    let warned = setup
+        .node
+        .wait_events("CertificateExpiringSoon", Duration::from_secs(10), |e| {
+            !e.is_empty()
+        })
+        .await
+        .unwrap();
+    let note = &warned[0].note;
+    assert_eq!(warned[0].type_, "Warning");
+    assert!(
+        note.contains(&setup.first.fingerprint_sha256[..16])
+            && (note.contains("expires in 9 day(s)") || note.contains("expires in 10 day(s)"))
+            && note.contains("no renewal exists"),
+        "{note}"
+    );
+    for source in ["api", "disk", "served"] {
+        let sample = format!(
+            "mountlag_certificate_not_after_timestamp_seconds{{namespace=\"{NAMESPACE}\",secret=\"edge-tls\",source=\"{source}\"}}"
+        );
+        assert_eq!(
+            setup.node.metric(&sample).await.unwrap(),
+            Some(not_after),
+            "{sample}"
+        );
+    }
+    let (_, scrape) = setup.node.get("/metrics").await.unwrap();
+    if let Err(findings) = real::promtool_check_metrics(&scrape) {
+        panic!("{findings}");
+    }
+    setup.assert_no_key_bytes();
 }

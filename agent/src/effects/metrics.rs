@@ -34,6 +34,8 @@ pub struct ExecutorMetrics {
     pub api_errors: Family<ApiErrorLabels, Counter>,
     pub(super) lag: Histogram,
     pub(super) events: Family<EventLabels, Counter>,
+    /// What verification costs: one per handshake, `served` (a leaf came back) or `failed`.
+    pub(super) handshakes: Family<ResultLabel, Counter>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -54,10 +56,14 @@ impl ExecutorMetrics {
             api_errors: Family::default(),
             lag: Histogram::new(LAG_BUCKETS),
             events: Family::default(),
+            handshakes: Family::default(),
         };
         // The fixed label sets exist from the start, so dashboards see zeros, not gaps.
         for result in ["success", "error"] {
             drop(metrics.nudges.get_or_create(&ResultLabel { result }));
+        }
+        for result in ["served", "failed"] {
+            drop(metrics.handshakes.get_or_create(&ResultLabel { result }));
         }
         registry.register(
             "mountlag_kubelet_nudges",
@@ -76,11 +82,27 @@ impl ExecutorMetrics {
             metrics.lag.clone(),
         );
         registry.register(
+            "mountlag_tls_handshakes",
+            "TLS handshakes made to verify served certificates: served (a leaf came back) or failed",
+            metrics.handshakes.clone(),
+        );
+        registry.register(
             "mountlag_events",
             "Kubernetes Events by reason and whether they were published, rate-limited or failed",
             metrics.events.clone(),
         );
         metrics
+    }
+
+    /// Counts a probe round's handshakes.
+    pub fn handshakes(&self, round: &mountlag_core::reconcile::reload::ProbeRound) {
+        let served = round.served.values().filter(|r| r.is_ok()).count();
+        let failed = round.served.len() - served;
+        for (result, n) in [("served", served), ("failed", failed)] {
+            self.handshakes
+                .get_or_create(&ResultLabel { result })
+                .inc_by(n as u64);
+        }
     }
 
     pub fn api_error(&self, resource: &str, reason: &str) {

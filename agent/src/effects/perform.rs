@@ -173,8 +173,10 @@ impl Effects {
                 let addrs = probe_addresses(&pod, &profile);
                 let timeout = self.config.verify.timeout.min(Duration::from_secs(2));
                 let uid = pod.uid.clone();
+                let metrics = self.metrics.executor.clone();
                 tokio::spawn(async move {
                     let round = probe_round(addrs, names, timeout).await;
+                    metrics.handshakes(&round);
                     let _ = later.send(Input::Probed { uid, round });
                 });
                 None

@@ -75,7 +75,7 @@ struct Stale<'a> {
     name: Option<&'a str>,
     endpoint: &'a str,
     served: &'a ServedLeaf,
-    /// The newest expected leaf for the name, when it is newer than the served one.
+    /// The newest expected leaf for the name, when it is not older than the served one.
     newer: Option<&'a ExpectedLeaf>,
 }
 
@@ -230,9 +230,11 @@ impl PodReload {
                 if expected.iter().any(|l| l.fingerprint == served.fingerprint) {
                     return None;
                 }
+                // At least as new: a renewal issued within the second of the served leaf
+                // expires with it; one that expires earlier is the older material.
                 let newer = expected
                     .into_iter()
-                    .filter(|l| served.not_after.is_none_or(|t| l.not_after > t))
+                    .filter(|l| served.not_after.is_none_or(|t| l.not_after >= t))
                     .max_by_key(|l| l.not_after);
                 Some(Stale {
                     name: key.sni.as_deref(),
