@@ -21,4 +21,4 @@ pub mod effects;
 pub mod k8s;
 
 // The pure model lives in mountlag-core; these paths keep the agent's modules readable.
-pub use mountlag_core::{cert, reconcile, text};
+pub use mountlag_core::{cert, reconcile, routes, text};

@@ -7,6 +7,7 @@ use crate::events::{EventReason, RelatedSecret};
 use crate::pod::ControllerPod;
 use crate::reconcile::reload::ReloadResult;
 use crate::reconcile::{PodRef, SecretKey};
+use crate::routes::{RouteKind, RouteOrigin};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -26,6 +27,17 @@ pub enum Action {
         note: String,
         related: Option<RelatedSecret>,
     },
+    /// Publish a Kubernetes Event regarding an Ingress or Gateway (a TLS host's Secret is
+    /// missing, unusable or not permitted).
+    RouteEvent {
+        regarding: RouteOrigin,
+        reason: EventReason,
+        note: String,
+    },
+    /// Start a cluster-wide list/watch of one kind; its results come back as
+    /// `Input::RoutesListed`, `RouteApplied`, `RouteDeleted`.
+    WatchRoutes(RouteKind),
+    UnwatchRoutes(RouteKind),
     /// Start a watch on one Secret (field-selected by name); its results come back as
     /// `Input::SecretObserved`.
     WatchSecret(SecretKey),

@@ -17,10 +17,17 @@ pub enum EventReason {
     ControllerProcessNotFound,
     /// The signal was not sent: the target is a Go program not proven to handle it.
     ReloadSignalWithheld,
+    /// An Ingress or Gateway TLS host names a Secret that does not exist (regarding the
+    /// Ingress or Gateway).
+    TLSSecretMissing,
+    /// ... a Secret without `tls.crt`/`tls.key`, or with material no server may load.
+    TLSSecretInvalid,
+    /// ... a Secret in another namespace that no ReferenceGrant allows.
+    TLSSecretRefNotPermitted,
 }
 
 impl EventReason {
-    pub const ALL: [EventReason; 11] = [
+    pub const ALL: [EventReason; 14] = [
         EventReason::SecretMountStuck,
         EventReason::SecretMountRecovered,
         EventReason::KubeletResyncRequested,
@@ -32,6 +39,9 @@ impl EventReason {
         EventReason::CertificateExpiringSoon,
         EventReason::ControllerProcessNotFound,
         EventReason::ReloadSignalWithheld,
+        EventReason::TLSSecretMissing,
+        EventReason::TLSSecretInvalid,
+        EventReason::TLSSecretRefNotPermitted,
     ];
 
     /// The Event's `reason`, as the contract names it.
@@ -48,6 +58,9 @@ impl EventReason {
             EventReason::CertificateExpiringSoon => "CertificateExpiringSoon",
             EventReason::ControllerProcessNotFound => "ControllerProcessNotFound",
             EventReason::ReloadSignalWithheld => "ReloadSignalWithheld",
+            EventReason::TLSSecretMissing => "TLSSecretMissing",
+            EventReason::TLSSecretInvalid => "TLSSecretInvalid",
+            EventReason::TLSSecretRefNotPermitted => "TLSSecretRefNotPermitted",
         }
     }
 
@@ -59,6 +72,50 @@ impl EventReason {
                 | EventReason::KubeletResyncRequested
                 | EventReason::ControllerReloaded
         )
+    }
+}
+
+/// The object an Event is about (`regarding`): a controller Pod, or the Ingress or Gateway
+/// whose TLS host has a problem.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Regarding {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl From<&crate::reconcile::PodRef> for Regarding {
+    fn from(pod: &crate::reconcile::PodRef) -> Self {
+        Self {
+            api_version: "v1",
+            kind: "Pod",
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        }
+    }
+}
+
+impl From<&crate::routes::RouteOrigin> for Regarding {
+    fn from(origin: &crate::routes::RouteOrigin) -> Self {
+        use crate::routes::RouteKind;
+        let api_version = match origin.kind {
+            RouteKind::Ingress | RouteKind::IngressClass => "networking.k8s.io/v1",
+            RouteKind::ReferenceGrant => "gateway.networking.k8s.io/v1beta1",
+            RouteKind::Gateway
+            | RouteKind::GatewayClass
+            | RouteKind::HttpRoute
+            | RouteKind::TlsRoute => "gateway.networking.k8s.io/v1",
+        };
+        Self {
+            api_version,
+            kind: origin.kind.as_str(),
+            namespace: origin.namespace.clone(),
+            name: origin.name.clone(),
+            uid: origin.uid.clone(),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::node::HostStatus;
 use crate::reconcile::MountStatus;
 
 /// What the agent publishes after every reconcile step.
@@ -15,6 +16,10 @@ pub struct StatusSnapshot {
     /// Whether the agent reads kubelet's volume directories at all.
     pub disk: DiskStatus,
     pub mounts: Vec<MountStatus>,
+    /// TLS hosts from Ingress and Gateway objects, for controllers that read the API (absent
+    /// when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostStatus>,
 }
 
 /// `/status` `disk`: whether mounts are compared on disk, or (a probe-only install, no kubelet

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod controllers;
 pub mod demo;
 pub mod goprog;
+pub mod ingress_controller;
 pub mod kubelet;
 pub mod node;
 pub mod podsecurity;

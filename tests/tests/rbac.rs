@@ -682,7 +682,51 @@ fn documented_permissions() -> BTreeMap<(&'static str, &'static str), BTreeSet<&
             ("events.k8s.io", "events"),
             BTreeSet::from(["create", "patch"]),
         ),
+        (
+            ("networking.k8s.io", "ingresses"),
+            BTreeSet::from(["list", "watch"]),
+        ),
+        (
+            ("networking.k8s.io", "ingressclasses"),
+            BTreeSet::from(["list", "watch"]),
+        ),
+        (
+            ("gateway.networking.k8s.io", "gateways"),
+            BTreeSet::from(["list", "watch"]),
+        ),
+        (
+            ("gateway.networking.k8s.io", "gatewayclasses"),
+            BTreeSet::from(["list", "watch"]),
+        ),
+        (
+            ("gateway.networking.k8s.io", "referencegrants"),
+            BTreeSet::from(["list", "watch"]),
+        ),
+        (
+            ("gateway.networking.k8s.io", "httproutes"),
+            BTreeSet::from(["list", "watch"]),
+        ),
+        (
+            ("gateway.networking.k8s.io", "tlsroutes"),
+            BTreeSet::from(["list", "watch"]),
+        ),
     ])
+}
+
+/// The kinds a configuration's controllers watch for their hosts: (API group, resource).
+fn route_resources(config: &mountlag::config::Config) -> BTreeSet<(&'static str, &'static str)> {
+    use mountlag::routes::RouteKind;
+    let mut out = BTreeSet::new();
+    for routes in config.controllers.iter().filter_map(|c| c.routes.as_ref()) {
+        for kind in routes.kinds() {
+            let group = match kind {
+                RouteKind::Ingress | RouteKind::IngressClass => "networking.k8s.io",
+                _ => "gateway.networking.k8s.io",
+            };
+            out.insert((group, kind.resource()));
+        }
+    }
+    out
 }
 
 fn config_of(docs: &[Value], variant: &str) -> mountlag::config::Config {
@@ -822,6 +866,23 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
             }
             if config.nudge.enabled {
                 assert!(patch.covers(ns), "{variant}: patch pods in {ns:?}");
+            }
+        }
+        // Ingress and Gateway API kinds: read cluster-wide exactly when a controller's hosts
+        // come from them, and only the kinds its `routes` need.
+        let needed = route_resources(&config);
+        for (group, resource) in documented_permissions().keys() {
+            if group.is_empty() || *group == "events.k8s.io" {
+                continue;
+            }
+            for verb in ["list", "watch"] {
+                let grant = rbac.grants(&user, verb, group, resource);
+                assert_eq!(
+                    grant.cluster_wide,
+                    needed.contains(&(*group, *resource)),
+                    "{variant}: {verb} {group}/{resource}: {grant:?}"
+                );
+                assert!(grant.namespaces.is_empty(), "{variant}: {grant:?}");
             }
         }
         // Secret reads exist only where the configuration has controllers.

@@ -68,6 +68,7 @@ pub async fn run_agent(
         waiting_for: vec!["pods not listed yet".into()],
         disk: disk.clone(),
         mounts: Vec::new(),
+        hosts: Vec::new(),
     }));
     let listener = admin::bind(options.listen)
         .await
@@ -131,6 +132,8 @@ pub async fn run_agent(
     let mut node = Node::new(settings, Instant::now());
     let secret_client = client.clone();
     let secret_tx = input_tx.clone();
+    let route_client = client.clone();
+    let route_tx = input_tx.clone();
     let mut effects = Effects::new(EffectTargets {
         executor: Executor::new(
             Arc::new(KubePodPatcher::new(client.clone())),
@@ -144,6 +147,13 @@ pub async fn run_agent(
         volumes,
         spawn_secret_watch: Box::new(move |key| {
             tokio::spawn(watch_secret(secret_client.clone(), key, secret_tx.clone()))
+        }),
+        spawn_route_watch: Box::new(move |kind| {
+            tokio::spawn(crate::k8s::routes::watch_routes(
+                route_client.clone(),
+                kind,
+                route_tx.clone(),
+            ))
         }),
         later: input_tx,
         status: status_tx,

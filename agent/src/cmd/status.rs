@@ -264,6 +264,7 @@ fn unreachable_message(endpoint: &Endpoint, err: &ClientError, refused: &[&str])
     }
 }
 
+mod hosts;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use kube::core::{Expression, Selector, SelectorExt as _};
+use mountlag_core::reconcile::SecretKey;
+use mountlag_core::routes::RouteMatch;
 use serde_yaml::{Mapping, Value};
 
 mod budget;
@@ -121,10 +123,18 @@ const CONTROLLER_KEYS: &[&str] = &[
     "mode",
     "reload",
     "probe",
+    "routes",
 ];
 const CONTROLLER_RELOAD_KEYS: &[&str] = &["signal", "process", "http", "goProgramHandlesSignal"];
 const HTTP_KEYS: &[&str] = &["url"];
 const PROBE_KEYS: &[&str] = &["ports", "hosts"];
+const ROUTES_KEYS: &[&str] = &[
+    "ingressControllers",
+    "ingressClassNames",
+    "ingressClassAnnotations",
+    "gatewayControllers",
+    "defaultCertificate",
+];
 
 /// `namespaces: ["*"]`: every namespace, also for a profile that has usual namespaces.
 const ALL_NAMESPACES: &str = "*";
@@ -211,6 +221,9 @@ pub struct ControllerProfile {
     pub reload: ReloadAction,
     pub mode: ReloadMode,
     pub probe: ProbeConfig,
+    /// Which Ingress and Gateway objects are the controller's (API-driven controllers): the
+    /// hosts to probe and the Secret each must serve. `None`: only the pod's own Secrets.
+    pub routes: Option<RouteMatch>,
 }
 
 impl ControllerProfile {
@@ -226,6 +239,7 @@ impl ControllerProfile {
             reloads: self.reload != ReloadAction::None,
             probe_hosts: self.probe.hosts.clone(),
             probe_ports: self.probe.ports.len(),
+            routes: self.routes.clone(),
         }
     }
 }

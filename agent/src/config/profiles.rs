@@ -16,11 +16,15 @@ pub enum BuiltinProfile {
     TraefikCrd,
     Contour,
     Istio,
+    EnvoyGateway,
+    NginxGatewayFabric,
+    IstioGateway,
+    ContourGateway,
 }
 
 impl BuiltinProfile {
     /// Every profile, in documentation order.
-    pub const ALL: [BuiltinProfile; 10] = [
+    pub const ALL: [BuiltinProfile; 14] = [
         BuiltinProfile::Nginx,
         BuiltinProfile::Haproxy,
         BuiltinProfile::Traefik,
@@ -31,6 +35,10 @@ impl BuiltinProfile {
         BuiltinProfile::TraefikCrd,
         BuiltinProfile::Contour,
         BuiltinProfile::Istio,
+        BuiltinProfile::EnvoyGateway,
+        BuiltinProfile::NginxGatewayFabric,
+        BuiltinProfile::IstioGateway,
+        BuiltinProfile::ContourGateway,
     ];
 
     /// The name written after `profile:`.
@@ -46,6 +54,10 @@ impl BuiltinProfile {
             BuiltinProfile::TraefikCrd => "traefik-crd",
             BuiltinProfile::Contour => "contour",
             BuiltinProfile::Istio => "istio",
+            BuiltinProfile::EnvoyGateway => "envoy-gateway",
+            BuiltinProfile::NginxGatewayFabric => "nginx-gateway-fabric",
+            BuiltinProfile::IstioGateway => "istio-gateway",
+            BuiltinProfile::ContourGateway => "contour-gateway",
         }
     }
 
@@ -66,7 +78,11 @@ impl BuiltinProfile {
             | BuiltinProfile::HaproxyIngress
             | BuiltinProfile::TraefikCrd
             | BuiltinProfile::Contour
-            | BuiltinProfile::Istio => ReloadMode::Api,
+            | BuiltinProfile::Istio
+            | BuiltinProfile::EnvoyGateway
+            | BuiltinProfile::NginxGatewayFabric
+            | BuiltinProfile::IstioGateway
+            | BuiltinProfile::ContourGateway => ReloadMode::Api,
         }
     }
 
@@ -99,7 +115,11 @@ impl BuiltinProfile {
             | BuiltinProfile::HaproxyIngress
             | BuiltinProfile::TraefikCrd
             | BuiltinProfile::Contour
-            | BuiltinProfile::Istio => ReloadAction::None,
+            | BuiltinProfile::Istio
+            | BuiltinProfile::EnvoyGateway
+            | BuiltinProfile::NginxGatewayFabric
+            | BuiltinProfile::IstioGateway
+            | BuiltinProfile::ContourGateway => ReloadAction::None,
         }
     }
 
@@ -111,6 +131,11 @@ impl BuiltinProfile {
             BuiltinProfile::TraefikCrd | BuiltinProfile::Contour | BuiltinProfile::Istio => {
                 vec![8443]
             }
+            // Envoy Gateway adds 10000 to listener ports below 1024 (443 → 10443).
+            BuiltinProfile::EnvoyGateway => vec![10443],
+            // Contour's provisioner adds 8000 to listener ports (443 → 8443).
+            BuiltinProfile::ContourGateway => vec![8443],
+            // NGINX Gateway Fabric and Istio's Gateway deployments listen on the listener port.
             _ => vec![DEFAULT_PROBE_PORT],
         }
     }
@@ -127,8 +152,65 @@ impl BuiltinProfile {
                 Some("app.kubernetes.io/name=contour,app.kubernetes.io/component=envoy")
             }
             BuiltinProfile::Istio => Some("istio=ingressgateway"),
+            BuiltinProfile::EnvoyGateway => Some(
+                "app.kubernetes.io/component=proxy,app.kubernetes.io/managed-by=envoy-gateway,app.kubernetes.io/name=envoy",
+            ),
+            BuiltinProfile::IstioGateway => {
+                Some("gateway.istio.io/managed=istio.io-gateway-controller")
+            }
+            BuiltinProfile::ContourGateway => {
+                Some("app.kubernetes.io/managed-by=contour-gateway-provisioner")
+            }
+            // Its data-plane pods carry the Helm release's names: the user writes the selector.
             _ => None,
         }
+    }
+
+    /// Which Ingress and Gateway objects the controller serves (read from each project's
+    /// source; docs/configuration.md cites them).
+    pub fn routes(self) -> Option<RouteMatch> {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let routes = |ingress: &[&str], annotations: &[&str], gateway: &[&str]| RouteMatch {
+            ingress_controllers: strings(ingress),
+            ingress_class_names: Vec::new(),
+            ingress_class_annotations: strings(annotations),
+            gateway_controllers: strings(gateway),
+            default_certificate: None,
+        };
+        Some(match self {
+            BuiltinProfile::IngressNginx => routes(&["k8s.io/ingress-nginx"], &["nginx"], &[]),
+            BuiltinProfile::HaproxyIngress => routes(
+                &["haproxy-ingress.github.io/controller"],
+                &["haproxy"],
+                &["haproxy-ingress.github.io/controller"],
+            ),
+            BuiltinProfile::TraefikCrd => routes(
+                &["traefik.io/ingress-controller"],
+                &["traefik"],
+                &["traefik.io/gateway-controller"],
+            ),
+            // Contour takes its IngressClass by name, whatever the class's controller.
+            BuiltinProfile::Contour => RouteMatch {
+                ingress_class_names: strings(&["contour"]),
+                ..routes(&[], &["contour"], &[])
+            },
+            BuiltinProfile::Istio => routes(&["istio.io/ingress-controller"], &["istio"], &[]),
+            BuiltinProfile::EnvoyGateway => {
+                routes(&[], &[], &["gateway.envoyproxy.io/gatewayclass-controller"])
+            }
+            BuiltinProfile::NginxGatewayFabric => {
+                routes(&[], &[], &["gateway.nginx.org/nginx-gateway-controller"])
+            }
+            BuiltinProfile::IstioGateway => routes(&[], &[], &["istio.io/gateway-controller"]),
+            BuiltinProfile::ContourGateway => {
+                routes(&[], &[], &["projectcontour.io/gateway-controller"])
+            }
+            BuiltinProfile::Nginx
+            | BuiltinProfile::Haproxy
+            | BuiltinProfile::Traefik
+            | BuiltinProfile::Caddy
+            | BuiltinProfile::Envoy => return None,
+        })
     }
 
     /// The namespaces the controller's usual install puts its pods in. A controller entry with
@@ -146,6 +228,12 @@ impl BuiltinProfile {
             BuiltinProfile::Contour => &["projectcontour"],
             // istioctl's default profile and the gateway chart's documented namespace.
             BuiltinProfile::Istio => &["istio-system", "istio-ingress"],
+            // Envoy Gateway's proxies run in its own namespace (unless GatewayNamespace mode).
+            BuiltinProfile::EnvoyGateway => &["envoy-gateway-system"],
+            // These run their data plane in each Gateway's namespace.
+            BuiltinProfile::NginxGatewayFabric
+            | BuiltinProfile::IstioGateway
+            | BuiltinProfile::ContourGateway => &[],
             BuiltinProfile::Nginx
             | BuiltinProfile::Haproxy
             | BuiltinProfile::Traefik
@@ -191,6 +279,18 @@ impl BuiltinProfile {
             BuiltinProfile::Istio => {
                 "Istio ingress gateway; istiod/SDS reads Secrets from the API, verify only"
             }
+            BuiltinProfile::EnvoyGateway => {
+                "Envoy Gateway's proxies (Gateway API); reads Secrets from the API, verify only"
+            }
+            BuiltinProfile::NginxGatewayFabric => {
+                "NGINX Gateway Fabric's data plane (Gateway API); reads Secrets from the API, verify only; give the selector"
+            }
+            BuiltinProfile::IstioGateway => {
+                "Istio's Gateway API deployments; istiod reads Secrets from the API, verify only"
+            }
+            BuiltinProfile::ContourGateway => {
+                "Contour's provisioned Envoy (Gateway API); reads Secrets from the API, verify only"
+            }
         }
     }
 
@@ -207,6 +307,7 @@ impl BuiltinProfile {
                 ports: self.ports(),
                 hosts: Vec::new(),
             },
+            routes: self.routes(),
         }
     }
 
@@ -216,12 +317,15 @@ impl BuiltinProfile {
         Some(self.controller(self.name(), selector))
     }
 
-    /// The controllers of `Config::default()`: every profile with a default selector (the
-    /// API-driven ones), each verify-only. File-reading profiles have no conventional labels,
-    /// so they are never guessed.
+    /// The controllers of `Config::default()`: every profile with a default selector and a
+    /// usual namespace (API-driven ones), each verify-only. File-reading profiles have no
+    /// conventional labels, so they are never guessed; Gateway API data planes that run in
+    /// each Gateway's namespace (istio-gateway, contour-gateway) are enrolled only when
+    /// configured, so a look-alike pod in another namespace never is by default.
     pub fn default_controllers() -> Vec<ControllerProfile> {
         BuiltinProfile::ALL
             .into_iter()
+            .filter(|p| !p.usual_namespaces().is_empty())
             .filter_map(BuiltinProfile::default_controller)
             .collect()
     }

@@ -401,3 +401,20 @@ pub(super) fn check_url(s: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A class or controller name (`k8s.io/ingress-nginx`, `nginx`): printable, no spaces, at most
+/// 253 bytes (a GatewayClass `controllerName` is a domain-prefixed path).
+pub(super) fn check_class_value(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: expected a name such as k8s.io/ingress-nginx (letters, digits, '-', '_', '.', '/')",
+            quote(s)
+        ))
+    }
+}

@@ -56,7 +56,8 @@ fn defaults() {
             "haproxy-ingress",
             "traefik-crd",
             "contour",
-            "istio"
+            "istio",
+            "envoy-gateway"
         ]
     );
     for c in &config.controllers {
@@ -79,7 +80,7 @@ fn defaults() {
         );
         assert_eq!(c.containers, None);
     }
-    assert_eq!(config.summary().split(':').next(), Some("5 controllers"));
+    assert_eq!(config.summary().split(':').next(), Some("6 controllers"));
 }
 
 #[test]
@@ -143,6 +144,12 @@ controllers:
     selector: "!legacy"
     reload: none
     mode: api
+    routes:
+      ingressControllers: [k8s.io/ingress-nginx]
+      ingressClassNames: [contour]
+      ingressClassAnnotations: [nginx]
+      gatewayControllers: [gateway.envoyproxy.io/gatewayclass-controller]
+      defaultCertificate: ingress/default-tls
 "#;
     let config = parse(text);
     let expected = Config {
@@ -183,6 +190,7 @@ controllers:
                     ports: vec![443, 8443],
                     hosts: vec!["shop.example.com".into(), "api.example.com".into()],
                 },
+                routes: None,
             },
             ControllerProfile {
                 name: "caddy".into(),
@@ -194,6 +202,7 @@ controllers:
                 },
                 mode: ReloadMode::Files,
                 probe: ProbeConfig::default(),
+                routes: None,
             },
             ControllerProfile {
                 name: "envoy".into(),
@@ -203,6 +212,18 @@ controllers:
                 reload: ReloadAction::None,
                 mode: ReloadMode::Api,
                 probe: ProbeConfig::default(),
+                routes: Some(RouteMatch {
+                    ingress_controllers: vec!["k8s.io/ingress-nginx".into()],
+                    ingress_class_names: vec!["contour".into()],
+                    ingress_class_annotations: vec!["nginx".into()],
+                    gateway_controllers: vec![
+                        "gateway.envoyproxy.io/gatewayclass-controller".into(),
+                    ],
+                    default_certificate: Some(SecretKey {
+                        namespace: "ingress".into(),
+                        name: "default-tls".into(),
+                    }),
+                }),
             },
         ],
     };
@@ -294,7 +315,7 @@ fn every_builtin_profile() {
         Vec<u16>,
         Option<&'static str>,
     );
-    let expected: [Row; 10] = [
+    let expected: [Row; 14] = [
         (
             "nginx",
             ReloadMode::Files,
@@ -379,6 +400,36 @@ fn every_builtin_profile() {
             vec![8443],
             Some("istio=ingressgateway"),
         ),
+        (
+            "envoy-gateway",
+            ReloadMode::Api,
+            ReloadAction::None,
+            vec![10443],
+            Some(
+                "app.kubernetes.io/component=proxy,app.kubernetes.io/managed-by=envoy-gateway,app.kubernetes.io/name=envoy",
+            ),
+        ),
+        (
+            "nginx-gateway-fabric",
+            ReloadMode::Api,
+            ReloadAction::None,
+            vec![443],
+            None,
+        ),
+        (
+            "istio-gateway",
+            ReloadMode::Api,
+            ReloadAction::None,
+            vec![443],
+            Some("gateway.istio.io/managed=istio.io-gateway-controller"),
+        ),
+        (
+            "contour-gateway",
+            ReloadMode::Api,
+            ReloadAction::None,
+            vec![8443],
+            Some("app.kubernetes.io/managed-by=contour-gateway-provisioner"),
+        ),
     ];
     assert_eq!(BuiltinProfile::ALL.len(), expected.len());
     for (profile, (name, mode, reload, ports, selector)) in
@@ -396,6 +447,8 @@ fn every_builtin_profile() {
         assert_eq!(c.reload, reload, "{name}");
         assert_eq!(c.probe.ports, ports, "{name}");
         assert!(c.probe.hosts.is_empty());
+        // API-driven profiles know their Ingress or Gateway classes; file readers have none.
+        assert_eq!(c.routes.is_some(), mode == ReloadMode::Api, "{name}");
 
         // Without one: the profile's default, or an error.
         let text = format!("controllers:\n  - name: c\n    profile: {name}\n");
@@ -1136,7 +1189,7 @@ fn controller_errors() {
     // Unknown profile: no cascade of selector/reload errors.
     assert_eq!(
         error("controllers:\n  - name: a\n    profile: nginxx\n"),
-        "t.yaml:3:14: controllers[0].profile: unknown profile \"nginxx\" (expected one of: nginx, haproxy, traefik, caddy, envoy, ingress-nginx, haproxy-ingress, traefik-crd, contour, istio)"
+        "t.yaml:3:14: controllers[0].profile: unknown profile \"nginxx\" (expected one of: nginx, haproxy, traefik, caddy, envoy, ingress-nginx, haproxy-ingress, traefik-crd, contour, istio, envoy-gateway, nginx-gateway-fabric, istio-gateway, contour-gateway)"
     );
     // Reload missing without profile.
     assert_eq!(

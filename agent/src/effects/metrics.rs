@@ -130,6 +130,12 @@ pub struct ServedLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TlsHostLabels {
+    pub controller: String,
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct NotAfterLabels {
     pub namespace: String,
     pub secret: String,
@@ -149,6 +155,7 @@ pub struct ReloadMetrics {
     duration: Histogram,
     pub served_match: Family<ServedLabels, Gauge>,
     pub not_after: Family<NotAfterLabels, Gauge>,
+    pub tls_hosts: Family<TlsHostLabels, Gauge>,
 }
 
 impl ReloadMetrics {
@@ -158,6 +165,7 @@ impl ReloadMetrics {
             duration: Histogram::new(RELOAD_BUCKETS),
             served_match: Family::default(),
             not_after: Family::default(),
+            tls_hosts: Family::default(),
         };
         registry.register(
             "mountlag_reloads",
@@ -174,6 +182,11 @@ impl ReloadMetrics {
             "mountlag_served_certificate_match",
             "1 when the controller serves the expected leaf on every probed name, else 0",
             metrics.served_match.clone(),
+        );
+        registry.register(
+            "mountlag_tls_hosts",
+            "TLS hosts from Ingress and Gateway objects by controller and state (ok, unknown, secret_missing, secret_invalid, ref_not_permitted)",
+            metrics.tls_hosts.clone(),
         );
         registry.register_with_unit(
             "mountlag_certificate_not_after_timestamp",

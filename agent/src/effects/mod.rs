@@ -28,7 +28,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 
 use mountlag_core::action::Action;
-pub use mountlag_core::events::{EventReason, RelatedSecret};
+pub use mountlag_core::events::{EventReason, Regarding, RelatedSecret};
 use mountlag_core::reconcile::PodRef;
 
 use crate::text::{MAX_EVENT_NOTE_BYTES, MAX_MESSAGE_BYTES, sanitize, untrusted_capped};
@@ -70,11 +70,11 @@ impl From<EventReason> for Reason {
     }
 }
 
-/// Publishes a Kubernetes Event regarding a pod.
+/// Publishes a Kubernetes Event regarding a pod, an Ingress or a Gateway.
 pub trait EventPublisher: Send + Sync + 'static {
     fn publish(
         &self,
-        pod: &PodRef,
+        regarding: &Regarding,
         reason: Reason,
         note: &str,
         related: Option<&RelatedSecret>,
@@ -130,7 +130,12 @@ impl Executor {
                 reason,
                 note,
                 related,
-            } => self.publish(pod, reason.into(), note, related),
+            } => self.publish(Regarding::from(&pod), reason.into(), note, related),
+            Action::RouteEvent {
+                regarding,
+                reason,
+                note,
+            } => self.publish(Regarding::from(&regarding), reason.into(), note, None),
             // The other actions are not the API's: see `effects::Effects::perform`.
             _ => {}
         }
@@ -139,13 +144,13 @@ impl Executor {
     /// Publishes an Event (rate-limited) without waiting for it.
     pub fn publish(
         &self,
-        pod: PodRef,
+        regarding: Regarding,
         reason: Reason,
         note: String,
         related: Option<RelatedSecret>,
     ) {
         let this = self.clone();
-        tokio::spawn(async move { this.event(pod, reason, note, related).await });
+        tokio::spawn(async move { this.event(regarding, reason, note, related).await });
     }
 
     async fn nudge(&self, pod: PodRef, volume: String, annotation: String, attempt: u8) {
@@ -164,8 +169,13 @@ impl Executor {
                     "annotated {}={annotation} so kubelet remounts volume {volume:?} now instead of at its next sync (attempt {attempt})",
                     crate::k8s::RESYNC_ANNOTATION
                 );
-                self.event(pod, EventReason::KubeletResyncRequested.into(), note, None)
-                    .await;
+                self.event(
+                    Regarding::from(&pod),
+                    EventReason::KubeletResyncRequested.into(),
+                    note,
+                    None,
+                )
+                .await;
             }
             Err(failure) => {
                 self.metrics
@@ -180,7 +190,7 @@ impl Executor {
 
     async fn event(
         &self,
-        pod: PodRef,
+        regarding: Regarding,
         reason: Reason,
         note: String,
         related: Option<RelatedSecret>,
@@ -192,26 +202,26 @@ impl Executor {
         let allowed = self
             .limiter
             .lock()
-            .map(|mut l| l.allow(&pod.uid, reason.name, Instant::now()))
+            .map(|mut l| l.allow(&regarding.uid, reason.name, Instant::now()))
             .unwrap_or(true);
         if !allowed {
             self.count_event(reason, "rate_limited");
-            tracing::debug!(pod = %pod.name, reason = reason.name, "event rate-limited");
+            tracing::debug!(kind = regarding.kind, name = %regarding.name, reason = reason.name, "event rate-limited");
             return;
         }
         match self
             .publisher
-            .publish(&pod, reason, &note, related.as_ref())
+            .publish(&regarding, reason, &note, related.as_ref())
             .await
         {
             Ok(()) => {
                 self.count_event(reason, "published");
-                tracing::info!(namespace = %pod.namespace, pod = %pod.name, reason = reason.name, %note, "event");
+                tracing::info!(namespace = %regarding.namespace, kind = regarding.kind, name = %regarding.name, reason = reason.name, %note, "event");
             }
             Err(failure) => {
                 self.count_event(reason, "error");
                 self.metrics.api_error("events", &failure.reason);
-                tracing::warn!(pod = %pod.name, reason = reason.name, error = %untrusted_capped(&failure.message, MAX_MESSAGE_BYTES), "cannot publish event");
+                tracing::warn!(kind = regarding.kind, name = %regarding.name, reason = reason.name, error = %untrusted_capped(&failure.message, MAX_MESSAGE_BYTES), "cannot publish event");
             }
         }
     }
@@ -254,7 +264,7 @@ mod tests {
     impl EventPublisher for Notes {
         fn publish(
             &self,
-            _: &PodRef,
+            _: &Regarding,
             _: Reason,
             note: &str,
             _: Option<&RelatedSecret>,
@@ -286,7 +296,7 @@ mod tests {
             "A".repeat(1 << 20)
         );
         executor.publish(
-            pod,
+            Regarding::from(&pod),
             EventReason::SecretMountStuck.into(),
             hostile.clone(),
             None,

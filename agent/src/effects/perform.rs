@@ -4,6 +4,7 @@
 //! ```text
 //!  Action ──▶ Effects::perform ─┬─ Nudge · Event · ObserveLag ──▶ Executor (API, rate limits)
 //!                               ├─ WatchSecret · UnwatchSecret ──▶ one watch task per Secret
+//!                               ├─ WatchRoutes · UnwatchRoutes ──▶ one cluster-wide watch per kind
 //!                               ├─ TrackVolume · ReadVolume ─────▶ inotify, kubelet::snapshot ─▶ Input now
 //!                               ├─ Reload ─▶ cached pidfd signal ─▶ Input now │ blocking task ─▶ Input later
 //!                               ├─ Probe ──▶ TLS handshakes (task) ─────────────────────────▶ Input later
@@ -24,12 +25,13 @@ use mountlag_core::action::Action;
 use mountlag_core::node::{Input, Publication};
 use mountlag_core::reconcile::SecretKey;
 use mountlag_core::reconcile::reload::{FailureKind, ReloadFailure};
+use mountlag_core::routes::RouteKind;
 use mountlag_core::status::StatusSnapshot;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::Executor;
-use super::metrics::{EffectMetrics, NotAfterLabels, ServedLabels};
+use super::metrics::{EffectMetrics, NotAfterLabels, ServedLabels, TlsHostLabels};
 use super::reload::{
     TargetCache, probe_addresses, probe_round, reload_controller, signal_known_target,
 };
@@ -39,6 +41,8 @@ use crate::disk::{SnapshotError, snapshot};
 
 /// Starts a watch on one Secret whose events go to the loop.
 pub type SecretWatchSpawner = Box<dyn Fn(SecretKey) -> JoinHandle<()> + Send>;
+/// Starts a cluster-wide watch of one Ingress or Gateway API kind.
+pub type RouteWatchSpawner = Box<dyn Fn(RouteKind) -> JoinHandle<()> + Send>;
 
 pub struct Effects {
     executor: Executor,
@@ -51,6 +55,8 @@ pub struct Effects {
     volumes: VolumeWatcher,
     secret_watches: HashMap<SecretKey, JoinHandle<()>>,
     spawn_secret_watch: SecretWatchSpawner,
+    route_watches: HashMap<RouteKind, JoinHandle<()>>,
+    spawn_route_watch: RouteWatchSpawner,
     /// Where results that take time go: the loop's input channel.
     later: mpsc::UnboundedSender<Input>,
     status: watch::Sender<Arc<StatusSnapshot>>,
@@ -72,6 +78,7 @@ pub struct EffectTargets {
     pub proc_root: PathBuf,
     pub volumes: VolumeWatcher,
     pub spawn_secret_watch: SecretWatchSpawner,
+    pub spawn_route_watch: RouteWatchSpawner,
     pub later: mpsc::UnboundedSender<Input>,
     pub status: watch::Sender<Arc<StatusSnapshot>>,
 }
@@ -95,6 +102,8 @@ impl Effects {
             volumes: targets.volumes,
             secret_watches: HashMap::new(),
             spawn_secret_watch: targets.spawn_secret_watch,
+            route_watches: HashMap::new(),
+            spawn_route_watch: targets.spawn_route_watch,
             later: targets.later,
             status: targets.status,
         }
@@ -103,8 +112,28 @@ impl Effects {
     /// Performs one action; returns the input it produced at once, if any.
     pub fn perform(&mut self, action: Action) -> Option<Input> {
         match action {
-            Action::Nudge { .. } | Action::Event { .. } | Action::ObserveLag { .. } => {
+            Action::Nudge { .. }
+            | Action::Event { .. }
+            | Action::RouteEvent { .. }
+            | Action::ObserveLag { .. } => {
                 self.executor.execute(action);
+                None
+            }
+            Action::WatchRoutes(kind) => {
+                tracing::info!(
+                    resource = kind.resource(),
+                    "watching cluster-wide: a local controller's hosts come from it"
+                );
+                let task = (self.spawn_route_watch)(kind);
+                if let Some(old) = self.route_watches.insert(kind, task) {
+                    old.abort();
+                }
+                None
+            }
+            Action::UnwatchRoutes(kind) => {
+                if let Some(task) = self.route_watches.remove(&kind) {
+                    task.abort();
+                }
                 None
             }
             Action::WatchSecret(key) => {
@@ -251,6 +280,18 @@ impl Effects {
                 })
                 .set(i64::from(served.matches));
         }
+        // A profile whose last pod left takes its series with it.
+        self.metrics.reload.tls_hosts.clear();
+        for ((controller, state), count) in publication.tls_hosts {
+            self.metrics
+                .reload
+                .tls_hosts
+                .get_or_create(&TlsHostLabels {
+                    controller,
+                    state: state.label(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         for (namespace, secret, unix) in publication.not_after_on_disk {
             self.set_not_after(namespace, secret, "disk", unix);
         }
@@ -271,9 +312,12 @@ impl Effects {
         crate::admin::mark_unready(&self.status, why);
     }
 
-    /// Stops every Secret watch.
+    /// Stops every Secret and route watch.
     pub fn stop_watches(&mut self) {
         for (_, task) in self.secret_watches.drain() {
+            task.abort();
+        }
+        for (_, task) in self.route_watches.drain() {
             task.abort();
         }
     }

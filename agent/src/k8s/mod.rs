@@ -8,10 +8,14 @@
 //!  Secret ──▶ secret::secret_view ──▶ SecretView ─┘   (digests only; the bytes stop here)
 //! ```
 //!
+//! Ingress, IngressClass and the Gateway API kinds become `routes::RouteObject`s in
+//! `routes.rs`, watched cluster-wide only while a local controller pod's profile needs them.
+//!
 //! Only this folder reads `k8s_openapi` types.
 
 pub mod client;
 pub mod pod;
+pub mod routes;
 pub mod secret;
 pub mod sinks;
 pub mod watches;

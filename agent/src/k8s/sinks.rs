@@ -7,7 +7,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::effects::{ApiFailure, EventPublisher, PodPatcher, Reason, RelatedSecret};
+use crate::effects::{ApiFailure, EventPublisher, PodPatcher, Reason, Regarding, RelatedSecret};
 use crate::reconcile::PodRef;
 use crate::text::{MAX_EVENT_NOTE_BYTES, sanitize};
 
@@ -100,13 +100,13 @@ impl KubeEventPublisher {
     }
 }
 
-pub fn pod_reference(pod: &PodRef) -> ObjectReference {
+pub fn object_reference(regarding: &Regarding) -> ObjectReference {
     ObjectReference {
-        api_version: Some("v1".to_string()),
-        kind: Some("Pod".to_string()),
-        name: Some(pod.name.clone()),
-        namespace: Some(pod.namespace.clone()),
-        uid: Some(pod.uid.clone()),
+        api_version: Some(regarding.api_version.to_string()),
+        kind: Some(regarding.kind.to_string()),
+        name: Some(regarding.name.clone()),
+        namespace: Some(regarding.namespace.clone()),
+        uid: Some(regarding.uid.clone()),
         ..ObjectReference::default()
     }
 }
@@ -114,13 +114,13 @@ pub fn pod_reference(pod: &PodRef) -> ObjectReference {
 impl EventPublisher for KubeEventPublisher {
     fn publish(
         &self,
-        pod: &PodRef,
+        regarding: &Regarding,
         reason: Reason,
         note: &str,
         related: Option<&RelatedSecret>,
     ) -> BoxFuture<'static, Result<(), ApiFailure>> {
         let recorder = self.recorder.clone();
-        let reference = pod_reference(pod);
+        let reference = object_reference(regarding);
         let event = Event {
             type_: if reason.warning {
                 EventType::Warning
@@ -161,6 +161,7 @@ fn action_of(reason: Reason) -> &'static str {
             "Reload"
         }
         "ControllerReloaded" | "ReloadUnverified" => "Reload",
+        "TLSSecretMissing" | "TLSSecretInvalid" | "TLSSecretRefNotPermitted" => "ResolveHosts",
         _ => "Verify",
     }
 }

@@ -130,7 +130,7 @@ pub async fn watch_secret(client: Client, key: SecretKey, tx: mpsc::UnboundedSen
     }
 }
 
-fn watch_error_reason(err: &watcher::Error) -> String {
+pub(super) fn watch_error_reason(err: &watcher::Error) -> String {
     match err {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)

@@ -14,6 +14,7 @@
 //! I/O and no clock here: `now` is an argument, so every decision is a unit test.
 
 mod publish;
+mod routes;
 #[cfg(test)]
 mod tests;
 mod tracking;
@@ -33,11 +34,15 @@ use crate::reconcile::reload::{
     ReloadKind, ReloadLimits,
 };
 use crate::reconcile::{MountIndex, PodRef, SecretKey, Thresholds};
+use crate::routes::{
+    ControllerHosts, RouteIndex, RouteKind, RouteMatch, RouteObject, RouteObjectKey,
+};
 use crate::secret::SecretView;
 use crate::status::DiskStatus;
 use crate::volume::{KubeletRoot, RescanReason, VolumeSnapshot};
 
 pub use publish::{PUBLISH_EVERY, Publication, ServedMatch};
+pub use routes::{HostServed, HostState, HostStatus};
 
 /// The clock, passed in: monotonic for timers, wall-clock for certificate validity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +72,8 @@ pub struct ControllerSpec {
     pub reloads: bool,
     /// Extra SNI names to probe.
     pub probe_hosts: Vec<String>,
+    /// Where the controller's hosts come from, when Ingress and Gateway objects say.
+    pub routes: Option<RouteMatch>,
     /// Ports a probe round covers on every pod IP (for the handshake budget).
     pub probe_ports: usize,
 }
@@ -102,6 +109,17 @@ pub enum Input {
         uid: String,
     },
     PodWatchFailed {
+        reason: String,
+    },
+    /// A watch of Ingress or Gateway API objects (re)listed: all objects of the kind.
+    RoutesListed {
+        kind: RouteKind,
+        objects: Vec<RouteObject>,
+    },
+    RouteApplied(RouteObject),
+    RouteDeleted(RouteObjectKey),
+    RouteWatchFailed {
+        kind: RouteKind,
         reason: String,
     },
     /// A Secret watch listed or saw a change; `None`: the Secret does not exist.
@@ -179,6 +197,20 @@ pub struct Node {
     created_at: Instant,
     /// When the handshake budget is free again: each probe round moves it on by its cost.
     budget_free_at: Instant,
+    /// Ingress and Gateway API objects, while a local controller's profile needs them.
+    routes: RouteIndex,
+    /// The kinds under a watch, and whether each has listed.
+    route_kinds: BTreeMap<RouteKind, bool>,
+    /// Per controller profile with local pods: the hosts its routes name.
+    route_hosts: BTreeMap<String, ControllerHosts>,
+    /// The Secrets those hosts need, as the API has them.
+    route_secrets: BTreeMap<SecretKey, routes::RouteSecret>,
+    /// Host problems already reported (one Event each, again only after it was gone).
+    reported_host_problems: BTreeSet<routes::HostProblem>,
+    /// A route object changed: hosts are computed again.
+    routes_changed: bool,
+    /// A Secret the hosts need changed: what each host must serve is computed again.
+    route_secrets_changed: bool,
 }
 
 impl Node {
@@ -205,6 +237,13 @@ impl Node {
             published_at: None,
             created_at: now,
             budget_free_at: now,
+            routes: RouteIndex::default(),
+            route_kinds: BTreeMap::new(),
+            route_hosts: BTreeMap::new(),
+            route_secrets: BTreeMap::new(),
+            reported_host_problems: BTreeSet::new(),
+            routes_changed: false,
+            route_secrets_changed: false,
         }
     }
 
@@ -234,7 +273,25 @@ impl Node {
                 actions.extend(self.index.set_pods_healthy(false, at));
                 actions
             }
+            Input::RoutesListed { kind, objects } => {
+                self.route_kinds.insert(kind, true);
+                self.routes_changed |= self.routes.replace_kind(kind, objects);
+                Vec::new()
+            }
+            Input::RouteApplied(object) => {
+                self.routes_changed |= self.routes.apply(object);
+                Vec::new()
+            }
+            Input::RouteDeleted(key) => {
+                self.routes_changed |= self.routes.delete(&key);
+                Vec::new()
+            }
+            Input::RouteWatchFailed { kind, reason } => vec![Action::CountApiError {
+                resource: kind.resource(),
+                reason,
+            }],
             Input::SecretObserved { key, view } => {
+                self.route_secret_observed(&key, view.as_ref(), now.utc.unix_timestamp());
                 let mut actions: Vec<Action> = view
                     .as_ref()
                     .and_then(earliest_not_after)
@@ -294,11 +351,24 @@ impl Node {
         };
         // Only pods add or remove Secret references and volume directories; both sets cost
         // O(mounts) to compute.
-        if std::mem::take(&mut self.pods_changed) {
-            let mut first = self.sync_secret_watches();
-            first.extend(self.sync_volumes());
+        let pods_changed = std::mem::take(&mut self.pods_changed);
+        let routes_changed = std::mem::take(&mut self.routes_changed) || pods_changed;
+        if routes_changed {
+            let mut first = self.sync_route_watches();
             first.append(&mut actions);
             actions = first;
+            self.compute_route_hosts();
+        }
+        if pods_changed || routes_changed {
+            let mut first = self.sync_secret_watches();
+            if pods_changed {
+                first.extend(self.sync_volumes());
+            }
+            first.append(&mut actions);
+            actions = first;
+        }
+        if routes_changed || std::mem::take(&mut self.route_secrets_changed) {
+            actions.extend(self.route_expectations(at));
         }
         actions
     }
@@ -446,13 +516,19 @@ impl Node {
         if !api_driven && self.settings.disk.checked {
             return Vec::new();
         }
+        let hosts = match self.host_plan(&pod.controller) {
+            routes::Plan::NoRoutes => None,
+            // Verifying against a half-known plan would probe again with every Secret listed.
+            routes::Plan::NotSynced => return Vec::new(),
+            routes::Plan::Ready(plan) => Some(plan),
+        };
         let mut leaves = Vec::new();
         for view in self.index.secrets_of_pod(uid) {
             if let Material::Valid { leaves: found } = material_of_secrets(&view.certificates) {
                 leaves.extend(found);
             }
         }
-        self.step_reload(uid, ReloadInput::ApiLeaves { leaves }, now)
+        self.step_reload(uid, ReloadInput::ApiLeaves { leaves, hosts }, now)
     }
 
     /// One step of a pod's reload machine, told first which of the pod's mounts lag the API.

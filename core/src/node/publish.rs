@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::reconcile::{CertificateStatus, MountState, ServedStatus};
 use crate::status::StatusSnapshot;
 
-use super::{Node, Now};
+use super::{HostState, Node, Now};
 
 /// How often the status is rebuilt at most: it costs O(mounts) (~8 ms at 1,000), and /status,
 /// /readyz and `mountlag status --watch` do not need fresher data.
@@ -27,6 +27,8 @@ pub struct Publication {
     pub not_after_on_disk: Vec<(String, String, i64)>,
     /// Volume directories under an inotify watch.
     pub tracked_volumes: usize,
+    /// `mountlag_tls_hosts{controller, state}`, every state of every profile with routes.
+    pub tls_hosts: BTreeMap<(String, HostState), usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +104,9 @@ impl Node {
         for pod in self.pods.values() {
             *controller_pods.entry(pod.controller.clone()).or_default() += 1;
         }
+        served_matches.extend(self.route_served_matches());
+        let hosts = self.host_statuses();
+        let tls_hosts = self.host_counts(&hosts);
         Publication {
             status: StatusSnapshot {
                 node: self.settings.node_name.clone(),
@@ -109,12 +114,14 @@ impl Node {
                 waiting_for,
                 disk: self.settings.disk.clone(),
                 mounts,
+                hosts,
             },
             mounts_by_state: self.index.count_by_state(),
             controller_pods,
             served_matches,
             not_after_on_disk,
             tracked_volumes: self.tracked.len(),
+            tls_hosts,
         }
     }
 
@@ -125,7 +132,13 @@ impl Node {
         if !self.pods_listed {
             waiting.push("pods not listed yet".to_string());
         }
-        let unsynced = self.index.unsynced_secrets();
+        if let Some(routes) = self.routes_waiting_for() {
+            waiting.push(routes);
+        }
+        let mut unsynced = self.index.unsynced_secrets();
+        unsynced.extend(self.unsynced_route_secrets());
+        unsynced.sort();
+        unsynced.dedup();
         if !unsynced.is_empty() {
             waiting.push(format!(
                 "{} Secret(s) not synced: {}",

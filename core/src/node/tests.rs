@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::HostState;
 use super::*;
 use crate::cert;
 use crate::events::EventReason;
@@ -58,6 +59,7 @@ fn files_controller(reloads: bool) -> ControllerSpec {
         reloads,
         probe_hosts: Vec::new(),
         probe_ports: 1,
+        routes: None,
     }
 }
 
@@ -945,4 +947,228 @@ fn periodic_checks_share_one_node_wide_handshake_budget() {
     assert_eq!(probes(&node.step(Input::Tick, clock.at(0))).len(), 1);
     assert!(probes(&node.step(Input::Tick, clock.at(1_999))).is_empty());
     assert_eq!(probes(&node.step(Input::Tick, clock.at(2_000))).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hosts from Ingress and Gateway objects
+// ---------------------------------------------------------------------------------------------
+
+fn ingress_nginx() -> ControllerSpec {
+    ControllerSpec {
+        routes: Some(crate::routes::RouteMatch {
+            ingress_controllers: vec!["k8s.io/ingress-nginx".into()],
+            ..Default::default()
+        }),
+        ..api_controller()
+    }
+}
+
+fn web_ingress(secret: &str) -> crate::routes::RouteObject {
+    crate::routes::RouteObject::Ingress(crate::routes::IngressView {
+        namespace: "ingress".into(),
+        name: "web".into(),
+        uid: "web-uid".into(),
+        class_name: Some("nginx".into()),
+        tls: vec![crate::routes::IngressTls {
+            hosts: vec!["a.example".into(), "b.example".into()],
+            secret_name: Some(secret.into()),
+        }],
+        ..Default::default()
+    })
+}
+
+fn nginx_class() -> crate::routes::RouteObject {
+    crate::routes::RouteObject::IngressClass(crate::routes::IngressClassView {
+        name: "nginx".into(),
+        controller: "k8s.io/ingress-nginx".into(),
+        is_default: false,
+    })
+}
+
+fn route_watches(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::WatchRoutes(kind) => Some(format!("watch {}", kind.resource())),
+            Action::UnwatchRoutes(kind) => Some(format!("unwatch {}", kind.resource())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An ingress-nginx pod on the node, its Ingress and IngressClass listed.
+fn ingress_node(clock: &Clock) -> Node {
+    let mut node = Node::new(settings(vec![ingress_nginx()], true), clock.base);
+    let actions = node.step(Input::PodsListed(vec![pod(UID, "nginx", &[])]), clock.at(0));
+    assert_eq!(
+        route_watches(&actions),
+        ["watch ingresses", "watch ingressclasses"]
+    );
+    node.step(
+        Input::RoutesListed {
+            kind: crate::routes::RouteKind::IngressClass,
+            objects: vec![nginx_class()],
+        },
+        clock.at(1),
+    );
+    let actions = node.step(
+        Input::RoutesListed {
+            kind: crate::routes::RouteKind::Ingress,
+            objects: vec![web_ingress("web-tls")],
+        },
+        clock.at(2),
+    );
+    assert!(
+        actions.contains(&Action::WatchSecret(key("web-tls"))),
+        "{actions:?}"
+    );
+    node
+}
+
+#[test]
+fn route_kinds_are_watched_only_while_a_local_pod_needs_them() {
+    let clock = Clock::new();
+    // A profile without routes, or no pod of a profile with them: no route watch at all.
+    let mut plain = Node::new(
+        settings(vec![api_controller(), ingress_nginx()], true),
+        clock.base,
+    );
+    let actions = plain.step(Input::PodsListed(vec![]), clock.at(0));
+    assert!(route_watches(&actions).is_empty());
+    let mut node = ingress_node(&clock);
+    let actions = node.step(Input::PodDeleted { uid: UID.into() }, clock.at(10));
+    assert_eq!(
+        route_watches(&actions),
+        ["unwatch ingresses", "unwatch ingressclasses"]
+    );
+    assert!(actions.contains(&Action::UnwatchSecret(key("web-tls"))));
+}
+
+#[test]
+fn ingress_hosts_are_probed_by_name_and_verified_against_their_secret() {
+    let clock = Clock::new();
+    let mut node = ingress_node(&clock);
+    assert!(
+        !node.waiting_for().is_empty(),
+        "the Secret is not listed yet"
+    );
+    let material = Material::tls("a.example");
+    observe(&mut node, &material, "web-tls", "1", clock.at(3));
+    assert!(node.waiting_for().is_empty(), "{:?}", node.waiting_for());
+    let probe = node.step(Input::Tick, clock.at(30));
+    assert_eq!(
+        probes(&probe),
+        [vec!["a.example".to_string(), "b.example".into()]]
+    );
+    // Without SNI ingress-nginx serves its own default: not compared.
+    let fingerprint = material.fingerprint();
+    let answer = || {
+        let mut round = served(
+            &fingerprint,
+            &["a.example".into(), "b.example".into()],
+            1_800_000_000,
+        );
+        let no_sni = ProbeKey {
+            sni: None,
+            endpoint: "10.0.0.7:443".into(),
+        };
+        round.served.insert(
+            no_sni,
+            Ok(ServedLeaf {
+                fingerprint: "fake".into(),
+                not_after: Some(1_900_000_000),
+                subject: "CN=Kubernetes Ingress Controller Fake Certificate".into(),
+            }),
+        );
+        Input::Probed {
+            uid: UID.into(),
+            round,
+        }
+    };
+    let mut at = 30;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.extend(node.step(answer(), clock.at(at)));
+        at += 150;
+        node.step(Input::Tick, clock.at(at));
+    }
+    assert!(
+        seen.iter().any(|a| matches!(
+            a,
+            Action::ReloadFinished {
+                result: ReloadResult::Verified,
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        events(&seen).is_empty(),
+        "no reload happened: nothing to claim"
+    );
+    let status = node.publish_if_due(clock.at(1_000)).unwrap();
+    assert_eq!(status.status.hosts.len(), 2);
+    assert!(status.status.hosts.iter().all(|h| h.state == HostState::Ok));
+    assert_eq!(status.tls_hosts[&("nginx".to_string(), HostState::Ok)], 2);
+}
+
+#[test]
+fn a_missing_host_secret_is_reported_once_regarding_the_ingress() {
+    let clock = Clock::new();
+    let mut node = ingress_node(&clock);
+    let missing = Input::SecretObserved {
+        key: key("web-tls"),
+        view: None,
+    };
+    let actions = node.step(missing.clone(), clock.at(3));
+    let reported: Vec<(&str, String, &str)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RouteEvent {
+                regarding,
+                reason,
+                note,
+            } => Some((reason.as_str(), regarding.describe(), note.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported.len(), 2, "one per host: {reported:?}");
+    assert_eq!(reported[0].0, "TLSSecretMissing");
+    assert_eq!(reported[0].1, "Ingress ingress/web");
+    assert!(
+        reported[0].2.contains("TLS host a.example") && reported[0].2.contains("ingress/web-tls"),
+        "{}",
+        reported[0].2
+    );
+    // Once: the same news again reports nothing.
+    let again = node.step(missing, clock.at(4));
+    assert!(!again.iter().any(|a| matches!(a, Action::RouteEvent { .. })));
+    // The hosts are still probed: what is served for them is reported too.
+    assert_eq!(probes(&node.step(Input::Tick, clock.at(30))).len(), 1);
+    let status = node.publish_if_due(clock.at(1_000)).unwrap();
+    assert!(
+        status
+            .status
+            .hosts
+            .iter()
+            .all(|h| h.state == HostState::SecretMissing),
+        "{:?}",
+        status.status.hosts
+    );
+    // A Secret without its key is another problem.
+    let no_key = Material {
+        files: vec![("tls.crt", Material::tls("a.example").files[0].1.clone())],
+    };
+    let actions = observe(&mut node, &no_key, "web-tls", "2", clock.at(2_000));
+    let notes: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RouteEvent { reason, note, .. } if *reason == EventReason::TLSSecretInvalid => {
+                Some(note.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes.len(), 2, "{actions:?}");
+    assert!(notes[0].contains("it has no tls.key"), "{}", notes[0]);
 }

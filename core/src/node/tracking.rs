@@ -15,7 +15,8 @@ use super::{Node, Now};
 impl Node {
     /// Starts a watch for every newly referenced Secret and stops the ones no longer needed.
     pub(super) fn sync_secret_watches(&mut self) -> Vec<Action> {
-        let wanted = self.index.wanted_secrets();
+        let mut wanted = self.index.wanted_secrets();
+        wanted.extend(self.route_secrets.keys().cloned());
         let mut actions: Vec<Action> = self
             .watched_secrets
             .difference(&wanted)

@@ -174,9 +174,11 @@ pub enum ReloadInput {
     Baseline {
         material: Material,
     },
-    /// For API-driven controllers: the leaves the API Secrets hold now.
+    /// For API-driven controllers: the leaves the API Secrets hold now, and, for controllers
+    /// whose hosts come from Ingress and Gateway objects, what each host must serve.
     ApiLeaves {
         leaves: Vec<ExpectedLeaf>,
+        hosts: Option<HostPlan>,
     },
     /// The pod's mounts known to be behind the API. The ones whose new material is already
     /// waiting do not count: only the rest of a rotation is waited for.
@@ -185,6 +187,30 @@ pub enum ReloadInput {
     Reloaded(Result<(), ReloadFailure>),
     Probed(ProbeRound),
     Tick,
+}
+
+/// What each host must serve, for a controller whose hosts come from Ingress and Gateway
+/// objects: only these hosts are probed (a certificate's other names may not be routed to it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostPlan {
+    /// Host → the leaves its Secret holds. Empty: the Secret is missing or unusable, so no
+    /// served leaf is right (the controller serves a placeholder).
+    pub by_host: BTreeMap<String, Vec<ExpectedLeaf>>,
+    /// Expected without SNI; `None`: not compared (the controller's own default certificate).
+    pub default: Option<Vec<ExpectedLeaf>>,
+}
+
+impl HostPlan {
+    /// Every leaf the plan expects somewhere.
+    pub fn leaves(&self) -> Vec<ExpectedLeaf> {
+        let mut leaves: Vec<ExpectedLeaf> = Vec::new();
+        for leaf in self.by_host.values().chain(self.default.iter()).flatten() {
+            if !leaves.iter().any(|l| l.fingerprint == leaf.fingerprint) {
+                leaves.push(leaf.clone());
+            }
+        }
+        leaves
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +286,8 @@ pub struct PodReload {
     expected: Vec<ExpectedLeaf>,
     /// What was last seen served, by name.
     served: BTreeMap<Option<String>, String>,
+    /// The last probe round, for the notes that say what is wrong with it.
+    last_round: Option<ProbeRound>,
     last_reload: Option<Instant>,
     last_result: Option<ReloadResult>,
     /// Why the last result is what it is, for `/status` (no secret material: reasons name
@@ -271,6 +299,11 @@ pub struct PodReload {
     warned_expiry_for: Option<String>,
     /// Extra SNI names from the profile.
     extra_hosts: Vec<String>,
+    /// What each host must serve, when the hosts come from Ingress and Gateway objects.
+    plan: Option<HostPlan>,
+    /// The names the current verification probes, when not all (only the hosts whose Secret
+    /// changed).
+    verify_names: Option<Vec<String>>,
     /// The check of an idle pod's served leaves every `verify_interval`.
     check: PeriodicCheck,
     /// The current served ≠ expected episode, if any.
@@ -296,12 +329,15 @@ impl PodReload {
             fresh: BTreeSet::new(),
             expected: Vec::new(),
             served: BTreeMap::new(),
+            last_round: None,
             last_reload: None,
             last_result: None,
             last_message: None,
             signal_withheld: false,
             warned_expiry_for: None,
             extra_hosts,
+            plan: None,
+            verify_names: None,
             check: PeriodicCheck::new(jitter_seed),
             mismatch: None,
             reloaded_for: Vec::new(),
@@ -324,14 +360,28 @@ impl PodReload {
 
     /// Whether what is served equals what is expected, when known.
     pub fn served_matches(&self) -> Option<bool> {
-        if self.expected.is_empty() || self.served.is_empty() {
+        if !self.has_expectations() || self.served.is_empty() {
             return None;
         }
-        Some(
-            self.served
-                .iter()
-                .all(|(name, fp)| self.expected_for(name.as_deref()).contains(&fp.as_str())),
-        )
+        let mut compared = self
+            .served
+            .iter()
+            .filter_map(|(name, fp)| {
+                Some(self.expected_for(name.as_deref())?.contains(&fp.as_str()))
+            })
+            .peekable();
+        compared.peek()?;
+        Some(compared.all(|matches| matches))
+    }
+
+    /// What was last served for `host`, and whether it is what the host must serve (`None`:
+    /// not compared).
+    pub fn served_for(&self, host: &str) -> Option<(&str, Option<bool>)> {
+        let fingerprint = self.served.get(&Some(host.to_string()))?;
+        let matches = self
+            .expected_for(Some(host))
+            .map(|expected| expected.contains(&fingerprint.as_str()));
+        Some((fingerprint.as_str(), matches))
     }
 
     pub fn served_fingerprint(&self) -> Option<&str> {
@@ -414,6 +464,7 @@ impl PodReload {
                     Material::NoServedCertificate => {}
                     Material::Valid { leaves } => {
                         self.expected = leaves;
+                        self.verify_names = None;
                         self.signal_withheld = false;
                         self.fresh.insert(volume);
                         self.phase = match self.kind {
@@ -424,13 +475,28 @@ impl PodReload {
                 }
             }
             ReloadInput::Baseline { material } => self.baseline(material, now),
-            ReloadInput::ApiLeaves { leaves } => {
+            ReloadInput::ApiLeaves { leaves, hosts } => {
+                let leaves = hosts.as_ref().map_or(leaves, HostPlan::leaves);
                 if self.kind == ReloadKind::ApiDriven
-                    && leaves != self.expected
-                    && !leaves.is_empty()
+                    && (leaves != self.expected || hosts != self.plan)
                 {
+                    // A thousand hosts and one renewed Secret: verify the hosts it serves,
+                    // not all of them (the periodic check covers the rest).
+                    self.verify_names = match (&self.plan, &hosts) {
+                        (Some(old), Some(new)) => Some(
+                            new.by_host
+                                .iter()
+                                .filter(|(host, leaves)| old.by_host.get(*host) != Some(leaves))
+                                .map(|(host, _)| host.clone())
+                                .collect(),
+                        ),
+                        _ => None,
+                    };
                     self.expected = leaves;
-                    self.phase = self.verifying(0, now, now);
+                    self.plan = hosts;
+                    if self.has_expectations() {
+                        self.phase = self.verifying(0, now, now);
+                    }
                 }
             }
             // Only a hand-off before the real input: releasing here would reload for the
@@ -575,15 +641,19 @@ impl PodReload {
                         backoff,
                         matched,
                     };
-                    actions.push(Decision::Probe {
-                        names: self.probe_names(),
-                    });
+                    let names = match &self.verify_names {
+                        Some(names) => names.clone(),
+                        None => self.probe_names(),
+                    };
+                    actions.push(Decision::Probe { names });
                 }
             }
-            Phase::Idle => self.schedule_check(now),
             _ => {}
         }
-        if self.phase != Phase::Idle {
+        if self.phase == Phase::Idle {
+            // Also right after a verification ended (verified or timed out) in this step.
+            self.schedule_check(now);
+        } else {
             // A rotation's verification probes instead; the next check counts from its end.
             self.check.cancel();
         }

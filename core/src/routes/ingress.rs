@@ -24,7 +24,12 @@ impl RouteIndex {
                 continue;
             };
             let selected = match (&ingress.class_name, &ingress.class_annotation) {
-                (Some(name), _) => classes.iter().any(|c| &c.name == name && ours(c)),
+                // A class named but not (yet) listed: its name alone may say it is ours.
+                (Some(name), _) => {
+                    classes.iter().any(|c| &c.name == name && ours(c))
+                        || (matcher.ingress_class_names.contains(name)
+                            && !classes.iter().any(|c| &c.name == name))
+                }
                 (None, Some(annotation)) => matcher.ingress_class_annotations.contains(annotation),
                 (None, None) => default_is_ours,
             };

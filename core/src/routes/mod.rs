@@ -242,6 +242,9 @@ pub struct ParentRef {
 pub struct RouteMatch {
     /// IngressClass `spec.controller` values it implements (`k8s.io/ingress-nginx`).
     pub ingress_controllers: Vec<String>,
+    /// IngressClass names it takes whatever their `spec.controller` (Contour matches the
+    /// class by name, `contour`).
+    pub ingress_class_names: Vec<String>,
     /// Legacy `kubernetes.io/ingress.class` annotation values it takes (`nginx`).
     pub ingress_class_annotations: Vec<String>,
     /// GatewayClass `spec.controllerName` values it implements.
@@ -253,7 +256,9 @@ pub struct RouteMatch {
 
 impl RouteMatch {
     pub fn watches_ingresses(&self) -> bool {
-        !self.ingress_controllers.is_empty() || !self.ingress_class_annotations.is_empty()
+        !self.ingress_controllers.is_empty()
+            || !self.ingress_class_names.is_empty()
+            || !self.ingress_class_annotations.is_empty()
     }
 
     pub fn watches_gateways(&self) -> bool {

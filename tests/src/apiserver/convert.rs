@@ -3,7 +3,7 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::store::{ApiGroup, Resource};
+use super::kinds::{ApiGroup, Resource};
 
 /// events.k8s.io/v1 field name → core/v1 field name (the real conversion is a rename).
 const EVENT_RENAMES: [(&str, &str); 7] = [

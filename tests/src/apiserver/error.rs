@@ -33,7 +33,8 @@ impl ApiError {
         self
     }
 
-    /// 404 NotFound: `pods "x" not found`.
+    /// 404 NotFound: `pods "x" not found` (`resource` group-qualified outside the core group:
+    /// `ingresses.networking.k8s.io`).
     pub fn not_found(resource: &str, name: &str) -> Self {
         Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
             .with_details(resource, name)
@@ -98,8 +99,13 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((name, kind)) = &self.details {
-            v["details"] = json!({"name": name, "kind": kind});
+        if let Some((name, resource)) = &self.details {
+            // `ingresses.networking.k8s.io` → kind `ingresses`, group `networking.k8s.io`, as
+            // the real Status spells details (plurals never contain a dot).
+            v["details"] = match resource.split_once('.') {
+                Some((kind, group)) => json!({"name": name, "group": group, "kind": kind}),
+                None => json!({"name": name, "kind": resource}),
+            };
         }
         v
     }

@@ -19,10 +19,12 @@ use super::auth::{self, Decision, Identity, RequestAttributes};
 use super::convert::{
     from_storage, present, to_storage, validate_events_v1_create, with_type_meta,
 };
+use super::discovery;
 use super::error::ApiError;
+use super::kinds::{ApiGroup, Resource};
 use super::patch::{self, PatchType};
 use super::select::{FieldSelector, LabelSelector};
-use super::store::{ApiGroup, ChangeType, Part, Preconditions, Resource, StoreChange};
+use super::store::{ChangeType, Part, Preconditions, StoreChange};
 use super::{ApiStats, Shared};
 
 /// Largest request body accepted (Secrets are ≤ 1 MiB).
@@ -77,8 +79,10 @@ enum Route {
     Api,
     ApiV1,
     Apis,
-    ApisEvents,
-    ApisEventsV1,
+    /// `/apis/<group>` of a served group.
+    Group(&'static str),
+    /// `/apis/<group>/<version>` of a served group version.
+    GroupVersion(ApiGroup),
     Objects {
         group: ApiGroup,
         resource: Resource,
@@ -101,43 +105,59 @@ fn parse_route(path: &str) -> Route {
         ["api", "v1"] => Route::ApiV1,
         ["api", "v1", rest @ ..] => parse_objects(ApiGroup::Core, rest),
         ["apis"] => Route::Apis,
-        ["apis", "events.k8s.io"] => Route::ApisEvents,
-        ["apis", "events.k8s.io", "v1"] => Route::ApisEventsV1,
-        ["apis", "events.k8s.io", "v1", rest @ ..] => parse_objects(ApiGroup::EventsV1, rest),
+        ["apis", group] => match ApiGroup::versions_of(group).first() {
+            Some(g) => Route::Group(g.group()),
+            None => Route::NotFound,
+        },
+        ["apis", group, version, rest @ ..] => match ApiGroup::from_group_version(group, version) {
+            Some(g) if rest.is_empty() => Route::GroupVersion(g),
+            Some(g) => parse_objects(g, rest),
+            None => Route::NotFound,
+        },
         _ => Route::NotFound,
     }
 }
 
+/// The resource of a URL segment, if it is served at `group`.
 fn resource_in(group: ApiGroup, s: &str) -> Option<Resource> {
-    let r = Resource::from_plural(s)?;
-    match group {
-        ApiGroup::Core => Some(r),
-        ApiGroup::EventsV1 => (r == Resource::Events).then_some(r),
-    }
+    Resource::from_plural(s).filter(|r| r.served_at(group))
 }
 
+/// The object paths under a group version, as the real server lays them out: namespaced kinds
+/// under `namespaces/<ns>/` (and a cluster-wide list/watch path without it), cluster-scoped
+/// kinds only without it. A path of the wrong scope is not found.
 fn parse_objects(group: ApiGroup, rest: &[&str]) -> Route {
-    let obj = |res: &str, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| match resource_in(
-        group, res,
-    ) {
-        Some(resource) => Route::Objects {
+    let obj = |res: &str, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+        let Some(resource) = resource_in(group, res) else {
+            return Route::NotFound;
+        };
+        // Namespaced kinds are named only inside a namespace; cluster-scoped ones never are.
+        let scope_ok = match ns {
+            Some(_) => resource.namespaced(),
+            None => !resource.namespaced() || name.is_none(),
+        };
+        if !scope_ok {
+            return Route::NotFound;
+        }
+        Route::Objects {
             group,
             resource,
             namespace: ns.map(str::to_owned),
             name: name.map(str::to_owned),
             subresource: sub.map(str::to_owned),
-        },
-        None => Route::NotFound,
+        }
     };
     match rest {
         ["namespaces"] if group == ApiGroup::Core => Route::Namespaces { name: None },
         ["namespaces", ns] if group == ApiGroup::Core => Route::Namespaces {
             name: Some((*ns).to_owned()),
         },
-        [res] => obj(res, None, None, None),
         ["namespaces", ns, res] => obj(res, Some(ns), None, None),
         ["namespaces", ns, res, name] => obj(res, Some(ns), Some(name), None),
         ["namespaces", ns, res, name, sub] => obj(res, Some(ns), Some(name), Some(sub)),
+        [res] => obj(res, None, None, None),
+        [res, name] => obj(res, None, Some(name), None),
+        [res, name, sub] => obj(res, None, Some(name), Some(sub)),
         _ => Route::NotFound,
     }
 }
@@ -389,26 +409,18 @@ fn dispatch(
         Route::Health => {
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
         }
-        Route::Api => get_only(json!({
-            "kind": "APIVersions",
-            "versions": ["v1"],
-            "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": format!("127.0.0.1:{}", sh.port)}
-            ],
-        })),
-        Route::ApiV1 => get_only(core_resources()),
-        Route::Apis => get_only(json!({
-            "kind": "APIGroupList",
-            "apiVersion": "v1",
-            "groups": [events_group()],
-        })),
-        Route::ApisEvents => {
-            let mut g = events_group();
-            g["kind"] = json!("APIGroup");
-            g["apiVersion"] = json!("v1");
-            get_only(g)
-        }
-        Route::ApisEventsV1 => get_only(events_resources()),
+        Route::Api => get_only(discovery::core_versions(sh.port)),
+        Route::ApiV1 => get_only(discovery::resource_list(ApiGroup::Core)),
+        Route::Apis => get_only(discovery::group_list()),
+        Route::Group(name) => match discovery::group(name) {
+            Some(g) => get_only(g),
+            None => Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )),
+        },
+        Route::GroupVersion(g) => get_only(discovery::resource_list(g)),
         Route::NotFound => Err(ApiError::new(
             404,
             "NotFound",
@@ -431,9 +443,12 @@ fn dispatch(
             name,
             subresource,
         } => {
-            let part = match (resource, subresource.as_deref()) {
-                (_, None) => Part::Main,
-                (Resource::Pods, Some("status")) if matches!(verb, "get" | "update" | "patch") => {
+            let part = match subresource.as_deref() {
+                None => Part::Main,
+                Some("status")
+                    if resource.has_status_subresource()
+                        && matches!(verb, "get" | "update" | "patch") =>
+                {
                     Part::Status
                 }
                 _ => {
@@ -520,97 +535,6 @@ fn version() -> Value {
     })
 }
 
-const RW_VERBS: [&str; 7] = [
-    "create", "delete", "get", "list", "patch", "update", "watch",
-];
-
-fn core_resources() -> Value {
-    json!({
-        "kind": "APIResourceList",
-        "groupVersion": "v1",
-        "resources": [
-            {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
-             "verbs": RW_VERBS, "shortNames": ["ev"]},
-            {"name": "namespaces", "singularName": "namespace", "namespaced": false,
-             "kind": "Namespace", "verbs": ["get", "list"], "shortNames": ["ns"]},
-            {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
-             "verbs": RW_VERBS, "shortNames": ["po"], "categories": ["all"]},
-            {"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod",
-             "verbs": ["get", "patch", "update"]},
-            {"name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret",
-             "verbs": RW_VERBS},
-        ],
-    })
-}
-
-fn events_group() -> Value {
-    json!({
-        "name": "events.k8s.io",
-        "versions": [{"groupVersion": "events.k8s.io/v1", "version": "v1"}],
-        "preferredVersion": {"groupVersion": "events.k8s.io/v1", "version": "v1"},
-    })
-}
-
-fn events_resources() -> Value {
-    json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": "events.k8s.io/v1",
-        "resources": [
-            {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
-             "verbs": RW_VERBS, "shortNames": ["ev"]},
-        ],
-    })
-}
-
-/// Field labels the real server supports per resource (and API group).
-fn supported_fields(r: Resource, group: ApiGroup) -> &'static [&'static str] {
-    match (r, group) {
-        (Resource::Pods, _) => &[
-            "metadata.name",
-            "metadata.namespace",
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        (Resource::Secrets, _) => &["metadata.name", "metadata.namespace", "type"],
-        (Resource::Events, ApiGroup::Core) => &[
-            "metadata.name",
-            "metadata.namespace",
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        (Resource::Events, ApiGroup::EventsV1) => &[
-            "metadata.name",
-            "metadata.namespace",
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "regarding.apiVersion",
-            "regarding.resourceVersion",
-            "regarding.fieldPath",
-            "reason",
-            "reportingController",
-            "type",
-        ],
-    }
-}
-
 struct Selectors {
     fields: FieldSelector,
     labels: LabelSelector,
@@ -621,7 +545,7 @@ impl Selectors {
         let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
             .map_err(ApiError::bad_request)?;
         fields
-            .check_supported(r.kind(), supported_fields(r, group))
+            .check_supported(r.kind(), r.field_labels(group))
             .map_err(ApiError::bad_request)?;
         let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
             .map_err(ApiError::bad_request)?;
@@ -717,7 +641,13 @@ impl ObjCtx<'_> {
         })
     }
 
+    /// The store namespace of a single-object request: the URL's for namespaced kinds (a
+    /// cluster-wide path cannot create one), `""` for cluster-scoped kinds (routing keeps
+    /// namespaced paths away from them).
     fn ns_required(&self) -> Result<&str, ApiError> {
+        if !self.resource.namespaced() {
+            return Ok("");
+        }
         self.namespace.as_deref().ok_or_else(|| {
             ApiError::method_not_allowed(format!(
                 "{} must be addressed in a namespace (/namespaces/<ns>/{})",
@@ -790,7 +720,7 @@ impl ObjCtx<'_> {
             .sh
             .store
             .get(self.resource, ns, name)
-            .ok_or_else(|| ApiError::not_found(self.resource.plural(), name))?;
+            .ok_or_else(|| ApiError::not_found(&self.resource.qualified(), name))?;
         Ok(json_response(StatusCode::OK, &self.out(&s.obj)))
     }
 
@@ -847,13 +777,10 @@ impl ObjCtx<'_> {
 
     fn patch(&self, name: &str, content_type: &str, body: &Bytes) -> Result<Response, ApiError> {
         let ns = self.ns_required()?;
-        let kind = PatchType::from_content_type(content_type).ok_or_else(|| {
-            ApiError::new(
-                415,
-                "UnsupportedMediaType",
-                format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type})"),
-            )
-        })?;
+        let kind = PatchType::from_content_type(content_type)
+            // Custom resources have no patch strategy: the real server refuses strategic merge.
+            .filter(|k| !(self.resource.is_custom() && *k == PatchType::Strategic))
+            .ok_or_else(|| self.unsupported_patch(content_type))?;
         let patch_body: Value = match kind {
             PatchType::Apply => serde_yaml::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?,
@@ -884,6 +811,23 @@ impl ObjCtx<'_> {
             StatusCode::CREATED
         };
         Ok(json_response(code, &self.out(&new)))
+    }
+
+    fn unsupported_patch(&self, content_type: &str) -> ApiError {
+        let strategic = if self.resource.is_custom() {
+            ""
+        } else {
+            ", application/strategic-merge-patch+json"
+        };
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types \
+                 include: application/json-patch+json, application/merge-patch+json, \
+                 application/apply-patch+yaml{strategic} (got {content_type})"
+            ),
+        )
     }
 
     fn delete(&self, name: &str, body: &Bytes) -> Result<Response, ApiError> {
@@ -1209,6 +1153,77 @@ mod tests {
             Route::Namespaces {
                 name: Some("x".into())
             }
+        );
+        // Discovery of the networking and Gateway API groups.
+        assert_eq!(
+            parse_route("/apis/gateway.networking.k8s.io"),
+            Route::Group("gateway.networking.k8s.io")
+        );
+        assert_eq!(
+            parse_route("/apis/gateway.networking.k8s.io/v1beta1/"),
+            Route::GroupVersion(ApiGroup::GatewayV1beta1)
+        );
+        assert_eq!(parse_route("/apis/example.com"), Route::NotFound);
+        assert_eq!(parse_route("/apis/networking.k8s.io/v2"), Route::NotFound);
+        // Namespaced kinds: in a namespace, or a cluster-wide list.
+        assert_eq!(
+            parse_route("/apis/networking.k8s.io/v1/namespaces/a/ingresses/web/status"),
+            Route::Objects {
+                group: ApiGroup::NetworkingV1,
+                resource: Resource::Ingresses,
+                namespace: Some("a".into()),
+                name: Some("web".into()),
+                subresource: Some("status".into()),
+            }
+        );
+        assert!(matches!(
+            parse_route("/apis/networking.k8s.io/v1/ingresses"),
+            Route::Objects {
+                resource: Resource::Ingresses,
+                namespace: None,
+                name: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_route("/apis/networking.k8s.io/v1/ingresses/web"),
+            Route::NotFound
+        );
+        // Cluster-scoped kinds: only without a namespace.
+        assert_eq!(
+            parse_route("/apis/gateway.networking.k8s.io/v1/gatewayclasses/gc/status"),
+            Route::Objects {
+                group: ApiGroup::GatewayV1,
+                resource: Resource::GatewayClasses,
+                namespace: None,
+                name: Some("gc".into()),
+                subresource: Some("status".into()),
+            }
+        );
+        assert_eq!(
+            parse_route("/apis/networking.k8s.io/v1/namespaces/a/ingressclasses"),
+            Route::NotFound
+        );
+        assert_eq!(
+            parse_route("/apis/gateway.networking.k8s.io/v1/namespaces/a/gatewayclasses/gc"),
+            Route::NotFound
+        );
+        // A kind is found only in the groups that serve it.
+        assert!(matches!(
+            parse_route("/apis/gateway.networking.k8s.io/v1beta1/namespaces/a/referencegrants"),
+            Route::Objects {
+                group: ApiGroup::GatewayV1beta1,
+                resource: Resource::ReferenceGrants,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_route("/api/v1/namespaces/a/gateways"),
+            Route::NotFound
+        );
+        assert_eq!(
+            parse_route("/apis/networking.k8s.io/v1/namespaces/a/httproutes"),
+            Route::NotFound
         );
     }
 

@@ -7,11 +7,15 @@
 //! What it serves (see `docs/testbed.md` for the full contract and the differences from a real
 //! kube-apiserver):
 //!
-//! - discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/events.k8s.io`,
-//!   `/apis/events.k8s.io/v1` (legacy discovery documents; aggregated-discovery `Accept`
+//! - discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/<group>`,
+//!   `/apis/<group>/<version>` (legacy discovery documents; aggregated-discovery `Accept`
 //!   headers get the legacy JSON, which kubectl and kube-rs accept);
 //! - core/v1 `pods` (+ `pods/status`), `secrets`, `events`, and `events.k8s.io/v1` `events`
 //!   (one storage, converted per group), plus a derived read-only `namespaces` list;
+//! - `networking.k8s.io/v1` `ingresses` (+ `/status`) and cluster-scoped `ingressclasses`;
+//!   `gateway.networking.k8s.io` `v1` and `v1beta1` `gateways`, `httproutes`,
+//!   `referencegrants` and cluster-scoped `gatewayclasses` (+ `/status` where the Gateway API
+//!   CRDs have it), stored as given (`kinds.rs` holds the table that drives them all);
 //! - list (field/label selectors, `limit` + `continue`), watch (ADDED/MODIFIED/DELETED,
 //!   selector transitions, BOOKMARKs, `timeoutSeconds`, 410 `Expired`, `sendInitialEvents`),
 //!   get, create, replace (409 on a stale resourceVersion), merge / strategic (approximated) /
@@ -21,14 +25,16 @@
 //! - counters: [`ApiServer::stats`] (requests per verb and resource, open watches).
 //!
 //! Every HTTP request passes through [`auth::authorize`] (the RBAC hook; allows everything by
-//! default). The in-process helpers ([`ApiServer::create_pod`], ...) act as a privileged
-//! client and bypass it.
+//! default). The in-process helpers ([`ApiServer::create_pod`], [`ApiServer::apply_object`],
+//! ...) act as a privileged client and bypass it.
 
 mod admission;
 mod auth;
 mod convert;
+mod discovery;
 mod error;
 mod http;
+mod kinds;
 mod patch;
 mod select;
 mod store;
@@ -51,9 +57,10 @@ pub use admission::{Admission, AdmissionRequest, AdmitAll, Denial, ValidatingPol
 pub use auth::{AllowAll, Authorizer, Decision, Identity, RequestAttributes, authorize};
 pub use convert::{EventObjectRef, RecordedEvent};
 pub use error::ApiError;
+pub use kinds::{ApiGroup, Resource};
 pub use patch::PatchType;
 pub use select::{FieldSelector, LabelSelector};
-pub use store::{ApiGroup, ChangeType, Resource, StoreChange};
+pub use store::{ChangeType, StoreChange};
 
 use http::{StatsInner, lock_stats};
 use store::{Part, Preconditions, Store};
@@ -119,13 +126,15 @@ impl Default for ApiServerConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiStats {
     /// (verb, resource) → requests, e.g. `("watch", "pods")`, `("create",
-    /// "events.events.k8s.io")`, `("get", "/api")` for non-resource requests.
+    /// "events.events.k8s.io")`, `("list", "ingresses.networking.k8s.io")`, `("get", "/api")`
+    /// for non-resource requests.
     pub requests: BTreeMap<(String, String), u64>,
     /// User → requests.
     pub requests_by_user: BTreeMap<String, u64>,
     /// Watch streams open right now.
     pub open_watches: usize,
-    /// Open watch streams per resource (`pods`, `secrets`, `events.events.k8s.io`).
+    /// Open watch streams per resource (`pods`, `secrets`, `events.events.k8s.io`,
+    /// `gateways.gateway.networking.k8s.io`).
     pub open_watches_by_resource: BTreeMap<String, usize>,
     /// Watch streams started since the last reset.
     pub watches_started: u64,
@@ -473,23 +482,87 @@ impl ApiServer {
         )
     }
 
-    /// Any object as stored (core/v1 JSON with type meta).
+    /// Any object as stored, with the type meta of its kind's preferred group version
+    /// (core/v1 for Events). `ns` is `""` for cluster-scoped kinds.
     pub fn object(&self, r: Resource, ns: &str, name: &str) -> Option<Value> {
         self.shared()
             .store
             .get(r, ns, name)
-            .map(|s| convert::present(r, ApiGroup::Core, &s.obj))
+            .map(|s| convert::present(r, r.preferred(), &s.obj))
     }
 
-    /// All objects of `r` (every namespace), sorted by namespace and name.
-    pub fn objects(&self, r: Resource) -> Vec<Value> {
+    /// All objects of `kind` (every namespace) as served at `api_version`, sorted by
+    /// namespace and name; empty for a kind the stand-in does not serve there.
+    pub fn objects(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let Some((r, group)) = Resource::from_kind(api_version, kind) else {
+            return Vec::new();
+        };
         self.shared()
             .store
             .list(r, None)
             .0
             .iter()
-            .map(|s| convert::present(r, ApiGroup::Core, &s.obj))
+            .map(|s| convert::present(r, group, &s.obj))
             .collect()
+    }
+
+    /// Create the object, or replace it if it exists, by `apiVersion` + `kind` + namespace +
+    /// name, for every served kind. Last write wins (a `metadata.resourceVersion` in `object`
+    /// is ignored) and the object is stored as given, `status` included: this is a fixture
+    /// write standing for the client and the kind's controller at once. Server-owned metadata
+    /// (`uid`, `creationTimestamp`, `generation`, `resourceVersion`) is set as for HTTP
+    /// writes, and watches see ADDED or MODIFIED (nothing for a write that changes nothing).
+    /// `metadata.namespace` is required for namespaced kinds and cleared for cluster-scoped
+    /// ones, as the API server does. Returns the stored object as served at `apiVersion`.
+    pub fn apply_object(&self, object: &Value) -> Result<Value, ApiError> {
+        let type_meta = |k: &str| object.get(k).and_then(Value::as_str).unwrap_or("");
+        let (r, group) = resolve_kind(type_meta("apiVersion"), type_meta("kind"))?;
+        let mut v = object.clone();
+        if !v.is_object() {
+            return Err(ApiError::bad_request("the object must be a JSON object"));
+        }
+        // Last write wins: the fixture replaces whatever is stored.
+        store::metadata_mut(&mut v).remove("resourceVersion");
+        let (ns, name) = fixture_key(r, &v)?;
+        convert::to_storage(r, group, &mut v);
+        let out = self
+            .shared()
+            .store
+            .modify(r, &ns, &name, Part::Whole, true, group, |_| Ok(v))?;
+        Ok(convert::present(r, group, &out))
+    }
+
+    /// Delete an object by `apiVersion` + `kind` + namespace + name (immediately: no graceful
+    /// deletion, no finalizers). `namespace` must be `Some` for namespaced kinds and `None` for
+    /// cluster-scoped ones (a 400 otherwise). Returns the deleted object as served at
+    /// `api_version`; a missing object is a 404.
+    pub fn delete_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let (r, group) = resolve_kind(api_version, kind)?;
+        let ns = match (r.namespaced(), namespace) {
+            (true, Some(ns)) if !ns.is_empty() => ns,
+            (false, None) => "",
+            (true, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "{kind} is namespaced: a namespace is required"
+                )));
+            }
+            (false, Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "{kind} is cluster-scoped: it has no namespace"
+                )));
+            }
+        };
+        let out = self
+            .shared()
+            .store
+            .delete(r, ns, name, &Preconditions::default())?;
+        Ok(convert::present(r, group, &out))
     }
 
     /// Create a pod (namespace from the object, default `default`). Status is reset to
@@ -643,6 +716,45 @@ impl ApiServer {
         out.sort_by_key(|e| e.resource_version.parse::<u64>().unwrap_or(0));
         out
     }
+}
+
+/// The store key (namespace, name) of a fixture object: `metadata.name` is required, and so is
+/// `metadata.namespace` for namespaced kinds (in-process writes have no URL to take it from);
+/// cluster-scoped kinds are keyed by `""`.
+fn fixture_key(r: Resource, v: &Value) -> Result<(String, String), ApiError> {
+    let field = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let name = field("/metadata/name");
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            r.kind(),
+            "",
+            "metadata.name: Required value: name is required",
+        ));
+    }
+    let ns = if r.namespaced() {
+        field("/metadata/namespace")
+    } else {
+        ""
+    };
+    if r.namespaced() && ns.is_empty() {
+        return Err(ApiError::invalid(
+            r.kind(),
+            name,
+            "metadata.namespace: Required value",
+        ));
+    }
+    Ok((ns.to_owned(), name.to_owned()))
+}
+
+/// The served kind of an `apiVersion` + `kind`, or the 404 a client gets for an unknown one.
+fn resolve_kind(api_version: &str, kind: &str) -> Result<(Resource, ApiGroup), ApiError> {
+    Resource::from_kind(api_version, kind).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("no matches for kind \"{kind}\" in version \"{api_version}\""),
+        )
+    })
 }
 
 fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> Running {

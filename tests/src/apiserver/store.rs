@@ -1,9 +1,11 @@
 //! The in-memory object store: one global resourceVersion, bounded change history, broadcast
 //! of every change (watches and [`super::ApiServer::subscribe`] read it).
 //!
-//! Objects are kept as JSON in their core/v1 form, without `kind`/`apiVersion` (added when
-//! served). Events written through `events.k8s.io/v1` are converted to core/v1 on the way in
-//! and back on the way out, like the real server's single events storage.
+//! Objects are kept as JSON in their storage form, without `kind`/`apiVersion` (added when
+//! served, for the group version asked for). Events written through `events.k8s.io/v1` are
+//! converted to core/v1 on the way in and back on the way out, like the real server's single
+//! events storage; the other kinds look the same in every version they are served at.
+//! Cluster-scoped objects are keyed by the namespace `""` and carry no `metadata.namespace`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,73 +15,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use super::error::ApiError;
-
-/// The resources the stand-in stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Resource {
-    /// core/v1 `pods`
-    Pods,
-    /// core/v1 `secrets`
-    Secrets,
-    /// core/v1 `events` and events.k8s.io/v1 `events` (one storage)
-    Events,
-}
-
-impl Resource {
-    /// Plural resource name (`pods`).
-    pub fn plural(self) -> &'static str {
-        match self {
-            Resource::Pods => "pods",
-            Resource::Secrets => "secrets",
-            Resource::Events => "events",
-        }
-    }
-
-    /// Kind (`Pod`).
-    pub fn kind(self) -> &'static str {
-        match self {
-            Resource::Pods => "Pod",
-            Resource::Secrets => "Secret",
-            Resource::Events => "Event",
-        }
-    }
-
-    pub(crate) fn from_plural(s: &str) -> Option<Self> {
-        match s {
-            "pods" => Some(Resource::Pods),
-            "secrets" => Some(Resource::Secrets),
-            "events" => Some(Resource::Events),
-            _ => None,
-        }
-    }
-}
-
-/// The API group (and version) an object was read or written through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ApiGroup {
-    /// `v1` (`/api/v1`).
-    Core,
-    /// `events.k8s.io/v1` (`/apis/events.k8s.io/v1`).
-    EventsV1,
-}
-
-impl ApiGroup {
-    /// `apiVersion` value.
-    pub fn api_version(self) -> &'static str {
-        match self {
-            ApiGroup::Core => "v1",
-            ApiGroup::EventsV1 => "events.k8s.io/v1",
-        }
-    }
-
-    /// Group name (`""` for core).
-    pub fn group(self) -> &'static str {
-        match self {
-            ApiGroup::Core => "",
-            ApiGroup::EventsV1 => "events.k8s.io",
-        }
-    }
-}
+use super::kinds::{ApiGroup, Resource};
 
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,7 +46,7 @@ pub struct StoreChange {
     pub resource_version: u64,
     /// Which resource.
     pub resource: Resource,
-    /// Namespace.
+    /// Namespace (`""` for cluster-scoped kinds).
     pub namespace: String,
     /// Name.
     pub name: String,
@@ -119,7 +55,7 @@ pub struct StoreChange {
     /// Added / Modified / Deleted.
     pub change: ChangeType,
     /// The object after the change (for Deleted: its last state, with the deletion's
-    /// resourceVersion). core/v1 JSON without `kind`/`apiVersion`.
+    /// resourceVersion). Storage form (core/v1 for Events) without `kind`/`apiVersion`.
     pub object: Arc<Value>,
     /// The object before the change (Modified, Deleted).
     pub previous: Option<Arc<Value>>,
@@ -131,13 +67,17 @@ pub(crate) struct Stored {
     pub via: ApiGroup,
 }
 
-/// Which part of an object an update may change.
+/// Which part of an object a write may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Part {
-    /// The main resource: for pods `status` is kept from the stored object.
+    /// The main resource: for kinds with a status subresource, create drops `status` (pods:
+    /// `Pending`) and an update keeps the stored one.
     Main,
     /// The `status` subresource: only `status` changes.
     Status,
+    /// Everything, `status` included, as given: the in-process fixture writes
+    /// (`ApiServer::apply_object`), which stand for a client and the kind's controller at once.
+    Whole,
 }
 
 /// DeleteOptions preconditions.
@@ -242,6 +182,8 @@ impl Store {
             .objects
             .values()
             .flat_map(|m| m.keys().map(|(ns, _)| ns.clone()))
+            // Cluster-scoped objects live under "".
+            .filter(|ns| !ns.is_empty())
             .collect()
     }
 
@@ -305,15 +247,15 @@ impl Store {
         let key = (ns.to_owned(), name.to_owned());
         let old = g.objects.get(&r).and_then(|m| m.get(&key)).cloned();
         match old {
-            None if create_missing && part == Part::Main => {
+            None if create_missing && part != Part::Status => {
                 let mut new = f(None)?;
                 check_name(r, &mut new, name)?;
-                self.create_locked(&mut g, r, ns, new, via)
+                self.create_locked_part(&mut g, r, ns, new, via, part)
             }
-            None => Err(ApiError::not_found(r.plural(), name)),
+            None => Err(ApiError::not_found(&r.qualified(), name)),
             Some(old) => {
                 let new = f(Some(&old.obj))?;
-                self.update_locked(&mut g, r, ns, name, &old, new, part)
+                self.update_locked(&mut g, r, ns, name, &old, new, part, via)
             }
         }
     }
@@ -328,7 +270,7 @@ impl Store {
         let mut g = self.lock();
         let key = (ns.to_owned(), name.to_owned());
         let Some(old) = g.objects.get(&r).and_then(|m| m.get(&key)).cloned() else {
-            return Err(ApiError::not_found(r.plural(), name));
+            return Err(ApiError::not_found(&r.qualified(), name));
         };
         if let Some(uid) = &pre.uid
             && Some(uid.as_str()) != old.obj.pointer("/metadata/uid").and_then(Value::as_str)
@@ -339,7 +281,7 @@ impl Store {
                 format!(
                     "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in \
                      precondition: {uid}",
-                    r.plural()
+                    r.qualified()
                 ),
             ));
         }
@@ -350,7 +292,7 @@ impl Store {
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
         {
-            return Err(ApiError::conflict(r.plural(), name));
+            return Err(ApiError::conflict(&r.qualified(), name));
         }
         g.rv += 1;
         let rv = g.rv;
@@ -379,24 +321,27 @@ impl Store {
         g: &mut Inner,
         r: Resource,
         ns: &str,
+        obj: Value,
+        via: ApiGroup,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.create_locked_part(g, r, ns, obj, via, Part::Main)
+    }
+
+    fn create_locked_part(
+        &self,
+        g: &mut Inner,
+        r: Resource,
+        ns: &str,
         mut obj: Value,
         via: ApiGroup,
+        part: Part,
     ) -> Result<Arc<Value>, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
-        strip_type_meta(r, &mut obj)?;
+        strip_type_meta(r, via, &mut obj)?;
+        set_namespace(r, &mut obj, ns)?;
         let meta = metadata_mut(&mut obj);
-        if let Some(n) = meta.get("namespace").and_then(Value::as_str)
-            && !n.is_empty()
-            && n != ns
-        {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the \
-                 request",
-            ));
-        }
-        meta.insert("namespace".into(), json!(ns));
         let name = match meta.get("name").and_then(Value::as_str) {
             Some(n) if !n.is_empty() => n.to_owned(),
             _ => match meta.get("generateName").and_then(Value::as_str) {
@@ -417,12 +362,11 @@ impl Store {
         validate_name(r, &name)?;
         let key = (ns.to_owned(), name.clone());
         if g.objects.get(&r).is_some_and(|m| m.contains_key(&key)) {
-            return Err(ApiError::already_exists(r.plural(), &name));
+            return Err(ApiError::already_exists(&r.qualified(), &name));
         }
         normalize(r, &mut obj, &name, None)?;
-        if r == Resource::Pods {
-            // The pod create strategy resets status; kubelet fills it in.
-            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        if part == Part::Main {
+            reset_status_on_create(r, &mut obj);
         }
         g.rv += 1;
         let rv = g.rv;
@@ -465,29 +409,21 @@ impl Store {
         old: &Stored,
         mut new: Value,
         part: Part,
+        via: ApiGroup,
     ) -> Result<Arc<Value>, ApiError> {
         if !new.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
-        strip_type_meta(r, &mut new)?;
+        strip_type_meta(r, via, &mut new)?;
         check_name(r, &mut new, name)?;
+        set_namespace(r, &mut new, ns)?;
         let meta = metadata_mut(&mut new);
-        if let Some(n) = meta.get("namespace").and_then(Value::as_str)
-            && !n.is_empty()
-            && n != ns
-        {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the \
-                 request",
-            ));
-        }
-        meta.insert("namespace".into(), json!(ns));
         let old_meta = old.obj.get("metadata").cloned().unwrap_or(json!({}));
         if let Some(rv) = meta.get("resourceVersion").and_then(Value::as_str)
             && !rv.is_empty()
             && Some(rv) != old_meta.get("resourceVersion").and_then(Value::as_str)
         {
-            return Err(ApiError::conflict(r.plural(), name));
+            return Err(ApiError::conflict(&r.qualified(), name));
         }
         if let Some(uid) = meta.get("uid").and_then(Value::as_str)
             && !uid.is_empty()
@@ -499,7 +435,7 @@ impl Store {
                 format!(
                     "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in \
                      precondition: {uid}",
-                    r.plural()
+                    r.qualified()
                 ),
             ));
         }
@@ -516,9 +452,15 @@ impl Store {
                 }
                 merged
             }
+            Part::Whole => {
+                normalize(r, &mut new, name, Some(&old.obj))?;
+                new
+            }
             Part::Main => {
                 normalize(r, &mut new, name, Some(&old.obj))?;
-                if r == Resource::Pods {
+                if r.has_status_subresource() {
+                    // The update strategy keeps the stored status; only the subresource
+                    // changes it.
                     match old.obj.get("status") {
                         Some(s) => new["status"] = s.clone(),
                         None => {
@@ -554,7 +496,7 @@ impl Store {
                     .unwrap_or(json!("")),
             );
         }
-        if spec_part(&new) != spec_part(&old.obj) {
+        if spec_part(r, &new) != spec_part(r, &old.obj) {
             let gen_ = old_meta
                 .get("generation")
                 .and_then(Value::as_i64)
@@ -636,7 +578,9 @@ fn check_name(r: Resource, obj: &mut Value, name: &str) -> Result<(), ApiError> 
     }
 }
 
-fn strip_type_meta(r: Resource, obj: &mut Value) -> Result<(), ApiError> {
+/// Drop `kind`/`apiVersion` (added again when served), refusing ones that name another kind
+/// or group version than the request's, as the real decoder does.
+fn strip_type_meta(r: Resource, via: ApiGroup, obj: &mut Value) -> Result<(), ApiError> {
     let Some(m) = obj.as_object_mut() else {
         return Ok(());
     };
@@ -645,19 +589,65 @@ fn strip_type_meta(r: Resource, obj: &mut Value) -> Result<(), ApiError> {
     {
         return Err(ApiError::bad_request(format!(
             "the kind of the object ({k}) does not match the resource ({})",
-            r.plural()
+            r.qualified()
         )));
     }
-    m.remove("apiVersion");
+    if let Some(v) = m.remove("apiVersion")
+        && v.as_str()
+            .is_some_and(|v| !v.is_empty() && v != via.api_version())
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({v}) does not match the expected API version ({})",
+            via.api_version()
+        )));
+    }
     Ok(())
 }
 
-/// Everything but `metadata` and `status`: a change here bumps `metadata.generation`.
-fn spec_part(v: &Value) -> Value {
+/// Namespaced kinds: the request's namespace (a different one in the body is a 400).
+/// Cluster-scoped kinds: no namespace, whatever the body says (the API server clears it).
+fn set_namespace(r: Resource, obj: &mut Value, ns: &str) -> Result<(), ApiError> {
+    let meta = metadata_mut(obj);
+    if !r.namespaced() {
+        meta.remove("namespace");
+        return Ok(());
+    }
+    if let Some(n) = meta.get("namespace").and_then(Value::as_str)
+        && !n.is_empty()
+        && n != ns
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the \
+             request",
+        ));
+    }
+    meta.insert("namespace".into(), json!(ns));
+    Ok(())
+}
+
+/// The create strategies of kinds with a status subresource ignore the given status: pods
+/// start `Pending` (kubelet fills the rest in), Ingresses and custom resources start without
+/// one (their controllers write it through the subresource).
+fn reset_status_on_create(r: Resource, obj: &mut Value) {
+    if r == Resource::Pods {
+        obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+    } else if r.has_status_subresource()
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
+    }
+}
+
+/// The part of an object whose change bumps `metadata.generation`: everything but `metadata`
+/// and `status` (a custom resource without a status subresource counts its status too, as
+/// the CRD strategy does).
+fn spec_part(r: Resource, v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(m) = v.as_object_mut() {
         m.remove("metadata");
-        m.remove("status");
+        if r.has_status_subresource() || !r.is_custom() {
+            m.remove("status");
+        }
     }
     v
 }
@@ -695,7 +685,8 @@ fn normalize(
             default_pod(obj);
             Ok(())
         }
-        Resource::Events => Ok(()),
+        // Events and the networking kinds: stored as given (no schema, no defaulting).
+        _ => Ok(()),
     }
 }
 

@@ -33,6 +33,7 @@ async fn start_with(limits: Limits, liveness: Liveness, serve_status: bool) -> R
         waiting_for: vec!["pods not listed yet".into()],
         disk: Default::default(),
         mounts: Vec::new(),
+        hosts: Vec::new(),
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -5,7 +5,10 @@ use super::*;
 
 /// 1 when any mount needs a human ([`needs_attention`]), 0 otherwise.
 pub fn exit_code(status: &Value) -> u8 {
-    let bad = mounts(status).iter().any(|m| needs_attention(m));
+    let bad = mounts(status).iter().any(|m| needs_attention(m))
+        || super::hosts::hosts(status)
+            .iter()
+            .any(|h| super::hosts::needs_attention(h));
     if bad { EXIT_ATTENTION } else { 0 }
 }
 
@@ -165,7 +168,7 @@ pub(super) fn last_reload_cell(mount: &Value, now: OffsetDateTime) -> (String, O
 }
 
 #[derive(Clone, Copy)]
-pub(super) enum Tone {
+pub(in crate::cmd) enum Tone {
     Plain,
     Good,
     Warn,
@@ -173,7 +176,7 @@ pub(super) enum Tone {
 }
 
 impl Tone {
-    fn paint(self, text: &str, color: bool) -> String {
+    pub(in crate::cmd) fn paint(self, text: &str, color: bool) -> String {
         let code = match self {
             Tone::Plain => return text.to_string(),
             Tone::Good => "32",
@@ -269,6 +272,7 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
         ));
     }
     if mounts.is_empty() {
+        out.push_str(&super::hosts::render_hosts(status, color));
         return out;
     }
     let rows: Vec<[(String, Tone); 8]> = mounts
@@ -342,6 +346,7 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
         out.push_str(&line(row.into()));
     }
     out.push_str(&reload_notes(&mounts));
+    out.push_str(&super::hosts::render_hosts(status, color));
     out
 }
 

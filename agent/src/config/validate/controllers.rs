@@ -158,6 +158,20 @@ impl Validator<'_> {
         }
 
         let probe = self.probe(get(map, "probe"), &path.key("probe"), profile);
+        let routes = self.routes(
+            get(map, "routes"),
+            &path.key("routes"),
+            profile.and_then(BuiltinProfile::routes),
+        );
+        if let Some(Some(_)) = &routes
+            && mode == ReloadMode::Files
+        {
+            self.invalid(
+                &path.key("routes"),
+                At::Key,
+                "hosts from Ingress and Gateway objects are for controllers that read Secrets from the API (mode: api)".to_string(),
+            );
+        }
 
         Some(ControllerProfile {
             name: name?,
@@ -167,7 +181,94 @@ impl Validator<'_> {
             reload: reload?,
             mode,
             probe: probe?,
+            routes: routes?,
         })
+    }
+
+    /// `routes`: which Ingress and Gateway objects are the controller's. Each key given
+    /// replaces the profile's value for it.
+    pub(in crate::config) fn routes(
+        &mut self,
+        value: Option<&Value>,
+        path: &KeyPath,
+        default: Option<RouteMatch>,
+    ) -> Option<Option<RouteMatch>> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let Value::Mapping(map) = value else {
+            self.wrong_type(
+                path,
+                "a mapping with ingressControllers, gatewayControllers, ...",
+                value,
+            );
+            return None;
+        };
+        self.check_keys(map, path, ROUTES_KEYS);
+        let mut routes = default.unwrap_or_default();
+        let mut ok = true;
+        let lists: [(&str, &mut Vec<String>, &str); 4] = [
+            (
+                "ingressControllers",
+                &mut routes.ingress_controllers,
+                "IngressClass controller",
+            ),
+            (
+                "ingressClassNames",
+                &mut routes.ingress_class_names,
+                "IngressClass name",
+            ),
+            (
+                "ingressClassAnnotations",
+                &mut routes.ingress_class_annotations,
+                "ingress class",
+            ),
+            (
+                "gatewayControllers",
+                &mut routes.gateway_controllers,
+                "GatewayClass controllerName",
+            ),
+        ];
+        for (key, target, what) in lists {
+            if let Some(v) = get(map, key) {
+                match self.string_list(v, &path.key(key), what, check_class_value) {
+                    Some(list) => *target = list,
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(v) = get(map, "defaultCertificate") {
+            let key_path = path.key("defaultCertificate");
+            match self.string(v, &key_path, "namespace/name of a Secret") {
+                Some(text) => match text.split_once('/') {
+                    Some((namespace, name))
+                        if is_dns_label(namespace) && is_dns_subdomain(name) =>
+                    {
+                        routes.default_certificate = Some(SecretKey {
+                            namespace: namespace.to_string(),
+                            name: name.to_string(),
+                        });
+                    }
+                    _ => {
+                        self.invalid(
+                            &key_path,
+                            At::Value,
+                            format!(
+                                "{}: expected namespace/name of a Secret, as ingress-nginx's --default-ssl-certificate takes it",
+                                quote(text)
+                            ),
+                        );
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let nothing = !routes.watches_ingresses() && !routes.watches_gateways();
+        Some((!nothing).then_some(routes))
     }
 
     pub(in crate::config) fn controller_name(

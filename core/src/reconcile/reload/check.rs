@@ -71,12 +71,14 @@ impl Mismatch {
 }
 
 /// A served leaf that is not what the pod should serve on that name.
-struct Stale<'a> {
+pub(super) struct Stale<'a> {
     name: Option<&'a str>,
     endpoint: &'a str,
     served: &'a ServedLeaf,
     /// The newest expected leaf for the name, when it is not older than the served one.
     newer: Option<&'a ExpectedLeaf>,
+    /// Nothing can be right: the host's Secret is missing or unusable.
+    expected_none: bool,
 }
 
 /// Subjects of certificates controllers serve when they have no usable Secret for a host.
@@ -99,7 +101,7 @@ pub fn placeholder_of(subject: &str) -> Option<&'static str> {
 
 impl PodReload {
     pub(super) fn check_due_at(&self) -> Option<Instant> {
-        if self.expected.is_empty() || self.check.in_flight {
+        if !self.has_expectations() || self.check.in_flight {
             None
         } else {
             self.check.next_at
@@ -133,7 +135,7 @@ impl PodReload {
 
     /// Idle with something to check and no check planned: plan one an interval from now.
     pub(super) fn schedule_check(&mut self, now: Instant) {
-        if !self.expected.is_empty() && !self.check.in_flight && self.check.next_at.is_none() {
+        if self.has_expectations() && !self.check.in_flight && self.check.next_at.is_none() {
             self.check.next_at = Some(now + self.check.jittered(self.limits.verify_interval));
         }
     }
@@ -220,16 +222,17 @@ impl PodReload {
         }
     }
 
-    fn stale_leaves<'a>(&'a self, round: &'a ProbeRound) -> Vec<Stale<'a>> {
+    pub(super) fn stale_leaves<'a>(&'a self, round: &'a ProbeRound) -> Vec<Stale<'a>> {
         round
             .served
             .iter()
             .filter_map(|(key, result)| {
                 let served = result.as_ref().ok()?;
-                let expected = self.expected_leaves_for(key.sni.as_deref());
+                let expected = self.expected_leaves_for(key.sni.as_deref())?;
                 if expected.iter().any(|l| l.fingerprint == served.fingerprint) {
                     return None;
                 }
+                let expected_none = expected.is_empty();
                 // At least as new: a renewal issued within the second of the served leaf
                 // expires with it; one that expires earlier is the older material.
                 let newer = expected
@@ -241,13 +244,14 @@ impl PodReload {
                     endpoint: &key.endpoint,
                     served,
                     newer,
+                    expected_none,
                 })
             })
             .collect()
     }
 
     /// Names host(s), endpoint, what is served and which view is old.
-    fn mismatch_note(&self, stale: &[Stale<'_>]) -> String {
+    pub(super) fn mismatch_note(&self, stale: &[Stale<'_>]) -> String {
         let source = self.expected_source();
         let mut parts = Vec::new();
         for s in stale.iter().take(5) {
@@ -260,6 +264,10 @@ impl PodReload {
             let verdict = if let Some(controller) = placeholder_of(&s.served.subject) {
                 format!(
                     "{served} is {controller}'s placeholder certificate: the controller has no usable Secret for this host"
+                )
+            } else if s.expected_none {
+                format!(
+                    "{served} is served, but the host's Secret is missing or holds no usable certificate"
                 )
             } else if let Some(newer) = s.newer {
                 format!(

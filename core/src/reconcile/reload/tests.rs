@@ -411,6 +411,7 @@ fn api_driven_controllers_that_keep_the_old_leaf_are_a_mismatch() {
     r.step(
         ReloadInput::ApiLeaves {
             leaves: vec![leaf("api")],
+            hosts: None,
         },
         t0,
     );
@@ -532,6 +533,7 @@ fn verified_api_pod(t0: Instant) -> PodReload {
     r.step(
         ReloadInput::ApiLeaves {
             leaves: vec![leaf("api")],
+            hosts: None,
         },
         t0,
     );
@@ -742,4 +744,45 @@ fn an_expiring_served_leaf_is_warned_without_a_rotation_and_says_whether_a_renew
         "{}",
         notes(&warned)[0]
     );
+}
+
+#[test]
+fn a_host_plan_mismatch_after_a_change_names_the_host_and_the_old_view() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::ApiDriven);
+    let plan = |fp: &str| HostPlan {
+        by_host: [("a.example".to_string(), vec![leaf(fp)])]
+            .into_iter()
+            .collect(),
+        default: None,
+    };
+    r.step(
+        ReloadInput::ApiLeaves {
+            leaves: vec![],
+            hosts: Some(plan("new")),
+        },
+        t0,
+    );
+    let mut seen = Vec::new();
+    let mut t = 0;
+    while t <= 31_000 {
+        for d in r.step(ReloadInput::Tick, ms(t0, t)) {
+            if let Decision::Probe { .. } = d {
+                seen.extend(r.step(served("old", NOW_UNIX + 30 * 86_400), ms(t0, t)));
+            } else {
+                seen.push(d);
+            }
+        }
+        t += 5;
+    }
+    let notes = notes(&seen);
+    assert_eq!(notes.len(), 1, "{seen:?}");
+    assert!(
+        notes[0].contains("a.example on 10.0.0.7:443") && notes[0].contains("is old"),
+        "{}",
+        notes[0]
+    );
+    // Checks go on after the verification gave up.
+    let next = r.next_deadline().expect("a periodic check is planned");
+    assert!(next <= ms(t0, 31_000) + LIMITS.verify_interval.mul_f64(1.1));
 }

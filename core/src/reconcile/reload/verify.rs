@@ -53,6 +53,22 @@ impl PodReload {
                 ReloadResult::Unverified,
             ),
         };
+        // A mismatch says, per host, what is served and which view is old.
+        let note = match &self.last_round {
+            Some(round) if reason == EventReason::ServedCertificateMismatch => {
+                let stale = self.stale_leaves(round);
+                if stale.is_empty() {
+                    note
+                } else {
+                    format!(
+                        "{} (for {} after the change)",
+                        self.mismatch_note(&stale),
+                        seconds(now.saturating_duration_since(swapped_at))
+                    )
+                }
+            }
+            _ => note,
+        };
         if reason == EventReason::ServedCertificateMismatch {
             self.mismatch = Some(Mismatch::reported(swapped_at));
         }
@@ -72,6 +88,7 @@ impl PodReload {
                     .insert(key.sni.clone(), leaf.fingerprint.clone());
             }
         }
+        self.last_round = Some(round.clone());
         self.check_expiry(&round, actions);
         if self.phase == Phase::Idle && self.check.in_flight {
             self.checked(&round, now, actions);
@@ -88,11 +105,14 @@ impl PodReload {
         else {
             return;
         };
-        let all_match = !round.served.is_empty()
-            && round.served.iter().all(|(key, result)| match result {
-                Ok(leaf) => self
-                    .expected_for(key.sni.as_deref())
-                    .contains(&leaf.fingerprint.as_str()),
+        let mut compared = round
+            .served
+            .iter()
+            .filter_map(|(key, result)| Some((self.expected_for(key.sni.as_deref())?, result)))
+            .peekable();
+        let all_match = compared.peek().is_some()
+            && compared.all(|(expected, result)| match result {
+                Ok(leaf) => expected.contains(&leaf.fingerprint.as_str()),
                 Err(_) => false,
             });
         if !all_match {
@@ -198,16 +218,30 @@ impl PodReload {
         }
     }
 
-    pub(super) fn expected_for(&self, name: Option<&str>) -> Vec<&str> {
-        self.expected_leaves_for(name)
-            .into_iter()
-            .map(|l| l.fingerprint.as_str())
-            .collect()
+    /// The fingerprints that may be served on `name`; `None`: the handshake is not compared.
+    pub(super) fn expected_for(&self, name: Option<&str>) -> Option<Vec<&str>> {
+        Some(
+            self.expected_leaves_for(name)?
+                .into_iter()
+                .map(|l| l.fingerprint.as_str())
+                .collect(),
+        )
     }
 
-    /// The leaves that may be served on `name`: those whose names cover it, else (no SNI, or
-    /// a name only `probe.hosts` lists) any.
-    pub(super) fn expected_leaves_for(&self, name: Option<&str>) -> Vec<&ExpectedLeaf> {
+    /// The leaves that may be served on `name`. With a host plan: the host's Secret's (the
+    /// profile's extra `probe.hosts` take any), without SNI the default certificate's, if one
+    /// is expected. Otherwise: the leaves whose names cover it, else (no SNI, or a name only
+    /// `probe.hosts` lists) any.
+    pub(super) fn expected_leaves_for(&self, name: Option<&str>) -> Option<Vec<&ExpectedLeaf>> {
+        if let Some(plan) = &self.plan {
+            return match name {
+                Some(host) => match plan.by_host.get(host) {
+                    Some(leaves) => Some(leaves.iter().collect()),
+                    None => Some(self.expected.iter().collect()),
+                },
+                None => plan.default.as_ref().map(|leaves| leaves.iter().collect()),
+            };
+        }
         let by_name: Vec<&ExpectedLeaf> = match name {
             Some(name) => self
                 .expected
@@ -216,21 +250,32 @@ impl PodReload {
                 .collect(),
             None => Vec::new(),
         };
-        if by_name.is_empty() {
+        Some(if by_name.is_empty() {
             self.expected.iter().collect()
         } else {
             by_name
-        }
+        })
+    }
+
+    /// Whether there is anything to probe and compare.
+    pub(super) fn has_expectations(&self) -> bool {
+        !self.expected.is_empty() || self.plan.as_ref().is_some_and(|p| !p.by_host.is_empty())
     }
 
     /// The SNI names a probe round uses (plus one handshake without SNI).
     pub fn probe_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .expected
-            .iter()
-            .flat_map(|l| l.dns_names.iter())
-            .filter(|n| !n.starts_with("*."))
-            .cloned()
+        let from_leaves: Vec<String> = match &self.plan {
+            Some(plan) => plan.by_host.keys().cloned().collect(),
+            None => self
+                .expected
+                .iter()
+                .flat_map(|l| l.dns_names.iter())
+                .filter(|n| !n.starts_with("*."))
+                .cloned()
+                .collect(),
+        };
+        let mut names: Vec<String> = from_leaves
+            .into_iter()
             .chain(self.extra_hosts.iter().cloned())
             .collect();
         names.sort();
