@@ -115,6 +115,11 @@ impl TestNode {
         })
     }
 
+    /// The agent's config file: rewrite it between agent starts to change the configuration.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
         let kubeconfig = self.api.kubeconfig_path().to_path_buf();
         self.start_agent_with_kubeconfig(&kubeconfig)

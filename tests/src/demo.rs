@@ -15,6 +15,7 @@ use crate::cluster::{
     NAMESPACE, NODE, TestNode, controller_pod, free_port, ingress_pod, mount_of, tls_secret,
 };
 use crate::controllers::{self, ControllerKind, ControllerSpec, RunningController};
+use crate::ingress_controller::IngressControllerStandIn;
 use crate::kubelet::VolumeKind;
 use crate::node::{NodeConfig, PodRef, SyncOutcome};
 use crate::tlsload::LoadGenerator;
@@ -155,7 +156,7 @@ pub fn run() -> anyhow::Result<()> {
         bail!("testbed demo mounts tmpfs volumes like kubelet and needs root: {why}");
     }
     if let Err(why) = controllers::available(ControllerKind::Nginx) {
-        bail!("testbed demo runs a real nginx: {why} (apt-get install nginx)");
+        bail!("testbed demo runs a real nginx: {why} (tests/need nginx=nginx installs it)");
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -174,9 +175,14 @@ async fn story() -> anyhow::Result<()> {
         "  stand-ins: the API server (HTTP) and kubelet (AtomicWriter, 60–90 s sync, remount on annotation)"
     );
     let port = free_port()?;
+    let ingress_port = free_port()?;
+    let legacy_port = free_port()?;
     let config = format!(
-        "stuckAfter: 5s\nnudge:\n  after: 1s\nreload:\n  minInterval: 0s\nverify:\n  timeout: 5s\n\
-         controllers:\n  - name: edge\n    profile: nginx\n    selector: app=edge\n    probe:\n      ports: [{port}]\n"
+        "stuckAfter: 5s\nnudge:\n  after: 1s\nreload:\n  minInterval: 0s\n\
+         verify:\n  timeout: 5s\n  interval: 2s\n  mismatchAfter: 3s\n\
+         controllers:\n  - name: edge\n    profile: nginx\n    selector: app=edge\n    probe:\n      ports: [{port}]\n\
+         \x20 - name: ingress-nginx\n    profile: ingress-nginx\n    namespaces: [{NAMESPACE}]\n    probe:\n      ports: [{ingress_port}]\n\
+         \x20 - name: legacy\n    profile: nginx\n    selector: app=legacy\n    probe:\n      ports: [{legacy_port}]\n"
     );
     let node = TestNode::start(NodeConfig::new(NODE), &config).await?;
     let mut demo = Demo {
@@ -356,7 +362,9 @@ async fn story() -> anyhow::Result<()> {
         .await?;
     ok("kubelet never updates subPath mounts: flagged once, at discovery");
 
-    heading(6, "what an operator sees");
+    let ingress = api_driven_steps(&mut demo, ingress_port, legacy_port).await?;
+
+    heading(9, "what an operator sees");
     demo.status_table()?;
     let (_, metrics) = demo.node.get("/metrics").await?;
     for line in metrics.lines().filter(|l| {
@@ -385,9 +393,184 @@ async fn story() -> anyhow::Result<()> {
         bail!("the agent exited with {exit} on SIGTERM");
     }
     drop(nginx);
+    drop(ingress);
     println!(
         "\ndemo finished in {:.0} s: every step behaved as shown",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+const SHOP_HOSTS: [&str; 2] = ["shop.example.com", "www.shop.example.com"];
+
+/// Steps 6–8: a controller that reads its Secrets from the API (an ingress-nginx-style
+/// stand-in serving over real TLS) and a certificate nothing renews. Returns what must live
+/// until the end of the demo.
+async fn api_driven_steps(
+    demo: &mut Demo,
+    ingress_port: u16,
+    legacy_port: u16,
+) -> anyhow::Result<(IngressControllerStandIn, RunningController)> {
+    heading(
+        6,
+        "an ingress-nginx-style controller serves two Ingress hosts from Secrets it reads through the API",
+    );
+    println!(
+        "     it mounts no Secret: mountlag learns the hosts from the Ingress and probes each one"
+    );
+    let shop = demo.ca.issue(&LeafSpec::valid_for(SHOP_HOSTS))?;
+    let api = &demo.node.api;
+    let apply = |object: serde_json::Value| {
+        api.apply_object(&object)
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    apply(serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}
+    }))?;
+    api.apply_secret(&tls_secret(NAMESPACE, "shop-tls", &shop))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    apply(serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "shop", "namespace": NAMESPACE},
+        "spec": {"ingressClassName": "nginx",
+                 "tls": [{"hosts": SHOP_HOSTS, "secretName": "shop-tls"}]}
+    }))?;
+    let controller =
+        IngressControllerStandIn::start(api.client(), "k8s.io/ingress-nginx", ingress_port).await?;
+    for host in SHOP_HOSTS {
+        controller
+            .wait_serving(host, &shop.fingerprint_sha256, Duration::from_secs(10))
+            .await?;
+    }
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ingress-nginx-0", "namespace": NAMESPACE, "labels": {
+            "app.kubernetes.io/name": "ingress-nginx",
+            "app.kubernetes.io/component": "controller"}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "controller", "image": "ingress-nginx"}]}
+    }))?;
+    demo.node.create_pod_and_wait_started(&pod).await?;
+    let serving = |fingerprint: String, matches: bool| {
+        move |s: &Value| {
+            SHOP_HOSTS.iter().all(|host| {
+                s["hosts"].as_array().into_iter().flatten().any(|h| {
+                    h["host"] == *host
+                        && h["served"][0]["fingerprintSha256"] == fingerprint.as_str()
+                        && h["served"][0]["match"] == matches
+                })
+            })
+        }
+    };
+    demo.node
+        .wait_status(
+            Duration::from_secs(15),
+            "both hosts verified",
+            serving(shop.fingerprint_sha256.clone(), true),
+        )
+        .await?;
+    ok(&format!(
+        "both hosts serve {} = the Secret in the API; re-checked every verify.interval (2 s here, 5 min by default)",
+        short(&shop.fingerprint_sha256)
+    ));
+
+    heading(7, "a renewal that never reaches the controller");
+    println!("     the controller stops syncing; the Secret is renewed in the API");
+    controller.freeze(true);
+    let renewed = demo.ca.issue(&LeafSpec::valid_for(SHOP_HOSTS))?;
+    demo.node
+        .api
+        .apply_secret(&tls_secret(NAMESPACE, "shop-tls", &renewed))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    demo.wait_event("ServedCertificateMismatch", Duration::from_secs(15))
+        .await?;
+    let endpoint = format!(
+        "http://{}",
+        demo.node.agent.as_ref().context("agent")?.listen
+    );
+    let exit = agent::run(&["status", "--endpoint", &endpoint])
+        .status
+        .code();
+    if exit != Some(1) {
+        bail!("mountlag status should exit 1 while a host serves the old leaf: {exit:?}");
+    }
+    ok(
+        "Warning ServedCertificateMismatch after verify.mismatchAfter (3 s here), once; `mountlag status` exits 1",
+    );
+    controller.freeze(false);
+    demo.node
+        .wait_status(
+            Duration::from_secs(15),
+            "the renewal served",
+            serving(renewed.fingerprint_sha256.clone(), true),
+        )
+        .await?;
+    ok("the controller syncs again: the next check sees the renewal, the match is back");
+
+    heading(8, "a certificate 10 days from expiry that nothing renews");
+    let mut spec = LeafSpec::valid_for(["old.example.com"]);
+    spec.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+    let expiring = demo.ca.issue(&spec)?;
+    demo.node
+        .api
+        .apply_secret(&tls_secret(NAMESPACE, "old-tls", &expiring))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let before = demo.node.node.last_seq();
+    demo.node
+        .api
+        .create_pod(&controller_pod(
+            "legacy-0",
+            "nginx",
+            &[("app", "legacy")],
+            "old-tls",
+            None,
+        ))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    demo.node
+        .node
+        .wait_for(before, Duration::from_secs(10), |e| {
+            e.pod == "legacy-0" && e.outcome == SyncOutcome::Started
+        })
+        .await
+        .context("kubelet did not start the pod")?;
+    let uid = demo
+        .node
+        .api
+        .pod(NAMESPACE, "legacy-0")
+        .and_then(|p| p.metadata.uid)
+        .context("uid")?;
+    let volume = demo
+        .node
+        .kubelet
+        .volume_dir(&uid, VolumeKind::Secret, "tls");
+    let legacy = RunningController::start(
+        ControllerSpec::new(
+            ControllerKind::Nginx,
+            &uid,
+            &volume,
+            vec!["old.example.com".to_string()],
+        )
+        .with_port(legacy_port),
+    )?;
+    demo.wait_event("CertificateExpiringSoon", Duration::from_secs(20))
+        .await?;
+    let (_, metrics) = demo.node.get("/metrics").await?;
+    let views: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("mountlag_certificate_not_after_timestamp_seconds")
+                && l.contains("secret=\"old-tls\"")
+        })
+        .collect();
+    for line in &views {
+        println!("   │ {line}");
+    }
+    if views.len() != 3 {
+        bail!("expected the api, disk and served views of old-tls: {views:?}");
+    }
+    ok(
+        "Warning CertificateExpiringSoon (\"no renewal exists\"), with the notAfter the API, the disk and the controller have",
+    );
+    Ok((controller, legacy))
 }

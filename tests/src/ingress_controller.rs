@@ -26,7 +26,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use rustls::ServerConfig;
@@ -101,6 +101,23 @@ impl IngressControllerStandIn {
     /// Serves TLS on `127.0.0.1:port` for the Ingresses of IngressClasses whose
     /// `spec.controller` is `controller` (ingress-nginx: `k8s.io/ingress-nginx`).
     pub async fn start(client: Client, controller: &str, port: u16) -> anyhow::Result<Self> {
+        Self::start_for(client, Classes::Ingress(controller.to_string()), port).await
+    }
+
+    /// Serves TLS on `127.0.0.1:port` for the HTTPS and TLS listeners (with a `hostname`) of
+    /// the Gateways whose GatewayClass's `spec.controllerName` is `controller`; a
+    /// `certificateRef` to another namespace only with a ReferenceGrant that allows it, as
+    /// implementations do (the listener is otherwise not programmed: its host gets the
+    /// placeholder).
+    pub async fn start_gateway(
+        client: Client,
+        controller: &str,
+        port: u16,
+    ) -> anyhow::Result<Self> {
+        Self::start_for(client, Classes::Gateway(controller.to_string()), port).await
+    }
+
+    async fn start_for(client: Client, classes: Classes, port: u16) -> anyhow::Result<Self> {
         let (fake, fake_fingerprint) = fake_certificate()?;
         let (applied, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -135,11 +152,7 @@ impl IngressControllerStandIn {
                 });
             }
         });
-        let sync = tokio::spawn(sync_loop(
-            client,
-            controller.to_string(),
-            Arc::clone(&shared),
-        ));
+        let sync = tokio::spawn(sync_loop(client, classes, Arc::clone(&shared)));
         Ok(Self {
             addr,
             shared,
@@ -214,40 +227,85 @@ impl IngressControllerStandIn {
     }
 }
 
-/// Reflects IngressClasses, Ingresses and Secrets; on every change, computes what to serve.
-async fn sync_loop(client: Client, controller: String, shared: Arc<Shared>) {
-    let (classes, classes_writer) = reflector::store::<IngressClass>();
-    let (ingresses, ingresses_writer) = reflector::store::<Ingress>();
-    let (secrets, secrets_writer) = reflector::store::<Secret>();
-    let class_events = reflector::reflector(
-        classes_writer,
-        watcher::watcher(
-            Api::<IngressClass>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ())
-    .boxed();
-    let ingress_events = reflector::reflector(
-        ingresses_writer,
-        watcher::watcher(
-            Api::<Ingress>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ())
-    .boxed();
+/// Which objects the stand-in serves: Ingresses of this IngressClass controller, or Gateways
+/// of this GatewayClass controllerName.
+#[derive(Debug, Clone)]
+enum Classes {
+    Ingress(String),
+    Gateway(String),
+}
+
+type Events = futures::stream::BoxStream<'static, ()>;
+
+/// A reflected store of a typed kind, and its event stream.
+fn reflect<K>(api: Api<K>) -> (Store<K>, Events)
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .map(|_| ())
+        .boxed();
+    (store, events)
+}
+
+/// The same for a Gateway API kind, read as a dynamic object.
+fn reflect_dynamic(
+    client: &Client,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> (Store<DynamicObject>, Events) {
+    let resource = ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: version.into(),
+        api_version: format!("gateway.networking.k8s.io/{version}"),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .map(|_| ())
+        .boxed();
+    (store, events)
+}
+
+/// Reflects the objects it serves and every Secret; on every change, computes what to serve.
+async fn sync_loop(client: Client, classes: Classes, shared: Arc<Shared>) {
     // Like ingress-nginx: every Secret of the cluster, watched.
-    let secret_events = reflector::reflector(
-        secrets_writer,
-        watcher::watcher(Api::<Secret>::all(client), watcher::Config::default()),
-    )
-    .default_backoff()
-    .map(|_| ())
-    .boxed();
-    let mut events = futures::stream::select_all([class_events, ingress_events, secret_events]);
+    let (secrets, secret_events) = reflect(Api::<Secret>::all(client.clone()));
+    let mut streams = vec![secret_events];
+    let compute: Box<dyn Fn() -> Served + Send> = match classes {
+        Classes::Ingress(controller) => {
+            let (ingress_classes, class_events) = reflect(Api::<IngressClass>::all(client.clone()));
+            let (ingresses, ingress_events) = reflect(Api::<Ingress>::all(client.clone()));
+            streams.extend([class_events, ingress_events]);
+            Box::new(move || served_now(&controller, &ingress_classes, &ingresses, &secrets))
+        }
+        Classes::Gateway(controller) => {
+            let (gateway_classes, class_events) =
+                reflect_dynamic(&client, "v1", "GatewayClass", "gatewayclasses");
+            let (gateways, gateway_events) = reflect_dynamic(&client, "v1", "Gateway", "gateways");
+            let (grants, grant_events) =
+                reflect_dynamic(&client, "v1beta1", "ReferenceGrant", "referencegrants");
+            streams.extend([class_events, gateway_events, grant_events]);
+            Box::new(move || {
+                gateway_served(&controller, &gateway_classes, &gateways, &grants, &secrets)
+            })
+        }
+    };
+    let mut events = futures::stream::select_all(streams);
     loop {
         tokio::select! {
             event = events.next() => if event.is_none() { return },
@@ -256,7 +314,7 @@ async fn sync_loop(client: Client, controller: String, shared: Arc<Shared>) {
         if shared.frozen.load(Ordering::SeqCst) {
             continue;
         }
-        let next = served_now(&controller, &classes, &ingresses, &secrets);
+        let next = compute();
         let lag = *shared.lag.lock().unwrap_or_else(PoisonError::into_inner);
         let shared = Arc::clone(&shared);
         let apply = move || {
@@ -322,6 +380,94 @@ fn served_now(
         }
     }
     served
+}
+
+fn gateway_served(
+    controller: &str,
+    classes: &Store<DynamicObject>,
+    gateways: &Store<DynamicObject>,
+    grants: &Store<DynamicObject>,
+    secrets: &Store<Secret>,
+) -> Served {
+    let ours: Vec<String> = classes
+        .state()
+        .iter()
+        .filter(|c| c.data["spec"]["controllerName"].as_str() == Some(controller))
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let mut served = Served::default();
+    for gateway in gateways.state() {
+        let class = gateway.data["spec"]["gatewayClassName"]
+            .as_str()
+            .unwrap_or("");
+        if !ours.iter().any(|c| c == class) {
+            continue;
+        }
+        let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+        for listener in gateway.data["spec"]["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(host) = listener["hostname"].as_str() else {
+                continue;
+            };
+            let Some(reference) = listener["tls"]["certificateRefs"]
+                .as_array()
+                .and_then(|refs| refs.first())
+            else {
+                continue;
+            };
+            let name = reference["name"].as_str().unwrap_or("");
+            let secret_namespace = reference["namespace"].as_str().unwrap_or(&namespace);
+            if secret_namespace != namespace && !granted(grants, &namespace, secret_namespace, name)
+            {
+                continue;
+            }
+            let certified = secrets
+                .state()
+                .iter()
+                .find(|s| {
+                    s.metadata.namespace.as_deref() == Some(secret_namespace)
+                        && s.metadata.name.as_deref() == Some(name)
+                })
+                .and_then(|s| certified_key(s).ok());
+            if let Some(certified) = certified {
+                served.by_host.insert(host.to_ascii_lowercase(), certified);
+            }
+        }
+    }
+    served
+}
+
+/// A ReferenceGrant in `to_namespace` lets Gateways of `from_namespace` use Secret `name`.
+fn granted(
+    grants: &Store<DynamicObject>,
+    from_namespace: &str,
+    to_namespace: &str,
+    name: &str,
+) -> bool {
+    grants.state().iter().any(|grant| {
+        grant.metadata.namespace.as_deref() == Some(to_namespace)
+            && grant.data["spec"]["from"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| {
+                    f["group"] == "gateway.networking.k8s.io"
+                        && f["kind"] == "Gateway"
+                        && f["namespace"] == from_namespace
+                })
+            && grant.data["spec"]["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| {
+                    t["group"] == ""
+                        && t["kind"] == "Secret"
+                        && t["name"].as_str().is_none_or(|n| n == name)
+                })
+    })
 }
 
 /// A Secret's `tls.crt` and `tls.key` as a rustls certified key.

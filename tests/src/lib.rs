@@ -17,6 +17,7 @@ pub mod bench;
 pub mod bench_api;
 pub mod bench_footprint;
 pub mod bench_reload;
+pub mod bench_verify;
 pub mod certs;
 pub mod cluster;
 pub mod controllers;

@@ -33,6 +33,8 @@ fn the_demo_runs_to_completion_and_every_step_behaves() {
         "SecretMountRecovered",
         "InvalidCertificateMaterial",
         "SubPathNeverUpdates",
+        "ServedCertificateMismatch",
+        "CertificateExpiringSoon",
         "0 failed",
         "every step behaved as shown",
     ] {

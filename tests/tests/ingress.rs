@@ -2,7 +2,8 @@
 //! the hosts from Ingress objects on the API stand-in, watches each named Secret by name,
 //! probes an ingress-nginx-style controller (tests/src/ingress_controller.rs: it watches the
 //! same API and serves over real TLS) and reports what a user must know: a renewal the
-//! controller never picks up, a host whose Secret is missing (placeholder certificate served).
+//! controller never picks up, a host whose Secret is missing (placeholder certificate served),
+//! and a Gateway listener whose Secret is in another namespace (ReferenceGrant).
 
 #![allow(clippy::unwrap_used)]
 
@@ -188,11 +189,28 @@ impl Setup {
         }
     }
 
-    fn assert_no_key_bytes(&self) {
-        let logs = self.node.all_agent_logs();
+    /// No private key byte in the agent's logs, `/status`, `/metrics` or any Event.
+    async fn assert_no_key_bytes(&self) {
+        let (_, status) = self.node.get("/status").await.unwrap();
+        let (_, metrics) = self.node.get("/metrics").await.unwrap();
+        let events: String = self
+            .node
+            .api
+            .events()
+            .iter()
+            .map(|e| format!("{} {}\n", e.reason, e.note))
+            .collect();
+        let outputs = [
+            ("agent log", self.node.all_agent_logs()),
+            ("/status", status),
+            ("/metrics", metrics),
+            ("Events", events),
+        ];
         for key in &self.keys {
             for marker in secret_bytes_markers(key) {
-                assert!(!logs.contains(&marker), "key bytes in the agent log");
+                for (what, text) in &outputs {
+                    assert!(!text.contains(&marker), "key bytes in the {what}");
+                }
             }
         }
     }
@@ -259,7 +277,7 @@ async fn ingress_hosts_are_verified_and_a_renewal_the_controller_never_picks_up_
         .await;
     assert_eq!(setup.node.metric(&sample).await.unwrap(), Some(1.0));
     assert_eq!(setup.status_exit_code(), 0);
-    setup.assert_no_key_bytes();
+    setup.assert_no_key_bytes().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +339,7 @@ async fn a_host_whose_secret_is_missing_gets_the_placeholder_and_both_are_report
         Some(1.0)
     );
     assert_eq!(setup.status_exit_code(), 1);
-    setup.assert_no_key_bytes();
+    setup.assert_no_key_bytes().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,4 +372,110 @@ async fn a_node_without_controller_pods_keeps_exactly_one_watch_open() {
         "{:?}",
         stats.requests
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_namespace_certificate_ref_counts_only_once_a_reference_grant_allows_it() {
+    if !can_run() {
+        return;
+    }
+    const CONTROLLER: &str = "gateway.envoyproxy.io/gatewayclass-controller";
+    const HOST: &str = "gw.example.com";
+    let port = free_port().unwrap();
+    let config = format!(
+        "nudge:\n  enabled: false\nverify:\n  timeout: 3s\n  interval: 1s\n  mismatchAfter: 2s\n\
+         controllers:\n  - name: envoy-gateway\n    profile: envoy-gateway\n    selector: app=gw\n    \
+         namespaces: [{NAMESPACE}]\n    probe:\n      ports: [{port}]\n"
+    );
+    let mut node = TestNode::start(NodeConfig::new(NODE), &config)
+        .await
+        .unwrap();
+    let ca = TestCa::new("gateway test CA").unwrap();
+    let leaf = ca.issue(&LeafSpec::valid_for([HOST])).unwrap();
+    node.api
+        .apply_object(&json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": "eg"}, "spec": {"controllerName": CONTROLLER}
+        }))
+        .unwrap();
+    node.api
+        .apply_secret(&tls_secret("certs", "gw-tls", &leaf))
+        .unwrap();
+    node.api
+        .apply_object(&json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "edge", "namespace": NAMESPACE},
+            "spec": {"gatewayClassName": "eg", "listeners": [{
+                "name": "https", "port": 443, "protocol": "HTTPS", "hostname": HOST,
+                "tls": {"mode": "Terminate",
+                        "certificateRefs": [{"name": "gw-tls", "namespace": "certs"}]}
+            }]}
+        }))
+        .unwrap();
+    let controller = IngressControllerStandIn::start_gateway(node.api.client(), CONTROLLER, port)
+        .await
+        .unwrap();
+    let mut pod = controller_pod();
+    pod.metadata.name = Some("envoy-0".into());
+    pod.metadata.labels = Some([("app".to_string(), "gw".to_string())].into());
+    node.create_pod_and_wait_started(&pod).await.unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+
+    // Without a ReferenceGrant the controller will not serve it: reported on the Gateway.
+    let refused = node
+        .wait_events("TLSSecretRefNotPermitted", Duration::from_secs(15), |e| {
+            !e.is_empty()
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused[0].regarding.kind, "Gateway");
+    assert_eq!(refused[0].regarding.name, "edge");
+    assert!(
+        refused[0]
+            .note
+            .contains("no ReferenceGrant in namespace certs lets Gateways of namespace")
+            && refused[0].note.contains("listener https"),
+        "{}",
+        refused[0].note
+    );
+    let status = node
+        .wait_status(Duration::from_secs(10), "ref_not_permitted", |s| {
+            s["hosts"][0]["state"] == "ref_not_permitted"
+        })
+        .await
+        .unwrap();
+    assert_eq!(status["hosts"][0]["secret"], "certs/gw-tls", "{status:#}");
+
+    // With one, the host is probed and verified against the Secret in the other namespace.
+    node.api
+        .apply_object(&json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": "gateways", "namespace": "certs"},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                               "namespace": NAMESPACE}],
+                     "to": [{"group": "", "kind": "Secret", "name": "gw-tls"}]}
+        }))
+        .unwrap();
+    controller
+        .wait_serving(HOST, &leaf.fingerprint_sha256, Duration::from_secs(10))
+        .await
+        .unwrap();
+    node.wait_status(Duration::from_secs(15), "verified", |s| {
+        s["hosts"].as_array().is_some_and(|hosts| {
+            hosts.len() == 1
+                && hosts[0]["host"] == HOST
+                && hosts[0]["state"] == "ok"
+                && hosts[0]["served"][0]["fingerprintSha256"] == leaf.fingerprint_sha256.as_str()
+                && hosts[0]["served"][0]["match"] == true
+        })
+    })
+    .await
+    .unwrap();
+    let out = mountlag_testbed::agent::run(&[
+        "status",
+        "--endpoint",
+        &format!("http://{}", node.agent.as_ref().unwrap().listen),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
 }

@@ -261,31 +261,33 @@ async fn the_rendered_rbac_is_sufficient_for_everything_the_agent_does() {
     keys.assert_not_in("agent log", &node.all_agent_logs());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_probe_only_overlay_runs_the_agent_under_its_own_rbac_without_a_refused_request() {
-    if !can_run() {
-        return;
-    }
-    const VARIANT: &str = "overlays/ingress-nginx";
-    let docs = rendered(VARIANT);
+const PROBE_ONLY_VARIANT: &str = "overlays/ingress-nginx";
+const PROBE_ONLY_NAMESPACE: &str = "ingress-nginx";
+
+/// The agent as `overlays/ingress-nginx` installs it (its RBAC enforced, uid 65532, no kubelet
+/// root), an ingress-nginx controller pod mounting `edge-tls`, and `objects` applied first.
+async fn probe_only_ingress_nginx(objects: &[Value]) -> (TestNode, tempfile::TempDir, KeyRing) {
+    let docs = rendered(PROBE_ONLY_VARIANT);
     let user = rbac::daemonset_user(&docs).unwrap();
     let rbac = Rbac::from_documents(&docs).unwrap();
     let [configmap] = rbac::of_kind(&docs, "ConfigMap")[..] else {
-        panic!("{VARIANT}: one ConfigMap");
+        panic!("{PROBE_ONLY_VARIANT}: one ConfigMap");
     };
-    // The overlay's configuration as installed; only the wait for a served certificate is
+    // The overlay's configuration as installed; only the waits for a served certificate are
     // shortened (nothing serves here, so every check ends in a mismatch Event).
     let config = configmap["data"]["mountlag.yaml"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(!config.contains("\nverify:"), "{config}");
-    let config = format!("{config}\nverify:\n  timeout: 2s\n");
-    let (mut node, dir) = node_under_variant(VARIANT, rbac, &user, &config).await;
-    let namespace = "ingress-nginx";
+    let config = format!("{config}\nverify:\n  timeout: 2s\n  mismatchAfter: 2s\n");
+    let (mut node, dir) = node_under_variant(PROBE_ONLY_VARIANT, rbac, &user, &config).await;
+    for object in objects {
+        node.api.apply_object(object).unwrap();
+    }
     let mut keys = KeyRing::new("probe-only rbac CA").unwrap();
     let mut secret = keys.secret("edge-tls");
-    secret.metadata.namespace = Some(namespace.into());
+    secret.metadata.namespace = Some(PROBE_ONLY_NAMESPACE.into());
     node.api.apply_secret(&secret).unwrap();
     let mut pod = ingress_pod(
         "ingress-nginx-controller-0",
@@ -296,7 +298,7 @@ async fn a_probe_only_overlay_runs_the_agent_under_its_own_rbac_without_a_refuse
         "edge-tls",
         None,
     );
-    pod.metadata.namespace = Some(namespace.into());
+    pod.metadata.namespace = Some(PROBE_ONLY_NAMESPACE.into());
     node.api.create_pod(&pod).unwrap();
     node.start_agent_as(AgentLaunch {
         kubeconfig: Some(dir.path().join("kubeconfig")),
@@ -305,7 +307,71 @@ async fn a_probe_only_overlay_runs_the_agent_under_its_own_rbac_without_a_refuse
         ..AgentLaunch::default()
     })
     .unwrap();
+    (node, dir, keys)
+}
+
+/// An Ingress whose Secret lives where the overlay grants no read: the agent says which
+/// Secret and namespace it cannot read (readiness, log, metric) and keeps serving the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_grant_for_an_ingress_secret_readiness_and_the_log_name_its_namespace() {
+    if !can_run() {
+        return;
+    }
+    let class = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}
+    });
+    let ingress = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"ingressClassName": "nginx",
+                 "tls": [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}]}
+    });
+    let (node, _dir, keys) = probe_only_ingress_nginx(&[class, ingress]).await;
+    let expected = "Secret(s) not synced: shop/shop-tls";
+    let start = Instant::now();
+    loop {
+        if let Ok((code, body)) = node.get("/readyz").await
+            && body.contains(expected)
+        {
+            assert_eq!(code, 503, "{body}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "/readyz never named the Secret\n{}",
+            node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = node.agent_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("secret watch failed") && l.contains("shop-tls"))
+        .unwrap_or_else(|| panic!("no `secret watch failed` line for shop-tls:\n{log}"));
+    for needle in ["forbidden", "namespace=shop", "route-secrets"] {
+        assert!(line.contains(needle), "{needle:?} missing from: {line}");
+    }
+    let stats = node.api.stats();
+    assert!(
+        stats
+            .forbidden
+            .keys()
+            .all(|(_, resource)| resource == "secrets"),
+        "only the Secret read was refused: {:?}",
+        stats.forbidden
+    );
+    keys.assert_not_in("agent log", &node.all_agent_logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_only_overlay_runs_the_agent_under_its_own_rbac_without_a_refused_request() {
+    if !can_run() {
+        return;
+    }
+    let (mut node, _dir, keys) = probe_only_ingress_nginx(&[]).await;
     node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let namespace = PROBE_ONLY_NAMESPACE;
     let status = node
         .wait_status(Duration::from_secs(10), "the controller's mount", |s| {
             s["mounts"][0]["state"] == "unchecked"
@@ -329,6 +395,11 @@ async fn a_probe_only_overlay_runs_the_agent_under_its_own_rbac_without_a_refuse
         ("list", "secrets"),
         ("watch", "secrets"),
         ("create", "events.events.k8s.io"),
+        // Its hosts come from Ingress objects: read cluster-wide (components/ingress-routes).
+        ("list", "ingresses.networking.k8s.io"),
+        ("watch", "ingresses.networking.k8s.io"),
+        ("list", "ingressclasses.networking.k8s.io"),
+        ("watch", "ingressclasses.networking.k8s.io"),
     ] {
         assert!(
             stats.count(verb, resource) >= 1,
@@ -999,4 +1070,51 @@ fn every_overlay_grants_secret_reads_in_secret_reads_yaml_only() {
             "{variant}: secret-reads.yaml against mountlag.yaml"
         );
     }
+}
+
+/// `components/route-secrets` on top of an API-driven overlay: Secret reads in its listed
+/// namespace as well, and nowhere else; the route kinds cluster-wide, read-only.
+#[test]
+fn the_route_secrets_component_adds_secret_reads_in_the_namespaces_it_lists_only() {
+    if !can_render() {
+        return;
+    }
+    // kustomize refuses absolute paths: the kustomization lives in the repository's target/.
+    let repo = rbac::deploy_dir().parent().unwrap().to_path_buf();
+    let target = repo.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("route-secrets-")
+        .tempdir_in(&target)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources:\n  - ../../deploy/overlays/ingress-nginx\n\
+         components:\n  - ../../deploy/components/route-secrets\n",
+    )
+    .unwrap();
+    let docs = rbac::documents(&rbac::render(dir.path()).unwrap()).unwrap();
+    let user = rbac::daemonset_user(&docs).unwrap();
+    let rbac = Rbac::from_documents(&docs).unwrap();
+    for verb in ["get", "list", "watch"] {
+        let grant = rbac.grants(&user, verb, "", "secrets");
+        assert!(!grant.cluster_wide, "{grant:?}");
+        assert_eq!(
+            grant.namespaces,
+            BTreeSet::from(["ingress-nginx".to_owned(), "default".to_owned()]),
+            "{verb}"
+        );
+    }
+    for resource in ["ingresses", "ingressclasses"] {
+        let grant = rbac.grants(&user, "watch", "networking.k8s.io", resource);
+        assert!(grant.cluster_wide, "{resource}: {grant:?}");
+        assert!(!rbac.allows(&user, "create", "networking.k8s.io", resource, ""));
+    }
+    assert!(
+        !rbac
+            .grants(&user, "watch", "gateway.networking.k8s.io", "gateways")
+            .cluster_wide,
+        "ingress-nginx reads no Gateway"
+    );
 }

@@ -117,10 +117,17 @@ pub async fn watch_secret(client: Client, key: SecretKey, tx: mpsc::UnboundedSen
             Ok(Some(Event::Delete(_))) => observed(None),
             Ok(None) => return,
             Err(err) => {
-                tracing::warn!(namespace = %key.namespace, secret = %key.name, error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), "secret watch failed; retrying");
+                let reason = watch_error_reason(&err);
+                // A missing grant is the usual cause and the user's to fix: say where.
+                let hint = if reason == "Forbidden" {
+                    "grant the ClusterRole mountlag-secret-reader in this namespace (the overlay's secret-reads.yaml, components/route-secrets for Ingress and Gateway Secrets, or components/cluster-wide-secrets; docs/install.md)"
+                } else {
+                    "retrying with backoff"
+                };
+                tracing::warn!(namespace = %key.namespace, secret = %key.name, error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), hint, "secret watch failed; retrying");
                 Input::SecretWatchFailed {
                     key: key.clone(),
-                    reason: watch_error_reason(&err),
+                    reason,
                 }
             }
         };

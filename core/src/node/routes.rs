@@ -52,7 +52,8 @@ pub(super) struct HostProblem {
 
 /// What a controller's pods must serve, when its hosts come from routes.
 pub(super) enum Plan {
-    /// The profile has no RouteMatch: expectations come from the pod's own Secrets.
+    /// The profile has no RouteMatch, or its routes name no host: expectations come from the
+    /// pod's own Secrets.
     NoRoutes,
     /// A kind or a Secret has not listed yet.
     NotSynced,
@@ -236,6 +237,11 @@ impl Node {
         let Some(hosts) = self.route_hosts.get(controller) else {
             return Plan::NoRoutes;
         };
+        // No Ingress or Gateway names a host of it (yet): what it serves is judged by the
+        // Secrets its pods mount, as for a profile without routes.
+        if hosts.hosts.is_empty() && hosts.default_certificate.is_none() {
+            return Plan::NoRoutes;
+        }
         let synced = self.route_kinds.values().all(|listed| *listed)
             && hosts
                 .secrets()

@@ -103,6 +103,19 @@ enum Bench {
         #[arg(long, default_value_t = 4)]
         ready_shared_secrets: usize,
     },
+    /// What continuous verification costs: handshakes/s and CPU per handshake, idle CPU and
+    /// API requests at the defaults, for N Ingress hosts (needs root: it mounts tmpfs).
+    Verify {
+        /// Ingress hosts per row.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        hosts: Vec<usize>,
+        /// Busy window per row, seconds.
+        #[arg(long, default_value_t = 20)]
+        busy_window_s: u64,
+        /// Idle window per row and of the node without controller pods, seconds.
+        #[arg(long, default_value_t = 600)]
+        idle_window_s: u64,
+    },
     /// Agent RSS, idle CPU and wakeups, scrape latency (needs root: it mounts tmpfs).
     Footprint {
         /// Idle window per row, seconds.
@@ -152,6 +165,20 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => demo::run(),
+        Command::Bench {
+            what:
+                Bench::Verify {
+                    hosts,
+                    busy_window_s,
+                    idle_window_s,
+                },
+        } => mountlag_testbed::bench_verify::run(
+            &mountlag_testbed::bench_verify::VerifyBenchOptions {
+                hosts,
+                busy_window_s,
+                idle_window_s,
+            },
+        ),
         Command::Bench {
             what:
                 Bench::Watch {
