@@ -1047,6 +1047,7 @@ fn every_alert_has_a_runbook_and_unit_tests_that_fire_and_stay_quiet() {
         "MountlagReloadUnverified",
         "MountlagServedCertificateMismatch",
         "MountlagCertificateExpiringSoon",
+        "MountlagRenewalNotServed",
         "MountlagInvalidCertificateMaterial",
         "MountlagAgentDown",
         "MountlagAgentNotReady",

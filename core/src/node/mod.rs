@@ -585,22 +585,41 @@ impl Node {
             .collect()
     }
 
-    /// `mountlag_certificate_not_after_seconds{source="served"}` for the pod's Secrets.
+    /// `mountlag_certificate_not_after_seconds{source="served"}` for the pod's Secrets: those
+    /// it mounts (what it serves without SNI), and for route hosts, each host's Secret (what
+    /// it serves for that host).
     fn served_not_after(&self, uid: &str, round: &ProbeRound) -> Vec<Action> {
         let Some(pod) = self.pods.get(uid) else {
             return Vec::new();
         };
+        let mut actions = Vec::new();
+        if let Some(hosts) = self.route_hosts.get(&pod.controller) {
+            for host in &hosts.hosts {
+                let served = round.served.iter().find_map(|(key, result)| {
+                    (key.sni.as_deref() == Some(host.host.as_str()))
+                        .then(|| result.as_ref().ok()?.not_after)
+                        .flatten()
+                });
+                if let Some(unix) = served {
+                    actions.push(Action::SetNotAfter {
+                        namespace: host.secret.namespace.clone(),
+                        secret: host.secret.name.clone(),
+                        source: CertificateView::Served,
+                        unix,
+                    });
+                }
+            }
+        }
         let Some(not_after) = round.default_leaf().and_then(|s| s.not_after) else {
-            return Vec::new();
+            return actions;
         };
-        pod.secret_names()
-            .map(|secret| Action::SetNotAfter {
-                namespace: pod.namespace.clone(),
-                secret: secret.to_string(),
-                source: CertificateView::Served,
-                unix: not_after,
-            })
-            .collect()
+        actions.extend(pod.secret_names().map(|secret| Action::SetNotAfter {
+            namespace: pod.namespace.clone(),
+            secret: secret.to_string(),
+            source: CertificateView::Served,
+            unix: not_after,
+        }));
+        actions
     }
 }
 

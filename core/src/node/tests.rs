@@ -1106,6 +1106,15 @@ fn ingress_hosts_are_probed_by_name_and_verified_against_their_secret() {
         events(&seen).is_empty(),
         "no reload happened: nothing to claim"
     );
+    assert!(
+        seen.contains(&Action::SetNotAfter {
+            namespace: "ingress".into(),
+            secret: "web-tls".into(),
+            source: crate::action::CertificateView::Served,
+            unix: 1_800_000_000 + 90 * 86_400,
+        }),
+        "the served view of the hosts' Secret: {seen:?}"
+    );
     let status = node.publish_if_due(clock.at(1_000)).unwrap();
     assert_eq!(status.status.hosts.len(), 2);
     assert!(status.status.hosts.iter().all(|h| h.state == HostState::Ok));

@@ -112,9 +112,12 @@ enum Bench {
         /// Busy window per row, seconds.
         #[arg(long, default_value_t = 20)]
         busy_window_s: u64,
-        /// Idle window per row and of the node without controller pods, seconds.
-        #[arg(long, default_value_t = 600)]
+        /// Idle window per row, seconds.
+        #[arg(long, default_value_t = 120)]
         idle_window_s: u64,
+        /// Window of the node without controller pods, seconds.
+        #[arg(long, default_value_t = 600)]
+        no_pods_window_s: u64,
     },
     /// Agent RSS, idle CPU and wakeups, scrape latency (needs root: it mounts tmpfs).
     Footprint {
@@ -171,12 +174,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     hosts,
                     busy_window_s,
                     idle_window_s,
+                    no_pods_window_s,
                 },
         } => mountlag_testbed::bench_verify::run(
             &mountlag_testbed::bench_verify::VerifyBenchOptions {
                 hosts,
                 busy_window_s,
                 idle_window_s,
+                no_pods_window_s,
             },
         ),
         Command::Bench {
