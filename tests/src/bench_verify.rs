@@ -78,24 +78,9 @@ async fn node(config: &str) -> anyhow::Result<(TestNode, tempfile::TempDir)> {
     Ok((node, dir))
 }
 
-async fn handshakes(node: &TestNode) -> f64 {
-    let mut total = 0.0;
-    for result in ["served", "failed"] {
-        total += node
-            .metric(&format!(
-                "mountlag_tls_handshakes_total{{result=\"{result}\"}}"
-            ))
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(0.0);
-    }
-    total
-}
-
 async fn wait_handshakes(node: &TestNode, at_least: f64, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
-    while handshakes(node).await < at_least {
+    while node.handshakes().await < at_least {
         anyhow::ensure!(
             start.elapsed() < timeout,
             "fewer than {at_least} handshakes within {timeout:?}"
@@ -156,10 +141,10 @@ pub async fn row(hosts: usize, o: &VerifyBenchOptions) -> anyhow::Result<VerifyR
     node.wait_ready(Duration::from_secs(60)).await?;
     wait_handshakes(&node, (hosts + 1) as f64, Duration::from_secs(120)).await?;
     let pid = agent_pid(&node)?;
-    let (h0, c0, t0) = (handshakes(&node).await, cpu_ticks(pid)?, Instant::now());
+    let (h0, c0, t0) = (node.handshakes().await, cpu_ticks(pid)?, Instant::now());
     tokio::time::sleep(Duration::from_secs(o.busy_window_s)).await;
     let (h1, c1, elapsed) = (
-        handshakes(&node).await,
+        node.handshakes().await,
         cpu_ticks(pid)?,
         t0.elapsed().as_secs_f64(),
     );
@@ -183,9 +168,9 @@ pub async fn row(hosts: usize, o: &VerifyBenchOptions) -> anyhow::Result<VerifyR
     // Verification confirms over a few rounds after the first match: wait for it to end.
     let settle = Instant::now();
     loop {
-        let before = handshakes(&node).await;
+        let before = node.handshakes().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if handshakes(&node).await == before {
+        if node.handshakes().await == before {
             break;
         }
         anyhow::ensure!(
@@ -195,10 +180,10 @@ pub async fn row(hosts: usize, o: &VerifyBenchOptions) -> anyhow::Result<VerifyR
     }
     let pid = agent_pid(&node)?;
     node.api.reset_stats();
-    let (ih0, ic0, it0) = (handshakes(&node).await, cpu_ticks(pid)?, Instant::now());
+    let (ih0, ic0, it0) = (node.handshakes().await, cpu_ticks(pid)?, Instant::now());
     tokio::time::sleep(Duration::from_secs(o.idle_window_s)).await;
     let (ih1, ic1, idle_elapsed) = (
-        handshakes(&node).await,
+        node.handshakes().await,
         cpu_ticks(pid)?,
         it0.elapsed().as_secs_f64(),
     );

@@ -115,6 +115,23 @@ impl TestNode {
         })
     }
 
+    /// `mountlag_tls_handshakes_total` of both results: the handshakes the agent has made to
+    /// verify served certificates (0 before the first, or while the agent does not answer).
+    pub async fn handshakes(&self) -> f64 {
+        let mut total = 0.0;
+        for result in ["served", "failed"] {
+            total += self
+                .metric(&format!(
+                    "mountlag_tls_handshakes_total{{result=\"{result}\"}}"
+                ))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0.0);
+        }
+        total
+    }
+
     /// The agent's config file: rewrite it between agent starts to change the configuration.
     pub fn config_path(&self) -> &Path {
         &self.config_path

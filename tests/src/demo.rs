@@ -128,6 +128,44 @@ impl Demo {
         Ok(start.elapsed())
     }
 
+    /// A pod labelled `app=<app>` mounting `secret`, started by kubelet, and a real nginx in
+    /// its cgroup serving the volume's files for `names` on `port`.
+    async fn start_nginx_pod(
+        &self,
+        pod: &str,
+        app: &str,
+        secret: &str,
+        port: u16,
+        names: Vec<String>,
+    ) -> anyhow::Result<(RunningController, std::path::PathBuf)> {
+        let before = self.node.node.last_seq();
+        self.node
+            .api
+            .create_pod(&controller_pod(pod, "nginx", &[("app", app)], secret, None))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        self.node
+            .node
+            .wait_for(before, Duration::from_secs(10), |e| {
+                e.pod == pod && e.outcome == SyncOutcome::Started
+            })
+            .await
+            .context("kubelet did not start the pod")?;
+        let uid = self
+            .node
+            .api
+            .pod(NAMESPACE, pod)
+            .and_then(|p| p.metadata.uid)
+            .context("uid")?;
+        let volume = self
+            .node
+            .kubelet
+            .volume_dir(&uid, VolumeKind::Secret, "tls");
+        let nginx = RunningController::start(
+            ControllerSpec::new(ControllerKind::Nginx, &uid, &volume, names).with_port(port),
+        )?;
+        Ok((nginx, volume))
+    }
+
     fn status_table(&self) -> anyhow::Result<()> {
         let endpoint = format!(
             "http://{}",
@@ -200,38 +238,10 @@ async fn story() -> anyhow::Result<()> {
         .api
         .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v1))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let before = demo.node.node.last_seq();
-    demo.node
-        .api
-        .create_pod(&controller_pod(
-            "edge-0",
-            "nginx",
-            &[("app", "edge")],
-            "edge-tls",
-            None,
-        ))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    demo.node
-        .node
-        .wait_for(before, Duration::from_secs(10), |e| {
-            e.pod == "edge-0" && e.outcome == SyncOutcome::Started
-        })
-        .await
-        .context("kubelet did not start the pod")?;
-    let uid = demo
-        .node
-        .api
-        .pod(NAMESPACE, "edge-0")
-        .and_then(|p| p.metadata.uid)
-        .context("uid")?;
-    let volume = demo
-        .node
-        .kubelet
-        .volume_dir(&uid, VolumeKind::Secret, "tls");
     let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
-    let nginx = RunningController::start(
-        ControllerSpec::new(ControllerKind::Nginx, &uid, &volume, names.clone()).with_port(port),
-    )?;
+    let (nginx, volume) = demo
+        .start_nginx_pod("edge-0", "edge", "edge-tls", port, names.clone())
+        .await?;
     let out = agent::run(&["inspect", volume.to_str().context("path")?]);
     show(&String::from_utf8_lossy(&out.stdout));
     demo.node.start_agent()?;
@@ -516,43 +526,15 @@ async fn api_driven_steps(
         .api
         .apply_secret(&tls_secret(NAMESPACE, "old-tls", &expiring))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let before = demo.node.node.last_seq();
-    demo.node
-        .api
-        .create_pod(&controller_pod(
+    let (legacy, _) = demo
+        .start_nginx_pod(
             "legacy-0",
-            "nginx",
-            &[("app", "legacy")],
+            "legacy",
             "old-tls",
-            None,
-        ))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    demo.node
-        .node
-        .wait_for(before, Duration::from_secs(10), |e| {
-            e.pod == "legacy-0" && e.outcome == SyncOutcome::Started
-        })
-        .await
-        .context("kubelet did not start the pod")?;
-    let uid = demo
-        .node
-        .api
-        .pod(NAMESPACE, "legacy-0")
-        .and_then(|p| p.metadata.uid)
-        .context("uid")?;
-    let volume = demo
-        .node
-        .kubelet
-        .volume_dir(&uid, VolumeKind::Secret, "tls");
-    let legacy = RunningController::start(
-        ControllerSpec::new(
-            ControllerKind::Nginx,
-            &uid,
-            &volume,
+            legacy_port,
             vec!["old.example.com".to_string()],
         )
-        .with_port(legacy_port),
-    )?;
+        .await?;
     demo.wait_event("CertificateExpiringSoon", Duration::from_secs(20))
         .await?;
     let (_, metrics) = demo.node.get("/metrics").await?;

@@ -159,27 +159,12 @@ impl Setup {
         out.status.code().unwrap()
     }
 
-    async fn handshakes(&self) -> f64 {
-        let mut total = 0.0;
-        for result in ["served", "failed"] {
-            total += self
-                .node
-                .metric(&format!(
-                    "mountlag_tls_handshakes_total{{result=\"{result}\"}}"
-                ))
-                .await
-                .unwrap()
-                .unwrap_or(0.0);
-        }
-        total
-    }
-
     /// Waits for `rounds` more periodic check rounds (each a handshake per host and one
     /// without SNI).
     async fn wait_check_rounds(&self, rounds: usize) {
-        let target = self.handshakes().await + (rounds * (HOSTS.len() + 1)) as f64;
+        let target = self.node.handshakes().await + (rounds * (HOSTS.len() + 1)) as f64;
         let start = Instant::now();
-        while self.handshakes().await < target {
+        while self.node.handshakes().await < target {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "{rounds} more check rounds did not happen\n{}",

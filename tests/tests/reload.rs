@@ -627,21 +627,6 @@ async fn haproxy_hundred_rotations_under_tls_load_fail_no_request() {
     }
 }
 
-/// Handshakes the agent has made to verify served certificates.
-async fn handshakes(node: &TestNode) -> f64 {
-    let mut total = 0.0;
-    for result in ["served", "failed"] {
-        total += node
-            .metric(&format!(
-                "mountlag_tls_handshakes_total{{result=\"{result}\"}}"
-            ))
-            .await
-            .unwrap()
-            .unwrap_or(0.0);
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_lost_to_an_agent_restart_is_done_once_when_the_agent_is_back() {
     if !can_run(ControllerKind::Nginx) {
@@ -692,9 +677,9 @@ async fn a_reload_lost_to_an_agent_restart_is_done_once_when_the_agent_is_back()
         v2.fingerprint_sha256
     );
     // Exactly one reload: periodic checks go on (every second here) and find nothing to do.
-    let after = handshakes(&setup.node).await;
+    let after = setup.node.handshakes().await;
     let start = Instant::now();
-    while handshakes(&setup.node).await < after + 9.0 {
+    while setup.node.handshakes().await < after + 9.0 {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "three more check rounds did not happen\n{}",

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::table::{Tone, str_field};
+use super::table::{Tone, columns, str_field};
 use crate::text::untrusted_capped;
 
 /// Host states that need attention: the controller cannot serve the host's certificate.
@@ -73,37 +73,11 @@ pub(super) fn render_hosts(status: &Value, color: bool) -> String {
             .map(|(cell, tone)| (untrusted_capped(&cell, MAX_CELL_BYTES).to_string(), tone))
         })
         .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, (cell, _)) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<(String, Tone)>| -> String {
-        let mut text = String::new();
-        let last = cells.len() - 1;
-        for (i, ((cell, tone), width)) in cells.into_iter().zip(widths).enumerate() {
-            text.push_str(&tone.paint(&cell, color));
-            if i < last {
-                text.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
-            }
-        }
-        text.push('\n');
-        text
-    };
     let mut out = format!(
         "\n{} TLS host(s) from Ingress and Gateway objects\n",
         hosts.len()
     );
-    out.push_str(&line(
-        HEADERS
-            .iter()
-            .map(|h| (h.to_string(), Tone::Plain))
-            .collect(),
-    ));
-    for row in rows {
-        out.push_str(&line(row.into()));
-    }
+    out.push_str(&columns(&HEADERS, rows, color));
     for h in &hosts {
         if let (Some(host), Some(message)) = (str_field(h, "host"), str_field(h, "message")) {
             out.push_str(&format!(

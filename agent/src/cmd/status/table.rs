@@ -317,36 +317,39 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
             .map(|(cell, tone)| (untrusted_capped(&cell, MAX_CELL_BYTES).to_string(), tone))
         })
         .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
+    out.push_str(&columns(&HEADERS, rows, color));
+    out.push_str(&reload_notes(&mounts));
+    out.push_str(&super::hosts::render_hosts(status, color));
+    out
+}
+
+/// `headers` and `rows` as aligned columns (two spaces apart), each cell painted in its tone.
+pub(super) fn columns<const N: usize>(
+    headers: &[&str; N],
+    rows: Vec<[(String, Tone); N]>,
+    color: bool,
+) -> String {
+    let mut widths = headers.map(|h| h.chars().count());
     for row in &rows {
         for (w, (cell, _)) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<(String, Tone)>| -> String {
-        let last = cells.len() - 1;
+    let line = |cells: [(String, Tone); N]| -> String {
         let mut text = String::new();
         for (i, ((cell, tone), width)) in cells.into_iter().zip(widths).enumerate() {
             text.push_str(&tone.paint(&cell, color));
-            if i < last {
-                let pad = width - cell.chars().count() + 2;
-                text.extend(std::iter::repeat_n(' ', pad));
+            if i + 1 < N {
+                text.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
             }
         }
         text.push('\n');
         text
     };
-    out.push_str(&line(
-        HEADERS
-            .iter()
-            .map(|h| (h.to_string(), Tone::Plain))
-            .collect(),
-    ));
+    let mut out = line(headers.map(|h| (h.to_string(), Tone::Plain)));
     for row in rows {
-        out.push_str(&line(row.into()));
+        out.push_str(&line(row));
     }
-    out.push_str(&reload_notes(&mounts));
-    out.push_str(&super::hosts::render_hosts(status, color));
     out
 }
 
