@@ -755,5 +755,14 @@ async fn a_certificate_near_expiry_that_never_rotates_is_warned_with_its_three_v
     if let Err(findings) = real::promtool_check_metrics(&scrape) {
         panic!("{findings}");
     }
+    // Expiring is a state that needs attention: `mountlag status` exits 1.
+    let endpoint = format!("http://{}", setup.node.agent.as_ref().unwrap().listen);
+    let out = mountlag_testbed::agent::run(&["status", "--endpoint", &endpoint]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     setup.assert_no_key_bytes();
 }

@@ -56,6 +56,8 @@ impl Node {
         let waiting_for = self.waiting_for();
         let mut mounts = self.index.status(now.at);
         let today = now.utc.unix_timestamp();
+        let warn_before =
+            i64::try_from(self.settings.reload.expiry_warn_before.as_secs()).unwrap_or(i64::MAX);
         let mut served_matches = Vec::new();
         let mut not_after_on_disk = Vec::new();
         for mount in &mut mounts {
@@ -70,6 +72,7 @@ impl Node {
                     })
                     .unwrap_or_default(),
                 days_to_expiry: (leaf.not_after - today).div_euclid(86_400),
+                expiring: leaf.not_after - today <= warn_before,
             });
             if let Some(reload) = self.reloads.get(&mount.pod_uid) {
                 mount.served = Some(ServedStatus {

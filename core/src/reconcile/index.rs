@@ -82,6 +82,8 @@ pub struct CertificateStatus {
     /// RFC 3339.
     pub not_after: String,
     pub days_to_expiry: i64,
+    /// Expires within `expiry.warnBefore` (or has expired).
+    pub expiring: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -12,12 +12,14 @@ pub fn exit_code(status: &Value) -> u8 {
     if bad { EXIT_ATTENTION } else { 0 }
 }
 
-/// A [`NEEDS_ATTENTION`] state, a last reload in [`RELOAD_NEEDS_ATTENTION`], or a controller
-/// that serves another certificate than expected.
+/// A [`NEEDS_ATTENTION`] state, a last reload in [`RELOAD_NEEDS_ATTENTION`], a controller
+/// that serves another certificate than expected, or a certificate within
+/// `expiry.warnBefore` of its notAfter.
 pub(super) fn needs_attention(mount: &Value) -> bool {
     NEEDS_ATTENTION.contains(&state(mount))
         || str_field(mount, "lastReload").is_some_and(|r| RELOAD_NEEDS_ATTENTION.contains(&r))
         || served_match(mount) == Some(false)
+        || mount["certificate"]["expiring"].as_bool() == Some(true)
 }
 
 pub(super) fn mounts(status: &Value) -> Vec<&Value> {

@@ -319,6 +319,13 @@ fn a_reload_not_proven_or_a_served_mismatch_needs_attention_whatever_the_mount_s
         with("served", json!({"fingerprintSha256": null, "match": null})),
         0
     );
+    // A certificate within expiry.warnBefore of its notAfter, as the agent judged it.
+    let cert = |expiring: bool| {
+        json!({"fingerprintSha256": "ab", "notAfter": "2030-01-01T00:00:00Z",
+               "daysToExpiry": 9, "expiring": expiring})
+    };
+    assert_eq!(with("certificate", cert(true)), 1);
+    assert_eq!(with("certificate", cert(false)), 0);
 }
 
 #[test]
