@@ -251,9 +251,14 @@ async fn ingress_hosts_are_verified_and_a_renewal_the_controller_never_picks_up_
         "mountlag_served_certificate_match{{namespace=\"{NAMESPACE}\",pod=\"{CONTROLLER_POD}\",secret=\"{NAMESPACE}/web-tls\"}}"
     );
     assert_eq!(setup.node.metric(&sample).await.unwrap(), Some(0.0));
-    // Once per episode, while checks go on.
+    // One Event for the episode, its series count rising while checks go on.
     setup.wait_check_rounds(3).await;
-    assert_eq!(setup.node.events("ServedCertificateMismatch").len(), 1);
+    let events = setup.node.events("ServedCertificateMismatch");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].series_count.is_some_and(|n| n >= 2),
+        "the count rises: {events:?}"
+    );
 
     // The controller catches up: the match is back, the exit code too.
     setup.controller.freeze(false);

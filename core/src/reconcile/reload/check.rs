@@ -9,7 +9,8 @@
 //!    │                                                                                 ▼
 //!    │      an older leaf served, the files hold the newer one, nothing reloaded for it yet
 //!    │        └──▶ Waiting: one reload, verified as after a rotation
-//!    └─ otherwise: an episode; after verify.mismatchAfter ServedCertificateMismatch, once
+//!    └─ otherwise: an episode; after verify.mismatchAfter ServedCertificateMismatch, repeated
+//!       on each check while it lasts (one Event series, its count rising)
 //! ```
 //!
 //! The expiry warning is judged on every round (see `verify.rs`), so it fires for a certificate
@@ -52,8 +53,8 @@ impl PeriodicCheck {
     }
 }
 
-/// One served ≠ expected episode: reported once, over when a round serves only expected
-/// leaves.
+/// One served ≠ expected episode: reported after `verify.mismatchAfter` (then on every check,
+/// folded into one Event series), over when a round serves only expected leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Mismatch {
     since: Instant,
@@ -205,11 +206,11 @@ impl PodReload {
             since: now,
             reported: false,
         });
-        if episode.reported {
-            return;
-        }
         let report_at = episode.since + self.limits.mismatch_after;
         if now >= report_at {
+            // Reported again on every check while the episode lasts: the Event recorder folds
+            // the repeats into the episode's one Event (same pod, reason and related Secret),
+            // its series count rising, so a long mismatch stays visible as it goes on.
             episode.reported = true;
             let lasted = now.saturating_duration_since(episode.since);
             actions.push(self.event(
