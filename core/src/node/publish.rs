@@ -108,7 +108,7 @@ impl Node {
             *controller_pods.entry(pod.controller.clone()).or_default() += 1;
         }
         served_matches.extend(self.route_served_matches());
-        let hosts = self.host_statuses();
+        let hosts = self.host_statuses(today);
         let tls_hosts = self.host_counts(&hosts);
         Publication {
             status: StatusSnapshot {

@@ -123,6 +123,19 @@ pub struct HostServed {
     /// Whether it is the certificate of the host's Secret (absent: not compared).
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
     pub matches: Option<bool>,
+    /// The served leaf's notAfter, RFC 3339 (absent when it did not parse).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// It expires within `expiry.warnBefore` (or has expired).
+    pub expiring: bool,
+}
+
+/// A Unix time as RFC 3339.
+fn rfc3339(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// Whether `view` is a TLS Secret a server may serve, at `now_unix`.
@@ -356,8 +369,10 @@ impl Node {
         actions
     }
 
-    /// `/status` `hosts[]`.
-    pub(super) fn host_statuses(&self) -> Vec<HostStatus> {
+    /// `/status` `hosts[]`, at `now_unix` (for what expires).
+    pub(super) fn host_statuses(&self, now_unix: i64) -> Vec<HostStatus> {
+        let warn_before =
+            i64::try_from(self.settings.reload.expiry_warn_before.as_secs()).unwrap_or(i64::MAX);
         let mut out = Vec::new();
         for (controller, hosts) in &self.route_hosts {
             for host in &hosts.hosts {
@@ -378,12 +393,15 @@ impl Node {
                     .values()
                     .filter(|p| &p.controller == controller)
                     .filter_map(|p| {
-                        let (fingerprint, matches) =
-                            self.reloads.get(&p.uid)?.served_for(&host.host)?;
+                        let served = self.reloads.get(&p.uid)?.served_for(&host.host)?;
                         Some(HostServed {
                             pod: format!("{}/{}", p.namespace, p.name),
-                            fingerprint_sha256: fingerprint.to_string(),
-                            matches,
+                            fingerprint_sha256: served.fingerprint.to_string(),
+                            matches: served.matches,
+                            not_after: served.not_after.and_then(rfc3339),
+                            expiring: served
+                                .not_after
+                                .is_some_and(|t| t - now_unix <= warn_before),
                         })
                     })
                     .collect();
@@ -423,7 +441,11 @@ impl Node {
                 };
                 let mut by_secret: BTreeMap<&SecretKey, bool> = BTreeMap::new();
                 for host in &hosts.hosts {
-                    if let Some((_, Some(matches))) = reload.served_for(&host.host) {
+                    if let Some(crate::reconcile::reload::ServedFor {
+                        matches: Some(matches),
+                        ..
+                    }) = reload.served_for(&host.host)
+                    {
                         *by_secret.entry(&host.secret).or_insert(true) &= matches;
                     }
                 }

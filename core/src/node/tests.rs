@@ -1119,6 +1119,16 @@ fn ingress_hosts_are_probed_by_name_and_verified_against_their_secret() {
     assert_eq!(status.status.hosts.len(), 2);
     assert!(status.status.hosts.iter().all(|h| h.state == HostState::Ok));
     assert_eq!(status.tls_hosts[&("nginx".to_string(), HostState::Ok)], 2);
+    let answer = &status.status.hosts[0].served[0];
+    assert_eq!(answer.matches, Some(true));
+    assert!(
+        answer
+            .not_after
+            .as_deref()
+            .is_some_and(|t| t.starts_with("2027-")),
+        "{answer:?}"
+    );
+    assert!(!answer.expiring);
 }
 
 #[test]

@@ -120,6 +120,16 @@ impl ReloadResult {
     }
 }
 
+/// What a pod last served for one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedFor<'a> {
+    pub fingerprint: &'a str,
+    /// Whether it is what the host must serve (`None`: not compared).
+    pub matches: Option<bool>,
+    /// Unix seconds, when the leaf parsed.
+    pub not_after: Option<i64>,
+}
+
 /// What one probe round saw: per handshake the served leaf, or why there was none.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProbeRound {
@@ -286,6 +296,8 @@ pub struct PodReload {
     expected: Vec<ExpectedLeaf>,
     /// What was last seen served, by name.
     served: BTreeMap<Option<String>, String>,
+    /// The notAfter of what was last seen served, by name (when the leaf parsed).
+    served_not_after: BTreeMap<Option<String>, i64>,
     /// The last probe round, for the notes that say what is wrong with it.
     last_round: Option<ProbeRound>,
     last_reload: Option<Instant>,
@@ -329,6 +341,7 @@ impl PodReload {
             fresh: BTreeSet::new(),
             expected: Vec::new(),
             served: BTreeMap::new(),
+            served_not_after: BTreeMap::new(),
             last_round: None,
             last_reload: None,
             last_result: None,
@@ -376,12 +389,17 @@ impl PodReload {
 
     /// What was last served for `host`, and whether it is what the host must serve (`None`:
     /// not compared).
-    pub fn served_for(&self, host: &str) -> Option<(&str, Option<bool>)> {
-        let fingerprint = self.served.get(&Some(host.to_string()))?;
+    pub fn served_for(&self, host: &str) -> Option<ServedFor<'_>> {
+        let name = Some(host.to_string());
+        let fingerprint = self.served.get(&name)?;
         let matches = self
             .expected_for(Some(host))
             .map(|expected| expected.contains(&fingerprint.as_str()));
-        Some((fingerprint.as_str(), matches))
+        Some(ServedFor {
+            fingerprint,
+            matches,
+            not_after: self.served_not_after.get(&name).copied(),
+        })
     }
 
     pub fn served_fingerprint(&self) -> Option<&str> {

@@ -274,7 +274,7 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
         ));
     }
     if mounts.is_empty() {
-        out.push_str(&super::hosts::render_hosts(status, color));
+        out.push_str(&super::hosts::render_hosts(status, now, color));
         return out;
     }
     let rows: Vec<[(String, Tone); 8]> = mounts
@@ -321,7 +321,7 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
         .collect();
     out.push_str(&columns(&HEADERS, rows, color));
     out.push_str(&reload_notes(&mounts));
-    out.push_str(&super::hosts::render_hosts(status, color));
+    out.push_str(&super::hosts::render_hosts(status, now, color));
     out
 }
 

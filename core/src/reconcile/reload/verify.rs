@@ -86,6 +86,10 @@ impl PodReload {
             if let Ok(leaf) = result {
                 self.served
                     .insert(key.sni.clone(), leaf.fingerprint.clone());
+                match leaf.not_after {
+                    Some(unix) => self.served_not_after.insert(key.sni.clone(), unix),
+                    None => self.served_not_after.remove(&key.sni),
+                };
             }
         }
         self.last_round = Some(round.clone());
