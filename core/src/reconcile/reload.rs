@@ -73,174 +73,6 @@ pub struct ReloadLimits {
     pub mismatch_after: Duration,
 }
 
-/// What one pod's reload machine decided. The node model turns each into an
-/// [`crate::action::Action`] for that pod.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    /// Signal the controller (or call its reload URL).
-    Reload {
-        attempt: u8,
-    },
-    /// Handshake with every name of the expected leaves and once without SNI.
-    Probe {
-        names: Vec<String>,
-    },
-    Event {
-        reason: EventReason,
-        note: String,
-    },
-    /// `mountlag_reload_duration_seconds` and `mountlag_reloads_total{result}`.
-    Finished {
-        result: ReloadResult,
-        seconds: f64,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReloadResult {
-    Verified,
-    Unverified,
-    /// Invalid material: not reloaded.
-    Withheld,
-    /// The signal was not sent to a Go program not proven to handle it.
-    SignalWithheld,
-    Failed,
-}
-
-impl ReloadResult {
-    pub fn label(self) -> &'static str {
-        match self {
-            ReloadResult::Verified => "verified",
-            ReloadResult::Unverified => "unverified",
-            ReloadResult::Withheld => "withheld",
-            ReloadResult::SignalWithheld => "signal_withheld",
-            ReloadResult::Failed => "failed",
-        }
-    }
-}
-
-/// What a pod last served for one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServedFor<'a> {
-    pub fingerprint: &'a str,
-    /// Whether it is what the host must serve (`None`: not compared).
-    pub matches: Option<bool>,
-    /// Unix seconds, when the leaf parsed.
-    pub not_after: Option<i64>,
-}
-
-/// What one probe round saw: per handshake the served leaf, or why there was none.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ProbeRound {
-    pub served: BTreeMap<ProbeKey, Result<ServedLeaf, String>>,
-    /// Wall-clock time of the probe, Unix seconds (certificate validity is wall-clock).
-    pub at_unix: i64,
-}
-
-/// One handshake of a round: an SNI name (`None`: without SNI) on one pod IP and port.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ProbeKey {
-    pub sni: Option<String>,
-    /// `10.0.0.7:443`, `[fd00::7]:443`.
-    pub endpoint: String,
-}
-
-impl ProbeRound {
-    /// The leaf served without SNI (on the first endpoint), else any leaf: the one whose
-    /// expiry and fingerprint stand for the pod.
-    pub fn default_leaf(&self) -> Option<&ServedLeaf> {
-        let mut ok = self
-            .served
-            .iter()
-            .filter_map(|(k, r)| Some((k, r.as_ref().ok()?)));
-        let first = ok.clone().next().map(|(_, leaf)| leaf);
-        ok.find(|(k, _)| k.sni.is_none())
-            .map(|(_, leaf)| leaf)
-            .or(first)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServedLeaf {
-    pub fingerprint: String,
-    /// Unix seconds.
-    pub not_after: Option<i64>,
-    /// As the probe printed it (`CN=a.example, O=...`); empty when the DER did not parse.
-    pub subject: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadInput {
-    /// A mount of this pod has a new generation on disk with this material.
-    NewMaterial {
-        volume: String,
-        generation: String,
-        material: Material,
-    },
-    /// A volume of this pod read for the first time (agent start, pod start): what the
-    /// controller should be serving already. No reload; a check soon, which reloads once when
-    /// the controller serves an older leaf (a reload lost to an agent restart).
-    Baseline {
-        material: Material,
-    },
-    /// For API-driven controllers: the leaves the API Secrets hold now, and, for controllers
-    /// whose hosts come from Ingress and Gateway objects, what each host must serve.
-    ApiLeaves {
-        leaves: Vec<ExpectedLeaf>,
-        hosts: Option<HostPlan>,
-    },
-    /// The pod's mounts known to be behind the API. The ones whose new material is already
-    /// waiting do not count: only the rest of a rotation is waited for.
-    Lagging(BTreeSet<String>),
-    /// The executor signalled (Ok) or did not (Err: why, and which kind of failure).
-    Reloaded(Result<(), ReloadFailure>),
-    Probed(ProbeRound),
-    Tick,
-}
-
-/// What each host must serve, for a controller whose hosts come from Ingress and Gateway
-/// objects: only these hosts are probed (a certificate's other names may not be routed to it).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HostPlan {
-    /// Host → the leaves its Secret holds. Empty: the Secret is missing or unusable, so no
-    /// served leaf is right (the controller serves a placeholder).
-    pub by_host: BTreeMap<String, Vec<ExpectedLeaf>>,
-    /// Expected without SNI; `None`: not compared (the controller's own default certificate).
-    pub default: Option<Vec<ExpectedLeaf>>,
-}
-
-impl HostPlan {
-    /// Every leaf the plan expects somewhere.
-    pub fn leaves(&self) -> Vec<ExpectedLeaf> {
-        let mut leaves: Vec<ExpectedLeaf> = Vec::new();
-        for leaf in self.by_host.values().chain(self.default.iter()).flatten() {
-            if !leaves.iter().any(|l| l.fingerprint == leaf.fingerprint) {
-                leaves.push(leaf.clone());
-            }
-        }
-        leaves
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadFailure {
-    pub kind: FailureKind,
-    pub message: String,
-}
-
-/// Why the executor did not reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The signal or HTTP call failed: retried with backoff.
-    Failed,
-    /// No process to signal was found: `ControllerProcessNotFound`, retried with backoff.
-    ProcessNotFound,
-    /// The signal was withheld on purpose (a Go program not proven to handle it): reported,
-    /// verified only, never retried for this generation.
-    SignalWithheld,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Idle,
@@ -700,8 +532,13 @@ fn seconds(d: Duration) -> String {
 }
 
 mod check;
+mod io;
+mod round;
 #[cfg(test)]
 mod tests;
 mod verify;
+
+pub use io::{Decision, FailureKind, ReloadFailure, ReloadInput, ReloadResult};
+pub use round::{HostPlan, ProbeKey, ProbeRound, ServedFor, ServedLeaf};
 
 use check::{Mismatch, PeriodicCheck};
