@@ -134,6 +134,8 @@ pub async fn run_agent(
     let secret_tx = input_tx.clone();
     let route_client = client.clone();
     let route_tx = input_tx.clone();
+    let secret_watch = crate::k8s::watch_config(&config.api);
+    let route_watch = secret_watch.clone();
     let mut effects = Effects::new(EffectTargets {
         executor: Executor::new(
             Arc::new(KubePodPatcher::new(client.clone())),
@@ -146,12 +148,18 @@ pub async fn run_agent(
         proc_root: options.proc_root.clone(),
         volumes,
         spawn_secret_watch: Box::new(move |key| {
-            tokio::spawn(watch_secret(secret_client.clone(), key, secret_tx.clone()))
+            tokio::spawn(watch_secret(
+                secret_client.clone(),
+                key,
+                secret_watch.clone(),
+                secret_tx.clone(),
+            ))
         }),
         spawn_route_watch: Box::new(move |kind| {
             tokio::spawn(crate::k8s::routes::watch_routes(
                 route_client.clone(),
                 kind,
+                route_watch.clone(),
                 route_tx.clone(),
             ))
         }),

@@ -79,6 +79,13 @@ pub const DEFAULT_EXPIRY_WARN_BEFORE: Duration = Duration::from_secs(21 * DAY_SE
 pub const DEFAULT_API_MAX_STREAMS_PER_CONNECTION: u32 = 100;
 /// Largest `api.maxStreamsPerConnection` accepted.
 pub const MAX_API_STREAMS_PER_CONNECTION: u32 = 1000;
+/// Default for `api.watchTimeout`: what kube-rs and client-go ask for (290 s; the API server
+/// spreads its own between 30 and 60 minutes when asked for nothing).
+pub const DEFAULT_API_WATCH_TIMEOUT: Duration = Duration::from_secs(290);
+/// Bounds of `api.watchTimeout`: shorter renews watches often (a request each), longer leaves
+/// a silent stream unnoticed for long.
+pub const MIN_API_WATCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_API_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Probe port used when neither the controller nor its profile names one.
 pub const DEFAULT_PROBE_PORT: u16 = 443;
 /// Largest config file [`Config::load`] reads: 64 KiB, room for some three hundred controller
@@ -113,7 +120,7 @@ const VERIFY_KEYS: &[&str] = &[
     "handshakesPerSecond",
 ];
 const EXPIRY_KEYS: &[&str] = &["warnBefore"];
-const API_KEYS: &[&str] = &["http2", "maxStreamsPerConnection"];
+const API_KEYS: &[&str] = &["http2", "maxStreamsPerConnection", "watchTimeout"];
 const CONTROLLER_KEYS: &[&str] = &[
     "name",
     "profile",
@@ -206,6 +213,11 @@ pub struct ApiConfig {
     pub http2: bool,
     /// Open another connection rather than keep more requests (watches) open on one.
     pub max_streams_per_connection: u32,
+    /// `timeoutSeconds` of every watch. kube's watcher abandons a stream silent for 5 s
+    /// longer and watches again: a server (or proxy) that keeps a stream open but silent is
+    /// noticed after this long (HTTP/2 pings keep the connection itself alive). Below a load
+    /// balancer's idle timeout, streams are renewed before it cuts them.
+    pub watch_timeout: Duration,
 }
 
 /// One entry of `controllers`: which pods, which containers, how to reload, where to probe.
@@ -362,6 +374,7 @@ impl Default for ApiConfig {
         ApiConfig {
             http2: true,
             max_streams_per_connection: DEFAULT_API_MAX_STREAMS_PER_CONNECTION,
+            watch_timeout: DEFAULT_API_WATCH_TIMEOUT,
         }
     }
 }

@@ -173,6 +173,7 @@ controllers:
         api: ApiConfig {
             http2: false,
             max_streams_per_connection: 32,
+            watch_timeout: DEFAULT_API_WATCH_TIMEOUT,
         },
         controllers: vec![
             ControllerProfile {
@@ -247,6 +248,24 @@ fn api_stream_caps_outside_one_to_a_thousand_are_refused_with_their_line() {
     );
     assert!(error("api: {http2: yes please}\n").contains("api.http2"));
     assert_eq!(parse("api: {}\n").api, ApiConfig::default());
+}
+
+#[test]
+fn watch_timeouts_outside_five_seconds_to_an_hour_are_refused_with_their_line() {
+    assert_eq!(
+        parse("api:\n  watchTimeout: 30s\n").api.watch_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        parse("api: {}\n").api.watch_timeout,
+        Duration::from_secs(290)
+    );
+    assert_eq!(
+        error("api:\n  watchTimeout: 1s\n"),
+        "t.yaml:2:17: api.watchTimeout: must be from 5s to 1h (the timeout of each watch request), not 1s"
+    );
+    assert!(error("api:\n  watchTimeout: 2h\n").contains("not 2h"));
+    assert!(error("api:\n  watchTimeout: 0s\n").contains("api.watchTimeout"));
 }
 
 #[test]

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -163,6 +164,17 @@ struct Shared {
     /// waiting for `volumes`.
     inotify: Mutex<INotifyWatcher>,
     sink: ChangeSink,
+    /// An overflow rescan is queued and has not started: later overflows fold into it.
+    overflow_rescan_pending: AtomicBool,
+}
+
+/// What the inotify thread leaves to another thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    Done,
+    /// The kernel dropped events: every volume must be re-read, which may re-arm watches, and
+    /// re-arming calls into notify, which waits for the inotify thread.
+    NeedsRescan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,8 +199,10 @@ impl VolumeWatcher {
         let slot: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
         let handler_slot = Arc::clone(&slot);
         let handler = move |event: notify::Result<notify::Event>| {
-            if let Some(shared) = handler_slot.get().and_then(Weak::upgrade) {
-                shared.handle_event(event);
+            if let Some(shared) = handler_slot.get().and_then(Weak::upgrade)
+                && shared.handle_event(event) == Handled::NeedsRescan
+            {
+                Shared::rescan_off_inotify_thread(&shared);
             }
         };
         let kinds = EventKindMask::CREATE | EventKindMask::REMOVE | EventKindMask::MODIFY_NAME;
@@ -199,6 +213,7 @@ impl VolumeWatcher {
             volumes: Mutex::new(HashMap::new()),
             inotify: Mutex::new(inotify),
             sink,
+            overflow_rescan_pending: AtomicBool::new(false),
         });
         let _ = slot.set(Arc::downgrade(&shared));
         let listener_shared = Arc::downgrade(&shared);
@@ -321,22 +336,21 @@ impl Shared {
             })
     }
 
-    fn handle_event(&self, event: notify::Result<notify::Event>) {
+    fn handle_event(&self, event: notify::Result<notify::Event>) -> Handled {
         let event = match event {
             Ok(event) => event,
             Err(err) => {
                 tracing::warn!(error = %err, "inotify reported an error; rescanning");
-                self.rescan(RescanReason::QueueOverflow);
-                return;
+                return Handled::NeedsRescan;
             }
         };
         if event.flag() == Some(Flag::Rescan) {
-            self.rescan(RescanReason::QueueOverflow);
-            return;
+            tracing::warn!("the inotify queue overflowed; rescanning every volume");
+            return Handled::NeedsRescan;
         }
         // Opening or closing a file changes nothing; our own reads would otherwise echo back.
         if matches!(event.kind, EventKind::Access(_)) {
-            return;
+            return Handled::Done;
         }
         let now = Instant::now();
         for path in &event.paths {
@@ -348,6 +362,32 @@ impl Shared {
             {
                 self.refresh(volume, now);
             }
+        }
+        Handled::Done
+    }
+
+    /// Runs an overflow rescan on its own thread; one already queued takes this one along.
+    fn rescan_off_inotify_thread(shared: &Arc<Self>) {
+        if shared.overflow_rescan_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(shared);
+        let spawned = std::thread::Builder::new()
+            .name("mountlag-rescan".to_owned())
+            .spawn(move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared
+                        .overflow_rescan_pending
+                        .store(false, Ordering::Release);
+                    shared.rescan(RescanReason::QueueOverflow);
+                }
+            });
+        if let Err(err) = spawned {
+            // The next overflow or the safety rescan catches up.
+            shared
+                .overflow_rescan_pending
+                .store(false, Ordering::Release);
+            tracing::error!(error = %err, "cannot start the overflow rescan");
         }
     }
 

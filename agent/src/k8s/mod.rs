@@ -27,3 +27,10 @@ pub use mountlag_core::pod::{ControllerPod, RESYNC_ANNOTATION, SecretSource, Sec
 pub use mountlag_core::secret::SecretView;
 pub use pod::controller_pod;
 pub use secret::secret_view;
+
+/// Every watch asks the server to end it after `api.watchTimeout`; kube's watcher gives up on
+/// a stream that stays silent 5 s longer and watches again from where it was.
+pub fn watch_config(api: &crate::config::ApiConfig) -> kube::runtime::watcher::Config {
+    let seconds = u32::try_from(api.watch_timeout.as_secs()).unwrap_or(u32::MAX);
+    kube::runtime::watcher::Config::default().timeout(seconds)
+}

@@ -47,9 +47,14 @@ pub fn api_resource(kind: RouteKind) -> ApiResource {
 /// One cluster-wide watch of `kind`. A kind the cluster does not serve (Gateway API CRDs not
 /// installed) counts as listed and empty, so the agent still becomes ready; the watch keeps
 /// retrying with backoff and picks the kind up once it is installed.
-pub async fn watch_routes(client: Client, kind: RouteKind, tx: mpsc::UnboundedSender<Input>) {
+pub async fn watch_routes(
+    client: Client,
+    kind: RouteKind,
+    watch_config: watcher::Config,
+    tx: mpsc::UnboundedSender<Input>,
+) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
-    let mut stream = watcher::watcher(api, watcher::Config::default())
+    let mut stream = watcher::watcher(api, watch_config)
         .default_backoff()
         .boxed();
     let mut listing: Vec<RouteObject> = Vec::new();

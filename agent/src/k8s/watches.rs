@@ -2,11 +2,11 @@
 //! event is converted here, at the edge, into a node-model [`Input`]; nothing downstream sees a
 //! `k8s_openapi` type.
 
+use futures::stream::BoxStream;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use mountlag_core::node::Input;
 use mountlag_core::pod::ControllerPod;
@@ -46,14 +46,13 @@ pub async fn watch_pods(
     beat: Heartbeat,
 ) {
     let api: Api<Pod> = Api::all(client);
-    let watch_config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let mut stream = watcher::watcher(api, watch_config)
-        .default_backoff()
-        .boxed();
+    let watch_config =
+        crate::k8s::watch_config(&config.api).fields(&format!("spec.nodeName={node}"));
+    let mut stream = RelistingWatch::new(api, watch_config);
     let mut listing: Vec<ControllerPod> = Vec::new();
     loop {
         // An API outage is not a wedged loop: pings are answered while waiting for the stream.
-        let next = beat.answer_pings_while(stream.try_next()).await;
+        let next = beat.answer_pings_while(stream.next()).await;
         beat.beat();
         let input = match next {
             Ok(Some(Event::Init)) => {
@@ -91,19 +90,22 @@ pub async fn watch_pods(
 }
 
 /// One watch per referenced Secret, field-selected by name: never a namespace-wide list.
-pub async fn watch_secret(client: Client, key: SecretKey, tx: mpsc::UnboundedSender<Input>) {
+pub async fn watch_secret(
+    client: Client,
+    key: SecretKey,
+    watch_config: watcher::Config,
+    tx: mpsc::UnboundedSender<Input>,
+) {
     let api: Api<Secret> = Api::namespaced(client, &key.namespace);
-    let watch_config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
-    let mut stream = watcher::watcher(api, watch_config)
-        .default_backoff()
-        .boxed();
+    let watch_config = watch_config.fields(&format!("metadata.name={}", key.name));
+    let mut stream = RelistingWatch::new(api, watch_config);
     let mut listed: Option<SecretView> = None;
     let observed = |view| Input::SecretObserved {
         key: key.clone(),
         view,
     };
     loop {
-        let input = match stream.try_next().await {
+        let input = match stream.next().await {
             Ok(Some(Event::Init)) => {
                 listed = None;
                 continue;
@@ -150,5 +152,93 @@ pub(super) fn watch_error_reason(err: &watcher::Error) -> String {
             }
         }
         _ => "other".to_string(),
+    }
+}
+
+/// A kube watcher that lists afresh after every error, after a backoff.
+///
+/// kube's own watcher resumes a failed watch from its last resourceVersion without a word, so
+/// nothing would tell the node model that its view of the API is current again until the
+/// object next changes, and the model judges no mount while its view may be stale (an outage
+/// would silence every Event and nudge for the mounts of Secrets that do not change). A fresh
+/// list ends with `InitDone`, which says so. The cost is one list of the watched objects (one
+/// Secret, or the node's pods) per failure, spread by the jittered backoff.
+pub(super) struct RelistingWatch<K> {
+    api: Api<K>,
+    config: watcher::Config,
+    stream: BoxStream<'static, Result<Event<K>, watcher::Error>>,
+    /// Failures since the last complete list.
+    failures: u32,
+    restart: bool,
+}
+
+impl<K> RelistingWatch<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    pub(super) fn new(api: Api<K>, config: watcher::Config) -> Self {
+        let stream = watcher::watcher(api.clone(), config.clone()).boxed();
+        Self {
+            api,
+            config,
+            stream,
+            failures: 0,
+            restart: false,
+        }
+    }
+
+    /// The next event; after an error, the next call waits out the backoff and lists again.
+    pub(super) async fn next(&mut self) -> Result<Option<Event<K>>, watcher::Error> {
+        if self.restart {
+            tokio::time::sleep(relist_backoff(self.failures, random_unit())).await;
+            self.stream = watcher::watcher(self.api.clone(), self.config.clone()).boxed();
+            self.restart = false;
+        }
+        let next = self.stream.try_next().await;
+        match &next {
+            Err(_) => {
+                self.failures = self.failures.saturating_add(1);
+                self.restart = true;
+            }
+            Ok(Some(Event::InitDone)) => self.failures = 0,
+            Ok(_) => {}
+        }
+        next
+    }
+}
+
+/// kube's default backoff: 0.8 s doubling up to 30 s, each wait drawn from its upper half
+/// (`unit` in [0, 1)) so that a thousand watches failing together do not all list together.
+pub(super) fn relist_backoff(failures: u32, unit: f64) -> std::time::Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    let ceiling = (0.8 * f64::from(1u32 << exponent)).min(30.0);
+    std::time::Duration::from_secs_f64(ceiling * (0.5 + 0.5 * unit.clamp(0.0, 1.0)))
+}
+
+/// A random number in [0, 1) without a dependency: std's per-map random hash keys.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod relist_tests {
+    use super::relist_backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn the_backoff_doubles_from_under_a_second_to_thirty_seconds_with_jitter_below_it() {
+        let ceilings: Vec<Duration> = (1..=9).map(|n| relist_backoff(n, 1.0)).collect();
+        assert_eq!(
+            ceilings,
+            [0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0, 30.0].map(Duration::from_secs_f64)
+        );
+        assert_eq!(relist_backoff(1, 0.0), Duration::from_millis(400));
+        assert_eq!(relist_backoff(u32::MAX, 0.5), Duration::from_secs_f64(22.5));
+        let unit = super::random_unit();
+        assert!((0.0..1.0).contains(&unit), "{unit}");
     }
 }

@@ -331,14 +331,12 @@ impl Node {
                     .collect();
                 self.retrack(retry)
             }
-            Input::VolumesRescanned { reason } => match reason {
-                // Directories kubelet has created since are trackable now.
-                RescanReason::MountTable | RescanReason::Safety => {
-                    let retry = std::mem::take(&mut self.untrackable);
-                    self.retrack(retry.into_iter().collect())
-                }
-                RescanReason::QueueOverflow => Vec::new(),
-            },
+            // Directories kubelet has created since are trackable now. After a queue overflow
+            // too: the events that would have announced them are among those lost.
+            Input::VolumesRescanned { reason: _ } => {
+                let retry = std::mem::take(&mut self.untrackable);
+                self.retrack(retry.into_iter().collect())
+            }
             Input::Reloaded { uid, result } => {
                 self.step_reload(&uid, ReloadInput::Reloaded(result), at)
             }

@@ -129,11 +129,27 @@ impl Node {
     }
 
     /// Why the agent is not ready: empty once pods are listed, every Secret watch has listed
-    /// and every tracked volume has been read.
+    /// and every tracked volume has been read, and while no watch is failing (the view of the
+    /// API is stale then: nothing is judged, and kubectl should show it).
     pub fn waiting_for(&self) -> Vec<String> {
         let mut waiting = Vec::new();
         if !self.pods_listed {
             waiting.push("pods not listed yet".to_string());
+        } else if !self.index.pods_healthy() {
+            waiting.push("the pod watch is failing (API unreachable?); retrying".to_string());
+        }
+        let failing = self.index.failing_secret_watches();
+        if !failing.is_empty() {
+            waiting.push(format!(
+                "{} Secret watch(es) failing: {}",
+                failing.len(),
+                failing
+                    .iter()
+                    .take(5)
+                    .map(|k| format!("{}/{}", k.namespace, k.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         if let Some(routes) = self.routes_waiting_for() {
             waiting.push(routes);

@@ -758,7 +758,8 @@ fn a_directory_not_there_yet_is_retried_when_kubelet_mounts_it() {
         clock.at(3),
     );
     assert_eq!(actions, [Action::TrackVolume(path(UID, "tls"))]);
-    // An overflow rescan does not retry; a periodic one does.
+    // Every rescan retries, an overflow one too: the events that would have announced the
+    // directory may be among those the kernel dropped.
     node.step(
         Input::VolumeTracked {
             path: path(UID, "tls"),
@@ -766,14 +767,21 @@ fn a_directory_not_there_yet_is_retried_when_kubelet_mounts_it() {
         },
         clock.at(4),
     );
-    assert!(
+    assert_eq!(
         node.step(
             Input::VolumesRescanned {
                 reason: RescanReason::QueueOverflow
             },
             clock.at(5)
-        )
-        .is_empty()
+        ),
+        [Action::TrackVolume(path(UID, "tls"))]
+    );
+    node.step(
+        Input::VolumeTracked {
+            path: path(UID, "tls"),
+            result: Err("still not there".into()),
+        },
+        clock.at(5),
     );
     assert_eq!(
         node.step(
@@ -1190,4 +1198,41 @@ fn a_missing_host_secret_is_reported_once_regarding_the_ingress() {
         .collect();
     assert_eq!(notes.len(), 2, "{actions:?}");
     assert!(notes[0].contains("it has no tls.key"), "{}", notes[0]);
+}
+
+#[test]
+fn readiness_says_which_watch_is_failing_until_it_lists_again() {
+    let clock = Clock::new();
+    let material = Material::tls("a.example");
+    let mut node = started(&clock, &material, true);
+    node.step(
+        Input::PodWatchFailed {
+            reason: "unreachable".into(),
+        },
+        clock.at(20),
+    );
+    node.step(
+        Input::SecretWatchFailed {
+            key: key(SECRET),
+            reason: "unreachable".into(),
+        },
+        clock.at(21),
+    );
+    assert_eq!(
+        node.waiting_for(),
+        [
+            "the pod watch is failing (API unreachable?); retrying",
+            "1 Secret watch(es) failing: ingress/edge-tls",
+        ]
+    );
+    node.step(
+        Input::PodsListed(vec![pod(UID, "nginx", &[("tls", SECRET)])]),
+        clock.at(30),
+    );
+    assert_eq!(
+        node.waiting_for(),
+        ["1 Secret watch(es) failing: ingress/edge-tls"]
+    );
+    observe(&mut node, &material, SECRET, "1", clock.at(31));
+    assert_eq!(node.waiting_for(), Vec::<String>::new());
 }

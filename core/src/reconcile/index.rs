@@ -231,6 +231,21 @@ impl MountIndex {
         self.pods.keys().map(String::as_str)
     }
 
+    /// Whether the pod watch is connected (false from its failure until it lists again).
+    pub fn pods_healthy(&self) -> bool {
+        self.pods_healthy
+    }
+
+    /// Secrets once synced whose watch failed and has not listed or delivered since (one that
+    /// never listed is still unsynced).
+    pub fn failing_secret_watches(&self) -> Vec<SecretKey> {
+        self.secrets
+            .iter()
+            .filter(|(_, entry)| entry.synced && !entry.healthy)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// The pod watch (dis)connected: while down, no Event or nudge is raised.
     pub fn set_pods_healthy(&mut self, healthy: bool, now: Instant) -> Vec<Action> {
         self.pods_healthy = healthy;

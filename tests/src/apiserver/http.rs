@@ -21,6 +21,7 @@ use super::convert::{
 };
 use super::discovery;
 use super::error::ApiError;
+use super::faults::WatchFault;
 use super::kinds::{ApiGroup, Resource};
 use super::patch::{self, PatchType};
 use super::select::{FieldSelector, LabelSelector};
@@ -42,6 +43,7 @@ pub(crate) struct StatsInner {
     pub connections_accepted: u64,
     pub open_connections: usize,
     pub requests_by_http_version: BTreeMap<String, u64>,
+    pub faults: super::FaultCounts,
 }
 
 impl StatsInner {
@@ -64,6 +66,7 @@ impl StatsInner {
             open_connections: self.open_connections,
             requests_by_http_version: self.requests_by_http_version.clone(),
             resource_version: rv,
+            faults: self.faults.clone(),
         }
     }
 }
@@ -309,6 +312,20 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
             "ServiceUnavailable",
             "the server is currently unable to handle the request",
         ));
+    }
+    let rejection = sh.faults().take_rejection();
+    if let Some(rejection) = rejection {
+        sh.count_fault(&format!("reject_{}", rejection.status));
+        let mut response = error_response(&ApiError::new(
+            rejection.status,
+            super::faults::reason_of(rejection.status),
+            "the server is overloaded; try again later (injected)",
+        ));
+        if let Ok(value) = header::HeaderValue::from_str(&rejection.retry_after_seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
     }
     let (parts, body) = req.into_parts();
     let who = match identify(&sh, &parts.headers) {
@@ -899,8 +916,33 @@ impl ObjCtx<'_> {
         let start = self.sh.store.watch(self.resource, from);
         lock_stats(&self.sh.stats).watches_started += 1;
         let gauge = WatchGauge::new(self.sh.clone(), spec.key.clone());
+        let fault = self.sh.faults().watch_fault();
         tokio::spawn(async move {
             let _gauge = gauge;
+            let start = match (start, fault) {
+                (Ok(_), Some(WatchFault::Gone)) => {
+                    spec.sh.count_fault("watch_gone");
+                    Err(ApiError::new(
+                        410,
+                        "Expired",
+                        format!(
+                            "too old resource version: {} (injected)",
+                            spec.from.unwrap_or(0)
+                        ),
+                    ))
+                }
+                (Ok(_), Some(WatchFault::Silent)) => {
+                    spec.sh.count_fault("watch_silent");
+                    let mut epoch = spec.sh.epoch.subscribe();
+                    epoch.borrow_and_update();
+                    tokio::select! {
+                        _ = tx.closed() => {}
+                        _ = epoch.changed() => {}
+                    }
+                    return;
+                }
+                (start, _) => start,
+            };
             match start {
                 Ok(start) => run_watch(spec, start, tx).await,
                 Err(e) => {
@@ -1060,7 +1102,7 @@ async fn run_watch(spec: WatchSpec, start: super::store::WatchStart, tx: mpsc::S
         last_rv = last_rv.max(c.resource_version);
     }
     for b in pending {
-        if tx.send(b).await.is_err() {
+        if !emit(&spec, &tx, b).await {
             return;
         }
     }
@@ -1104,7 +1146,7 @@ async fn run_watch(spec: WatchSpec, start: super::store::WatchStart, tx: mpsc::S
                 last_rv = last_rv.max(cur);
                 batch.push(spec.bookmark(last_rv, false));
                 for b in batch {
-                    if tx.send(b).await.is_err() {
+                    if !emit(&spec, &tx, b).await {
                         return;
                     }
                 }
@@ -1122,11 +1164,27 @@ async fn run_watch(spec: WatchSpec, start: super::store::WatchStart, tx: mpsc::S
             },
         };
         if let Some(b) = out
-            && tx.send(b).await.is_err()
+            && !emit(&spec, &tx, b).await
         {
             return;
         }
     }
+}
+
+/// Sends one line of a watch stream; `false` ends the watch (the client left, or a cut was
+/// injected: then only the first half of the line goes out). Bookmarks are never cut, so a
+/// cut lands on the next real change.
+async fn emit(spec: &WatchSpec, tx: &mpsc::Sender<Bytes>, line: Bytes) -> bool {
+    let bookmark = line
+        .windows(br#""type":"BOOKMARK""#.len())
+        .any(|w| w == br#""type":"BOOKMARK""#);
+    let cut = !bookmark && spec.sh.faults().take_cut();
+    if cut {
+        spec.sh.count_fault("watch_cut");
+        let _ = tx.send(line.slice(..line.len() / 2)).await;
+        return false;
+    }
+    tx.send(line).await.is_ok()
 }
 
 #[cfg(test)]

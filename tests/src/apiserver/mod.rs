@@ -33,6 +33,7 @@ mod auth;
 mod convert;
 mod discovery;
 mod error;
+mod faults;
 mod http;
 mod kinds;
 mod patch;
@@ -57,6 +58,7 @@ pub use admission::{Admission, AdmissionRequest, AdmitAll, Denial, ValidatingPol
 pub use auth::{AllowAll, Authorizer, Decision, Identity, RequestAttributes, authorize};
 pub use convert::{EventObjectRef, RecordedEvent};
 pub use error::ApiError;
+pub use faults::{FaultCounts, Faults, Rejection};
 pub use kinds::{ApiGroup, Resource};
 pub use patch::PatchType;
 pub use select::{FieldSelector, LabelSelector};
@@ -152,6 +154,9 @@ pub struct ApiStats {
     pub requests_by_http_version: BTreeMap<String, u64>,
     /// The store's current resourceVersion.
     pub resource_version: u64,
+    /// Faults injected (see [`Faults`]) since the last reset: `watch_gone`, `watch_silent`,
+    /// `watch_cut`, `reject_429`, ...
+    pub faults: FaultCounts,
 }
 
 impl ApiStats {
@@ -176,6 +181,7 @@ pub(crate) struct Shared {
     available: AtomicBool,
     epoch: tokio::sync::watch::Sender<u64>,
     stats: Mutex<StatsInner>,
+    faults: Mutex<Faults>,
     port: u16,
     started: String,
     tls: Option<ServingTls>,
@@ -191,6 +197,22 @@ struct ServingTls {
 impl std::fmt::Debug for ServingTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServingTls").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one injected fault.
+    pub(crate) fn count_fault(&self, fault: &str) {
+        *lock_stats(&self.stats)
+            .faults
+            .entry(fault.to_owned())
+            .or_default() += 1;
     }
 }
 
@@ -284,6 +306,7 @@ impl ApiServer {
             available: AtomicBool::new(true),
             epoch,
             stats: Mutex::new(StatsInner::default()),
+            faults: Mutex::new(Faults::default()),
             port,
             started: now_rfc3339(),
             tls,
@@ -425,6 +448,18 @@ impl ApiServer {
         self.shared().store.compact();
     }
 
+    /// Inject these faults from now on (replacing any set before; `Faults::default()` clears).
+    /// Watches already open are not touched, except by `cut_watch_events`: end them with
+    /// [`ApiServer::drop_watches`] to make every client watch again under the new faults.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared().faults() = faults;
+    }
+
+    /// The faults still set (rejections and cuts count down as they are used).
+    pub fn faults(&self) -> Faults {
+        self.shared().faults().clone()
+    }
+
     /// The store's current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared().store.resource_version()
@@ -444,6 +479,7 @@ impl ApiServer {
         s.watches_started = 0;
         s.refused_while_stopped = 0;
         s.forbidden.clear();
+        s.faults.clear();
     }
 
     /// Every committed change from now on (the kubelet loop's feed; no polling).

@@ -447,6 +447,24 @@ impl<'a> Validator<'a> {
                     ),
                 }
             }
+            if let Some(timeout) =
+                self.duration(m, &p, "watchTimeout", DEFAULT_API_WATCH_TIMEOUT, false)
+            {
+                if (MIN_API_WATCH_TIMEOUT..=MAX_API_WATCH_TIMEOUT).contains(&timeout) {
+                    config.api.watch_timeout = timeout;
+                } else {
+                    self.invalid(
+                        &p.key("watchTimeout"),
+                        At::Value,
+                        format!(
+                            "must be from {} to {} (the timeout of each watch request), not {}",
+                            format_duration(MIN_API_WATCH_TIMEOUT),
+                            format_duration(MAX_API_WATCH_TIMEOUT),
+                            format_duration(timeout)
+                        ),
+                    );
+                }
+            }
         }
         if let Some(value) = get(map, "controllers") {
             config.controllers = self.controllers(value, &root_path.key("controllers"));
