@@ -892,6 +892,16 @@ impl RunningController {
         out
     }
 
+    /// Reloads the controller has logged: nginx's `signal 1 (SIGHUP) received` (level notice),
+    /// HAProxy's master `Reloading HAProxy`. A signal it ignored is not counted.
+    pub fn reloads_logged(&self) -> usize {
+        let marker = match self.spec.kind {
+            ControllerKind::Nginx => "(SIGHUP) received",
+            ControllerKind::Haproxy => "Reloading HAProxy",
+        };
+        self.log().matches(marker).count()
+    }
+
     /// Kill everything, reap, remove the cgroups; reports what could not be cleaned up.
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown()

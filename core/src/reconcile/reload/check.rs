@@ -27,7 +27,17 @@ pub(super) struct PeriodicCheck {
     pub(super) in_flight: bool,
     seed: u64,
     rounds: u64,
+    /// When a check first found an older leaf served than the files hold, with nothing
+    /// reloaded for them: the heal waits for a second look [`HEAL_CONFIRM_AFTER`] later.
+    stale_since: Option<Instant>,
 }
+
+/// A controller that is reloading still serves its old leaf for a while: nginx's old workers
+/// accept for ~100 ms after the new ones start, HAProxy's old worker until the new one is up.
+/// An agent restarted in the middle of a reload (killed after its signal) would see the old
+/// leaf and reload a second time; the heal reloads only if the old leaf is still served this
+/// much later, which no graceful reload takes.
+pub(super) const HEAL_CONFIRM_AFTER: Duration = Duration::from_secs(2);
 
 impl PeriodicCheck {
     pub(super) fn new(seed: u64) -> Self {
@@ -36,6 +46,7 @@ impl PeriodicCheck {
             in_flight: false,
             seed,
             rounds: 0,
+            stale_since: None,
         }
     }
 
@@ -188,6 +199,7 @@ impl PodReload {
             // Unreachable names prove nothing either way.
             if round.served.values().any(Result::is_ok) {
                 self.mismatch = None;
+                self.check.stale_since = None;
             }
             return;
         }
@@ -197,8 +209,19 @@ impl PodReload {
             && files_newer
             && self.reloaded_for != self.expected_fingerprints()
         {
-            // Nothing has reloaded the controller for what the files hold: once, now.
-            self.phase = Phase::Waiting { since: now };
+            // Nothing has reloaded the controller for what the files hold: once, unless a
+            // second look shows a reload was under way (see HEAL_CONFIRM_AFTER).
+            match self.check.stale_since {
+                Some(since) if now >= since + HEAL_CONFIRM_AFTER => {
+                    self.check.stale_since = None;
+                    self.phase = Phase::Waiting { since: now };
+                }
+                Some(since) => self.check.next_at = Some(since + HEAL_CONFIRM_AFTER),
+                None => {
+                    self.check.stale_since = Some(now);
+                    self.check.next_at = Some(now + HEAL_CONFIRM_AFTER);
+                }
+            }
             return;
         }
         let note = self.mismatch_note(&stale);
