@@ -1,7 +1,8 @@
 //! A real inotify queue overflow: the kernel's queue is made small (`fs.inotify.max_queued_events`,
 //! restored afterwards), the watcher's thread is held while 40 tmpfs volumes are rewritten three
-//! times each, and the kernel drops events (`IN_Q_OVERFLOW`). The watcher must rescan, report
-//! the last generation of every volume, and keep watching them all.
+//! times each and one is remounted, and the kernel drops events (`IN_Q_OVERFLOW`). The watcher
+//! must rescan, report the last generation of every volume, and keep watching them all, the
+//! remounted one included.
 //!
 //! Its own test binary: the queue limit is a machine-wide setting, and test binaries run one
 //! after another.
@@ -104,6 +105,17 @@ fn after_a_real_queue_overflow_every_volume_ends_on_its_last_generation() {
             write(&kubelet, volume, &payload(i, round));
         }
     }
+    // A volume remounted during the storm (kubelet tears a pod's tmpfs down and mounts a new
+    // one, as for a pod recreated with the same UID): the old watch goes with the old mount,
+    // and its late `IN_IGNORED` must not take the re-armed one with it.
+    kubelet
+        .unmount_volume("pod-0", VolumeKind::Secret, "tls")
+        .unwrap();
+    let remounted = kubelet
+        .mount_volume("pod-0", VolumeKind::Secret, "tls")
+        .unwrap();
+    assert_eq!(remounted, volumes[0]);
+    write(&kubelet, &remounted, &payload(0, 4));
     drop(held);
 
     let expected: BTreeMap<PathBuf, String> = volumes
@@ -146,7 +158,7 @@ fn after_a_real_queue_overflow_every_volume_ends_on_its_last_generation() {
 
     // Still watched after the storm: the next update of each volume is reported by inotify.
     for (i, volume) in volumes.iter().enumerate() {
-        write(&kubelet, volume, &payload(i, 4));
+        write(&kubelet, volume, &payload(i, 5));
     }
     let expected: BTreeMap<PathBuf, String> = volumes
         .iter()

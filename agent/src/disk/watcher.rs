@@ -33,6 +33,8 @@ use notify::{EventKindMask, INotifyWatcher, RecursiveMode, Watcher};
 
 use crate::disk::snapshot::{SnapshotError, read_generation};
 
+mod kernel_watches;
+
 /// What the watcher reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeChange {
@@ -481,7 +483,33 @@ impl Shared {
         for volume in &volumes {
             self.recheck(volume, now, Caller::Other);
         }
+        self.rearm_unwatched(now);
         (self.sink)(VolumeChange::Rescanned { reason });
+    }
+
+    /// Re-arms every tracked volume whose directory the kernel no longer watches, though
+    /// notify believes it does (see [`kernel_watches`]), and re-reads it.
+    fn rearm_unwatched(&self, now: Instant) {
+        let Some(watched) = kernel_watches::watched_inodes() else {
+            return;
+        };
+        let unwatched: Vec<PathBuf> = self
+            .volumes()
+            .iter()
+            .filter(|(_, tracked)| {
+                tracked
+                    .identity
+                    .is_some_and(|i| !watched.contains(&(i.dev, i.ino)))
+            })
+            .map(|(volume, _)| volume.clone())
+            .collect();
+        for volume in unwatched {
+            tracing::warn!(volume = %volume.display(), "the kernel had dropped this volume's watch; re-arming it");
+            if let Err(err) = self.rearm_if_tracked(&volume) {
+                tracing::warn!(volume = %volume.display(), error = %err, "cannot re-arm watch");
+            }
+            self.refresh(&volume, now);
+        }
     }
 }
 
