@@ -307,3 +307,6 @@ impl RescanReason {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests;

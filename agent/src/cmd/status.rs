@@ -265,6 +265,8 @@ fn unreachable_message(endpoint: &Endpoint, err: &ClientError, refused: &[&str])
 }
 
 mod hosts;
+#[cfg(test)]
+mod proptests;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,8 @@ mod duration;
 mod error;
 mod positions;
 mod profiles;
+#[cfg(test)]
+mod proptests;
 mod selector;
 #[cfg(test)]
 mod tests;

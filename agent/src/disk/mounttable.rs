@@ -281,3 +281,6 @@ garbage line
         assert_eq!(unescape("tail\\04"), "tail\\04");
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -95,6 +95,10 @@ pub fn snapshot(volume_dir: &Path) -> Result<VolumeSnapshot, SnapshotError> {
             return Ok(snapshot);
         }
     }
+    // Not a rewrite: `..data` stayed on a generation directory that is not there.
+    if let Some(snapshot) = reader.dangling_data_link()? {
+        return Ok(snapshot);
+    }
     Err(SnapshotError::Unstable {
         path: volume_dir.to_path_buf(),
         attempts: MAX_ATTEMPTS,
@@ -156,6 +160,39 @@ impl VolumeReader<'_> {
             Err(Errno::EINVAL) => Ok(DataLink::NotALink),
             Err(source) => Err(self.read_error(DATA_LINK, source)),
         }
+    }
+
+    /// After every attempt found its generation gone: a snapshot with that problem when `..data`
+    /// names one generation directory that does not exist, and still does after a second look.
+    fn dangling_data_link(&self) -> Result<Option<VolumeSnapshot>, SnapshotError> {
+        let link = self.data_link()?;
+        let DataLink::Target(target) = &link else {
+            return Ok(None);
+        };
+        let Some(name) = generation_name(target) else {
+            return Ok(None);
+        };
+        let missing = matches!(
+            fstatat(self.fd.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+            Err(Errno::ENOENT)
+        );
+        if !missing || self.data_link()? != link {
+            return Ok(None);
+        }
+        Ok(Some(VolumeSnapshot {
+            generation: None,
+            files: Vec::new(),
+            pairings: Vec::new(),
+            problems: vec![Problem::new(
+                DATA_LINK,
+                ProblemKind::DanglingSymlink,
+                format!(
+                    "..data points to {}, which is not in the volume; kubelet publishes a \
+                     generation only once it is written",
+                    untrusted(&name)
+                ),
+            )],
+        }))
     }
 
     /// One pass; `Ok(None)` when the generation moved and the caller should read again.
@@ -351,7 +388,9 @@ fn judge_root_link(
         ));
     }
     let rel = rest.join("/");
-    if generation.is_none() || !(walk.has_file(&rel) || walk.dirs.contains(&rel)) {
+    // Past the entry limit the generation was not read whole: a name not seen may be there.
+    let unseen = !(walk.truncated || walk.has_file(&rel) || walk.dirs.contains(&rel));
+    if generation.is_none() || unseen {
         return Some(Problem::new(
             name,
             ProblemKind::DanglingSymlink,
@@ -368,6 +407,8 @@ struct Walk {
     dirs: Vec<String>,
     problems: Vec<Problem>,
     entries: usize,
+    /// More than [`MAX_ENTRIES`] entries: the rest was not read.
+    truncated: bool,
 }
 
 impl Walk {
@@ -401,6 +442,7 @@ impl Walk {
                 format!("{prefix}/{shown}")
             };
             if self.entries > MAX_ENTRIES {
+                self.truncated = true;
                 self.problems.push(Problem {
                     file: None,
                     kind: ProblemKind::TooManyEntries,
@@ -436,10 +478,10 @@ impl Walk {
                     ProblemKind::NotRegularFile,
                     "symlink inside the generation directory; kubelet never writes one, not followed",
                 )),
-                _ => self.problems.push(Problem::new(
+                other => self.problems.push(Problem::new(
                     rel,
                     ProblemKind::NotRegularFile,
-                    "not a regular file; not read",
+                    format!("{}, not a regular file; not read", file_kind(other)),
                 )),
             }
         }
@@ -447,11 +489,16 @@ impl Walk {
     }
 
     fn file(&mut self, dir: &OwnedFd, name: &OsStr, rel: String) -> Result<(), Moved> {
-        // O_NONBLOCK: a FIFO swapped in after the fstatat must not hang the reader.
+        // O_NONBLOCK: a FIFO swapped in after the fstatat must not hang the reader; O_NOCTTY: a
+        // terminal swapped in must not become the agent's.
         let fd = match openat(
             dir.as_fd(),
             name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -526,10 +573,23 @@ fn too_large(path: &str, size: u64) -> Problem {
     )
 }
 
+/// What a directory entry that is neither a file, a directory nor a symlink is, for messages.
+fn file_kind(kind: SFlag) -> &'static str {
+    match kind {
+        SFlag::S_IFIFO => "a named pipe (FIFO)",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFSOCK => "a socket",
+        _ => "an unknown kind of file",
+    }
+}
+
 fn file_type(stat: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
 }
 
+#[cfg(test)]
+mod hostile_tests;
 mod open;
 #[cfg(test)]
 mod tests;

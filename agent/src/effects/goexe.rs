@@ -414,4 +414,6 @@ fn clean(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -277,6 +277,9 @@ fn display_url(uri: &Uri) -> String {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::net::SocketAddr;

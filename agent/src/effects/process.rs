@@ -579,4 +579,6 @@ pub enum ProcessError {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -35,6 +35,8 @@
 mod key;
 mod pairing;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 mod x509;
 
