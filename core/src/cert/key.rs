@@ -190,7 +190,7 @@ fn classify_curve(curve: &Oid<'_>) -> Rejection {
     } else if *curve == OID_NIST_EC_P521 {
         Rejection::Unsupported("ECDSA on curve P-521".to_owned())
     } else {
-        Rejection::Unsupported(format!("ECDSA on curve {curve}"))
+        Rejection::Unsupported(format!("ECDSA on curve {}", oid_text(curve)))
     }
 }
 
@@ -255,7 +255,39 @@ fn algorithm_name(oid: &Oid<'_>) -> String {
     } else if oid.to_id_string() == "1.2.840.113549.1.3.1" {
         "DH"
     } else {
-        return format!("algorithm {oid}");
+        return format!("algorithm {}", oid_text(oid));
     };
-    format!("{name} ({oid})")
+    format!("{name} ({})", oid_text(oid))
+}
+
+/// Longest OID quoted in a message, in characters.
+const MAX_OID_TEXT: usize = 64;
+
+/// An OID as dotted text, cut at [`MAX_OID_TEXT`] characters: a hostile key can carry one of
+/// thousands of arcs, and messages quote what they refuse.
+fn oid_text(oid: &Oid<'_>) -> String {
+    let text = oid.to_id_string();
+    match text.char_indices().nth(MAX_OID_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod oid_tests {
+    use super::*;
+
+    #[test]
+    fn an_oid_of_thousands_of_arcs_is_quoted_cut() {
+        let arcs: Vec<u64> = [1, 2]
+            .into_iter()
+            .chain(std::iter::repeat_n(99_999, 5_000))
+            .collect();
+        let long = Oid::from(&arcs).unwrap();
+        let text = oid_text(&long);
+        assert_eq!(text.chars().count(), MAX_OID_TEXT + 1, "{text}");
+        assert!(text.ends_with('…'));
+        assert!(algorithm_name(&long).len() < 100);
+        assert_eq!(oid_text(&OID_EC_P256), "1.2.840.10045.3.1.7");
+    }
 }
