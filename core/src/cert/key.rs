@@ -274,6 +274,7 @@ fn oid_text(oid: &Oid<'_>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod oid_tests {
     use super::*;
 

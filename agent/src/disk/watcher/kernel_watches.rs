@@ -47,6 +47,7 @@ fn parse_fdinfo(text: &str) -> Vec<(u64, u64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt as _;
