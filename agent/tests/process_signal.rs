@@ -205,7 +205,7 @@ fn a_real_process_in_a_kubelet_cgroup_is_found_and_signalled_through_a_pidfd() {
     let ready_file = dir.path().join("ready");
     let child = Command::new("sh")
         .arg("-c")
-        .arg(r#"trap 'echo HUP >> "$HUP_FILE"' HUP; echo ready > "$READY_FILE"; while :; do sleep 0.05; done"#)
+        .arg(r#"trap 'echo HUP >> "$HUP_FILE"' HUP; trap 'echo USR1 >> "$HUP_FILE"' USR1; echo ready > "$READY_FILE"; while :; do sleep 0.05; done"#)
         .env("HUP_FILE", &hup_file)
         .env("READY_FILE", &ready_file)
         .stdin(Stdio::null())
@@ -337,10 +337,16 @@ fn a_real_process_in_a_kubelet_cgroup_is_found_and_signalled_through_a_pidfd() {
     };
     let err = signal_verified(Path::new("/proc"), &moved, ReloadSignal::Hup).unwrap_err();
     assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
-    std::thread::sleep(Duration::from_millis(200));
+    // Quiescence: a SIGUSR1 sent after the refused SIGHUPs. The shell runs pending traps in
+    // signal-number order (SIGHUP 1 before SIGUSR1 10), so once the USR1 line is written, a
+    // SIGHUP sent before it would have written its line first.
+    signal_verified(Path::new("/proc"), &target, ReloadSignal::Usr1).unwrap();
+    wait_for("the marker SIGUSR1", || {
+        fs::read_to_string(&hup_file).is_ok_and(|t| t.contains("USR1"))
+    });
     assert_eq!(
         fs::read_to_string(&hup_file).unwrap(),
-        hups_before,
+        format!("{hups_before}USR1\n"),
         "a refused signal must not be delivered"
     );
 

@@ -273,13 +273,27 @@ async fn a_stuck_mount_is_reported_once_and_its_recovery_too() {
     assert_eq!(node.events("SecretMountStuck").len(), 1);
 }
 
+/// The `mountlag.io/resync` annotation of a pod, if any.
+fn resync_annotation(node: &TestNode, pod: &str) -> Option<String> {
+    node.api
+        .pod(NAMESPACE, pod)
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("mountlag.io/resync")
+        .cloned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subpath_mount_is_flagged_once() {
     if !can_run() {
         return;
     }
     let mut rotation = KeyRing::new("agent test CA").unwrap();
-    let mut node = TestNode::start(fast_kubelet(), &agent_config("2s", "30s", true))
+    // kubelet's real 60–90 s period: after a rotation neither volume catches up by itself, so
+    // a nudge falls due (nudge.after 1 s) for every mount that could use one.
+    let mut node = TestNode::start(slow_kubelet(), &agent_config("1s", "4s", true))
         .await
         .unwrap();
     node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
@@ -291,10 +305,16 @@ async fn a_subpath_mount_is_flagged_once() {
             Some("tls.crt"),
         ))
         .unwrap();
+    // The witness: a whole-volume mount of the same Secret, kept stuck, so its nudges
+    // (attempt 1 at nudge.after, attempt 2 one nudge.after later) and then SecretMountStuck
+    // (stuckAfter) mark how far the agent got after the rotation.
+    node.api
+        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
     node.start_agent().unwrap();
     node.wait_ready(Duration::from_secs(10)).await.unwrap();
-    node.wait_status(Duration::from_secs(10), "subPath mount known", |s| {
-        state_of(s, "edge-sub") != "absent"
+    node.wait_status(Duration::from_secs(10), "both mounts in sync", |s| {
+        state_of(s, "edge-sub") == "in_sync" && state_of(s, "edge-0") == "in_sync"
     })
     .await
     .unwrap();
@@ -303,17 +323,98 @@ async fn a_subpath_mount_is_flagged_once() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let flagged = node.events("SubPathNeverUpdates");
-    assert_eq!(flagged.len(), 1, "{flagged:?}");
-    assert_eq!(flagged[0].type_, "Warning");
-    assert!(flagged[0].note.contains("nginx"), "{}", flagged[0].note);
+    node.node.set_stuck(PodRef::name(NAMESPACE, "edge-0"), true);
+    let patches_before = node.api.stats().count("patch", "pods");
+    let kubelet_before = node.node.last_seq();
 
-    // A rotation: the volume follows, the subPath container never will; no nudge for it.
+    // A rotation: kubelet does not rewrite either volume before its next periodic sync.
     node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(node.events("KubeletResyncRequested").is_empty());
-    assert_eq!(node.events("SubPathNeverUpdates").len(), 1);
+    node.wait_status(Duration::from_secs(15), "edge-sub never updates", |s| {
+        state_of(s, "edge-sub") == "never_updates"
+    })
+    .await
+    .unwrap();
+    // Quiescence: the witness's second nudge and its SecretMountStuck Event come after the
+    // instant (nudge.after) at which a nudge of edge-sub would have been due.
+    node.wait_events("KubeletResyncRequested", Duration::from_secs(20), |e| {
+        e.iter()
+            .any(|e| e.regarding.name == "edge-0" && e.series_count == Some(2))
+    })
+    .await
+    .unwrap();
+    node.wait_events("SecretMountStuck", Duration::from_secs(20), |e| {
+        e.iter().any(|e| e.regarding.name == "edge-0")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        node.metric("mountlag_kubelet_nudges_total{result=\"success\"}")
+            .await
+            .unwrap(),
+        Some(2.0),
+        "the witness's two nudges, none for the subPath mount"
+    );
+    assert_eq!(
+        node.metric("mountlag_kubelet_nudges_total{result=\"error\"}")
+            .await
+            .unwrap()
+            .unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(
+        node.api.stats().count("patch", "pods") - patches_before,
+        2,
+        "pod patches after the rotation: the witness's two nudges only"
+    );
+    assert_eq!(
+        resync_annotation(&node, "edge-sub"),
+        None,
+        "edge-sub never nudged"
+    );
+    assert!(
+        resync_annotation(&node, "edge-0").is_some(),
+        "the witness was nudged"
+    );
+    let requested = node.events("KubeletResyncRequested");
+    assert!(
+        requested.iter().all(|e| e.regarding.name == "edge-0"),
+        "no nudge Event regarding edge-sub: {requested:?}"
+    );
+    assert!(
+        !node.node.log().iter().any(|e| e.seq > kubelet_before
+            && e.pod == "edge-sub"
+            && e.reason == SyncReason::Annotation),
+        "kubelet never resynced edge-sub for an annotation"
+    );
+    assert_eq!(
+        state_of(&node.status().await.unwrap(), "edge-sub"),
+        "never_updates"
+    );
+    let flagged = node.events("SubPathNeverUpdates");
+    assert_eq!(flagged.len(), 1, "flagged exactly once: {flagged:?}");
+    assert_eq!(flagged[0].type_, "Warning");
+    assert_eq!(flagged[0].regarding.name, "edge-sub");
+    assert!(flagged[0].series_count.is_none(), "no repeats: {flagged:?}");
+    assert!(flagged[0].note.contains("nginx"), "{}", flagged[0].note);
+    assert!(
+        node.events("SecretMountStuck")
+            .iter()
+            .all(|e| e.regarding.name == "edge-0"),
+        "the subPath mount is never_updates, not stuck"
+    );
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+}
+
+/// The sum of the samples of `/metrics` whose name and labels start with `prefix` and whose
+/// labels contain every one of `labels` (e.g. `result="error"`).
+async fn metric_total(node: &TestNode, prefix: &str, labels: &[&str]) -> f64 {
+    let (code, body) = node.get("/metrics").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,20 +422,99 @@ async fn an_api_outage_raises_no_false_events_and_the_watches_resume() {
     if !can_run() {
         return;
     }
+    const NUDGE_AFTER: Duration = Duration::from_secs(2);
+    const STUCK_AFTER: Duration = Duration::from_secs(3);
     let mut rotation = KeyRing::new("agent test CA").unwrap();
+    // kubelet's real period: during the outage only the test makes it write the volume.
     let node = node_with_edge_pod(
-        fast_kubelet(),
-        &agent_config("1s", "2s", true),
+        slow_kubelet(),
+        &agent_config("2s", "3s", true),
         &mut rotation,
     )
     .await;
+    let pod_api_errors = || metric_total(&node, "mountlag_api_errors_total{resource=\"pods\"", &[]);
+    assert_eq!(pod_api_errors().await, 0.0);
+
+    // The mount starts to lag right before the outage: kubelet does not rewrite it.
+    node.node.set_stuck(PodRef::name(NAMESPACE, "edge-0"), true);
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    let rv = current_rv(&node, "edge-tls");
+    node.wait_status(Duration::from_secs(10), "lagging on the new version", |s| {
+        state_of(s, "edge-0") == "pending" && secret_rv(s, "edge-0") == rv
+    })
+    .await
+    .unwrap();
+    let lagging = Instant::now();
     node.api.stop().await;
-    // Longer than stuckAfter: nothing may be concluded from a stale view.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The agent has noticed the outage once its pod watch failed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pod_api_errors().await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never counted the outage\n{}",
+            node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let noticed = lagging.elapsed();
+    eprintln!("the agent noticed the outage {noticed:?} after the mount started to lag");
+    assert!(
+        noticed < NUDGE_AFTER,
+        "the agent took {noticed:?} to notice the outage, past nudge.after: this run proves \
+         nothing about the outage"
+    );
+
+    // The outage outlasts stuckAfter with the mount lagging; then kubelet catches up, still
+    // during the outage. The agent's lag observation proves it judged the mount after the
+    // stuck deadline had passed (its loop is sequential: a due timer ran before this input).
+    while lagging.elapsed() < STUCK_AFTER + Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!node.api.is_available());
+    node.node
+        .set_stuck(PodRef::name(NAMESPACE, "edge-0"), false);
+    assert!(node.node.sync_now(NAMESPACE, "edge-0"));
+    node.wait_status(
+        Duration::from_secs(20),
+        "caught up during the outage",
+        |s| state_of(s, "edge-0") == "in_sync" && secret_rv(s, "edge-0") == rv,
+    )
+    .await
+    .unwrap();
+    let lag = node
+        .metric("mountlag_mount_lag_seconds_sum")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        lag >= STUCK_AFTER.as_secs_f64(),
+        "the mount lagged past stuckAfter during the outage: {lag}"
+    );
     let (code, _) = node.get("/livez").await.unwrap();
     assert_eq!(code, 200, "the agent keeps running while the API is away");
+    assert!(!node.api.is_available(), "the whole lag fell in the outage");
+
+    // Back: the watches resume.
     node.api.restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = node.api.stats().open_watches_by_resource;
+        if ["pods", "secrets"]
+            .iter()
+            .all(|r| open.get(*r).copied().unwrap_or(0) >= 1)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watches did not resume within 30 s: {open:?}\n{}",
+            node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The Secret watch follows a rotation again (kubelet writes it at once: no nudge is due).
     node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    assert!(node.node.sync_now(NAMESPACE, "edge-0"));
     let rv = current_rv(&node, "edge-tls");
     node.wait_status(
         Duration::from_secs(20),
@@ -343,13 +523,66 @@ async fn an_api_outage_raises_no_false_events_and_the_watches_resume() {
     )
     .await
     .unwrap();
+    // The pod watch follows a new pod, and the marker: its SubPathNeverUpdates Event is
+    // published. Anything the agent attempted during the outage was attempted seconds before.
+    node.api
+        .create_pod(&ingress_pod(
+            "edge-sub",
+            &[("app", "edge")],
+            "edge-tls",
+            Some("tls.crt"),
+        ))
+        .unwrap();
+    node.wait_events("SubPathNeverUpdates", Duration::from_secs(20), |e| {
+        !e.is_empty()
+    })
+    .await
+    .unwrap();
+
+    // No Event and no nudge was attempted for the mount that lagged during the outage: none
+    // was published, none failed to publish, none was rate-limited.
     for reason in ["SecretMountStuck", "SecretMountRecovered"] {
         assert!(
             node.events(reason).is_empty(),
             "{reason}: {:?}",
             node.events(reason)
         );
+        let attempted = metric_total(
+            &node,
+            "mountlag_events_total{",
+            &[&format!("reason=\"{reason}\"")],
+        )
+        .await;
+        assert_eq!(attempted, 0.0, "{reason} Events attempted");
     }
+    assert_eq!(
+        metric_total(&node, "mountlag_events_total{", &["result=\"error\""]).await,
+        0.0,
+        "no Event failed to publish\n{}",
+        node.agent_log()
+    );
+    assert_eq!(
+        metric_total(&node, "mountlag_api_errors_total{resource=\"events\"", &[]).await,
+        0.0
+    );
+    assert_eq!(
+        node.metric("mountlag_kubelet_nudges_total{result=\"error\"}")
+            .await
+            .unwrap(),
+        Some(0.0),
+        "no nudge attempted during the outage"
+    );
+    assert!(
+        node.events("KubeletResyncRequested").is_empty(),
+        "{:?}",
+        node.events("KubeletResyncRequested")
+    );
+    assert_eq!(
+        node.metric("mountlag_kubelet_nudges_total{result=\"success\"}")
+            .await
+            .unwrap(),
+        Some(0.0)
+    );
     assert!(
         node.metric("mountlag_api_errors_total{resource=\"pods\",reason=\"unreachable\"}")
             .await

@@ -164,6 +164,18 @@ async fn assert_serving(addr: SocketAddr, names: &[String], leaf: &IssuedLeaf) {
     }
 }
 
+/// The file descriptors of `pid` that could report a file change: inotify and fanotify
+/// instances (`anon_inode:inotify`, `anon_inode:[fanotify]`).
+fn file_watchers(pid: i32) -> Vec<String> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new(); // Gone (a worker replaced meanwhile): it watches nothing.
+    };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.contains("inotify") || target.contains("fanotify"))
+        .collect()
+}
+
 /// Rotations under load: 10, or `MOUNTLAG_CONTROLLER_ROTATIONS` (e.g. 100, the design target).
 fn rotations() -> usize {
     std::env::var("MOUNTLAG_CONTROLLER_ROTATIONS")
@@ -196,11 +208,21 @@ async fn rotation_is_served_after_the_signal(kind: ControllerKind) {
     assert_eq!(first.subject, "CN=edge.example.test");
     assert!(first.not_after.is_some());
 
-    // Without a signal nothing changes: the controller does not watch its files.
+    // Without a signal nothing changes: the controller does not watch its files. Not waited
+    // for (no wait proves that nothing comes later): no process of the controller holds an
+    // inotify or fanotify instance, so nothing can tell it about the write; a controller that
+    // polled its files would show up in the timings below (served before the signal).
     let v2 = bed.issue();
     bed.write(&v2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_serving(addr, &bed.names, &v1).await;
+    for pid in ctl.pids() {
+        let watchers = file_watchers(pid);
+        assert!(
+            watchers.is_empty(),
+            "pid {pid} of {} can watch files: {watchers:?}",
+            kind.name()
+        );
+    }
 
     // Signal → v2; then more rotations for timings (swap → every target serves the new leaf).
     // Before each signal wait until the master acts on it: HAProxy's re-executed master
@@ -358,6 +380,9 @@ async fn broken_material_keeps_the_old_leaf(kind: ControllerKind, expected_log: 
     assert_serving(addr, &bed.names, &v1).await;
     let mut pids_before = ctl.pids();
     pids_before.sort_unstable();
+    // Clients throughout: what they are served, and whether any request fails, from before the
+    // broken reload until the good one after it is served.
+    let load = LoadGenerator::start(addr, &bed.names, 2).unwrap();
 
     // v2's certificate with v1's key: parsable PEM, but the pair does not match.
     let v2 = bed.issue();
@@ -378,7 +403,6 @@ async fn broken_material_keeps_the_old_leaf(kind: ControllerKind, expected_log: 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_serving(addr, &bed.names, &v1).await;
     let mut pids_now = ctl.pids();
     pids_now.sort_unstable();
@@ -395,11 +419,42 @@ async fn broken_material_keeps_the_old_leaf(kind: ControllerKind, expected_log: 
             .join("\n")
     );
 
-    // Good material again: the next reload takes it.
+    // Good material again: the next reload takes it. The controller handles its signals one
+    // after the other, so once v3 is served and the clients have seen it, anything the failed
+    // reload could still have changed has happened.
     let v3 = bed.issue();
     bed.write(&v3);
     ctl.reload().unwrap();
     wait_served(&ctl, &bed.names, &v3, SERVED_WITHIN).await;
+    let seen_v3 = Instant::now();
+    while !load.has_seen(&v3.fingerprint_sha256) {
+        assert!(
+            seen_v3.elapsed() < SERVED_WITHIN,
+            "the clients were never served v3"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = load.stop();
+    assert_eq!(
+        report.failures,
+        0,
+        "{report}\ncontroller log:\n{}",
+        tail(&ctl.log(), 40)
+    );
+    let served: BTreeSet<&str> = report
+        .fingerprints_seen
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        served,
+        BTreeSet::from([
+            v1.fingerprint_sha256.as_str(),
+            v3.fingerprint_sha256.as_str()
+        ]),
+        "v1 until the good reload, then v3; never v2 ({})",
+        &v2.fingerprint_sha256[..12]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

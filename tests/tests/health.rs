@@ -10,8 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mountlag_testbed::cluster::{
-    KeyRing, NAMESPACE, NODE, TestNode, agent_config, free_port, http_get, ingress_pod, mount_of,
+    AgentLaunch, KeyRing, NAMESPACE, NODE, TestNode, agent_config, free_port, http_get,
+    ingress_pod, mount_of,
 };
+use mountlag_testbed::kubelet::VolumeKind;
 use mountlag_testbed::node::{NodeConfig, PodRef};
 use mountlag_testbed::real;
 use serde_json::Value;
@@ -134,53 +136,151 @@ async fn readiness_goes_unready_ready_and_unready_on_sigterm_then_the_agent_exit
     node.wait_ready(Duration::from_secs(40)).await.unwrap();
     assert_eq!(node.get("/readyz").await.unwrap(), (200, "ready\n".into()));
 
-    // SIGTERM: unready first, then the listener goes away, then exit 0.
+    // SIGTERM (agent.rs): the agent marks itself unready ("shutting down"), keeps the listener
+    // open for 200 ms so probes see the 503, then closes the listener and lets every request in
+    // progress finish (drain) before it exits 0.
     let pid =
         nix::unistd::Pid::from_raw(i32::try_from(node.agent.as_ref().unwrap().pid()).unwrap());
     let addr = node.agent.as_ref().unwrap().listen;
+    // A request in progress across the shutdown: its head is half sent now and completed once
+    // the listener is gone, so the agent answers it while it drains, necessarily after it
+    // marked itself unready.
+    let mut in_flight = TcpStream::connect(addr).await.unwrap();
+    in_flight
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let signalled = Instant::now();
-    let mut seen = Vec::new();
-    while signalled.elapsed() < Duration::from_secs(10) {
-        match quick_get(addr, "/readyz").await {
-            Some(code) => {
-                if seen.last() != Some(&code) {
-                    seen.push(code);
+    // Polled until the listener is gone ("connection refused"). A connection caught by the
+    // closing listener (still in its backlog, or accepted but not yet read) is closed without
+    // an answer; that may happen only right before the refusals start. A timeout or a garbled
+    // answer is a failure, never the end of the window.
+    let mut seen: Vec<(u16, String)> = Vec::new();
+    let mut closed_unanswered: Option<String> = None;
+    loop {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "the listener still answers 10 s after SIGTERM: {seen:?}"
+        );
+        match readyz_after_sigterm(addr).await {
+            Probe::Answered(code, body) => {
+                if seen.last().map(|(c, _)| *c) != Some(code) {
+                    seen.push((code, body));
                 }
             }
-            None => break,
+            Probe::Refused => break,
+            Probe::Closed(how) => closed_unanswered = Some(how),
+            Probe::Failed(failure) => panic!(
+                "/readyz after SIGTERM: {failure}; answers so far {seen:?}\n{}",
+                node.agent_log()
+            ),
+        }
+        if let Some(how) = &closed_unanswered {
+            // The listener was closing: the very next connection is refused.
+            match readyz_after_sigterm(addr).await {
+                Probe::Refused => break,
+                Probe::Answered(code, body) => panic!(
+                    "/readyz after SIGTERM: {code} {body:?} after a connection closed \
+                     unanswered ({how}); answers so far {seen:?}"
+                ),
+                Probe::Closed(failure) | Probe::Failed(failure) => panic!(
+                    "/readyz after SIGTERM: {failure} after a connection closed unanswered \
+                     ({how}); answers so far {seen:?}\n{}",
+                    node.agent_log()
+                ),
+            }
         }
     }
-    // Best effort: the unready window may be shorter than one request.
     eprintln!("/readyz after SIGTERM: {seen:?} then connection refused");
     assert!(
-        !seen.windows(2).any(|w| w[0] == 503 && w[1] == 200),
-        "ready again after unready: {seen:?}"
+        seen.iter().all(|(code, _)| *code == 200 || *code == 503),
+        "{seen:?}"
     );
     assert!(
-        signalled.elapsed() < Duration::from_secs(10),
-        "the listener still answers 10 s after SIGTERM"
+        !seen.windows(2).any(|w| w[0].0 == 503 && w[1].0 == 200),
+        "ready again after unready: {seen:?}"
+    );
+    for (code, body) in &seen {
+        if *code == 503 {
+            assert_eq!(body, "not ready: shutting down\n", "{seen:?}");
+        }
+    }
+    // The listener is closed: the request in progress is answered while the agent drains.
+    in_flight
+        .write_all(b"Connection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), in_flight.read_to_end(&mut raw))
+        .await
+        .expect("the request in progress is answered within 10 s")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(
+        raw.starts_with("HTTP/1.1 503 "),
+        "/readyz while draining after SIGTERM: {raw:?}\n{}",
+        node.agent_log()
+    );
+    assert!(
+        raw.ends_with("\r\n\r\nnot ready: shutting down\n"),
+        "/readyz while draining after SIGTERM: {raw:?}"
     );
     let status = node.stop_agent().unwrap();
     assert_eq!(status.code(), Some(0), "{}", node.all_agent_logs());
     keys.assert_not_in("agent log", &node.all_agent_logs());
 }
 
-/// One GET with a short timeout: the status code, `None` when the connection is refused.
-async fn quick_get(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
+/// What one `/readyz` after SIGTERM got.
+#[derive(Debug)]
+enum Probe {
+    Answered(u16, String),
+    /// The listener is closed.
+    Refused,
+    /// Reset, or closed without a byte of answer: the connection met the closing listener.
+    Closed(String),
+    /// Anything else: a timeout, an answer that is not HTTP.
+    Failed(String),
+}
+
+/// One GET with a 2 s timeout.
+async fn readyz_after_sigterm(addr: SocketAddr) -> Probe {
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
+    let mut stream = match TcpStream::connect(addr).await {
+        Ok(stream) => stream,
+        Err(err) if err.kind() == ConnectionRefused => return Probe::Refused,
+        Err(err) if err.kind() == ConnectionReset => {
+            return Probe::Closed(format!("connect: {err}"));
+        }
+        Err(err) => return Probe::Failed(format!("connect: {err}")),
+    };
+    let request = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if let Err(err) = stream.write_all(request.as_bytes()).await {
+        return match err.kind() {
+            ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                Probe::Closed(format!("write: {err}"))
+            }
+            _ => Probe::Failed(format!("write: {err}")),
+        };
+    }
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut raw))
-        .await
-        .ok()?
-        .ok()?;
-    String::from_utf8_lossy(&raw)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    match tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut raw)).await {
+        Err(_) => return Probe::Failed("no answer within 2 s".into()),
+        Ok(Err(err)) if err.kind() == ConnectionReset && raw.is_empty() => {
+            return Probe::Closed(format!("read: {err}"));
+        }
+        Ok(Err(err)) => return Probe::Failed(format!("read: {err}")),
+        Ok(Ok(_)) if raw.is_empty() => return Probe::Closed("no answer, closed".into()),
+        Ok(Ok(_)) => {}
+    }
+    let raw = String::from_utf8_lossy(&raw);
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        return Probe::Failed(format!("not an HTTP answer: {raw:?}"));
+    };
+    match head.split_whitespace().nth(1).and_then(|c| c.parse().ok()) {
+        Some(code) => Probe::Answered(code, body.to_string()),
+        None => Probe::Failed(format!("no status code: {raw:?}")),
+    }
 }
 
 /// The agent started by hand, with extra arguments and environment (e.g. the test-only
@@ -479,53 +579,184 @@ async fn status_endpoint_and_mountlag_status_agree_and_the_table_shows_every_mou
     keys.assert_not_in("mountlag status", &table);
 }
 
+/// `mountlag status`'s exit status for a mount state, as docs/operations.md ("Exit status")
+/// documents it: 1 when a mount is `stuck` or `unreadable`, 0 for every other state. Written
+/// out here, not taken from the client.
+fn documented_exit_for_state(state: &str) -> i32 {
+    match state {
+        "stuck" | "unreadable" => 1,
+        "unknown" | "in_sync" | "pending" | "nudged" | "secret_missing" | "never_updates"
+        | "unchecked" => 0,
+        other => panic!("state {other:?} is not in the documented table"),
+    }
+}
+
+/// The exit status docs/operations.md gives for a `/status` document whose only reasons to
+/// exit 1 are mount states: the test fails if anything else (a reload outcome, a served
+/// mismatch, an expiring certificate, a TLS host) could decide the exit status.
+fn documented_exit(doc: &Value) -> i32 {
+    assert!(
+        doc["hosts"].as_array().is_none_or(Vec::is_empty),
+        "TLS hosts in this status: {doc:#}"
+    );
+    let mounts = doc["mounts"].as_array().unwrap();
+    for m in mounts {
+        assert!(
+            m["lastReload"].is_null()
+                && m["certificate"]["expiring"] != true
+                && m["served"]["match"] != false,
+            "a reason to exit 1 other than the mount state: {m:#}"
+        );
+    }
+    mounts
+        .iter()
+        .map(|m| documented_exit_for_state(m["state"].as_str().unwrap()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Runs `mountlag status --json` until the document it printed shows `pod` in `state`; every
+/// run's exit status must be the documented one for the document that same run printed.
+/// Returns the exit status of the run that showed the state.
+async fn cli_until_state(url: &str, pod: &str, state: &str, timeout: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        let (code, stdout, stderr) = mountlag_status(&["--endpoint", url, "--json"]);
+        let doc: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("--json printed no status ({e}): {stdout}{stderr}"));
+        assert_eq!(
+            code,
+            documented_exit(&doc),
+            "exit status for the states {:?}",
+            doc["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| format!("{}={}", m["pod"], m["state"]))
+                .collect::<Vec<_>>()
+        );
+        if state_of(&doc, pod) == state {
+            return code;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{pod} never {state} within {timeout:?}: last {doc:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The table form agrees with the documented exit status of the current (settled) document.
+fn table_exit(url: &str, expected: i32, shows: &str) {
+    let (code, table, stderr) = mountlag_status(&["--endpoint", url]);
+    assert_eq!(code, expected, "{table}{stderr}");
+    assert!(table.contains(shows), "{shows:?} in {table}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mountlag_status_exits_0_in_sync_1_stuck_2_unreachable() {
+async fn mountlag_status_exits_as_documented_for_every_mount_state_and_2_when_unreachable() {
     if !can_run() {
         return;
     }
     let mut keys = KeyRing::new("health test CA").unwrap();
-    let mut node = TestNode::start(slow_kubelet(), &agent_config("1s", "2s", true))
+    // nudge.after 3 s, stuckAfter 6 s: pending and nudged each last 3 s.
+    let mut node = TestNode::start(slow_kubelet(), &agent_config("3s", "6s", true))
         .await
         .unwrap();
-    node.api.apply_secret(&keys.secret("edge-tls")).unwrap();
-    node.api.apply_secret(&keys.secret("stuck-tls")).unwrap();
-    node.api
-        .create_pod(&ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None))
-        .unwrap();
-    node.api
-        .create_pod(&ingress_pod(
-            "edge-1",
-            &[("app", "edge")],
-            "stuck-tls",
-            None,
-        ))
-        .unwrap();
+    let pods = [
+        ("edge-0", "edge-tls", None),
+        ("edge-1", "stuck-tls", None),
+        ("edge-missing", "gone-tls", None),
+        ("edge-sub", "sub-tls", Some("tls.crt")),
+    ];
+    for (pod, secret, sub_path) in pods {
+        node.api.apply_secret(&keys.secret(secret)).unwrap();
+        node.api
+            .create_pod(&ingress_pod(pod, &[("app", "edge")], secret, sub_path))
+            .unwrap();
+    }
     node.start_agent().unwrap();
     node.wait_ready(Duration::from_secs(15)).await.unwrap();
-    node.wait_status(Duration::from_secs(15), "both in sync", |s| {
-        state_of(s, "edge-0") == "in_sync" && state_of(s, "edge-1") == "in_sync"
+    node.wait_status(Duration::from_secs(15), "every mount in sync", |s| {
+        pods.iter().all(|(pod, _, _)| state_of(s, pod) == "in_sync")
     })
     .await
     .unwrap();
     let url = endpoint(&node);
-    let (code, table, stderr) = mountlag_status(&["--endpoint", &url]);
-    assert_eq!(code, 0, "{table}{stderr}");
-    assert!(table.contains("(2 in_sync)"), "{table}");
-    assert_eq!(mountlag_status(&["--endpoint", &url, "--json"]).0, 0);
+    let wait = Duration::from_secs(20);
+    // in_sync: 0, in both forms.
+    assert_eq!(cli_until_state(&url, "edge-0", "in_sync", wait).await, 0);
+    table_exit(&url, 0, "(4 in_sync)");
 
+    // secret_missing: 0.
+    node.api.delete_secret(NAMESPACE, "gone-tls").unwrap();
+    assert_eq!(
+        cli_until_state(&url, "edge-missing", "secret_missing", wait).await,
+        0
+    );
+    // never_updates (subPath only, its Secret rotated): 0.
+    node.api.apply_secret(&keys.secret("sub-tls")).unwrap();
+    assert_eq!(
+        cli_until_state(&url, "edge-sub", "never_updates", wait).await,
+        0
+    );
+    table_exit(&url, 0, "never_updates");
+
+    // pending, then nudged (kubelet ignores the nudge), then stuck: 0, 0, 1.
     node.node.set_stuck(PodRef::name(NAMESPACE, "edge-1"), true);
     node.api.apply_secret(&keys.secret("stuck-tls")).unwrap();
-    node.wait_status(Duration::from_secs(10), "edge-1 stuck", |s| {
-        state_of(s, "edge-1") == "stuck"
-    })
-    .await
-    .unwrap();
-    let (code, table, stderr) = mountlag_status(&["--endpoint", &url]);
-    assert_eq!(code, 1, "{table}{stderr}");
-    assert_eq!(mountlag_status(&["--endpoint", &url, "--json"]).0, 1);
+    assert_eq!(cli_until_state(&url, "edge-1", "pending", wait).await, 0);
+    assert_eq!(cli_until_state(&url, "edge-1", "nudged", wait).await, 0);
+    assert_eq!(cli_until_state(&url, "edge-1", "stuck", wait).await, 1);
+    table_exit(&url, 1, "stuck");
 
+    // The stuck pod goes away: 0 again.
+    node.api.delete_pod(NAMESPACE, "edge-1").unwrap();
+    node.wait_status(wait, "edge-1 gone", |s| state_of(s, "edge-1") == "absent")
+        .await
+        .unwrap();
+    table_exit(&url, 0, "secret_missing");
+
+    // unknown: kubelet (paused) has not set the new pod's volume up: 0.
+    node.node.set_paused(true);
+    node.api
+        .create_pod(&ingress_pod("evil-0", &[("app", "edge")], "edge-tls", None))
+        .unwrap();
+    assert_eq!(cli_until_state(&url, "evil-0", "unknown", wait).await, 0);
+    // unreadable: its volume directory is a symlink, which the agent (restarted: a symlink is
+    // no mount it would notice) refuses: 1.
+    let uid = node
+        .api
+        .pod(NAMESPACE, "evil-0")
+        .and_then(|p| p.metadata.uid)
+        .unwrap();
+    let evil_volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(evil_volume.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &evil_volume).unwrap();
     assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    node.start_agent().unwrap();
+    let url = endpoint(&node);
+    node.wait_ready(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(cli_until_state(&url, "evil-0", "unreadable", wait).await, 1);
+    table_exit(&url, 1, "unreadable");
+
+    // unchecked: an agent that sees no kubelet root checks no mount on disk: 0.
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    node.start_agent_as(AgentLaunch {
+        kubelet_root: Some(outside.path().join("no-kubelet-root")),
+        ..AgentLaunch::default()
+    })
+    .unwrap();
+    let url = endpoint(&node);
+    node.wait_ready(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(cli_until_state(&url, "evil-0", "unchecked", wait).await, 0);
+    assert_eq!(cli_until_state(&url, "edge-0", "unchecked", wait).await, 0);
+    table_exit(&url, 0, "unchecked");
+
+    // unreachable: 2.
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    node.node.set_paused(false);
     let (code, stdout, stderr) = mountlag_status(&["--endpoint", &url]);
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stdout.is_empty(), "{stdout}");

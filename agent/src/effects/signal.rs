@@ -304,18 +304,212 @@ mod tests {
         }
     }
 
+    const POD: &str = "0123456789abcdef0123456789abcdef";
+    const START_TIME: u64 = 4242;
+
+    fn container(id: char) -> String {
+        id.to_string().repeat(64)
+    }
+
+    /// A kubelet-shaped cgroup v2 line: pod `POD`, and container `id` when given.
+    fn cgroup_line(pod: &str, id: Option<&str>) -> String {
+        let pod_dir =
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{pod}.slice");
+        match id {
+            Some(id) => format!("0::{pod_dir}/cri-containerd-{id}.scope\n"),
+            None => format!("0::{pod_dir}\n"),
+        }
+    }
+
+    /// A real child process (`sleep`: SIGHUP and SIGUSR2 kill it) seen through a fake proc
+    /// root whose `stat`, `cgroup` and `status` say what the test wants: a start time equal to
+    /// the target's, a signal caught and unblocked, and the given cgroup file. Only the check a
+    /// test is about can then refuse the signal; a signal that gets through kills the child.
+    struct Child {
+        child: std::process::Child,
+        proc_root: tempfile::TempDir,
+    }
+
+    impl Child {
+        fn spawn(cgroup_file: &str) -> Self {
+            let child = std::process::Command::new("sleep")
+                .arg("600")
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let proc_root = tempfile::tempdir().unwrap();
+            let dir = proc_root.path().join(child.id().to_string());
+            std::fs::create_dir(&dir).unwrap();
+            let fields_4_to_21 = "1 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0";
+            std::fs::write(
+                dir.join("stat"),
+                format!(
+                    "{} (sleep) S {fields_4_to_21} {START_TIME} 0 0\n",
+                    child.id()
+                ),
+            )
+            .unwrap();
+            std::fs::write(dir.join("cgroup"), cgroup_file).unwrap();
+            // SIGHUP (bit 0) and SIGUSR2 (bit 11) caught, nothing blocked.
+            std::fs::write(
+                dir.join("status"),
+                "Name:\tsleep\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n\
+                 SigCgt:\t0000000000000801\n",
+            )
+            .unwrap();
+            Self { child, proc_root }
+        }
+
+        fn pid(&self) -> i32 {
+            i32::try_from(self.child.id()).unwrap()
+        }
+
+        /// The target as chosen: this pid and start time, in `cgroup`.
+        fn target(&self, cgroup: Option<CgroupMatch>) -> ProcessInfo {
+            ProcessInfo {
+                start_time: START_TIME,
+                ..fake(self.pid(), cgroup)
+            }
+        }
+
+        fn signal(&self, target: &ProcessInfo) -> Result<(), SignalError> {
+            signal_verified(self.proc_root.path(), target, ReloadSignal::Hup)
+        }
+
+        /// No refused SIGHUP reached the child: proven by a SIGUSR2 sent after them through the
+        /// same path (the fake now shows the container the marker target names). Signals are
+        /// pending from the moment they are sent and the lower number (SIGHUP) is delivered
+        /// first, so the child dies of SIGUSR2 only if no SIGHUP was ever sent.
+        fn assert_never_signalled(mut self) {
+            use std::os::unix::process::ExitStatusExt as _;
+            let marker = container('f');
+            let dir = self.proc_root.path().join(self.child.id().to_string());
+            std::fs::write(dir.join("cgroup"), cgroup_line(POD, Some(&marker))).unwrap();
+            let sent = signal_verified(
+                self.proc_root.path(),
+                &self.target(in_container(&marker)),
+                ReloadSignal::Usr2,
+            );
+            let status = self.child.wait().unwrap();
+            assert_eq!(
+                status.signal(),
+                Some(Signal::USR2.as_raw()),
+                "the child died of {status:?}, not of the marker SIGUSR2 ({sent:?})"
+            );
+        }
+    }
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn in_container(id: &str) -> Option<CgroupMatch> {
+        Some(CgroupMatch {
+            pod_uid: POD.into(),
+            container_id: Some(id.into()),
+        })
+    }
+
+    fn recycled_reason(err: &SignalError) -> &str {
+        match err {
+            SignalError::Recycled { reason, .. } => reason,
+            other => panic!("expected Recycled, got {other}"),
+        }
+    }
+
+    /// The control for the guard tests below: with the container matching, the same fake
+    /// passes every check and the signal is delivered.
+    #[test]
+    fn the_fake_process_is_signalled_when_its_container_matches() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let mut child = Child::spawn(&cgroup_line(POD, Some(&container('a'))));
+        child
+            .signal(&child.target(in_container(&container('a'))))
+            .unwrap();
+        let status = child.child.wait().unwrap();
+        assert_eq!(status.signal(), Some(Signal::HUP.as_raw()), "{status:?}");
+    }
+
     #[test]
     fn a_process_outside_a_container_is_never_signalled() {
-        let root = Path::new("/proc");
-        let me = std::process::id() as i32;
-        let err = signal_verified(root, &fake(me, None), ReloadSignal::Hup).unwrap_err();
-        assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
-        let pod_only = CgroupMatch {
-            pod_uid: "0123456789abcdef0123456789abcdef".into(),
+        // The process is in the pod's cgroup but in no container's (the pod cgroup itself, as
+        // CRI-O's conmon is): its start time matches and its cgroup is the one chosen, so only
+        // the container guard stands between it and the signal.
+        let child = Child::spawn(&cgroup_line(POD, None));
+        let pod_only = Some(CgroupMatch {
+            pod_uid: POD.into(),
             container_id: None,
+        });
+        let err = child.signal(&child.target(pod_only)).unwrap_err();
+        assert_eq!(
+            recycled_reason(&err),
+            "it was not found in a container's cgroup",
+            "{err}"
+        );
+        // Chosen outside any pod (no cgroup found).
+        let err = child.signal(&child.target(None)).unwrap_err();
+        assert_eq!(
+            recycled_reason(&err),
+            "it was not found in a container's cgroup",
+            "{err}"
+        );
+        child.assert_never_signalled();
+    }
+
+    #[test]
+    fn a_process_in_another_cgroup_is_refused() {
+        // Chosen in container a; /proc now shows it elsewhere. The start time matches, so only
+        // the cgroup re-check can refuse.
+        let chosen = in_container(&container('a'));
+        let other_pod = "fedcba9876543210fedcba9876543210";
+        for (now, says) in [
+            (
+                cgroup_line(POD, Some(&container('b'))),
+                format!("its cgroup is now pod {POD} container {}", container('b')),
+            ),
+            (
+                cgroup_line(other_pod, Some(&container('a'))),
+                format!(
+                    "its cgroup is now pod {other_pod} container {}",
+                    container('a')
+                ),
+            ),
+            (
+                cgroup_line(POD, None),
+                format!("its cgroup is now pod {POD} container none"),
+            ),
+            (
+                "0::/user.slice/session-1.scope\n".to_string(),
+                "its cgroup is now no pod".into(),
+            ),
+        ] {
+            let child = Child::spawn(&now);
+            let err = child.signal(&child.target(chosen.clone())).unwrap_err();
+            assert!(recycled_reason(&err).starts_with(&says), "{now:?}: {err}");
+            child.assert_never_signalled();
+        }
+    }
+
+    #[test]
+    fn a_recycled_pid_with_a_later_start_time_is_refused() {
+        let child = Child::spawn(&cgroup_line(POD, Some(&container('a'))));
+        let chosen = ProcessInfo {
+            start_time: START_TIME - 1,
+            ..child.target(in_container(&container('a')))
         };
-        let err = signal_verified(root, &fake(me, Some(pod_only)), ReloadSignal::Hup).unwrap_err();
-        assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
+        let err = child.signal(&chosen).unwrap_err();
+        assert_eq!(
+            recycled_reason(&err),
+            format!(
+                "start time is {START_TIME} (clock ticks after boot), expected {}",
+                START_TIME - 1
+            ),
+            "{err}"
+        );
+        child.assert_never_signalled();
     }
 
     #[test]
@@ -329,17 +523,9 @@ mod tests {
     }
 
     #[test]
-    fn a_process_in_another_cgroup_is_refused_and_a_missing_pid_is_gone() {
+    fn a_missing_pid_is_gone_and_pid_0_is_no_pid() {
         let root = Path::new("/proc");
-        let cgroup = Some(CgroupMatch {
-            pod_uid: "0123456789abcdef0123456789abcdef".into(),
-            container_id: Some("ab".repeat(32)),
-        });
-        // This test process: its start time and cgroup differ from the forged ones.
-        let me = std::process::id() as i32;
-        let err = signal_verified(root, &fake(me, cgroup.clone()), ReloadSignal::Usr2).unwrap_err();
-        assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
-        assert!(err.to_string().contains(&format!("pid {me}")), "{err}");
+        let cgroup = in_container(&container('a'));
         let err =
             signal_verified(root, &fake(i32::MAX, cgroup.clone()), ReloadSignal::Hup).unwrap_err();
         assert!(matches!(err, SignalError::Gone { .. }), "{err}");

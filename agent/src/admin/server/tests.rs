@@ -221,32 +221,57 @@ async fn malformed_and_oversized_requests_are_refused_and_the_server_stays_up() 
 
 #[tokio::test]
 async fn a_slowloris_client_blocks_nobody_and_is_cut_off_by_the_header_timeout() {
-    let limits = Limits {
-        header_read_timeout: Duration::from_secs(3),
-        ..Limits::default()
-    };
-    let server = start(limits, Liveness::new()).await;
-    let mut slow = TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    // The shipped limit, not one made up for the test.
+    let header_timeout = Limits::default().header_read_timeout;
+    let margin = Duration::from_millis(1500);
+    let server = start(Limits::default(), Liveness::new()).await;
+    let slow = TcpStream::connect(server.addr).await.unwrap();
+    let connected = Instant::now();
+    let (mut from_server, mut to_server) = slow.into_split();
+    to_server
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await
         .unwrap();
-    let started = Instant::now();
     let livez = get(server.addr, "/livez").await;
     assert_eq!(code(&livez), 200);
-    // Answered before the slow client's header timeout, so not after it.
+    // Answered well before the slow client's header timeout, so not after it.
     assert!(
-        started.elapsed() < Duration::from_millis(2500),
+        connected.elapsed() < header_timeout / 2,
         "{:?}",
-        started.elapsed()
+        connected.elapsed()
     );
-    // Trickling bytes does not extend the deadline.
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let _ = slow.write_all(b"a").await;
-    }
+    // One more header byte every 100 ms, for as long as the server takes them: a deadline that
+    // restarted with every byte would never pass.
+    let dribbler = tokio::spawn(async move {
+        let mut sent = 0usize;
+        while to_server.write_all(b"a").await.is_ok() {
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sent
+    });
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the slow connection was closed");
+    let closed =
+        tokio::time::timeout(header_timeout + margin, from_server.read_to_end(&mut rest)).await;
+    let elapsed = connected.elapsed();
+    assert!(
+        closed.is_ok(),
+        "still open {elapsed:?} after the connection started, header timeout {header_timeout:?}"
+    );
+    // Closed by the header timeout, not earlier for some other reason.
+    assert!(
+        elapsed >= header_timeout - Duration::from_millis(100),
+        "closed after {elapsed:?}, before the header timeout {header_timeout:?}"
+    );
+    assert!(rest.is_empty() || code(&String::from_utf8_lossy(&rest)) != 200);
+    let sent = tokio::time::timeout(Duration::from_secs(10), dribbler)
+        .await
+        .expect("the server's close stops the dribbling")
+        .unwrap();
+    assert!(
+        sent >= 10,
+        "the client kept sending until the server closed: {sent} bytes"
+    );
 }
 
 #[tokio::test]

@@ -284,13 +284,45 @@ fn an_unready_agent_says_what_it_waits_for() {
     );
 }
 
+/// Exit status per mount state, written out from docs/operations.md ("Exit status": 1 when a
+/// mount is `stuck` or `unreadable`) and `mountlag status --help` (1 also for the reload states
+/// `reload_unverified` and `invalid_material`); 0 for every other state, one this client has
+/// never heard of included. Independent of the client's own constants on purpose.
+const DOCUMENTED_EXIT: [(&str, u8); 14] = [
+    ("unknown", 0),
+    ("in_sync", 0),
+    ("pending", 0),
+    ("nudged", 0),
+    ("stuck", 1),
+    ("secret_missing", 0),
+    ("never_updates", 0),
+    ("unreadable", 1),
+    ("unchecked", 0),
+    ("reloading", 0),
+    ("reload_unverified", 1),
+    ("invalid_material", 1),
+    // Not a mount state the agent reports: a mismatch is `served.match: false` (see below).
+    ("served_mismatch", 0),
+    ("some_future_state", 0),
+];
+
 #[test]
 fn exit_codes_follow_the_states() {
     assert_eq!(exit_code(&status(vec![])), 0);
     for state in STATES {
-        let code = exit_code(&status(vec![mount("a", "in_sync"), mount("b", state)]));
-        let expected = u8::from(NEEDS_ATTENTION.contains(&state));
-        assert_eq!(code, expected, "{state}");
+        assert!(
+            DOCUMENTED_EXIT.iter().any(|(s, _)| *s == state),
+            "{state} has no documented exit status here"
+        );
+    }
+    for (state, expected) in DOCUMENTED_EXIT {
+        let alone = exit_code(&status(vec![mount("b", state)]));
+        assert_eq!(alone, expected, "{state} alone");
+        let beside_in_sync = exit_code(&status(vec![mount("a", "in_sync"), mount("b", state)]));
+        assert_eq!(beside_in_sync, expected, "{state} beside in_sync");
+        // One mount that needs attention decides, wherever it is in the list.
+        let beside_stuck = exit_code(&status(vec![mount("b", state), mount("c", "stuck")]));
+        assert_eq!(beside_stuck, 1, "{state} beside stuck");
     }
 }
 
