@@ -19,6 +19,7 @@ pub mod bench_footprint;
 pub mod bench_reload;
 pub mod bench_verify;
 pub mod certs;
+pub mod chaos;
 pub mod cluster;
 pub mod controllers;
 pub mod demo;

@@ -13,6 +13,14 @@
 //!    refused or timed out, handshake error, reset, truncated response, non-200, no answer
 //!    within `request_timeout`.
 //!
+//! Beside them, `keepalive_connections` loops each hold one long-lived TLS connection and send
+//! `GET / HTTP/1.1` on it one request after another (keep-alive), as browsers and proxies do.
+//! A graceful reload closes such connections between requests: a request that finds its reused
+//! connection closed before any byte of a response came back is sent again on a new connection,
+//! as HTTP clients do for idempotent requests, and counted in `keepalive_reconnects`, not as a
+//! failure. Anything else (an error status, a partial response, a reset after some bytes, a
+//! timeout) is a failure.
+//!
 //! [`LoadGenerator::stop`] lets in-flight requests finish (they are never cut short, so a stop
 //! cannot manufacture failures) and returns a [`LoadReport`].
 //!
@@ -54,6 +62,10 @@ pub struct LoadConfig {
     pub max_duration: Duration,
     /// Bound of one request (connect + handshake + response).
     pub request_timeout: Duration,
+    /// Long-lived keep-alive connections, each its own loop (see the module docs).
+    pub keepalive_connections: usize,
+    /// Pause between two requests on a keep-alive connection.
+    pub keepalive_pause: Duration,
 }
 
 impl LoadConfig {
@@ -66,6 +78,8 @@ impl LoadConfig {
             concurrency,
             max_duration: Duration::from_secs(300),
             request_timeout: Duration::from_secs(5),
+            keepalive_connections: 0,
+            keepalive_pause: Duration::from_millis(20),
         }
     }
 }
@@ -83,6 +97,11 @@ pub struct LoadReport {
     pub fingerprints_seen: BTreeMap<String, u64>,
     /// How long the load ran.
     pub elapsed: Duration,
+    /// Requests sent on reused keep-alive connections (included in `requests`).
+    pub keepalive_requests: u64,
+    /// Keep-alive connections the server closed between requests (the request was sent again
+    /// on a new connection; not a failure).
+    pub keepalive_reconnects: u64,
 }
 
 impl fmt::Display for LoadReport {
@@ -100,6 +119,13 @@ impl fmt::Display for LoadReport {
             self.failures,
             self.fingerprints_seen.len()
         )?;
+        if self.keepalive_requests > 0 {
+            write!(
+                f,
+                "; {} on reused keep-alive connections, {} reconnects after a server close",
+                self.keepalive_requests, self.keepalive_reconnects
+            )?;
+        }
         for s in &self.failure_samples {
             write!(f, "\n  failure: {s}")?;
         }
@@ -111,6 +137,8 @@ impl fmt::Display for LoadReport {
 struct Shared {
     requests: AtomicU64,
     failures: AtomicU64,
+    keepalive_requests: AtomicU64,
+    keepalive_reconnects: AtomicU64,
     stop: AtomicBool,
     detail: Mutex<Detail>,
 }
@@ -151,7 +179,10 @@ impl LoadGenerator {
             "load generator targets loopback only, not {}",
             config.addr
         );
-        ensure!(config.concurrency > 0, "concurrency must be at least 1");
+        ensure!(
+            config.concurrency + config.keepalive_connections > 0,
+            "at least one loop"
+        );
         let mut targets: Vec<Option<String>> = config.sni_names.iter().cloned().map(Some).collect();
         if config.include_no_sni || targets.is_empty() {
             targets.push(None);
@@ -176,6 +207,16 @@ impl LoadGenerator {
                         let mut tasks = tokio::task::JoinSet::new();
                         for i in 0..config.concurrency {
                             tasks.spawn(request_loop(
+                                i,
+                                config.clone(),
+                                targets.clone(),
+                                tls.clone(),
+                                shared.clone(),
+                                deadline,
+                            ));
+                        }
+                        for i in 0..config.keepalive_connections {
+                            tasks.spawn(keepalive_loop(
                                 i,
                                 config.clone(),
                                 targets.clone(),
@@ -239,6 +280,8 @@ impl LoadGenerator {
             failure_samples: d.failure_samples.clone(),
             fingerprints_seen: d.fingerprints_seen.clone(),
             elapsed,
+            keepalive_requests: self.shared.keepalive_requests.load(Ordering::Relaxed),
+            keepalive_reconnects: self.shared.keepalive_reconnects.load(Ordering::Relaxed),
         }
     }
 }
@@ -294,6 +337,194 @@ async fn request_loop(
             }
         }
         shared.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    fn record(&self, label: &str, fingerprint: Option<String>, failure: Option<String>) {
+        {
+            let mut d = self.detail();
+            if let Some(fp) = fingerprint {
+                *d.fingerprints_seen.entry(fp).or_default() += 1;
+            }
+            if let Some(message) = failure {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                if d.failure_samples.len() < MAX_FAILURE_SAMPLES {
+                    d.failure_samples.push(format!("[{label}] {message}"));
+                }
+            }
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Connect and handshake; the stream and the leaf's fingerprint.
+async fn connect(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    sni: Option<&str>,
+) -> Result<(Tls, String), String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let server_name = match sni {
+        Some(name) => {
+            ServerName::try_from(name.to_owned()).map_err(|e| format!("SNI name: {e}"))?
+        }
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let tls = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let fingerprint = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|der| hex::encode(sha2::Sha256::digest(der.as_ref())))
+        .ok_or_else(|| "no server certificate".to_owned())?;
+    Ok((tls, fingerprint))
+}
+
+/// How one request on a keep-alive connection ended, short of a 200.
+enum KeptAlive {
+    /// Closed (or reset) before any byte of the response: the server closed the idle
+    /// connection, which a client answers by sending the request again on a new one.
+    ClosedBeforeResponse,
+    Failed(String),
+}
+
+/// One request on an open keep-alive connection; `Ok(keep)` on a complete 200, `keep` false
+/// when the server said `Connection: close`.
+async fn request_on(stream: &mut Tls, host: &str) -> Result<bool, KeptAlive> {
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mountlag-testbed-load\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() || stream.flush().await.is_err() {
+        return Err(KeptAlive::ClosedBeforeResponse);
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut chunk).await;
+        let n = match read {
+            Ok(n) => n,
+            Err(_) if buf.is_empty() => return Err(KeptAlive::ClosedBeforeResponse),
+            Err(e) => {
+                return Err(KeptAlive::Failed(format!(
+                    "read after {} bytes: {e}",
+                    buf.len()
+                )));
+            }
+        };
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                KeptAlive::ClosedBeforeResponse
+            } else {
+                KeptAlive::Failed(format!("closed after {} bytes of a response", buf.len()))
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let Some(length) = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        else {
+            return Err(KeptAlive::Failed(
+                "a keep-alive response without Content-Length".into(),
+            ));
+        };
+        if buf.len() < end + 4 + length {
+            continue;
+        }
+        return match parse_response(&buf) {
+            Ok(200) => Ok(!head.contains("connection: close")),
+            Ok(status) => Err(KeptAlive::Failed(format!("HTTP status {status}"))),
+            Err(why) => Err(KeptAlive::Failed(format!("response: {why}"))),
+        };
+    }
+}
+
+/// One long-lived connection after another: requests on it until the server closes it.
+async fn keepalive_loop(
+    index: usize,
+    config: LoadConfig,
+    targets: Vec<Option<String>>,
+    tls: Arc<ClientConfig>,
+    shared: Arc<Shared>,
+    deadline: Instant,
+) {
+    let connector = TlsConnector::from(tls);
+    let sni = targets[index % targets.len()].clone();
+    let label = sni.as_deref().unwrap_or("no SNI").to_owned();
+    let host = sni.clone().unwrap_or_else(|| config.addr.ip().to_string());
+    let mut open: Option<(Tls, String)> = None;
+    while !shared.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let reused = open.is_some();
+        if open.is_none() {
+            let connected = tokio::time::timeout(
+                config.request_timeout,
+                connect(&connector, config.addr, sni.as_deref()),
+            )
+            .await
+            .unwrap_or_else(|_| Err("connect and handshake timed out".to_owned()));
+            match connected {
+                Ok(connection) => open = Some(connection),
+                Err(message) => {
+                    shared.record(&label, None, Some(message));
+                    tokio::time::sleep(config.keepalive_pause).await;
+                    continue;
+                }
+            }
+        }
+        let Some((stream, fingerprint)) = open.as_mut() else {
+            continue;
+        };
+        let fingerprint = fingerprint.clone();
+        let outcome = tokio::time::timeout(config.request_timeout, request_on(stream, &host))
+            .await
+            .unwrap_or_else(|_| {
+                Err(KeptAlive::Failed(format!(
+                    "no complete response within {:?}",
+                    config.request_timeout
+                )))
+            });
+        match outcome {
+            Ok(keep) => {
+                if reused {
+                    shared.keepalive_requests.fetch_add(1, Ordering::Relaxed);
+                }
+                shared.record(&label, Some(fingerprint), None);
+                if !keep {
+                    open = None;
+                }
+            }
+            Err(KeptAlive::ClosedBeforeResponse) if reused => {
+                shared.keepalive_reconnects.fetch_add(1, Ordering::Relaxed);
+                open = None;
+                continue;
+            }
+            Err(KeptAlive::ClosedBeforeResponse) => {
+                shared.record(
+                    &label,
+                    Some(fingerprint),
+                    Some("closed before a response on a new connection".into()),
+                );
+                open = None;
+            }
+            Err(KeptAlive::Failed(message)) => {
+                shared.record(&label, Some(fingerprint), Some(message));
+                open = None;
+            }
+        }
+        tokio::time::sleep(config.keepalive_pause).await;
     }
 }
 

@@ -22,6 +22,34 @@ enum Command {
         #[command(subcommand)]
         what: Bench,
     },
+    /// Long fault and load runs; figures go to docs/reliability.md (needs root, nginx, HAProxy).
+    Chaos {
+        #[command(subcommand)]
+        what: Chaos,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Chaos {
+    /// Rotations across many pods (alternately nginx and HAProxy) under TLS load with new
+    /// and keep-alive connections: failed requests, reloads per version, agent RSS and fds.
+    Soak {
+        /// Pods, each its own controller.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        /// Rotations in all, spread evenly over the pods.
+        #[arg(long, default_value_t = 10_000)]
+        rotations: usize,
+        /// Pods under TLS load.
+        #[arg(long, default_value_t = 4)]
+        loaded_pods: usize,
+        /// New-connection loops per loaded pod.
+        #[arg(long, default_value_t = 2)]
+        new_connection_loops: usize,
+        /// Keep-alive connections per loaded pod.
+        #[arg(long, default_value_t = 2)]
+        keepalive_connections: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +196,38 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => demo::run(),
+        Command::Chaos {
+            what:
+                Chaos::Soak {
+                    pods,
+                    rotations,
+                    loaded_pods,
+                    new_connection_loops,
+                    keepalive_connections,
+                },
+        } => {
+            let options = mountlag_testbed::chaos::SoakOptions {
+                pods,
+                rotations,
+                loaded_pods,
+                new_connection_loops,
+                keepalive_connections,
+                ..mountlag_testbed::chaos::SoakOptions::default()
+            };
+            let report = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(mountlag_testbed::chaos::soak(&options))?;
+            println!("{report}");
+            anyhow::ensure!(
+                report.failed_requests() == 0
+                    && report.max_reloads_per_pod <= report.rounds
+                    && report.warnings.is_empty(),
+                "the soak failed its promises (0 failed requests, one reload per version, no Warning)"
+            );
+            Ok(())
+        }
         Command::Bench {
             what:
                 Bench::Verify {
