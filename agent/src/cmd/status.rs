@@ -174,15 +174,20 @@ struct Fetched {
 }
 
 impl Fetched {
-    /// The body as served, ending with a newline. The only change: DEL, C1, bidi and separator
+    /// The body as served, ending with a newline. The only changes: DEL, C1, bidi and separator
     /// characters, which JSON allows raw inside strings, are written as `\uXXXX` escapes, the
-    /// same JSON value that a terminal cannot take as a control sequence. (Raw C0 characters
-    /// other than whitespace between tokens cannot be in a document that parsed.)
+    /// same JSON value that a terminal cannot take as a control sequence; and carriage returns,
+    /// which can only be whitespace between tokens, are left out (one would let the answer
+    /// overwrite what the terminal line showed). Raw C0 characters other than whitespace
+    /// between tokens cannot be in a document that parsed.
     fn raw_text(&self) -> String {
         let raw = String::from_utf8_lossy(&self.raw);
         let mut text = String::with_capacity(raw.len() + 1);
         for c in raw.chars() {
-            if crate::text::needs_escape(c) && !matches!(c, '\n' | '\r' | '\t') {
+            if c == '\r' {
+                continue;
+            }
+            if crate::text::needs_escape(c) && !matches!(c, '\n' | '\t') {
                 // Every such character is in the Basic Multilingual Plane: one \u escape.
                 text.push_str(&format!("\\u{:04x}", u32::from(c)));
             } else {

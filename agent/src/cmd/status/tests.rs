@@ -97,6 +97,19 @@ fn strings_from_the_endpoint_reach_the_terminal_escaped_and_cut() {
 }
 
 #[test]
+fn json_output_drops_carriage_returns_between_tokens_and_stays_the_same_document() {
+    let raw = b"{\"node\": \"n\",\r\"mounts\": [{\"state\": \"stuck\"}\r\n]}\r".to_vec();
+    let value: Value = serde_json::from_slice(&raw).unwrap();
+    let text = Fetched {
+        raw,
+        value: value.clone(),
+    }
+    .raw_text();
+    assert!(!text.contains('\r'), "{text:?}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+}
+
+#[test]
 fn json_output_is_the_same_document_without_raw_c1_or_bidi_characters() {
     let doc =
         json!({"node": "n\u{9b}2J", "mounts": [{"pod": "a\u{202e}b\u{2028}", "state": "x\u{7f}"}]});
