@@ -233,3 +233,80 @@ fn snapshots_never_mix_generations_under_raw_link_swaps() {
         "only {consistent} snapshots completed ({unstable} Unstable) in {MAX_SWAPS} swaps"
     );
 }
+
+/// The volume's tmpfs unmounted (lazily, as `umount -l` and kubelet's teardown of a busy mount
+/// do) and a new one mounted with the next generation, over and over, while snapshots run: each
+/// snapshot is one whole generation or a clear error naming the volume, never a mix, a panic
+/// or a hang.
+#[test]
+fn snapshots_of_a_volume_unmounted_and_remounted_under_them_are_whole_or_a_clear_error() {
+    let Some((_dir, kubelet)) = setup() else {
+        return;
+    };
+    let kubelet = Arc::new(kubelet);
+    let volume = kubelet
+        .mount_volume("pod-u", VolumeKind::Secret, "tls")
+        .unwrap();
+    kubelet.write(&volume, &round_payload(0), None).unwrap();
+    const ROUNDS: usize = 300;
+    let by_digest = rounds_by_digest(ROUNDS + 1);
+    let done = Arc::new(AtomicBool::new(false));
+    let remounter = {
+        let (kubelet, volume, done) = (Arc::clone(&kubelet), volume.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            for round in 1..=ROUNDS {
+                nix::mount::umount2(&volume, nix::mount::MntFlags::MNT_DETACH).unwrap();
+                kubelet
+                    .mount_volume("pod-u", VolumeKind::Secret, "tls")
+                    .unwrap();
+                kubelet.write(&volume, &round_payload(round), None).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let (mut whole, mut errors) = (0usize, std::collections::BTreeMap::<String, usize>::new());
+    while !done.load(Ordering::SeqCst) {
+        match snapshot(&volume) {
+            Ok(snap) if snap.files.is_empty() => {
+                // Caught between the new mount and its first write: an empty volume.
+                *errors.entry("empty (fresh mount)".into()).or_default() += 1;
+            }
+            Ok(snap) => {
+                assert_eq!(
+                    snap.files.len(),
+                    3,
+                    "every file of the generation: {snap:?}"
+                );
+                let rounds: std::collections::BTreeSet<usize> = snap
+                    .files
+                    .iter()
+                    .map(|f| by_digest[f.sha256.as_ref().unwrap()])
+                    .collect();
+                assert_eq!(rounds.len(), 1, "files from two generations: {rounds:?}");
+                whole += 1;
+            }
+            Err(err) => {
+                let text = err.to_string();
+                assert!(
+                    text.contains(&*volume.to_string_lossy()) || text.contains("..data"),
+                    "an error names what it is about: {text}"
+                );
+                let kind: String = text.chars().take(60).collect();
+                *errors.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    remounter.join().unwrap();
+    eprintln!("{whole} whole snapshots during {ROUNDS} remounts; not whole: {errors:?}");
+    assert!(
+        whole + errors.values().sum::<usize>() > 0,
+        "the reader ran during the remounts"
+    );
+    // The remounts are over: the volume holds the last generation, read whole.
+    let last = snapshot(&volume).unwrap();
+    assert!(
+        last.files
+            .iter()
+            .all(|f| by_digest[f.sha256.as_ref().unwrap()] == ROUNDS)
+    );
+}
