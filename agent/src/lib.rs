@@ -20,5 +20,8 @@ pub mod disk;
 pub mod effects;
 pub mod k8s;
 
+#[cfg(test)]
+mod proptest_cases;
+
 // The pure model lives in mountlag-core; these paths keep the agent's modules readable.
 pub use mountlag_core::{cert, reconcile, routes, text};

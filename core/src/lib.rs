@@ -23,3 +23,6 @@ pub mod secret;
 pub mod status;
 pub mod text;
 pub mod volume;
+
+#[cfg(test)]
+mod proptest_cases;

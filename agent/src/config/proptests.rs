@@ -9,23 +9,10 @@
 
 use std::time::Instant;
 
+use crate::proptest_cases::config;
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 
 use super::*;
-
-fn config(cases: u32) -> ProptestConfig {
-    // proptest's own default, in force unless `PROPTEST_CASES` sets another count.
-    const PROPTEST_DEFAULT_CASES: u32 = 256;
-    let mut config = ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    if config.cases == PROPTEST_DEFAULT_CASES {
-        config.cases = cases;
-    }
-    config
-}
 
 /// Runs `f`, fails when it takes longer than `limit` (a debug build on a busy machine), and
 /// returns what it returned.

@@ -9,8 +9,8 @@
 
 use std::sync::LazyLock;
 
+use crate::proptest_cases::config;
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use super::*;
@@ -22,20 +22,6 @@ const P256_SEC1: &str = include_str!("../../tests/fixtures/ec-p256.sec1.pem");
 const P256_PKCS8: &str = include_str!("../../tests/fixtures/ec-p256.pkcs8.pem");
 const P384_SEC1: &str = include_str!("../../tests/fixtures/ec-p384.sec1.pem");
 const ED25519_V1: &str = include_str!("../../tests/fixtures/ed25519.openssl.pem");
-
-/// `cases` unless `PROPTEST_CASES` says otherwise; no regression files in the source tree.
-fn config(cases: u32) -> ProptestConfig {
-    // proptest's own default, in force unless `PROPTEST_CASES` sets another count.
-    const PROPTEST_DEFAULT_CASES: u32 = 256;
-    let mut config = ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    if config.cases == PROPTEST_DEFAULT_CASES {
-        config.cases = cases;
-    }
-    config
-}
 
 /// A CA, a leaf it signed for the P-256 fixture key, and the fixture keys.
 struct Material {

@@ -7,23 +7,10 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 
+use crate::proptest_cases::config;
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 
 use super::*;
-
-fn config(cases: u32) -> ProptestConfig {
-    // proptest's own default, in force unless `PROPTEST_CASES` sets another count.
-    const PROPTEST_DEFAULT_CASES: u32 = 256;
-    let mut config = ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    if config.cases == PROPTEST_DEFAULT_CASES {
-        config.cases = cases;
-    }
-    config
-}
 
 /// One path component as a volume, pod or root directory may be named (not `.`/`..`).
 fn component() -> impl Strategy<Value = String> {

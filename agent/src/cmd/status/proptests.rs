@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
+use crate::proptest_cases::config;
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 use time::macros::datetime;
 
 use super::table::*;
@@ -16,19 +16,6 @@ use super::*;
 use crate::text::needs_escape;
 
 const NOW: OffsetDateTime = datetime!(2025-06-01 12:00:00 UTC);
-
-fn config(cases: u32) -> ProptestConfig {
-    // proptest's own default, in force unless `PROPTEST_CASES` sets another count.
-    const PROPTEST_DEFAULT_CASES: u32 = 256;
-    let mut config = ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    if config.cases == PROPTEST_DEFAULT_CASES {
-        config.cases = cases;
-    }
-    config
-}
 
 fn hostile_string() -> impl Strategy<Value = String> {
     prop_oneof![

@@ -5,23 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::proptest_cases::config;
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 
 use super::*;
-
-fn config(cases: u32) -> ProptestConfig {
-    // proptest's own default, in force unless `PROPTEST_CASES` sets another count.
-    const PROPTEST_DEFAULT_CASES: u32 = 256;
-    let mut config = ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    if config.cases == PROPTEST_DEFAULT_CASES {
-        config.cases = cases;
-    }
-    config
-}
 
 /// A pod UID: 32 hex digits, as a UUID (either case) or bare (a static pod's).
 fn uid() -> impl Strategy<Value = String> {
