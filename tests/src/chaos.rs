@@ -116,7 +116,7 @@ impl fmt::Display for SoakReport {
 }
 
 fn kind_of(i: usize) -> ControllerKind {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         ControllerKind::Nginx
     } else {
         ControllerKind::Haproxy
@@ -197,7 +197,7 @@ pub async fn soak(options: &SoakOptions) -> anyhow::Result<SoakReport> {
         let volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
         let names = NAMES.iter().map(|n| n.to_string()).collect();
         let spec = ControllerSpec::new(kind, &uid, &volume, names).with_port(*port);
-        controllers.push(RunningController::start(spec).with_context(|| format!("{name}"))?);
+        controllers.push(RunningController::start(spec).with_context(|| name.clone())?);
         expected.push(leaf.fingerprint_sha256);
     }
     node.start_agent()?;
@@ -207,11 +207,11 @@ pub async fn soak(options: &SoakOptions) -> anyhow::Result<SoakReport> {
 
     let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
     let mut loads = Vec::new();
-    for i in 0..options.loaded_pods.min(options.pods) {
+    for (i, controller) in controllers.iter().enumerate().take(options.loaded_pods) {
         let config = LoadConfig {
             keepalive_connections: options.keepalive_connections,
             max_duration: Duration::from_secs(24 * 3600),
-            ..LoadConfig::new(controllers[i].addr(), &names, options.new_connection_loops)
+            ..LoadConfig::new(controller.addr(), &names, options.new_connection_loops)
         };
         loads.push((
             format!("edge-{i} ({})", kind_of(i).name()),
@@ -260,13 +260,7 @@ pub async fn soak(options: &SoakOptions) -> anyhow::Result<SoakReport> {
         .map(|(c, before)| c.reloads_logged() - before)
         .collect();
     round_times.sort();
-    let warnings = node
-        .api
-        .events()
-        .into_iter()
-        .filter(|e| e.type_ == "Warning")
-        .map(|e| format!("{} {}", e.regarding.name, e.reason))
-        .collect();
+    let warnings = node.warnings();
     let report = SoakReport {
         pods: options.pods,
         rounds,

@@ -332,7 +332,16 @@ impl TestNode {
         Ok(metric_value(&body, sample))
     }
 
-    /// Events recorded by the API stand-in with this reason.
+    /// Every Warning Event recorded by the API stand-in, as `<regarding name> <reason>: <note>`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.api
+            .events()
+            .into_iter()
+            .filter(|e| e.type_ == "Warning")
+            .map(|e| format!("{} {}: {}", e.regarding.name, e.reason, e.note))
+            .collect()
+    }
+
     /// Creates `pod` in the API and waits (up to 10 s) until the kubelet stand-in has started
     /// it (its volumes are written): what the agent then finds on disk is settled.
     pub async fn create_pod_and_wait_started(&self, pod: &Pod) -> anyhow::Result<Pod> {
@@ -351,6 +360,7 @@ impl TestNode {
         Ok(created)
     }
 
+    /// Events recorded by the API stand-in with this reason.
     pub fn events(&self, reason: &str) -> Vec<RecordedEvent> {
         self.api
             .events()

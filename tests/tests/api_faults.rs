@@ -112,14 +112,7 @@ impl Edge {
 
     /// No Warning Event at all: nothing in these scenarios is stuck, invalid or unverified.
     fn assert_no_warning(&self) {
-        let warnings: Vec<_> = self
-            .node
-            .api
-            .events()
-            .into_iter()
-            .filter(|e| e.type_ == "Warning")
-            .map(|e| format!("{}: {}", e.reason, e.note))
-            .collect();
+        let warnings = self.node.warnings();
         assert!(
             warnings.is_empty(),
             "false Warning Events: {warnings:#?}\n{}",

@@ -101,15 +101,6 @@ fn used_kib(path: &Path) -> u64 {
     used.div_ceil(1024)
 }
 
-fn warnings(node: &TestNode) -> Vec<String> {
-    node.api
-        .events()
-        .into_iter()
-        .filter(|e| e.type_ == "Warning")
-        .map(|e| format!("{} {}: {}", e.regarding.name, e.reason, e.note))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_tmpfs_holds_the_rotation_back_is_reported_stuck_and_recovers_once_freed() {
     if !can_run() {
@@ -165,7 +156,7 @@ async fn a_full_tmpfs_holds_the_rotation_back_is_reported_stuck_and_recovers_onc
     })
     .await
     .unwrap();
-    let warnings = warnings(&node);
+    let warnings = node.warnings();
     assert!(
         warnings
             .iter()
@@ -246,7 +237,7 @@ async fn a_storm_of_unrelated_mounts_holds_no_rotation_back() {
         rescans - rescans_before
     );
     assert_eq!(node.get("/livez").await.unwrap().0, 200);
-    let warnings = warnings(&node);
+    let warnings = node.warnings();
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
 

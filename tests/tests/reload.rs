@@ -1032,14 +1032,7 @@ async fn killed_at_every_step_of_a_rotation(kind: ControllerKind) {
         "{reloads} reloads for {} versions",
         points.len()
     );
-    let warnings: Vec<String> = setup
-        .node
-        .api
-        .events()
-        .into_iter()
-        .filter(|e| e.type_ == "Warning")
-        .map(|e| format!("{}: {}", e.reason, e.note))
-        .collect();
+    let warnings = setup.node.warnings();
     assert!(warnings.is_empty(), "Warning Events: {warnings:#?}");
     setup.assert_no_key_bytes();
 }
