@@ -564,7 +564,7 @@ pub enum ProcessError {
     )]
     NoContainerId { pod: String, containers: String },
     #[error(
-        "pod {pod}, container {container}: found no {wanted} among the container's \
+        "pod {pod}, container {container}: {wanted} is not among the container's \
          {processes} process(es) (comm: {comms})"
     )]
     NotFound {
