@@ -164,6 +164,7 @@ pub enum ProblemKind {
     Expired,
     NotYetValid,
     TooManyEntries,
+    SwappedKeyAndCertificate,
 }
 
 impl ProblemKind {
@@ -181,6 +182,7 @@ impl ProblemKind {
             ProblemKind::Expired => "expired",
             ProblemKind::NotYetValid => "notYetValid",
             ProblemKind::TooManyEntries => "tooManyEntries",
+            ProblemKind::SwappedKeyAndCertificate => "swappedKeyAndCertificate",
         }
     }
 }
@@ -196,6 +198,19 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// `crt` holds a private key and `key` holds certificates ([`crate::cert::swapped_pairs`]).
+    pub fn swapped(crt: &str, key: &str) -> Self {
+        Self::new(
+            crt,
+            ProblemKind::SwappedKeyAndCertificate,
+            format!(
+                "{} holds a private key and no certificate, {} holds certificates and no key: the two look swapped",
+                untrusted(crt),
+                untrusted(key)
+            ),
+        )
+    }
+
     pub fn new(file: impl Into<String>, kind: ProblemKind, detail: impl Into<String>) -> Self {
         Self {
             file: Some(file.into()),

@@ -397,18 +397,26 @@ async fn broken_material_is_withheld_and_no_output_holds_key_bytes() {
     let before = node.node.last_seq();
     leaks.apply(&node, "swapped fields", &swapped);
     let generation = wait_written(&node, before).await;
-    // The agent judged that generation (it finds no certificate with a key in it, so there is
-    // nothing to reload; it reports no problem either), and inspect parsed both files.
+    // The agent judged that generation and withheld it as swapped (its Event scanned with the
+    // rest), and inspect parsed both files.
     node.wait_status(WAIT, "the swapped generation judged", |s| {
         mount_of(s, POD).is_some_and(|m| m["diskGeneration"] == generation.as_str())
     })
     .await
     .unwrap();
-    let (_, text) = leaks.inspect(&volume, "swapped fields");
+    node.wait_events("InvalidCertificateMaterial", WAIT, |e| {
+        e.iter()
+            .any(|e| e.note.contains("swappedKeyAndCertificate"))
+    })
+    .await
+    .unwrap();
+    let (code, text) = leaks.inspect(&volume, "swapped fields");
     assert!(
         text.contains("key ") && text.contains("no certificate beside it"),
         "the key in tls.crt was parsed: {text}"
     );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("swappedKeyAndCertificate"), "{text}");
     leaks.endpoints(&node, "swapped fields").await;
 
     // Nothing of that was loaded: nginx still serves the first leaf, and was never reloaded.
@@ -416,7 +424,7 @@ async fn broken_material_is_withheld_and_no_output_holds_key_bytes() {
     assert!(node.events("ControllerReloaded").is_empty());
     let scrape = scrape(&node).await;
     assert!(
-        metric_sum(&scrape, "mountlag_reloads_total", &reloads(POD, "withheld")) >= 2.0,
+        metric_sum(&scrape, "mountlag_reloads_total", &reloads(POD, "withheld")) >= 3.0,
         "{scrape}"
     );
 

@@ -279,6 +279,9 @@ impl VolumeReader<'_> {
                 ),
             ));
         }
+        for (crt, key) in cert::swapped_pairs(&parsed) {
+            problems.push(Problem::swapped(&crt, &key));
+        }
         problems.sort_by(|a, b| (&a.file, a.kind).cmp(&(&b.file, b.kind)));
         snap.generation = generation;
         snap.files = walk.files;

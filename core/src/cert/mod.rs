@@ -48,7 +48,7 @@ use x509_parser::pem::Pem;
 use zeroize::Zeroizing;
 
 use key::{KeyEncoding, summarise_key};
-pub use pairing::{KeyPairing, pair_keys};
+pub use pairing::{KeyPairing, pair_keys, swapped_pairs};
 use x509::summarise_certificate;
 
 /// Everything that can be wrong with one file's PEM contents.

@@ -61,6 +61,26 @@ pub fn pair_keys(files: &[(&str, &PemContents)]) -> Vec<KeyPairing> {
         .collect()
 }
 
+/// `(X.crt, X.key)` where `X.crt` holds only a private key and `X.key` only certificates: the
+/// two fields of a TLS Secret filled the wrong way round. No key pairs with a certificate then,
+/// so nothing else calls the volume broken, yet every server refuses to load it.
+pub fn swapped_pairs(files: &[(&str, &PemContents)]) -> Vec<(String, String)> {
+    let by_path: BTreeMap<&str, &PemContents> = files.iter().copied().collect();
+    by_path
+        .iter()
+        .filter_map(|(&key_path, contents)| {
+            let crt = format!("{}.crt", key_path.strip_suffix(".key")?);
+            let beside = by_path.get(crt.as_str())?;
+            let key_holds_only_certificates =
+                contents.private_key.is_none() && !contents.certificates.is_empty();
+            let crt_holds_only_a_key =
+                beside.private_key.is_some() && beside.certificates.is_empty();
+            (key_holds_only_certificates && crt_holds_only_a_key)
+                .then(|| (crt, key_path.to_owned()))
+        })
+        .collect()
+}
+
 /// Certificate files a server would load beside `key_path`, most specific first.
 fn cert_candidates(key_path: &str) -> Vec<String> {
     let Some(stem) = key_path.strip_suffix(".key") else {

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::cert::{self, PemContents};
 use crate::text::untrusted;
-use crate::volume::{ProblemKind, VolumeSnapshot};
+use crate::volume::{Problem, ProblemKind, VolumeSnapshot};
 
 use super::reload::{ExpectedLeaf, Material};
 
@@ -24,6 +24,17 @@ fn blocks_reload(kind: ProblemKind) -> bool {
             | ProblemKind::FileTooLarge
             | ProblemKind::NotRegularFile
             | ProblemKind::Unreadable
+            | ProblemKind::SwappedKeyAndCertificate
+    )
+}
+
+/// A problem as a reason to withhold a reload: file, code, detail.
+fn reason(p: &Problem) -> String {
+    format!(
+        "{}: {}: {}",
+        untrusted(p.file.as_deref().unwrap_or("(volume)")),
+        p.kind.code(),
+        p.detail
     )
 }
 
@@ -34,14 +45,7 @@ pub fn material_of_snapshot(snapshot: &VolumeSnapshot, now: OffsetDateTime) -> M
         .problems_at(now)
         .into_iter()
         .filter(|p| blocks_reload(p.kind))
-        .map(|p| {
-            format!(
-                "{}: {}: {}",
-                untrusted(p.file.as_deref().unwrap_or("(volume)")),
-                p.kind.code(),
-                p.detail
-            )
-        })
+        .map(|p| reason(&p))
         .collect();
     if !reasons.is_empty() {
         return Material::Invalid { reasons };
@@ -59,6 +63,13 @@ pub fn material_of_secrets(certificates: &BTreeMap<String, PemContents>) -> Mate
     let files: Vec<(&str, &PemContents)> =
         certificates.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let pairings = cert::pair_keys(&files);
+    let swapped: Vec<String> = cert::swapped_pairs(&files)
+        .into_iter()
+        .map(|(crt, key)| reason(&Problem::swapped(&crt, &key)))
+        .collect();
+    if !swapped.is_empty() {
+        return Material::Invalid { reasons: swapped };
+    }
     let pem: BTreeMap<&str, &PemContents> = files.into_iter().collect();
     leaves(&pairings, &pem)
 }
@@ -83,5 +94,48 @@ fn leaves(pairings: &[cert::KeyPairing], pem: &BTreeMap<&str, &PemContents>) -> 
         Material::NoServedCertificate
     } else {
         Material::Valid { leaves }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pem_of(text: &str) -> PemContents {
+        cert::parse_pem(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_certificate_and_key_filled_the_wrong_way_round_are_refused_as_swapped() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        let swapped = BTreeMap::from([
+            ("tls.crt".to_owned(), pem_of(&key_pem)),
+            ("tls.key".to_owned(), pem_of(&cert_pem)),
+        ]);
+        let Material::Invalid { reasons } = material_of_secrets(&swapped) else {
+            panic!("swapped files are not valid material");
+        };
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("tls.crt: swappedKeyAndCertificate: "),
+            "{reasons:?}"
+        );
+        assert!(!reasons[0].contains("PRIVATE"), "no key text: {reasons:?}");
+
+        let right = BTreeMap::from([
+            ("tls.crt".to_owned(), pem_of(&cert_pem)),
+            ("tls.key".to_owned(), pem_of(&key_pem)),
+        ]);
+        assert!(matches!(
+            material_of_secrets(&right),
+            Material::Valid { .. }
+        ));
+        // A CA bundle beside a key-only file is not a swap.
+        let ca_only = BTreeMap::from([("ca.crt".to_owned(), pem_of(&cert_pem))]);
+        assert_eq!(material_of_secrets(&ca_only), Material::NoServedCertificate);
     }
 }
