@@ -215,3 +215,38 @@ fn an_unmounted_volume_is_reported() {
     watcher.untrack(&volume);
     assert_eq!(watcher.tracked(), 0);
 }
+
+#[test]
+fn a_volume_directory_replaced_by_a_symlink_is_reported_changed_so_it_is_read_and_refused() {
+    let Some((dir, kubelet)) = kubelet() else {
+        return;
+    };
+    // A plain directory (no tmpfs), as a hostile actor on the node could swap it.
+    let volume = kubelet.volume_dir("pod-5", VolumeKind::Secret, "tls");
+    std::fs::create_dir_all(&volume).unwrap();
+    written(kubelet.write(&volume, &payload(1), None).unwrap());
+    let (watcher, rx) = start_watcher();
+    watcher.track(&volume).unwrap();
+
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    written(kubelet.write(&elsewhere, &payload(2), None).unwrap());
+    std::fs::rename(&volume, dir.path().join("moved-away")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &volume).unwrap();
+    let change = next_change(&rx, &volume);
+    assert!(
+        matches!(
+            &change,
+            VolumeChange::Generation {
+                generation: None,
+                ..
+            }
+        ),
+        "{change:?}"
+    );
+    // What the agent then reads: the snapshot refuses the symlink.
+    assert!(matches!(
+        mountlag::disk::snapshot(&volume),
+        Err(mountlag::disk::SnapshotError::Symlink { .. })
+    ));
+}

@@ -419,6 +419,24 @@ impl Shared {
     /// Checks whether the directory visible at `volume` is still the one watched; re-arms the
     /// watch on a new mount, reports a volume whose mount or directory went away.
     fn recheck(&self, volume: &Path, now: Instant, caller: Caller) {
+        if std::fs::symlink_metadata(volume).is_ok_and(|m| m.file_type().is_symlink()) {
+            // Never kubelet's doing: a volume directory replaced by a symlink. Reported as a
+            // change, so the agent reads it, and the snapshot refuses it and says why.
+            let changed = self.volumes().get_mut(volume).is_some_and(|tracked| {
+                let changed = tracked.identity.is_some() || tracked.generation.is_some();
+                tracked.identity = None;
+                tracked.generation = None;
+                changed
+            });
+            if changed {
+                (self.sink)(VolumeChange::Generation {
+                    volume: volume.to_path_buf(),
+                    generation: None,
+                    observed_at: now,
+                });
+            }
+            return;
+        }
         let current = identity_of(volume).ok();
         let (rearm, unmounted) = {
             let mut volumes = self.volumes();
