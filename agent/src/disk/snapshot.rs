@@ -311,6 +311,14 @@ impl VolumeReader<'_> {
             }
         }
         names.sort();
+        // Every path of the generation, looked up once per root link (a linear search made
+        // the check quadratic: 1.2 s for 5,000 keys in a debug build).
+        let seen: std::collections::HashSet<&str> = walk
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(walk.dirs.iter().map(String::as_str))
+            .collect();
         for name in names {
             let shown = name.to_string_lossy().into_owned();
             let target = match readlinkat(self.fd.as_fd(), name.as_os_str()) {
@@ -330,7 +338,9 @@ impl VolumeReader<'_> {
                 }
                 Err(_) => return Err(Moved),
             };
-            if let Some(problem) = judge_root_link(&shown, &target, generation, walk) {
+            if let Some(problem) =
+                judge_root_link(&shown, &target, generation, &seen, walk.truncated)
+            {
                 problems.push(problem);
             }
         }
@@ -354,7 +364,8 @@ fn judge_root_link(
     name: &str,
     target: &OsStr,
     generation: Option<&str>,
-    walk: &Walk,
+    seen: &std::collections::HashSet<&str>,
+    truncated: bool,
 ) -> Option<Problem> {
     let target_text = target.to_string_lossy();
     let shown_target = untrusted(&target_text);
@@ -392,7 +403,7 @@ fn judge_root_link(
     }
     let rel = rest.join("/");
     // Past the entry limit the generation was not read whole: a name not seen may be there.
-    let unseen = !(walk.truncated || walk.has_file(&rel) || walk.dirs.contains(&rel));
+    let unseen = !(truncated || seen.contains(rel.as_str()));
     if generation.is_none() || unseen {
         return Some(Problem::new(
             name,
@@ -415,10 +426,6 @@ struct Walk {
 }
 
 impl Walk {
-    fn has_file(&self, rel: &str) -> bool {
-        self.files.iter().any(|f| f.path == rel)
-    }
-
     fn directory(&mut self, dir: &OwnedFd, prefix: &str, depth: usize) -> Result<(), Moved> {
         let mut listing = Dir::openat(
             dir.as_fd(),
