@@ -62,26 +62,7 @@ static MATERIAL: LazyLock<Material> = LazyLock::new(|| {
 // ---------------------------------------------------------------------------------------------
 // Helpers: PEM text, DER
 
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use super::tests::b64 as base64;
 
 /// One PEM block of `der`, its base64 cut every `width` characters, lines ended by `eol`.
 fn pem_block(label: &str, der: &[u8], width: usize, eol: &str) -> String {
