@@ -231,8 +231,18 @@ fn a_volume_directory_replaced_by_a_symlink_is_reported_changed_so_it_is_read_an
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     written(kubelet.write(&elsewhere, &payload(2), None).unwrap());
-    std::fs::rename(&volume, dir.path().join("moved-away")).unwrap();
-    std::os::unix::fs::symlink(&elsewhere, &volume).unwrap();
+    // One atomic step (RENAME_EXCHANGE): the path is a directory, then a symlink, never absent,
+    // so what the watcher sees is the symlink, not a removal.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &link,
+        nix::fcntl::AT_FDCWD,
+        &volume,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .unwrap();
     let change = next_change(&rx, &volume);
     assert!(
         matches!(
