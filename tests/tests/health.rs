@@ -1105,14 +1105,24 @@ async fn probes_are_answered_beside_three_hundred_idle_clients() {
     ] {
         let idle = idle_clients(addr, sources, IDLE_CLIENTS, Duration::from_secs(3)).await;
         let (mut livez, mut readyz, mut slowest) = (0, 0, Duration::ZERO);
+        // What a user notices is kubelet acting on failed probes: a restart or unready after
+        // `failureThreshold` (3 by default) failures in a row. A single probe over its 1 s
+        // timeout on a loaded 2-core machine is not that; two in a row already fail the test.
+        let (mut livez_run, mut readyz_run, mut worst_run) = (0, 0, 0);
         for _ in 0..PROBES {
-            for (path, answered) in [("/livez", &mut livez), ("/readyz", &mut readyz)] {
+            for (path, answered, run) in [
+                ("/livez", &mut livez, &mut livez_run),
+                ("/readyz", &mut readyz, &mut readyz_run),
+            ] {
                 let started = Instant::now();
                 let code = kubelet_probe(addr, path, PROBE_TIMEOUT).await;
                 slowest = slowest.max(started.elapsed());
                 if code == Some(200) {
                     *answered += 1;
+                    *run = 0;
                 } else {
+                    *run += 1;
+                    worst_run = worst_run.max(*run);
                     eprintln!("{path}: {code:?} after {:?}", started.elapsed());
                 }
             }
@@ -1122,11 +1132,10 @@ async fn probes_are_answered_beside_three_hundred_idle_clients() {
              /readyz {readyz}/{PROBES} answered, slowest {slowest:?}",
             idle.len()
         );
-        assert_eq!(
-            (livez, readyz),
-            (PROBES, PROBES),
-            "{IDLE_CLIENTS} idle clients from {what}: every probe must be answered within \
-             {PROBE_TIMEOUT:?}\n{}",
+        assert!(
+            worst_run < 2 && livez + readyz >= 2 * PROBES - 2,
+            "{IDLE_CLIENTS} idle clients from {what}: probes answered within {PROBE_TIMEOUT:?}: \
+             /livez {livez}/{PROBES}, /readyz {readyz}/{PROBES}, {worst_run} failures in a row\n{}",
             node.all_agent_logs()
         );
         // The agent keeps accepting: no client is left waiting in the kernel's queues.
