@@ -24,10 +24,21 @@ pub enum EventReason {
     TLSSecretInvalid,
     /// ... a Secret in another namespace that no ReferenceGrant allows.
     TLSSecretRefNotPermitted,
+    /// cert-manager: the Certificate that issues a served Secret is not Ready (regarding the
+    /// Certificate).
+    CertificateNotReady,
+    /// cert-manager: `status.renewalTime` passed and the Secret still holds the old leaf.
+    CertificateRenewalOverdue,
+    /// cert-manager: an Issuer or ClusterIssuer named by a Certificate or an Ingress/Gateway
+    /// annotation is missing or not Ready.
+    IssuerNotReady,
+    /// cert-manager: an Ingress/Gateway TLS host is covered neither by the Certificate's
+    /// dnsNames nor by the Secret's leaf.
+    TLSHostNotCovered,
 }
 
 impl EventReason {
-    pub const ALL: [EventReason; 14] = [
+    pub const ALL: [EventReason; 18] = [
         EventReason::SecretMountStuck,
         EventReason::SecretMountRecovered,
         EventReason::KubeletResyncRequested,
@@ -42,6 +53,10 @@ impl EventReason {
         EventReason::TLSSecretMissing,
         EventReason::TLSSecretInvalid,
         EventReason::TLSSecretRefNotPermitted,
+        EventReason::CertificateNotReady,
+        EventReason::CertificateRenewalOverdue,
+        EventReason::IssuerNotReady,
+        EventReason::TLSHostNotCovered,
     ];
 
     /// The Event's `reason`, as the contract names it.
@@ -61,6 +76,10 @@ impl EventReason {
             EventReason::TLSSecretMissing => "TLSSecretMissing",
             EventReason::TLSSecretInvalid => "TLSSecretInvalid",
             EventReason::TLSSecretRefNotPermitted => "TLSSecretRefNotPermitted",
+            EventReason::CertificateNotReady => "CertificateNotReady",
+            EventReason::CertificateRenewalOverdue => "CertificateRenewalOverdue",
+            EventReason::IssuerNotReady => "IssuerNotReady",
+            EventReason::TLSHostNotCovered => "TLSHostNotCovered",
         }
     }
 
@@ -75,8 +94,8 @@ impl EventReason {
     }
 }
 
-/// The object an Event is about (`regarding`): a controller Pod, or the Ingress or Gateway
-/// whose TLS host has a problem.
+/// The object an Event is about (`regarding`): a controller Pod, the Ingress or Gateway whose
+/// TLS host has a problem, or a cert-manager Certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Regarding {
     pub api_version: &'static str,

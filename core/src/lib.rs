@@ -13,6 +13,7 @@
 
 pub mod action;
 pub mod cert;
+pub mod certmanager;
 pub mod events;
 pub mod expected;
 pub mod node;

@@ -1,0 +1,61 @@
+//! One reporter per finding, without leader election: every agent that sees a finding computes
+//! the same answer from the same cluster-wide list of controller pods, and only the agent on
+//! that pod's node publishes.
+//!
+//! The reporter of a finding is the node of the first ready pod, by namespace and name, among
+//! the pods that serve what the finding is about (the pods of its controller profile that mount
+//! the Secret, or all pods of the profile when the finding comes from its Ingress or Gateway
+//! hosts). When none of them is ready, the first of them counts, so a finding on a controller
+//! that is down is still reported once.
+
+use std::collections::BTreeSet;
+
+use crate::reconcile::SecretKey;
+
+use super::findings::Server;
+
+/// A controller pod anywhere in the cluster, as the reporter choice needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// The controller profile that selects it.
+    pub controller: String,
+    /// `spec.nodeName`; `None` while unscheduled (never a reporter).
+    pub node: Option<String>,
+    /// Its `Ready` condition is true.
+    pub ready: bool,
+    /// Secrets its volumes use (its own namespace).
+    pub secrets: BTreeSet<SecretKey>,
+}
+
+impl PeerPod {
+    fn serves(&self, server: &Server) -> bool {
+        self.controller == server.controller
+            && server
+                .secret
+                .as_ref()
+                .is_none_or(|secret| self.secrets.contains(secret))
+    }
+}
+
+/// The node that reports a finding served by `servers`; `None` when no pod of the list serves
+/// it (the list is not complete yet).
+pub fn reporter<'a>(
+    peers: impl IntoIterator<Item = &'a PeerPod>,
+    servers: &BTreeSet<Server>,
+) -> Option<&'a str> {
+    let candidates: Vec<&PeerPod> = peers
+        .into_iter()
+        .filter(|p| p.node.is_some() && servers.iter().any(|s| p.serves(s)))
+        .collect();
+    let first = |ready_only: bool| {
+        candidates
+            .iter()
+            .filter(|p| !ready_only || p.ready)
+            .min_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
+            .and_then(|p| p.node.as_deref())
+    };
+    first(true).or_else(|| first(false))
+}
