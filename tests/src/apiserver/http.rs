@@ -327,7 +327,7 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         }
         return response;
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let who = match identify(&sh, &parts.headers) {
         Ok(w) => w,
         Err(e) => return error_response(&e),
@@ -351,7 +351,12 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
                 attrs.resource_key(),
                 who.user,
                 attrs.verb,
-                attrs.resource,
+                // As kube-apiserver words it: `resource "pods/portforward"`.
+                if attrs.subresource.is_empty() {
+                    attrs.resource.clone()
+                } else {
+                    format!("{}/{}", attrs.resource, attrs.subresource)
+                },
                 attrs.api_group,
                 if attrs.namespace.is_empty() {
                     " at the cluster scope".to_owned()
@@ -367,6 +372,18 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
             .entry((attrs.verb.clone(), attrs.resource_key()))
             .or_default() += 1;
         *st.requests_by_user.entry(who.user.clone()).or_default() += 1;
+    }
+    if let Route::Objects {
+        group: ApiGroup::Core,
+        resource: Resource::Pods,
+        namespace: Some(ns),
+        name: Some(name),
+        subresource: Some(sub),
+    } = &route
+        && sub == "portforward"
+    {
+        return super::portforward::upgrade(&sh, &mut parts, ns, name, &q)
+            .unwrap_or_else(|e| error_response(&e));
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

@@ -20,6 +20,7 @@
 //!   selector transitions, BOOKMARKs, `timeoutSeconds`, 410 `Expired`, `sendInitialEvents`),
 //!   get, create, replace (409 on a stale resourceVersion), merge / strategic (approximated) /
 //!   JSON / apply (approximated) patch, delete;
+//! - `pods/{name}/portforward` over a WebSocket to the pod's `status.podIP` (`portforward.rs`);
 //! - faults: [`ApiServer::stop`] / [`ApiServer::restart`] (same port), [`ApiServer::drop_watches`],
 //!   [`ApiServer::compact`];
 //! - counters: [`ApiServer::stats`] (requests per verb and resource, open watches).
@@ -37,6 +38,7 @@ mod faults;
 mod http;
 mod kinds;
 mod patch;
+mod portforward;
 mod select;
 mod store;
 
