@@ -11,6 +11,7 @@ pub mod status_client;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -59,23 +60,72 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Query a running agent's /status and print it as a table (or unchanged with --json).
+    /// Query a running agent's /status and print it as a table (or unchanged with --json);
+    /// with --cluster (the default as `kubectl mountlag`), every node's agent through the
+    /// Kubernetes API.
     ///
     /// Exit status: 0 all mounts fine, 1 a mount is stuck, reload_unverified,
-    /// invalid_material or unreadable, 2 the endpoint cannot be reached.
-    Status {
-        /// Base URL of the agent's health endpoint: its --status-listen address, else its
-        /// --listen address. Default: http://127.0.0.1:9978 (the shipped DaemonSet's
-        /// --status-listen), then http://127.0.0.1:9977 when nothing listens there.
-        #[arg(long, value_name = "URL")]
-        endpoint: Option<String>,
-        /// Print the /status document unchanged.
-        #[arg(long)]
-        json: bool,
-        /// Refresh every second until Ctrl-C.
-        #[arg(long)]
-        watch: bool,
-    },
+    /// invalid_material or unreadable, 2 the endpoint cannot be reached (with --cluster: the
+    /// API, or any node's agent).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Base URL of the agent's health endpoint: its --status-listen address, else its
+    /// --listen address. Default: http://127.0.0.1:9978 (the shipped DaemonSet's
+    /// --status-listen), then http://127.0.0.1:9977 when nothing listens there.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["cluster", "node", "namespace", "kubeconfig", "context"])]
+    pub endpoint: Option<String>,
+    /// Print the /status document unchanged (with --cluster: one document, one entry per
+    /// node).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every second until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Ask every node's agent through the Kubernetes API server (a port-forward to each agent
+    /// pod; needs `list` pods and `get`, `create` pods/portforward in the agents' namespace).
+    /// The default when run as `kubectl mountlag`; implied by --node, -n, --kubeconfig and
+    /// --context.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Only the agent on this node.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// The agents' namespace [default: mountlag-system] (not the kubeconfig context's).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Path to the kubeconfig file (default: KUBECONFIG, else ~/.kube/config, else the
+    /// in-cluster configuration).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl StatusArgs {
+    /// Whom to ask: the cluster when asked for, implied by a cluster flag, or run as
+    /// `kubectl mountlag` without --endpoint; else the local agent.
+    pub fn target(self, as_plugin: bool) -> status::Target {
+        let cluster = self.cluster
+            || self.node.is_some()
+            || self.namespace.is_some()
+            || self.kubeconfig.is_some()
+            || self.context.is_some()
+            || (as_plugin && self.endpoint.is_none());
+        if cluster {
+            status::Target::Cluster(status::ClusterOptions {
+                namespace: self.namespace,
+                node: self.node,
+                kubeconfig: self.kubeconfig,
+                context: self.context,
+            })
+        } else {
+            status::Target::Local(self.endpoint)
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,15 +152,57 @@ pub struct AgentArgs {
     pub status_listen: Option<std::net::SocketAddr>,
 }
 
+/// The executable name that makes this binary a kubectl plugin: kubectl runs
+/// `kubectl-mountlag ARGS` for `kubectl mountlag ARGS`.
+pub const PLUGIN_NAME: &str = "kubectl-mountlag";
+
+static AS_PLUGIN: OnceLock<bool> = OnceLock::new();
+
+/// Whether this process was started as [`PLUGIN_NAME`] (its argv[0] file name).
+pub fn as_plugin() -> bool {
+    *AS_PLUGIN.get_or_init(|| {
+        std::env::args_os()
+            .next()
+            .map(PathBuf::from)
+            .and_then(|p| p.file_name().map(|n| n == PLUGIN_NAME))
+            .unwrap_or(false)
+    })
+}
+
+/// How the user typed the command: `kubectl mountlag` or `mountlag`.
+pub fn program() -> &'static str {
+    if as_plugin() {
+        "kubectl mountlag"
+    } else {
+        "mountlag"
+    }
+}
+
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let cli = if as_plugin() {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Cli::command()
+            .name(PLUGIN_NAME)
+            .bin_name(program())
+            .display_name(program())
+            .get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    } else {
+        Cli::parse()
+    };
+    // `status` reports its own errors, one line each; kube-rs' own error log would repeat them.
+    let default_filter = match cli.command {
+        Command::Status(_) => "warn,kube_client=off",
+        _ => "info",
+    };
+    init_tracing(cli.log_format, default_filter);
     ExitCode::from(run(cli))
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_tracing(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -128,11 +220,10 @@ pub fn run(cli: Cli) -> u8 {
         Command::Inspect { paths, json } => run_inspect(&paths, json),
         Command::CheckConfig { file } => crate::config::check_config_command(&file),
         Command::Agent(args) => run_agent(args),
-        Command::Status {
-            endpoint,
-            json,
-            watch,
-        } => crate::cmd::status::run(endpoint.as_deref(), json, watch),
+        Command::Status(args) => {
+            let (json, watch) = (args.json, args.watch);
+            crate::cmd::status::run(args.target(as_plugin()), json, watch)
+        }
     }
 }
 

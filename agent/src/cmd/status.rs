@@ -16,6 +16,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub use self::cluster::ClusterOptions;
+use self::table::Tone;
 use super::status_client::{ClientError, Endpoint};
 use crate::text::{untrusted, untrusted_capped};
 
@@ -53,32 +55,101 @@ const MAX_QUOTED_BYTES: usize = 200;
 /// Whole exchange with the agent.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs the subcommand against `endpoint`, or without one against [`DEFAULT_ENDPOINTS`];
-/// returns the exit status.
-pub fn run(endpoint: Option<&str>, json: bool, watch: bool) -> u8 {
-    let endpoints = match endpoint.map_or_else(
-        || {
-            DEFAULT_ENDPOINTS
-                .iter()
-                .map(|e| Endpoint::parse(e))
-                .collect()
-        },
-        |endpoint| Endpoint::parse(endpoint).map(|e| vec![e]),
-    ) {
-        Ok(endpoints) => endpoints,
-        Err(err) => {
-            eprintln!("mountlag status: {err}");
-            return EXIT_UNREACHABLE;
+/// Whom `mountlag status` asks.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// One agent at this endpoint, or without one at [`DEFAULT_ENDPOINTS`].
+    Local(Option<String>),
+    /// Every node's agent through the API server (`kubectl mountlag status`).
+    Cluster(ClusterOptions),
+}
+
+/// Where the documents come from, once set up.
+#[derive(Debug)]
+enum Source {
+    Endpoints(Vec<Endpoint>),
+    Cluster(Box<cluster::Cluster>),
+}
+
+impl Source {
+    async fn open(target: Target) -> Result<Self, String> {
+        match target {
+            Target::Local(endpoint) => endpoint
+                .map_or_else(
+                    || {
+                        DEFAULT_ENDPOINTS
+                            .iter()
+                            .map(|e| Endpoint::parse(e))
+                            .collect()
+                    },
+                    |endpoint| Endpoint::parse(&endpoint).map(|e| vec![e]),
+                )
+                .map(Source::Endpoints)
+                .map_err(|e| e.to_string()),
+            Target::Cluster(options) => cluster::Cluster::connect(&options)
+                .await
+                .map(|c| Source::Cluster(Box::new(c))),
         }
-    };
-    let endpoints = &endpoints[..];
+    }
+
+    /// The text to print and the exit status, or why nothing could be asked.
+    async fn report(
+        &self,
+        json: bool,
+        now: OffsetDateTime,
+        color: bool,
+    ) -> Result<(String, u8), String> {
+        match self {
+            Source::Endpoints(endpoints) => {
+                let fetched = fetch(endpoints).await?;
+                let text = if json {
+                    fetched.raw_text()
+                } else {
+                    render(&fetched.value, now, color)
+                };
+                Ok((text, exit_code(&fetched.value)))
+            }
+            Source::Cluster(cluster) => {
+                let answers = cluster.collect().await?;
+                let text = if json {
+                    cluster::render_json(cluster.namespace(), &answers)
+                } else {
+                    cluster::render_text(&answers, now, color)
+                };
+                Ok((text, cluster::exit_code(&answers)))
+            }
+        }
+    }
+
+    /// The command the watch header shows.
+    fn describe(&self) -> String {
+        match self {
+            Source::Endpoints(endpoints) => format!(
+                "{} status --endpoint {}",
+                super::program(),
+                endpoints
+                    .iter()
+                    .map(Endpoint::authority)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            Source::Cluster(cluster) => cluster.describe(),
+        }
+    }
+}
+
+/// Runs the subcommand against `target`; returns the exit status.
+pub fn run(target: Target, json: bool, watch: bool) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("mountlag status: cannot start the runtime: {err}");
+            eprintln!(
+                "{} status: cannot start the runtime: {err}",
+                super::program()
+            );
             return EXIT_UNREACHABLE;
         }
     };
@@ -87,21 +158,23 @@ pub fn run(endpoint: Option<&str>, json: bool, watch: bool) -> u8 {
         && std::env::var_os("NO_COLOR").is_none()
         && std::env::var("TERM").map_or(true, |t| t != "dumb");
     runtime.block_on(async {
+        let source = match Source::open(target).await {
+            Ok(source) => source,
+            Err(message) => {
+                eprintln!("{} status: {message}", super::program());
+                return EXIT_UNREACHABLE;
+            }
+        };
         if watch {
-            watch_loop(endpoints, json, terminal, color).await
+            watch_loop(&source, json, terminal, color).await
         } else {
-            match fetch(endpoints).await {
-                Ok(fetched) => {
-                    let text = if json {
-                        fetched.raw_text()
-                    } else {
-                        render(&fetched.value, OffsetDateTime::now_utc(), color)
-                    };
+            match source.report(json, OffsetDateTime::now_utc(), color).await {
+                Ok((text, code)) => {
                     print(&text);
-                    exit_code(&fetched.value)
+                    code
                 }
                 Err(message) => {
-                    eprintln!("mountlag status: {message}");
+                    eprintln!("{} status: {message}", super::program());
                     EXIT_UNREACHABLE
                 }
             }
@@ -116,12 +189,8 @@ fn print(text: &str) {
     let _ = stdout.flush();
 }
 
-async fn watch_loop(endpoints: &[Endpoint], json: bool, terminal: bool, color: bool) -> u8 {
-    let shown = endpoints
-        .iter()
-        .map(Endpoint::authority)
-        .collect::<Vec<_>>()
-        .join(" or ");
+async fn watch_loop(source: &Source, json: bool, terminal: bool, color: bool) -> u8 {
+    let shown = source.describe();
     let mut last;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -134,25 +203,21 @@ async fn watch_loop(endpoints: &[Endpoint], json: bool, terminal: bool, color: b
         }
         if !json {
             frame.push_str(&format!(
-                "Every 1s: mountlag status --endpoint {shown}    {}\n\n",
+                "Every 1s: {shown}    {}\n\n",
                 now.replace_nanosecond(0)
                     .unwrap_or(now)
                     .format(&Rfc3339)
                     .unwrap_or_default()
             ));
         }
-        match fetch(endpoints).await {
-            Ok(fetched) => {
-                last = exit_code(&fetched.value);
-                if json {
-                    frame.push_str(&fetched.raw_text());
-                } else {
-                    frame.push_str(&render(&fetched.value, now, color));
-                }
+        match source.report(json, now, color).await {
+            Ok((text, code)) => {
+                last = code;
+                frame.push_str(&text);
             }
             Err(message) => {
                 last = EXIT_UNREACHABLE;
-                frame.push_str(&format!("mountlag status: {message}\n"));
+                frame.push_str(&format!("{} status: {message}\n", super::program()));
             }
         }
         if !terminal && !json {
@@ -181,24 +246,28 @@ impl Fetched {
     /// overwrite what the terminal line showed). Raw C0 characters other than whitespace
     /// between tokens cannot be in a document that parsed.
     fn raw_text(&self) -> String {
-        let raw = String::from_utf8_lossy(&self.raw);
-        let mut text = String::with_capacity(raw.len() + 1);
-        for c in raw.chars() {
-            if c == '\r' {
-                continue;
-            }
-            if crate::text::needs_escape(c) && !matches!(c, '\n' | '\t') {
-                // Every such character is in the Basic Multilingual Plane: one \u escape.
-                text.push_str(&format!("\\u{:04x}", u32::from(c)));
-            } else {
-                text.push(c);
-            }
-        }
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text
+        terminal_safe(&String::from_utf8_lossy(&self.raw))
     }
+}
+
+/// JSON text made safe for a terminal, as [`Fetched::raw_text`] says, ending with a newline.
+fn terminal_safe(raw: &str) -> String {
+    let mut text = String::with_capacity(raw.len() + 1);
+    for c in raw.chars() {
+        if c == '\r' {
+            continue;
+        }
+        if crate::text::needs_escape(c) && !matches!(c, '\n' | '\t') {
+            // Every such character is in the Basic Multilingual Plane: one \u escape.
+            text.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            text.push(c);
+        }
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
 }
 
 /// The status from the first of `endpoints` that can be connected to (an agent there that
@@ -211,7 +280,7 @@ async fn fetch(endpoints: &[Endpoint]) -> Result<Fetched, String> {
                 refused.push(endpoint.authority());
             }
             Err(err) => return Err(unreachable_message(endpoint, &err, &refused)),
-            Ok((code, body)) => return parse_status(endpoint, code, &body),
+            Ok((code, body)) => return parse_status(endpoint.authority(), code, &body),
         }
     }
     Err("mountlag status: no endpoint to ask".to_owned())
@@ -223,29 +292,26 @@ fn try_next(err: &ClientError) -> bool {
     matches!(err, ClientError::Connect { .. })
 }
 
-fn parse_status(
-    endpoint: &Endpoint,
-    code: hyper::StatusCode,
-    body: &[u8],
-) -> Result<Fetched, String> {
+/// The document `source` answered (an agent's address, or the pod a port-forward reached).
+fn parse_status(source: &str, code: hyper::StatusCode, body: &[u8]) -> Result<Fetched, String> {
     if !code.is_success() {
         let text = String::from_utf8_lossy(body);
         return Err(format!(
             "{} answered /status with {code}: {}",
-            endpoint.authority(),
+            source,
             untrusted_capped(text.trim(), MAX_QUOTED_BYTES)
         ));
     }
     let value: Value = serde_json::from_slice(body).map_err(|err| {
         format!(
             "{} answered /status with something that is not JSON ({err}); is it a mountlag agent?",
-            endpoint.authority()
+            source
         )
     })?;
     if !value.is_object() || !value["mounts"].is_array() {
         return Err(format!(
             "{} answered /status with JSON that is not a mountlag status (no \"mounts\" list)",
-            endpoint.authority()
+            source
         ));
     }
     Ok(Fetched {
@@ -269,6 +335,7 @@ fn unreachable_message(endpoint: &Endpoint, err: &ClientError, refused: &[&str])
     }
 }
 
+pub mod cluster;
 mod hosts;
 #[cfg(test)]
 mod proptests;

@@ -116,10 +116,6 @@ impl Endpoint {
     }
 
     async fn get_inner(&self, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
-        let http = |source| ClientError::Http {
-            authority: self.authority.clone(),
-            source,
-        };
         let stream = tokio::net::TcpStream::connect(self.authority.as_str())
             .await
             .map_err(|source| ClientError::Connect {
@@ -127,38 +123,56 @@ impl Endpoint {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        let driver = tokio::spawn(connection);
-        let mut request = Request::new(Empty::<Bytes>::new());
-        *request.uri_mut() = format!("{}{}", self.prefix, path).parse().map_err(
+        get_over(stream, &self.authority, &format!("{}{}", self.prefix, path)).await
+    }
+}
+
+/// One `GET path` on an open connection to an agent (a TCP stream, or a stream forwarded
+/// through the API server); `authority` names it in errors and the `Host` header.
+pub async fn get_over<S>(
+    stream: S,
+    authority: &str,
+    path: &str,
+) -> Result<(StatusCode, Bytes), ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |source| ClientError::Http {
+        authority: authority.to_owned(),
+        source,
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    let driver = tokio::spawn(connection);
+    let mut request = Request::new(Empty::<Bytes>::new());
+    *request.uri_mut() =
+        path.parse().map_err(
             |e: hyper::http::uri::InvalidUri| ClientError::InvalidEndpoint {
-                endpoint: format!("{}{}", self.prefix, path),
+                endpoint: path.to_owned(),
                 why: e.to_string(),
             },
         )?;
-        let headers = request.headers_mut();
-        if let Ok(host) = HeaderValue::from_str(&self.authority) {
-            headers.insert(header::HOST, host);
-        }
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        headers.insert(
-            header::USER_AGENT,
-            HeaderValue::from_static(concat!("mountlag/", env!("CARGO_PKG_VERSION"))),
-        );
-        let response = sender.send_request(request).await.map_err(http)?;
-        let code = response.status();
-        let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|_| ClientError::Body {
-                authority: self.authority.clone(),
-            })?
-            .to_bytes();
-        driver.abort();
-        Ok((code, body))
+    let headers = request.headers_mut();
+    if let Ok(host) = HeaderValue::from_str(authority) {
+        headers.insert(header::HOST, host);
     }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("mountlag/", env!("CARGO_PKG_VERSION"))),
+    );
+    let response = sender.send_request(request).await.map_err(http)?;
+    let code = response.status();
+    let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| ClientError::Body {
+            authority: authority.to_owned(),
+        })?
+        .to_bytes();
+    driver.abort();
+    Ok((code, body))
 }
 
 #[cfg(test)]

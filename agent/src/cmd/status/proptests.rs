@@ -158,7 +158,7 @@ proptest! {
         let endpoint = Endpoint::parse("127.0.0.1:9977").unwrap();
         let code = hyper::StatusCode::from_u16(code).unwrap();
         let value: Option<Value> = serde_json::from_slice(&body).ok();
-        match parse_status(&endpoint, code, &body) {
+        match parse_status(endpoint.authority(), code, &body) {
             Ok(fetched) => {
                 prop_assert!(code.is_success());
                 let value = value.unwrap();
@@ -208,7 +208,8 @@ fn a_status_nested_a_hundred_thousand_deep_is_refused_without_deep_recursion() {
         format!("{{\"mounts\":{}", "[".repeat(100_000)),
         format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000)),
     ] {
-        let err = parse_status(&endpoint, hyper::StatusCode::OK, body.as_bytes()).unwrap_err();
+        let err =
+            parse_status(endpoint.authority(), hyper::StatusCode::OK, body.as_bytes()).unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
     }
     assert!(started.elapsed() < Duration::from_secs(10));
