@@ -223,7 +223,7 @@ struct Kubectl {
 }
 
 impl Kubectl {
-    async fn run(&self, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Run> {
+    fn command(&self, kubeconfig: &Path, args: &[&str]) -> Command {
         let path = format!(
             "{}:{}",
             self.bin.display(),
@@ -237,6 +237,11 @@ impl Kubectl {
             .env("HOME", &self.home)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
+        command
+    }
+
+    async fn run(&self, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Run> {
+        let mut command = self.command(kubeconfig, args);
         // Blocking, off the runtime's workers: the API stand-in answers on them meanwhile.
         let output = tokio::task::spawn_blocking(move || command.output()).await??;
         let run = Run {
@@ -436,6 +441,37 @@ async fn kubectl_mountlag_status_reads_every_nodes_agent_through_the_api() -> an
         &none,
         &["no mountlag agent pods", "mountlag-system", "node-z"],
     );
+
+    // --watch: a frame a second, each with every node, until interrupted.
+    let mut watch = kubectl
+        .command(&operator, &["mountlag", "status", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = watch.stdout.take().context("stdout")?;
+    let frames = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        let mut text = String::new();
+        let mut headers = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            headers += usize::from(
+                line.starts_with("Every 1s: kubectl mountlag status -n mountlag-system"),
+            );
+            text.push_str(&line);
+            text.push('\n');
+            if headers == 2 && line.starts_with("node node-b: ready") {
+                break;
+            }
+        }
+        text
+    });
+    let frames = tokio::time::timeout(PATIENCE, frames).await;
+    watch.kill()?;
+    watch.wait()?;
+    let frames = frames.context("no second --watch frame")??;
+    assert_eq!(frames.matches("node node-a: ready").count(), 2, "{frames}");
+    assert_eq!(frames.matches("node node-b: ready").count(), 2, "{frames}");
 
     // A stuck mount on node-b: exit 1 for the cluster, 0 for node-a alone.
     nodes[1]
