@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::events::{EventReason, RelatedSecret};
+use crate::certmanager::CertManagerKind;
+use crate::events::{EventReason, Regarding, RelatedSecret};
 use crate::pod::ControllerPod;
 use crate::reconcile::reload::ReloadResult;
 use crate::reconcile::{PodRef, SecretKey};
@@ -34,6 +35,17 @@ pub enum Action {
         reason: EventReason,
         note: String,
     },
+    /// Publish a Kubernetes Event about a cluster-level finding (a cert-manager Certificate,
+    /// or an Ingress or Gateway), only on the node that reports it.
+    ObjectEvent {
+        regarding: Regarding,
+        reason: EventReason,
+        note: String,
+    },
+    /// Start a cluster-wide watch for the cert-manager view; results come back as
+    /// `Input::CertManager`.
+    WatchCluster(ClusterWatch),
+    UnwatchCluster(ClusterWatch),
     /// Start a cluster-wide list/watch of one kind; its results come back as
     /// `Input::RoutesListed`, `RouteApplied`, `RouteDeleted`.
     WatchRoutes(RouteKind),
@@ -83,6 +95,14 @@ pub enum Action {
         source: CertificateView,
         unix: i64,
     },
+}
+
+/// A cluster-wide watch of the cert-manager view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClusterWatch {
+    CertManager(CertManagerKind),
+    /// The pods a controller profile selects, on every node (for the reporter choice).
+    Peers(String),
 }
 
 /// Which view of a certificate a figure comes from (metric label `source`).

@@ -165,6 +165,7 @@ mod tests {
                 .collect(),
             certificates: BTreeMap::new(),
             immutable: false,
+            certificate_name: None,
         }
     }
 

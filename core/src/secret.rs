@@ -22,6 +22,8 @@ pub struct SecretView {
     pub certificates: BTreeMap<String, PemContents>,
     /// Immutable Secrets are no longer watched by kubelet.
     pub immutable: bool,
+    /// The `cert-manager.io/certificate-name` annotation: the Certificate that issues into it.
+    pub certificate_name: Option<String>,
 }
 
 /// The identity of a Secret object, without its data.
@@ -32,6 +34,7 @@ pub struct SecretMeta {
     pub uid: String,
     pub resource_version: String,
     pub immutable: bool,
+    pub certificate_name: Option<String>,
 }
 
 impl SecretView {
@@ -67,6 +70,7 @@ impl SecretView {
             keys,
             certificates,
             immutable: meta.immutable,
+            certificate_name: meta.certificate_name,
         }
     }
 }

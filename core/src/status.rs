@@ -20,6 +20,9 @@ pub struct StatusSnapshot {
     /// when there are none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostStatus>,
+    /// The cert-manager view (absent when it is off or no controller pod runs here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<crate::node::CertManagerStatus>,
 }
 
 /// `/status` `disk`: whether mounts are compared on disk, or (a probe-only install, no kubelet

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use mountlag_core::action::ClusterWatch;
 use mountlag_core::node::{Input, Node, Now};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
@@ -69,6 +70,7 @@ pub async fn run_agent(
         disk: disk.clone(),
         mounts: Vec::new(),
         hosts: Vec::new(),
+        cert_manager: None,
     }));
     let listener = admin::bind(options.listen)
         .await
@@ -136,6 +138,10 @@ pub async fn run_agent(
     let route_tx = input_tx.clone();
     let secret_watch = crate::k8s::watch_config(&config.api);
     let route_watch = secret_watch.clone();
+    let cluster_client = client.clone();
+    let cluster_tx = input_tx.clone();
+    let cluster_watch_config = secret_watch.clone();
+    let cluster_config = Arc::clone(&config);
     let mut effects = Effects::new(EffectTargets {
         executor: Executor::new(
             Arc::new(KubePodPatcher::new(client.clone())),
@@ -154,6 +160,22 @@ pub async fn run_agent(
                 secret_watch.clone(),
                 secret_tx.clone(),
             ))
+        }),
+        spawn_cluster_watch: Box::new(move |watch| match watch {
+            ClusterWatch::CertManager(kind) => {
+                tokio::spawn(crate::k8s::certmanager::watch_cert_manager(
+                    cluster_client.clone(),
+                    kind,
+                    cluster_watch_config.clone(),
+                    cluster_tx.clone(),
+                ))
+            }
+            ClusterWatch::Peers(controller) => tokio::spawn(crate::k8s::certmanager::watch_peers(
+                cluster_client.clone(),
+                controller,
+                Arc::clone(&cluster_config),
+                cluster_tx.clone(),
+            )),
         }),
         spawn_route_watch: Box::new(move |kind| {
             tokio::spawn(crate::k8s::routes::watch_routes(

@@ -74,6 +74,9 @@ pub const DEFAULT_VERIFY_MISMATCH_AFTER: Duration = Duration::from_secs(30);
 pub const DEFAULT_VERIFY_HANDSHAKES_PER_SECOND: u32 = 5;
 /// Largest `verify.handshakesPerSecond` accepted.
 pub const MAX_VERIFY_HANDSHAKES_PER_SECOND: u32 = 1000;
+/// Default for `certManager.gracePeriod`: cert-manager issues within seconds to a few minutes
+/// (an ACME order with DNS propagation takes longest); a state lasting longer is a finding.
+pub const DEFAULT_CERT_MANAGER_GRACE_PERIOD: Duration = Duration::from_secs(10 * 60);
 /// Default for `expiry.warnBefore` (21 days).
 pub const DEFAULT_EXPIRY_WARN_BEFORE: Duration = Duration::from_secs(21 * DAY_SECS);
 /// Default for `api.maxStreamsPerConnection`: below the HTTP/2 stream limits servers commonly
@@ -111,6 +114,7 @@ const TOP_KEYS: &[&str] = &[
     "verify",
     "expiry",
     "api",
+    "certManager",
     "controllers",
 ];
 const NUDGE_KEYS: &[&str] = &["enabled", "after"];
@@ -123,6 +127,7 @@ const VERIFY_KEYS: &[&str] = &[
 ];
 const EXPIRY_KEYS: &[&str] = &["warnBefore"];
 const API_KEYS: &[&str] = &["http2", "maxStreamsPerConnection", "watchTimeout"];
+const CERT_MANAGER_KEYS: &[&str] = &["enabled", "gracePeriod"];
 const CONTROLLER_KEYS: &[&str] = &[
     "name",
     "profile",
@@ -168,6 +173,7 @@ pub struct Config {
     pub verify: VerifyConfig,
     pub expiry: ExpiryConfig,
     pub api: ApiConfig,
+    pub cert_manager: CertManagerConfig,
     /// Which pods are Ingress controllers and how each takes a new certificate.
     pub controllers: Vec<ControllerProfile>,
 }
@@ -206,6 +212,25 @@ pub struct ExpiryConfig {
     /// Warn (`CertificateExpiringSoon`) when a certificate expires within this time; `0s`
     /// disables the warning.
     pub warn_before: Duration,
+}
+
+/// `certManager`: cert-manager's Certificates and issuers for the Secrets the local controller
+/// pods serve (docs/cert-manager.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertManagerConfig {
+    pub enabled: bool,
+    /// How long a Certificate or issuer may be not Ready, or a renewal late, before it is
+    /// reported.
+    pub grace_period: Duration,
+}
+
+impl Default for CertManagerConfig {
+    fn default() -> Self {
+        CertManagerConfig {
+            enabled: true,
+            grace_period: DEFAULT_CERT_MANAGER_GRACE_PERIOD,
+        }
+    }
 }
 
 /// `api`: how the agent connects to the Kubernetes API server.
@@ -294,6 +319,11 @@ impl Config {
                 .collect(),
             publish_every: mountlag_core::node::PUBLISH_EVERY,
             handshakes_per_second: self.verify.handshakes_per_second,
+            cert_manager: self.cert_manager.enabled.then_some(
+                mountlag_core::node::CertManagerSettings {
+                    grace: self.cert_manager.grace_period,
+                },
+            ),
         }
     }
 }
@@ -366,6 +396,7 @@ impl Default for Config {
             verify: VerifyConfig::default(),
             expiry: ExpiryConfig::default(),
             api: ApiConfig::default(),
+            cert_manager: CertManagerConfig::default(),
             controllers: BuiltinProfile::default_controllers(),
         }
     }

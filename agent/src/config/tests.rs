@@ -122,6 +122,9 @@ expiry:
 api:
   http2: false
   maxStreamsPerConnection: 32
+certManager:
+  enabled: false
+  gracePeriod: 30m
 controllers:
   - name: edge
     selector: app=edge, tier in (front, public)
@@ -174,6 +177,10 @@ controllers:
             http2: false,
             max_streams_per_connection: 32,
             watch_timeout: DEFAULT_API_WATCH_TIMEOUT,
+        },
+        cert_manager: CertManagerConfig {
+            enabled: false,
+            grace_period: Duration::from_secs(30 * 60),
         },
         controllers: vec![
             ControllerProfile {

@@ -135,6 +135,15 @@ pub struct TlsHostLabels {
     pub state: &'static str,
 }
 
+/// One cert-manager finding this node reports (`reason` is the Event reason).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CertManagerFindingLabels {
+    pub reason: &'static str,
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct NotAfterLabels {
     pub namespace: String,
@@ -156,6 +165,7 @@ pub struct ReloadMetrics {
     pub served_match: Family<ServedLabels, Gauge>,
     pub not_after: Family<NotAfterLabels, Gauge>,
     pub tls_hosts: Family<TlsHostLabels, Gauge>,
+    pub cert_manager_findings: Family<CertManagerFindingLabels, Gauge>,
 }
 
 impl ReloadMetrics {
@@ -166,6 +176,7 @@ impl ReloadMetrics {
             served_match: Family::default(),
             not_after: Family::default(),
             tls_hosts: Family::default(),
+            cert_manager_findings: Family::default(),
         };
         registry.register(
             "mountlag_reloads",
@@ -187,6 +198,11 @@ impl ReloadMetrics {
             "mountlag_tls_hosts",
             "TLS hosts from Ingress and Gateway objects by controller and state (ok, unknown, secret_missing, secret_invalid, ref_not_permitted)",
             metrics.tls_hosts.clone(),
+        );
+        registry.register(
+            "mountlag_cert_manager_findings",
+            "cert-manager findings this node reports, one series each (reason: CertificateNotReady, CertificateRenewalOverdue, IssuerNotReady, TLSHostNotCovered); one node reports each finding",
+            metrics.cert_manager_findings.clone(),
         );
         registry.register_with_unit(
             "mountlag_certificate_not_after_timestamp",

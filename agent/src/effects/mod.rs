@@ -5,6 +5,7 @@
 //! ```text
 //!  Action::Nudge ──▶ PodPatcher::annotate (merge patch of mountlag.io/resync) ──▶ KubeletResyncRequested
 //!  Action::Event ──▶ EventLimiter ──▶ EventPublisher::publish (events.k8s.io/v1, series dedup)
+//!  Action::ObjectEvent ──▶ the same, regarding a Certificate, Ingress or Gateway (cert-manager)
 //!  Action::ObserveLag ──▶ mountlag_mount_lag_seconds
 //!  Action::Reload ──▶ reload (process: cgroup lookup; goguard/goexe: may it be signalled;
 //!                     signal: pidfd; http_reload: Caddy /load)
@@ -136,6 +137,11 @@ impl Executor {
                 reason,
                 note,
             } => self.publish(Regarding::from(&regarding), reason.into(), note, None),
+            Action::ObjectEvent {
+                regarding,
+                reason,
+                note,
+            } => self.publish(regarding, reason.into(), note, None),
             // The other actions are not the API's: see `effects::Effects::perform`.
             _ => {}
         }

@@ -5,6 +5,7 @@
 //!  Action ──▶ Effects::perform ─┬─ Nudge · Event · ObserveLag ──▶ Executor (API, rate limits)
 //!                               ├─ WatchSecret · UnwatchSecret ──▶ one watch task per Secret
 //!                               ├─ WatchRoutes · UnwatchRoutes ──▶ one cluster-wide watch per kind
+//!                               ├─ WatchCluster · UnwatchCluster ▶ cert-manager kinds, a profile's pods
 //!                               ├─ TrackVolume · ReadVolume ─────▶ inotify, kubelet::snapshot ─▶ Input now
 //!                               ├─ Reload ─▶ cached pidfd signal ─▶ Input now │ blocking task ─▶ Input later
 //!                               ├─ Probe ──▶ TLS handshakes (task) ─────────────────────────▶ Input later
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mountlag_core::action::Action;
+use mountlag_core::action::{Action, ClusterWatch};
 use mountlag_core::node::{Input, Publication};
 use mountlag_core::reconcile::SecretKey;
 use mountlag_core::reconcile::reload::{FailureKind, ReloadFailure};
@@ -31,7 +32,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::Executor;
-use super::metrics::{EffectMetrics, NotAfterLabels, ServedLabels, TlsHostLabels};
+use super::metrics::{
+    CertManagerFindingLabels, EffectMetrics, NotAfterLabels, ServedLabels, TlsHostLabels,
+};
 use super::reload::{
     TargetCache, probe_addresses, probe_round, reload_controller, signal_known_target,
 };
@@ -43,6 +46,8 @@ use crate::disk::{SnapshotError, snapshot};
 pub type SecretWatchSpawner = Box<dyn Fn(SecretKey) -> JoinHandle<()> + Send>;
 /// Starts a cluster-wide watch of one Ingress or Gateway API kind.
 pub type RouteWatchSpawner = Box<dyn Fn(RouteKind) -> JoinHandle<()> + Send>;
+/// Starts a cluster-wide watch for the cert-manager view.
+pub type ClusterWatchSpawner = Box<dyn Fn(ClusterWatch) -> JoinHandle<()> + Send>;
 
 pub struct Effects {
     executor: Executor,
@@ -57,6 +62,8 @@ pub struct Effects {
     spawn_secret_watch: SecretWatchSpawner,
     route_watches: HashMap<RouteKind, JoinHandle<()>>,
     spawn_route_watch: RouteWatchSpawner,
+    cluster_watches: HashMap<ClusterWatch, JoinHandle<()>>,
+    spawn_cluster_watch: ClusterWatchSpawner,
     /// Where results that take time go: the loop's input channel.
     later: mpsc::UnboundedSender<Input>,
     status: watch::Sender<Arc<StatusSnapshot>>,
@@ -79,6 +86,7 @@ pub struct EffectTargets {
     pub volumes: VolumeWatcher,
     pub spawn_secret_watch: SecretWatchSpawner,
     pub spawn_route_watch: RouteWatchSpawner,
+    pub spawn_cluster_watch: ClusterWatchSpawner,
     pub later: mpsc::UnboundedSender<Input>,
     pub status: watch::Sender<Arc<StatusSnapshot>>,
 }
@@ -104,6 +112,8 @@ impl Effects {
             spawn_secret_watch: targets.spawn_secret_watch,
             route_watches: HashMap::new(),
             spawn_route_watch: targets.spawn_route_watch,
+            cluster_watches: HashMap::new(),
+            spawn_cluster_watch: targets.spawn_cluster_watch,
             later: targets.later,
             status: targets.status,
         }
@@ -115,6 +125,7 @@ impl Effects {
             Action::Nudge { .. }
             | Action::Event { .. }
             | Action::RouteEvent { .. }
+            | Action::ObjectEvent { .. }
             | Action::ObserveLag { .. } => {
                 self.executor.execute(action);
                 None
@@ -127,6 +138,20 @@ impl Effects {
                 let task = (self.spawn_route_watch)(kind);
                 if let Some(old) = self.route_watches.insert(kind, task) {
                     old.abort();
+                }
+                None
+            }
+            Action::WatchCluster(watch) => {
+                tracing::info!(watch = ?watch, "watching cluster-wide for the cert-manager view");
+                let task = (self.spawn_cluster_watch)(watch.clone());
+                if let Some(old) = self.cluster_watches.insert(watch, task) {
+                    old.abort();
+                }
+                None
+            }
+            Action::UnwatchCluster(watch) => {
+                if let Some(task) = self.cluster_watches.remove(&watch) {
+                    task.abort();
                 }
                 None
             }
@@ -292,6 +317,19 @@ impl Effects {
                 })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+        self.metrics.reload.cert_manager_findings.clear();
+        for series in publication.cert_manager_findings {
+            self.metrics
+                .reload
+                .cert_manager_findings
+                .get_or_create(&CertManagerFindingLabels {
+                    reason: series.reason,
+                    kind: series.kind,
+                    namespace: series.namespace,
+                    name: series.name,
+                })
+                .set(1);
+        }
         for (namespace, secret, unix) in publication.not_after_on_disk {
             self.set_not_after(namespace, secret, "disk", unix);
         }
@@ -315,6 +353,9 @@ impl Effects {
     /// Stops every Secret and route watch.
     pub fn stop_watches(&mut self) {
         for (_, task) in self.secret_watches.drain() {
+            task.abort();
+        }
+        for (_, task) in self.cluster_watches.drain() {
             task.abort();
         }
         for (_, task) in self.route_watches.drain() {

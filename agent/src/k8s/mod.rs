@@ -11,8 +11,12 @@
 //! Ingress, IngressClass and the Gateway API kinds become `routes::RouteObject`s in
 //! `routes.rs`, watched cluster-wide only while a local controller pod's profile needs them.
 //!
+//! cert-manager's Certificate, Issuer and ClusterIssuer, and the pods of a local controller
+//! profile on every node (to choose one reporter per finding), are `certmanager.rs`'s.
+//!
 //! Only this folder reads `k8s_openapi` types.
 
+pub mod certmanager;
 pub mod client;
 pub mod pod;
 pub mod routes;

@@ -138,6 +138,7 @@ pub fn route_object(kind: RouteKind, object: &DynamicObject) -> Option<RouteObje
             rule_hosts: items(&spec["rules"])
                 .filter_map(|rule| string(&rule["host"]))
                 .collect(),
+            cert_manager_issuer: cert_manager_issuer(&annotations),
         }),
         RouteKind::IngressClass => RouteObject::IngressClass(IngressClassView {
             name,
@@ -152,6 +153,7 @@ pub fn route_object(kind: RouteKind, object: &DynamicObject) -> Option<RouteObje
             uid,
             class_name: string(&spec["gatewayClassName"]).unwrap_or_default(),
             listeners: items(&spec["listeners"]).map(listener).collect(),
+            cert_manager_issuer: cert_manager_issuer(&annotations),
         }),
         RouteKind::GatewayClass => RouteObject::GatewayClass(GatewayClassView {
             name,
@@ -193,6 +195,20 @@ pub fn route_object(kind: RouteKind, object: &DynamicObject) -> Option<RouteObje
                 .collect(),
         }),
     })
+}
+
+/// cert-manager's ingress-shim annotations (the namespaced `issuer` is read first).
+fn cert_manager_issuer(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<mountlag_core::certmanager::IssuerRef> {
+    use mountlag_core::certmanager::{CLUSTER_ISSUER_ANNOTATION, ISSUER_ANNOTATION, IssuerRef};
+    if let Some(name) = annotations.get(ISSUER_ANNOTATION).filter(|n| !n.is_empty()) {
+        return Some(IssuerRef::Issuer(name.clone()));
+    }
+    annotations
+        .get(CLUSTER_ISSUER_ANNOTATION)
+        .filter(|n| !n.is_empty())
+        .map(|name| IssuerRef::ClusterIssuer(name.clone()))
 }
 
 fn listener(value: &Value) -> ListenerView {

@@ -16,6 +16,11 @@ pub fn secret_view(secret: &Secret) -> Option<SecretView> {
         uid: meta.uid.clone().unwrap_or_default(),
         resource_version: meta.resource_version.clone().unwrap_or_default(),
         immutable: secret.immutable.unwrap_or(false),
+        certificate_name: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(mountlag_core::certmanager::CERTIFICATE_NAME_ANNOTATION))
+            .cloned(),
     };
     let data = secret
         .data

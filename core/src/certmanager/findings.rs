@@ -25,12 +25,14 @@ pub struct LeafFacts {
     pub not_before: i64,
 }
 
-/// One way a local controller uses a Secret: mounted (no host), or for a TLS host of an
-/// Ingress or Gateway.
+/// One way a local controller uses a Secret: mounted by its pods, or through the API for a TLS
+/// host of an Ingress or Gateway (or as its default certificate).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SecretUse {
     pub controller: String,
     pub secret: SecretKey,
+    /// Mounted: only the profile's pods that mount it serve it. Otherwise all of them do.
+    pub mounted: bool,
     pub host: Option<HostUse>,
 }
 
@@ -139,7 +141,7 @@ pub fn findings(
         );
         let server = Server {
             controller: usage.controller.clone(),
-            secret: usage.host.is_none().then(|| usage.secret.clone()),
+            secret: usage.mounted.then(|| usage.secret.clone()),
         };
         if let Some(certificate) = certificate {
             certificate_findings(certificate, facts, index, now, grace, &server, &mut out);

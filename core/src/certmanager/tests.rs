@@ -65,6 +65,7 @@ fn mounted(secret: &str) -> SecretUse {
     SecretUse {
         controller: "edge".into(),
         secret: key(secret),
+        mounted: true,
         host: None,
     }
 }
@@ -73,6 +74,7 @@ fn ingress_host(host: &str, secret: &str, issuer: Option<IssuerRef>) -> SecretUs
     SecretUse {
         controller: "ingress-nginx".into(),
         secret: key(secret),
+        mounted: false,
         host: Some(HostUse {
             origin: RouteOrigin {
                 kind: RouteKind::Ingress,
@@ -368,26 +370,27 @@ fn a_secret_without_a_certificate_has_no_cert_manager_finding() {
     );
 }
 
-fn peer(name: &str, node: &str, ready: bool, controller: &str, secrets: &[&str]) -> PeerPod {
+fn peer(name: &str, node: &str, terminating: bool, controller: &str, secrets: &[&str]) -> PeerPod {
     PeerPod {
         uid: format!("uid-{name}"),
         namespace: "ingress".into(),
         name: name.into(),
         controller: controller.into(),
         node: Some(node.into()),
-        ready,
+        terminating,
         secrets: secrets.iter().map(|s| key(s)).collect(),
     }
 }
 
 #[test]
-fn the_reporter_is_the_node_of_the_first_ready_pod_that_serves_the_finding() {
+fn the_reporter_is_the_node_of_the_first_pod_that_serves_the_finding() {
+    // edge-a is being deleted; edge-0 serves another Secret.
     let peers = [
-        peer("edge-a", "node-3", false, "edge", &["web-tls"]),
-        peer("edge-b", "node-2", true, "edge", &["web-tls"]),
-        peer("edge-c", "node-1", true, "edge", &["web-tls"]),
-        peer("edge-0", "node-9", true, "edge", &["other-tls"]),
-        peer("api-0", "node-8", true, "ingress-nginx", &[]),
+        peer("edge-a", "node-3", true, "edge", &["web-tls"]),
+        peer("edge-b", "node-2", false, "edge", &["web-tls"]),
+        peer("edge-c", "node-1", false, "edge", &["web-tls"]),
+        peer("edge-0", "node-9", false, "edge", &["other-tls"]),
+        peer("api-0", "node-8", false, "ingress-nginx", &[]),
     ];
     let mounted = BTreeSet::from([Server {
         controller: "edge".into(),
@@ -399,13 +402,10 @@ fn the_reporter_is_the_node_of_the_first_ready_pod_that_serves_the_finding() {
         secret: None,
     }]);
     assert_eq!(reporter(&peers, &routed), Some("node-8"));
-    // Nobody ready: the first of them still reports.
-    let down: Vec<PeerPod> = peers
-        .iter()
-        .cloned()
-        .map(|p| PeerPod { ready: false, ..p })
-        .collect();
-    assert_eq!(reporter(&down, &mounted), Some("node-3"));
+    // A pod without a node is no candidate.
+    let mut unscheduled = peers.to_vec();
+    unscheduled[1].node = None;
+    assert_eq!(reporter(&unscheduled, &mounted), Some("node-1"));
     // Not listed yet: nobody.
     assert_eq!(reporter(&[], &mounted), None);
     // The answer does not depend on the order the pods were listed in.

@@ -13,6 +13,7 @@
 //! actions (a volume tracked and read, a reload done, a probe round) come back as inputs. No
 //! I/O and no clock here: `now` is an argument, so every decision is a unit test.
 
+mod certmanager;
 mod publish;
 mod routes;
 #[cfg(test)]
@@ -41,6 +42,9 @@ use crate::secret::SecretView;
 use crate::status::DiskStatus;
 use crate::volume::{KubeletRoot, RescanReason, VolumeSnapshot};
 
+pub use certmanager::{
+    CertManagerInput, CertManagerSettings, CertManagerStatus, FindingSeries, FindingStatus,
+};
 pub use publish::{PUBLISH_EVERY, Publication, ServedMatch};
 pub use routes::{HostServed, HostState, HostStatus};
 
@@ -92,6 +96,8 @@ pub struct NodeSettings {
     /// `verify.handshakesPerSecond`: what periodic checks may spend, node-wide, on average.
     /// Verification after a rotation is never held back, but is counted.
     pub handshakes_per_second: u32,
+    /// The cert-manager view; `None`: off (config `certManager.enabled: false`).
+    pub cert_manager: Option<CertManagerSettings>,
 }
 
 /// Everything the agent observes, and the results of the actions it performed.
@@ -165,6 +171,8 @@ pub enum Input {
         uid: String,
         round: ProbeRound,
     },
+    /// cert-manager objects, and the controller pods of the whole cluster.
+    CertManager(CertManagerInput),
     /// A deadline from [`Node::next_deadline`] passed.
     Tick,
 }
@@ -211,6 +219,7 @@ pub struct Node {
     routes_changed: bool,
     /// A Secret the hosts need changed: what each host must serve is computed again.
     route_secrets_changed: bool,
+    cert_manager: certmanager::CertManagerState,
 }
 
 impl Node {
@@ -244,6 +253,7 @@ impl Node {
             reported_host_problems: BTreeSet::new(),
             routes_changed: false,
             route_secrets_changed: false,
+            cert_manager: certmanager::CertManagerState::default(),
         }
     }
 
@@ -292,6 +302,7 @@ impl Node {
             }],
             Input::SecretObserved { key, view } => {
                 self.route_secret_observed(&key, view.as_ref(), now.utc.unix_timestamp());
+                self.cert_manager_secret_observed(&key, view.as_ref());
                 let mut actions: Vec<Action> = view
                     .as_ref()
                     .and_then(earliest_not_after)
@@ -345,6 +356,7 @@ impl Node {
                 actions.extend(self.step_reload(&uid, ReloadInput::Probed(round), at));
                 actions
             }
+            Input::CertManager(input) => self.cert_manager_input(input),
             Input::Tick => self.tick(at),
         };
         // Only pods add or remove Secret references and volume directories; both sets cost
@@ -365,9 +377,14 @@ impl Node {
             first.append(&mut actions);
             actions = first;
         }
+        if pods_changed {
+            actions.extend(self.sync_cert_manager_watches());
+        }
         if routes_changed || std::mem::take(&mut self.route_secrets_changed) {
             actions.extend(self.route_expectations(at));
+            self.cert_manager_changed();
         }
+        actions.extend(self.judge_cert_manager(now));
         actions
     }
 
@@ -382,10 +399,15 @@ impl Node {
             self.published_at
                 .map_or(self.created_at, |at| at + self.settings.publish_every)
         });
-        [self.index.next_deadline(), reloads, publish]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.index.next_deadline(),
+            reloads,
+            publish,
+            self.cert_manager_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn tick(&mut self, now: Instant) -> Vec<Action> {

@@ -29,6 +29,8 @@ pub struct Publication {
     pub tracked_volumes: usize,
     /// `mountlag_tls_hosts{controller, state}`, every state of every profile with routes.
     pub tls_hosts: BTreeMap<(String, HostState), usize>,
+    /// `mountlag_cert_manager_findings`: the findings this node reports.
+    pub cert_manager_findings: Vec<super::FindingSeries>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +120,7 @@ impl Node {
                 disk: self.settings.disk.clone(),
                 mounts,
                 hosts,
+                cert_manager: self.cert_manager_status(),
             },
             mounts_by_state: self.index.count_by_state(),
             controller_pods,
@@ -125,6 +128,7 @@ impl Node {
             not_after_on_disk,
             tracked_volumes: self.tracked.len(),
             tls_hosts,
+            cert_manager_findings: self.cert_manager_series(),
         }
     }
 

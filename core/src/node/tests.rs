@@ -19,6 +19,8 @@ use crate::reconcile::{MountState, Thresholds};
 use crate::secret::SecretMeta;
 use crate::volume::{FileSnapshot, VolumeKind};
 
+mod certmanager;
+
 const UID: &str = "u1";
 const SECRET: &str = "edge-tls";
 
@@ -48,6 +50,7 @@ fn settings(controllers: Vec<ControllerSpec>, disk_checked: bool) -> NodeSetting
         controllers,
         publish_every: Duration::from_millis(100),
         handshakes_per_second: 5,
+        cert_manager: None,
     }
 }
 
@@ -158,6 +161,7 @@ impl Material {
             uid: format!("{name}-uid"),
             resource_version: version.into(),
             immutable: false,
+            certificate_name: None,
         };
         SecretView::from_values(meta, self.files.iter().map(|(k, v)| (*k, v.as_slice())), [])
     }

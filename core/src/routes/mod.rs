@@ -19,6 +19,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+use crate::certmanager::IssuerRef;
 use crate::reconcile::SecretKey;
 
 /// The kinds that say which hosts a controller serves.
@@ -127,6 +128,8 @@ pub struct IngressView {
     pub tls: Vec<IngressTls>,
     /// `spec.rules[].host`: the concrete hosts a wildcard TLS host is probed through.
     pub rule_hosts: Vec<String>,
+    /// The `cert-manager.io/issuer` or `cert-manager.io/cluster-issuer` annotation.
+    pub cert_manager_issuer: Option<IssuerRef>,
 }
 
 /// One `spec.tls[]` entry.
@@ -154,6 +157,9 @@ pub struct GatewayView {
     pub uid: String,
     pub class_name: String,
     pub listeners: Vec<ListenerView>,
+    /// The `cert-manager.io/issuer` or `cert-manager.io/cluster-issuer` annotation (cert-manager's
+    /// gateway-shim reads the same ones).
+    pub cert_manager_issuer: Option<IssuerRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -388,6 +394,20 @@ impl RouteIndex {
 
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+
+    /// The cert-manager issuer annotation of the Ingress or Gateway a host comes from.
+    pub fn cert_manager_issuer(&self, origin: &RouteOrigin) -> Option<&IssuerRef> {
+        let key = RouteObjectKey {
+            kind: origin.kind,
+            namespace: Some(origin.namespace.clone()),
+            name: origin.name.clone(),
+        };
+        match self.objects.get(&key)? {
+            RouteObject::Ingress(ingress) => ingress.cert_manager_issuer.as_ref(),
+            RouteObject::Gateway(gateway) => gateway.cert_manager_issuer.as_ref(),
+            _ => None,
+        }
     }
 
     fn of_kind(&self, kind: RouteKind) -> impl Iterator<Item = &RouteObject> {

@@ -49,6 +49,7 @@ fn ingress(name: &str, class_name: Option<&str>, tls: &[(&[&str], Option<&str>)]
             })
             .collect(),
         rule_hosts: Vec::new(),
+        cert_manager_issuer: None,
     }
 }
 
@@ -156,6 +157,7 @@ fn gateway(listeners: Vec<ListenerView>) -> RouteObject {
         uid: "gw-uid".into(),
         class_name: "eg".into(),
         listeners,
+        cert_manager_issuer: None,
     })
 }
 

@@ -28,6 +28,12 @@ pub enum Resource {
     HttpRoutes,
     /// gateway.networking.k8s.io `referencegrants`
     ReferenceGrants,
+    /// cert-manager.io/v1 `certificates`
+    Certificates,
+    /// cert-manager.io/v1 `issuers`
+    Issuers,
+    /// cert-manager.io/v1 `clusterissuers` (cluster-scoped)
+    ClusterIssuers,
 }
 
 /// The names of a resource, as discovery spells them.
@@ -57,10 +63,12 @@ const fn names(
 
 /// Every Gateway API standard CRD carries this category (`kubectl get gateway-api`).
 const GATEWAY_API: &[&str] = &["gateway-api"];
+/// cert-manager's CRDs carry this category (`kubectl get cert-manager`).
+const CERT_MANAGER: &[&str] = &["cert-manager"];
 
 impl Resource {
     /// Every resource, in no particular order.
-    pub const ALL: [Resource; 9] = [
+    pub const ALL: [Resource; 12] = [
         Resource::Pods,
         Resource::Secrets,
         Resource::Events,
@@ -70,6 +78,9 @@ impl Resource {
         Resource::GatewayClasses,
         Resource::HttpRoutes,
         Resource::ReferenceGrants,
+        Resource::Certificates,
+        Resource::Issuers,
+        Resource::ClusterIssuers,
     ];
 
     fn names(self) -> Names {
@@ -96,6 +107,23 @@ impl Resource {
                 "ReferenceGrant",
                 &["refgrant"],
                 GATEWAY_API,
+            ),
+            // cert-manager v1.16's CRDs (`deploy/crds/`): short names and the `cert-manager`
+            // category.
+            Resource::Certificates => names(
+                "certificates",
+                "certificate",
+                "Certificate",
+                &["cert", "certs"],
+                CERT_MANAGER,
+            ),
+            Resource::Issuers => names("issuers", "issuer", "Issuer", &[], CERT_MANAGER),
+            Resource::ClusterIssuers => names(
+                "clusterissuers",
+                "clusterissuer",
+                "ClusterIssuer",
+                &[],
+                CERT_MANAGER,
             ),
         }
     }
@@ -128,7 +156,10 @@ impl Resource {
     /// Namespaced (true) or cluster-scoped (false). Cluster-scoped objects are stored under
     /// the namespace `""` and carry no `metadata.namespace`.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Resource::IngressClasses | Resource::GatewayClasses)
+        !matches!(
+            self,
+            Resource::IngressClasses | Resource::GatewayClasses | Resource::ClusterIssuers
+        )
     }
 
     /// Has a `status` subresource: create drops `status`, updates of the main resource keep
@@ -141,6 +172,9 @@ impl Resource {
                 | Resource::Gateways
                 | Resource::GatewayClasses
                 | Resource::HttpRoutes
+                | Resource::Certificates
+                | Resource::Issuers
+                | Resource::ClusterIssuers
         )
     }
 
@@ -153,6 +187,9 @@ impl Resource {
                 | Resource::GatewayClasses
                 | Resource::HttpRoutes
                 | Resource::ReferenceGrants
+                | Resource::Certificates
+                | Resource::Issuers
+                | Resource::ClusterIssuers
         )
     }
 
@@ -166,6 +203,9 @@ impl Resource {
             | Resource::GatewayClasses
             | Resource::HttpRoutes
             | Resource::ReferenceGrants => &[ApiGroup::GatewayV1, ApiGroup::GatewayV1beta1],
+            Resource::Certificates | Resource::Issuers | Resource::ClusterIssuers => {
+                &[ApiGroup::CertManagerV1]
+            }
         }
     }
 
@@ -276,17 +316,20 @@ pub enum ApiGroup {
     GatewayV1,
     /// `gateway.networking.k8s.io/v1beta1`.
     GatewayV1beta1,
+    /// `cert-manager.io/v1`.
+    CertManagerV1,
 }
 
 impl ApiGroup {
     /// Every group version; within a group, the preferred version first. The order of the
     /// groups is the order of `/apis`.
-    pub const ALL: [ApiGroup; 5] = [
+    pub const ALL: [ApiGroup; 6] = [
         ApiGroup::Core,
         ApiGroup::EventsV1,
         ApiGroup::NetworkingV1,
         ApiGroup::GatewayV1,
         ApiGroup::GatewayV1beta1,
+        ApiGroup::CertManagerV1,
     ];
 
     /// `apiVersion` value (`v1`, `networking.k8s.io/v1`).
@@ -297,6 +340,7 @@ impl ApiGroup {
             ApiGroup::NetworkingV1 => "networking.k8s.io/v1",
             ApiGroup::GatewayV1 => "gateway.networking.k8s.io/v1",
             ApiGroup::GatewayV1beta1 => "gateway.networking.k8s.io/v1beta1",
+            ApiGroup::CertManagerV1 => "cert-manager.io/v1",
         }
     }
 
@@ -386,7 +430,8 @@ mod tests {
             [
                 "events.k8s.io",
                 "networking.k8s.io",
-                "gateway.networking.k8s.io"
+                "gateway.networking.k8s.io",
+                "cert-manager.io"
             ]
         );
         assert_eq!(Resource::from_kind("networking.k8s.io/v1", "Gateway"), None);

@@ -34,6 +34,7 @@ async fn start_with(limits: Limits, liveness: Liveness, serve_status: bool) -> R
         disk: Default::default(),
         mounts: Vec::new(),
         hosts: Vec::new(),
+        cert_manager: None,
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -429,6 +429,18 @@ impl<'a> Validator<'a> {
                 .duration(m, &p, "warnBefore", DEFAULT_EXPIRY_WARN_BEFORE, true)
                 .unwrap_or(DEFAULT_EXPIRY_WARN_BEFORE);
         }
+        if let Some((m, p)) = self.section(map, &root_path, "certManager", CERT_MANAGER_KEYS) {
+            config.cert_manager.enabled = self.boolean(m, &p, "enabled", true);
+            config.cert_manager.grace_period = self
+                .duration(
+                    m,
+                    &p,
+                    "gracePeriod",
+                    DEFAULT_CERT_MANAGER_GRACE_PERIOD,
+                    true,
+                )
+                .unwrap_or(DEFAULT_CERT_MANAGER_GRACE_PERIOD);
+        }
         if let Some((m, p)) = self.section(map, &root_path, "api", API_KEYS) {
             config.api.http2 = self.boolean(m, &p, "http2", true);
             if let Some(value) = get(m, "maxStreamsPerConnection") {

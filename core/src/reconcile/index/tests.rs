@@ -56,6 +56,7 @@ fn view(name: &str, rv: &str, digest: &str) -> SecretView {
         keys: BTreeMap::from([("tls.crt".to_string(), digest.to_string())]),
         certificates: BTreeMap::new(),
         immutable: false,
+        certificate_name: None,
     }
 }
 

@@ -1,0 +1,373 @@
+//! cert-manager's kinds and the cluster's controller pods, watched only while a controller pod
+//! runs on this node, and converted here into the core's cert-manager values.
+//!
+//! ```text
+//!  Certificate, Issuer, ClusterIssuer (cert-manager.io/v1, DynamicObject) ─▶ CertManagerObject
+//!  Pods label-selected by one controller profile, every node ─▶ PeerPod (reporter choice)
+//! ```
+//!
+//! Conversion is lenient like the route conversion: a field of the wrong type is left out, and
+//! an object without a name is skipped. A cluster without cert-manager (the kinds are not
+//! served) is said once in the log and counts as listed and empty.
+
+use std::collections::BTreeSet;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use mountlag_core::certmanager::reporter::PeerPod;
+use mountlag_core::certmanager::{
+    CertManagerKey, CertManagerKind, CertManagerObject, CertificateObject, ConditionStatus, GROUP,
+    IssuerObject, IssuerRef, Readiness,
+};
+use mountlag_core::node::{CertManagerInput, Input};
+use mountlag_core::reconcile::SecretKey;
+use mountlag_core::text::{MAX_MESSAGE_BYTES, untrusted_capped};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::watches::watch_error_reason;
+use crate::config::Config;
+
+pub fn api_resource(kind: CertManagerKind) -> ApiResource {
+    ApiResource {
+        group: GROUP.to_string(),
+        version: "v1".to_string(),
+        api_version: format!("{GROUP}/v1"),
+        kind: kind.as_str().to_string(),
+        plural: kind.resource().to_string(),
+    }
+}
+
+/// One cluster-wide watch of a cert-manager kind.
+pub async fn watch_cert_manager(
+    client: Client,
+    kind: CertManagerKind,
+    watch_config: watcher::Config,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
+    let mut stream = watcher::watcher(api, watch_config)
+        .default_backoff()
+        .boxed();
+    let mut listing: Vec<CertManagerObject> = Vec::new();
+    let mut reported_absent = false;
+    loop {
+        let input = match stream.try_next().await {
+            Ok(Some(Event::Init)) => {
+                listing.clear();
+                continue;
+            }
+            Ok(Some(Event::InitApply(object))) => {
+                listing.extend(cert_manager_object(kind, &object));
+                continue;
+            }
+            Ok(Some(Event::InitDone)) => CertManagerInput::Listed {
+                kind,
+                objects: std::mem::take(&mut listing),
+            },
+            Ok(Some(Event::Apply(object))) => match cert_manager_object(kind, &object) {
+                Some(object) => CertManagerInput::Applied(object),
+                None => continue,
+            },
+            Ok(Some(Event::Delete(object))) => match object.metadata.name {
+                Some(name) => CertManagerInput::Deleted(CertManagerKey {
+                    kind,
+                    namespace: if kind.cluster_scoped() {
+                        String::new()
+                    } else {
+                        object.metadata.namespace.unwrap_or_default()
+                    },
+                    name,
+                }),
+                None => continue,
+            },
+            Ok(None) => return,
+            Err(err) => {
+                let reason = watch_error_reason(&err);
+                if reason == "NotFound" {
+                    if reported_absent {
+                        continue;
+                    }
+                    reported_absent = true;
+                    tracing::info!(
+                        resource = kind.resource(),
+                        "cert-manager is not installed (the cluster does not serve {}.{GROUP}): its checks are off until it is; retrying with backoff",
+                        kind.resource()
+                    );
+                    CertManagerInput::NotInstalled { kind }
+                } else {
+                    tracing::warn!(resource = kind.resource(), error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), "cert-manager watch failed; retrying with backoff");
+                    CertManagerInput::WatchFailed { kind, reason }
+                }
+            }
+        };
+        if tx.send(Input::CertManager(input)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The pods one controller profile selects, on every node: label-selected by the API server,
+/// namespaces filtered here.
+pub async fn watch_peers(
+    client: Client,
+    controller: String,
+    config: std::sync::Arc<Config>,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let Some(profile) = config.controllers.iter().find(|c| c.name == controller) else {
+        return;
+    };
+    let api: Api<Pod> = Api::all(client);
+    let mut watch_config = super::watch_config(&config.api);
+    if !profile.selector.as_str().trim().is_empty() {
+        watch_config = watch_config.labels(profile.selector.as_str());
+    }
+    let mut stream = watcher::watcher(api, watch_config)
+        .default_backoff()
+        .boxed();
+    let mut listing: Vec<PeerPod> = Vec::new();
+    loop {
+        let input = match stream.try_next().await {
+            Ok(Some(Event::Init)) => {
+                listing.clear();
+                continue;
+            }
+            Ok(Some(Event::InitApply(pod))) => {
+                listing.extend(peer_pod(&config, &controller, &pod));
+                continue;
+            }
+            Ok(Some(Event::InitDone)) => CertManagerInput::PeersListed {
+                controller: controller.clone(),
+                pods: std::mem::take(&mut listing),
+            },
+            Ok(Some(Event::Apply(pod))) => match peer_pod(&config, &controller, &pod) {
+                Some(peer) => CertManagerInput::PeerApplied(peer),
+                None => match pod.metadata.uid {
+                    Some(uid) => CertManagerInput::PeerDeleted {
+                        controller: controller.clone(),
+                        uid,
+                    },
+                    None => continue,
+                },
+            },
+            Ok(Some(Event::Delete(pod))) => match pod.metadata.uid {
+                Some(uid) => CertManagerInput::PeerDeleted {
+                    controller: controller.clone(),
+                    uid,
+                },
+                None => continue,
+            },
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(controller = %controller, error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), "watch of the controller's pods failed; retrying with backoff");
+                CertManagerInput::PeersWatchFailed {
+                    controller: controller.clone(),
+                    reason: watch_error_reason(&err),
+                }
+            }
+        };
+        if tx.send(Input::CertManager(input)).is_err() {
+            return;
+        }
+    }
+}
+
+/// A pod of the cluster that `controller` selects (the same first-match rule as the node's own
+/// pod watch), or `None`.
+pub fn peer_pod(config: &Config, controller: &str, pod: &Pod) -> Option<PeerPod> {
+    let meta = &pod.metadata;
+    let namespace = meta.namespace.clone()?;
+    let labels = meta.labels.clone().unwrap_or_default();
+    if config.controller_for(&namespace, &labels)?.name != controller {
+        return None;
+    }
+    let status = pod.status.as_ref();
+    if matches!(
+        status.and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    ) {
+        return None;
+    }
+    let spec = pod.spec.as_ref();
+    let secrets: BTreeSet<SecretKey> = spec
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .flat_map(|volume| {
+            let direct = volume.secret.as_ref().and_then(|s| s.secret_name.clone());
+            let projected = volume
+                .projected
+                .as_ref()
+                .and_then(|p| p.sources.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.secret.as_ref().map(|s| s.name.clone()));
+            direct.into_iter().chain(projected).collect::<Vec<_>>()
+        })
+        .map(|name| SecretKey {
+            namespace: namespace.clone(),
+            name,
+        })
+        .collect();
+    Some(PeerPod {
+        uid: meta.uid.clone()?,
+        namespace,
+        name: meta.name.clone()?,
+        controller: controller.to_string(),
+        node: spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
+        terminating: meta.deletion_timestamp.is_some(),
+        secrets,
+    })
+}
+
+pub fn cert_manager_object(
+    kind: CertManagerKind,
+    object: &DynamicObject,
+) -> Option<CertManagerObject> {
+    let name = object.metadata.name.clone()?;
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    let spec = &object.data["spec"];
+    let status = &object.data["status"];
+    Some(match kind {
+        CertManagerKind::Certificate => CertManagerObject::Certificate(CertificateObject {
+            namespace,
+            name,
+            uid: object.metadata.uid.clone().unwrap_or_default(),
+            secret_name: string(&spec["secretName"]).unwrap_or_default(),
+            dns_names: strings(&spec["dnsNames"]),
+            issuer: string(&spec["issuerRef"]["name"]).map(|issuer| {
+                IssuerRef::from_fields(
+                    string(&spec["issuerRef"]["group"]).as_deref(),
+                    string(&spec["issuerRef"]["kind"]).as_deref(),
+                    &issuer,
+                )
+            }),
+            ready: readiness(status),
+            renewal_time: string(&status["renewalTime"]).and_then(|t| unix(&t)),
+            revision: status["revision"].as_u64(),
+        }),
+        CertManagerKind::Issuer | CertManagerKind::ClusterIssuer => {
+            let cluster = kind == CertManagerKind::ClusterIssuer;
+            CertManagerObject::Issuer(IssuerObject {
+                cluster,
+                namespace: if cluster { String::new() } else { namespace },
+                name,
+                ready: readiness(status),
+            })
+        }
+    })
+}
+
+/// The `Ready` condition of `status.conditions`.
+fn readiness(status: &Value) -> Readiness {
+    let Some(condition) = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"].as_str() == Some("Ready"))
+    else {
+        return Readiness::default();
+    };
+    Readiness {
+        status: match condition["status"].as_str() {
+            Some("True") => ConditionStatus::True,
+            Some("False") => ConditionStatus::False,
+            _ => ConditionStatus::Unknown,
+        },
+        reason: string(&condition["reason"]),
+        message: string(&condition["message"]),
+        since: string(&condition["lastTransitionTime"]).and_then(|t| unix(&t)),
+    }
+}
+
+fn unix(rfc3339: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
+}
+
+fn string(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_string)
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn object(json: Value) -> DynamicObject {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_certificate_becomes_its_secret_names_issuer_readiness_and_renewal_time() {
+        let certificate = object(serde_json::json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u"},
+            "spec": {"secretName": "web-tls", "dnsNames": ["shop.example", 7],
+                     "issuerRef": {"name": "le", "kind": "ClusterIssuer", "group": "cert-manager.io"}},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Failed",
+                        "message": "order failed", "lastTransitionTime": "2026-12-01T10:00:00Z"}],
+                       "renewalTime": "2027-01-01T00:00:00Z", "revision": 4}
+        }));
+        let Some(CertManagerObject::Certificate(c)) =
+            cert_manager_object(CertManagerKind::Certificate, &certificate)
+        else {
+            panic!("not a Certificate");
+        };
+        assert_eq!(c.secret_name, "web-tls");
+        assert_eq!(
+            c.dns_names,
+            ["shop.example"],
+            "a name of the wrong type is left out"
+        );
+        assert_eq!(c.issuer, Some(IssuerRef::ClusterIssuer("le".into())));
+        assert_eq!(c.ready.status, ConditionStatus::False);
+        assert_eq!(c.ready.since, Some(1_796_119_200));
+        assert_eq!(c.renewal_time, Some(1_798_761_600));
+        assert_eq!(c.revision, Some(4));
+    }
+
+    #[test]
+    fn an_issuer_without_status_is_not_ready_and_an_external_issuer_is_not_judged() {
+        let issuer = object(serde_json::json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+            "metadata": {"name": "ca", "namespace": "shop"}, "spec": {"ca": {}}
+        }));
+        let Some(CertManagerObject::Issuer(i)) =
+            cert_manager_object(CertManagerKind::Issuer, &issuer)
+        else {
+            panic!("not an Issuer");
+        };
+        assert!(!i.ready.is_ready());
+        assert_eq!((i.cluster, i.namespace.as_str()), (false, "shop"));
+        assert!(matches!(
+            IssuerRef::from_fields(
+                Some("awspca.cert-manager.io"),
+                Some("AWSPCAClusterIssuer"),
+                "pca"
+            ),
+            IssuerRef::External { .. }
+        ));
+        let nameless = object(
+            serde_json::json!({"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": {}}),
+        );
+        assert!(cert_manager_object(CertManagerKind::Issuer, &nameless).is_none());
+    }
+}
