@@ -233,6 +233,14 @@ impl Cluster {
                         &kube::Error::Api(status),
                     ));
                 }
+                Ok(Err(kube::Error::Api(status))) => {
+                    return Ok(answer(Err(format!(
+                        "cannot forward to port {port}: the API server answered {} {}: {}",
+                        status.code,
+                        untrusted(&status.reason),
+                        one_line(&status.message)
+                    ))));
+                }
                 Ok(Err(e)) => {
                     return Ok(answer(Err(format!(
                         "cannot forward to port {port}: {}",
