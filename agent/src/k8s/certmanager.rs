@@ -122,11 +122,17 @@ pub async fn watch_peers(
     let Some(profile) = config.controllers.iter().find(|c| c.name == controller) else {
         return;
     };
-    let api: Api<Pod> = Api::all(client);
-    let mut watch_config = super::watch_config(&config.api);
-    if !profile.selector.as_str().trim().is_empty() {
-        watch_config = watch_config.labels(profile.selector.as_str());
+    if profile.selector.as_str().trim().is_empty() {
+        // Never a list of every pod: without a selector each node reports what it finds.
+        tracing::info!(controller = %controller, "the profile has no selector: its cert-manager findings are reported by every node that finds them");
+        let _ = tx.send(Input::CertManager(CertManagerInput::PeersListed {
+            controller,
+            pods: Vec::new(),
+        }));
+        return;
     }
+    let api: Api<Pod> = Api::all(client);
+    let watch_config = super::watch_config(&config.api).labels(profile.selector.as_str());
     let mut stream = watcher::watcher(api, watch_config)
         .default_backoff()
         .boxed();

@@ -319,7 +319,15 @@ impl Node {
         let mut reported = BTreeSet::new();
         let mut current = BTreeMap::new();
         for (key, found) in found {
-            let by = reporter(peers.iter().copied(), &found.served_by).map(str::to_string);
+            // No candidate once every serving profile listed its pods (a profile without a
+            // selector has no cluster-wide list): the node that found it reports it.
+            let listed = found
+                .served_by
+                .iter()
+                .all(|s| matches!(state.peers.get(&s.controller), Some(Some(_))));
+            let by = reporter(peers.iter().copied(), &found.served_by)
+                .or(listed.then_some(node))
+                .map(str::to_string);
             if by.as_deref() == Some(node) {
                 if !state.reported.contains(&key) {
                     actions.push(Action::ObjectEvent {
