@@ -16,6 +16,7 @@ pub mod cert;
 pub mod certmanager;
 pub mod events;
 pub mod expected;
+pub mod lint;
 pub mod node;
 pub mod pod;
 pub mod reconcile;

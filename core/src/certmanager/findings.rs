@@ -18,6 +18,23 @@ pub struct SecretFacts {
     pub leaf: Option<LeafFacts>,
 }
 
+impl SecretFacts {
+    /// The facts of a Secret as the API view holds it: its annotation and the leaf of `tls.crt`.
+    pub fn of_view(view: &crate::secret::SecretView) -> Self {
+        SecretFacts {
+            certificate_name: view.certificate_name.clone(),
+            leaf: view
+                .certificates
+                .get("tls.crt")
+                .and_then(|pem| pem.leaf())
+                .map(|leaf| LeafFacts {
+                    dns_names: leaf.dns_names.clone(),
+                    not_before: leaf.not_before.unix_timestamp(),
+                }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LeafFacts {
     pub dns_names: Vec<String>,

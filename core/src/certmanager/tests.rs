@@ -100,8 +100,8 @@ fn index(objects: Vec<CertManagerObject>) -> CertManagerIndex {
 fn reasons(found: &findings::Findings) -> Vec<(FindingReason, String, String)> {
     found
         .found
-        .iter()
-        .map(|(k, _)| (k.reason, format!("{}/{}", k.kind, k.name), k.about.clone()))
+        .keys()
+        .map(|k| (k.reason, format!("{}/{}", k.kind, k.name), k.about.clone()))
         .collect()
 }
 

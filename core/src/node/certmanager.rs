@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::action::{Action, ClusterWatch};
 use crate::certmanager::findings::{
-    FindingKey, Findings, Grace, HostUse, LeafFacts, SecretFacts, SecretUse, findings,
+    FindingKey, Findings, Grace, HostUse, SecretFacts, SecretUse, findings,
 };
 use crate::certmanager::reporter::{PeerPod, reporter};
 use crate::certmanager::{CertManagerIndex, CertManagerKey, CertManagerKind, CertManagerObject};
@@ -177,8 +177,8 @@ impl Node {
         state.dirty = true;
         match input {
             CertManagerInput::Listed { kind, objects } => {
-                if state.kinds.contains_key(&kind) {
-                    state.kinds.insert(kind, KindState::Listed);
+                if let Some(listed) = state.kinds.get_mut(&kind) {
+                    *listed = KindState::Listed;
                     state.index.replace_kind(kind, objects);
                 }
             }
@@ -191,8 +191,8 @@ impl Node {
                 state.index.delete(&key);
             }
             CertManagerInput::NotInstalled { kind } => {
-                if state.kinds.contains_key(&kind) {
-                    state.kinds.insert(kind, KindState::NotInstalled);
+                if let Some(listed) = state.kinds.get_mut(&kind) {
+                    *listed = KindState::NotInstalled;
                     state.index.replace_kind(kind, Vec::new());
                 }
             }
@@ -236,17 +236,7 @@ impl Node {
         if self.settings.cert_manager.is_none() {
             return;
         }
-        let facts = view.map(|view| SecretFacts {
-            certificate_name: view.certificate_name.clone(),
-            leaf: view
-                .certificates
-                .get("tls.crt")
-                .and_then(|pem| pem.leaf())
-                .map(|leaf| LeafFacts {
-                    dns_names: leaf.dns_names.clone(),
-                    not_before: leaf.not_before.unix_timestamp(),
-                }),
-        });
+        let facts = view.map(SecretFacts::of_view);
         let state = &mut self.cert_manager;
         match facts {
             Some(facts) => {
