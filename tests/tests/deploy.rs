@@ -1052,6 +1052,7 @@ fn every_alert_has_a_runbook_and_unit_tests_that_fire_and_stay_quiet() {
         "MountlagAgentDown",
         "MountlagAgentNotReady",
         "MountlagApiErrors",
+        "MountlagCertManagerFinding",
         "MountlagInotifyWatchesNearLimit",
         "MountlagControllerSelectsNoPod",
     ];
