@@ -1,10 +1,13 @@
 //! The `mountlag` command line: parse, set up logging, run a subcommand, map to an exit code.
 //!
 //! [`agent`] runs the agent, [`inspect`] reads volume directories, [`status`] (with
-//! [`status_client`]) asks a running agent; `check-config` is the config loader's.
+//! [`status_client`]) asks a running agent, [`lint`] checks a namespace or the cluster through
+//! the API ([`kubeconfig`]: the user's connection); `check-config` is the config loader's.
 
 pub mod agent;
 pub mod inspect;
+pub mod kubeconfig;
+pub mod lint;
 pub mod status;
 pub mod status_client;
 
@@ -68,6 +71,68 @@ pub enum Command {
     /// invalid_material or unreadable, 2 the endpoint cannot be reached (with --cluster: the
     /// API, or any node's agent).
     Status(StatusArgs),
+    /// Check the TLS setup of a namespace (or every namespace) through the Kubernetes API:
+    /// the Secrets Ingresses, Gateways and controller pods use (missing, wrong type, invalid or
+    /// expiring material), TLS hosts without a Secret or with two, subPath mounts, unused TLS
+    /// Secrets and cert-manager's Certificates and issuers (docs/lint.md).
+    ///
+    /// Exit status: 0 no finding at --fail-on or worse, 1 such findings, 2 usage error, or the
+    /// API cannot be reached or refuses a read (one line on stderr).
+    Lint(LintArgs),
+}
+
+/// Severities `--fail-on` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Error,
+    Warning,
+    Info,
+}
+
+impl FailOn {
+    pub fn severity(self) -> lint::Severity {
+        match self {
+            FailOn::Error => lint::Severity::Error,
+            FailOn::Warning => lint::Severity::Warning,
+            FailOn::Info => lint::Severity::Info,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LintArgs {
+    /// Only this namespace [default: the kubeconfig context's namespace, as kubectl].
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "NAMESPACE",
+        conflicts_with = "all_namespaces"
+    )]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Print one JSON document (shape: docs/lint.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Findings of this severity or worse make the exit status 1.
+    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = FailOn::Warning)]
+    pub fail_on: FailOn,
+    /// How long a Certificate or issuer may be not Ready, or a renewal late, before it is a
+    /// finding [default: the config's certManager.gracePeriod, 10m].
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub grace: Option<std::time::Duration>,
+    /// The agent's configuration file: its controller profiles say which pods are controllers
+    /// and which Ingress and Gateway objects each serves [default: the built-in profiles].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Path to the kubeconfig file (default: KUBECONFIG, else ~/.kube/config, else the
+    /// in-cluster configuration).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,7 +258,7 @@ pub fn main() -> ExitCode {
     };
     // `status` reports its own errors, one line each; kube-rs' own error log would repeat them.
     let default_filter = match cli.command {
-        Command::Status(_) => "warn,kube_client=off",
+        Command::Status(_) | Command::Lint(_) => "warn,kube_client=off",
         _ => "info",
     };
     init_tracing(cli.log_format, default_filter);
@@ -224,7 +289,32 @@ pub fn run(cli: Cli) -> u8 {
             let (json, watch) = (args.json, args.watch);
             crate::cmd::status::run(args.target(as_plugin()), json, watch)
         }
+        Command::Lint(args) => run_lint(args),
     }
+}
+
+fn run_lint(args: LintArgs) -> u8 {
+    let config = match &args.config {
+        Some(path) => match crate::config::Config::load(path) {
+            Ok(config) => config,
+            Err(errors) => {
+                eprintln!("{} lint: invalid configuration:\n{errors}", program());
+                return EXIT_USAGE;
+            }
+        },
+        None => crate::config::Config::default(),
+    };
+    let options = lint::LintOptions {
+        namespace: args.namespace,
+        all_namespaces: args.all_namespaces,
+        json: args.json,
+        grace: args.grace.unwrap_or(config.cert_manager.grace_period),
+        fail_on: args.fail_on.severity(),
+        kubeconfig: args.kubeconfig,
+        context: args.context,
+        config,
+    };
+    lint::run(options)
 }
 
 fn run_agent(args: AgentArgs) -> u8 {

@@ -251,7 +251,7 @@ impl Fetched {
 }
 
 /// JSON text made safe for a terminal, as [`Fetched::raw_text`] says, ending with a newline.
-fn terminal_safe(raw: &str) -> String {
+pub(crate) fn terminal_safe(raw: &str) -> String {
     let mut text = String::with_capacity(raw.len() + 1);
     for c in raw.chars() {
         if c == '\r' {

@@ -21,13 +21,13 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::{Fetched, MAX_QUOTED_BYTES, Tone, parse_status, terminal_safe};
+use super::{Fetched, Tone, parse_status, terminal_safe};
+use crate::cmd::kubeconfig::{self, chain, one_line};
 use crate::cmd::status_client::{ClientError, get_over};
-use crate::text::{untrusted, untrusted_capped};
+use crate::text::untrusted;
 
 /// The shipped DaemonSet's namespace (`deploy/base/namespace.yaml`).
 pub const DEFAULT_NAMESPACE: &str = "mountlag-system";
@@ -40,10 +40,6 @@ const AGENT_CONTAINER: &str = "agent";
 const DEFAULT_PORT: u16 = 9977;
 /// Agents asked at once.
 const PARALLEL: usize = 16;
-/// Connecting to the API server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// One API request (the pod list, the port-forward upgrade).
-const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// One agent: the port-forward and the whole `/status` exchange through it.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the error channel's message once the forwarded exchange failed.
@@ -94,52 +90,11 @@ impl Cluster {
     /// Reads the kubeconfig (or the in-cluster configuration) and builds the client; nothing
     /// is sent yet.
     pub(super) async fn connect(options: &ClusterOptions) -> Result<Self, String> {
-        let kube_options = KubeConfigOptions {
-            context: options.context.clone(),
-            cluster: None,
-            user: None,
-        };
-        let mut config = match &options.kubeconfig {
-            Some(path) => {
-                let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
-                    format!(
-                        "cannot read the kubeconfig {}: {}",
-                        path.display(),
-                        chain(&e)
-                    )
-                })?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &kube_options)
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "cannot use the kubeconfig {}: {}",
-                            path.display(),
-                            chain(&e)
-                        )
-                    })?
-            }
-            None if options.context.is_some() => kube::Config::from_kubeconfig(&kube_options)
-                .await
-                .map_err(|e| format!("cannot use the kubeconfig: {}", chain(&e)))?,
-            None => kube::Config::infer().await.map_err(|e| {
-                format!(
-                    "no usable kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster: {}",
-                    chain(&e)
-                )
-            })?,
-        };
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(READ_TIMEOUT);
-        let server = config
-            .cluster_url
-            .to_string()
-            .trim_end_matches('/')
-            .to_owned();
-        let client = kube::Client::try_from(config)
-            .map_err(|e| format!("cannot set up a client for {server}: {}", chain(&e)))?;
+        let connection =
+            kubeconfig::connect(options.kubeconfig.as_deref(), options.context.as_deref()).await?;
         Ok(Self {
-            client,
-            server,
+            client: connection.client,
+            server: connection.server,
             namespace: options
                 .namespace
                 .clone()
@@ -293,17 +248,8 @@ impl Cluster {
                 untrusted(&status.reason),
                 one_line(&status.message)
             ),
-            kube::Error::HyperError(e) => format!(
-                "cannot reach the Kubernetes API server at {}: {}",
-                self.server,
-                one_line(&chain(e))
-            ),
-            kube::Error::Service(e) => format!(
-                "cannot reach the Kubernetes API server at {}: {}",
-                self.server,
-                one_line(&chain(e.as_ref()))
-            ),
-            other => format!("{what}: {}", one_line(&chain(other))),
+            other => kubeconfig::unreachable(&self.server, other)
+                .unwrap_or_else(|| format!("{what}: {}", one_line(&chain(other)))),
         }
     }
 }
@@ -328,26 +274,6 @@ async fn forward_failure(
 
 fn exchange_error(err: &ClientError) -> String {
     one_line(&chain(err))
-}
-
-/// Escaped (control characters shown, never sent) and cut: one line.
-fn one_line(text: &str) -> String {
-    untrusted_capped(text.trim(), MAX_QUOTED_BYTES * 2).to_string()
-}
-
-/// An error and its sources, `a: b: c`, leaving out a source its parent already quotes.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// The port the agent serves `/status` on, from its container's arguments: `--status-listen`
