@@ -781,6 +781,18 @@ fn documented_permissions() -> BTreeMap<(&'static str, &'static str), BTreeSet<&
             ("gateway.networking.k8s.io", "tlsroutes"),
             BTreeSet::from(["list", "watch"]),
         ),
+        (
+            ("cert-manager.io", "certificates"),
+            BTreeSet::from(["list", "watch"]),
+        ),
+        (
+            ("cert-manager.io", "issuers"),
+            BTreeSet::from(["list", "watch"]),
+        ),
+        (
+            ("cert-manager.io", "clusterissuers"),
+            BTreeSet::from(["list", "watch"]),
+        ),
     ])
 }
 
@@ -944,6 +956,17 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
         let needed = route_resources(&config);
         for (group, resource) in documented_permissions().keys() {
             if group.is_empty() || *group == "events.k8s.io" {
+                continue;
+            }
+            if *group == "cert-manager.io" {
+                // The cert-manager view: read-only, cluster-wide, exactly while it is on.
+                for verb in ["list", "watch"] {
+                    let grant = rbac.grants(&user, verb, group, resource);
+                    assert_eq!(
+                        grant.cluster_wide, config.cert_manager.enabled,
+                        "{variant}: {verb} {group}/{resource}: {grant:?}"
+                    );
+                }
                 continue;
             }
             for verb in ["list", "watch"] {
