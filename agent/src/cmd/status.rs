@@ -335,6 +335,7 @@ fn unreachable_message(endpoint: &Endpoint, err: &ClientError, refused: &[&str])
     }
 }
 
+mod certmanager;
 pub mod cluster;
 mod hosts;
 #[cfg(test)]

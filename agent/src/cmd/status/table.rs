@@ -8,7 +8,8 @@ pub fn exit_code(status: &Value) -> u8 {
     let bad = mounts(status).iter().any(|m| needs_attention(m))
         || super::hosts::hosts(status)
             .iter()
-            .any(|h| super::hosts::needs_attention(h));
+            .any(|h| super::hosts::needs_attention(h))
+        || !super::certmanager::findings(status).is_empty();
     if bad { EXIT_ATTENTION } else { 0 }
 }
 
@@ -275,6 +276,7 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
     }
     if mounts.is_empty() {
         out.push_str(&super::hosts::render_hosts(status, now, color));
+        out.push_str(&super::certmanager::render_cert_manager(status, color));
         return out;
     }
     let rows: Vec<[(String, Tone); 8]> = mounts
@@ -322,6 +324,7 @@ pub fn render(status: &Value, now: OffsetDateTime, color: bool) -> String {
     out.push_str(&columns(&HEADERS, rows, color));
     out.push_str(&reload_notes(&mounts));
     out.push_str(&super::hosts::render_hosts(status, now, color));
+    out.push_str(&super::certmanager::render_cert_manager(status, color));
     out
 }
 
