@@ -1034,7 +1034,7 @@ fn unknown_keys_at_any_depth() {
     );
     assert_eq!(
         error("foo: 1\n"),
-        "t.yaml:1:1: foo: unknown key \"foo\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, controllers)"
+        "t.yaml:1:1: foo: unknown key \"foo\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, certManager, controllers)"
     );
     assert_eq!(
         error(
