@@ -1054,11 +1054,11 @@ fn unknown_keys_at_any_depth() {
     );
     assert_eq!(
         error("1: x\n"),
-        "t.yaml:1:1: 1: unknown key \"1\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, controllers)"
+        "t.yaml:1:1: 1: unknown key \"1\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, certManager, controllers)"
     );
     assert_eq!(
         error("\"odd key\": x\n"),
-        "t.yaml:1:1: [\"odd key\"]: unknown key \"odd key\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, controllers)"
+        "t.yaml:1:1: [\"odd key\"]: unknown key \"odd key\" (expected one of: stuckAfter, nudge, reload, verify, expiry, api, certManager, controllers)"
     );
     let err = Config::from_yaml("x: 1", "t").unwrap_err();
     assert!(matches!(err.errors[0], ConfigError::UnknownKey { .. }));
