@@ -64,6 +64,10 @@ pub enum Action {
     Reload {
         pod: Box<ControllerPod>,
         attempt: u8,
+        /// Set when the profile may restart the pod's workload (`reload: restart`, or a
+        /// signal with `fallback: restart`): the pod-template annotation value, a digest of the
+        /// Secret contents the pod uses, the same on every node.
+        restart: Option<String>,
     },
     /// Handshake with every name and once without SNI; answered by `Input::Probed`.
     Probe {

@@ -24,6 +24,9 @@ pub enum EventReason {
     TLSSecretInvalid,
     /// ... a Secret in another namespace that no ReferenceGrant allows.
     TLSSecretRefNotPermitted,
+    /// Reload mode `restart`: the owning workload's pod template was annotated so its
+    /// controller rolls the pods (regarding the Deployment, DaemonSet or StatefulSet).
+    RollingRestartRequested,
     /// cert-manager: the Certificate that issues a served Secret is not Ready (regarding the
     /// Certificate).
     CertificateNotReady,
@@ -38,7 +41,7 @@ pub enum EventReason {
 }
 
 impl EventReason {
-    pub const ALL: [EventReason; 18] = [
+    pub const ALL: [EventReason; 19] = [
         EventReason::SecretMountStuck,
         EventReason::SecretMountRecovered,
         EventReason::KubeletResyncRequested,
@@ -53,6 +56,7 @@ impl EventReason {
         EventReason::TLSSecretMissing,
         EventReason::TLSSecretInvalid,
         EventReason::TLSSecretRefNotPermitted,
+        EventReason::RollingRestartRequested,
         EventReason::CertificateNotReady,
         EventReason::CertificateRenewalOverdue,
         EventReason::IssuerNotReady,
@@ -76,6 +80,7 @@ impl EventReason {
             EventReason::TLSSecretMissing => "TLSSecretMissing",
             EventReason::TLSSecretInvalid => "TLSSecretInvalid",
             EventReason::TLSSecretRefNotPermitted => "TLSSecretRefNotPermitted",
+            EventReason::RollingRestartRequested => "RollingRestartRequested",
             EventReason::CertificateNotReady => "CertificateNotReady",
             EventReason::CertificateRenewalOverdue => "CertificateRenewalOverdue",
             EventReason::IssuerNotReady => "IssuerNotReady",
@@ -90,6 +95,7 @@ impl EventReason {
             EventReason::SecretMountRecovered
                 | EventReason::KubeletResyncRequested
                 | EventReason::ControllerReloaded
+                | EventReason::RollingRestartRequested
         )
     }
 }
@@ -164,7 +170,8 @@ mod tests {
             [
                 "SecretMountRecovered",
                 "KubeletResyncRequested",
-                "ControllerReloaded"
+                "ControllerReloaded",
+                "RollingRestartRequested"
             ]
         );
     }

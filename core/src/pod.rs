@@ -10,6 +10,9 @@ use crate::volume::VolumeKind;
 
 /// The annotation whose change makes kubelet resync the pod's volumes at once.
 pub const RESYNC_ANNOTATION: &str = "mountlag.io/resync";
+/// The pod-template annotation of a rolling restart (reload mode `restart`): a digest of the
+/// Secret contents the pods use.
+pub const RESTART_ANNOTATION: &str = "mountlag.io/restart";
 /// On a static pod's mirror Pod: the UID kubelet uses for the pod's cgroup (32 hex).
 pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
 

@@ -139,6 +139,7 @@ pub async fn run_agent(
     let secret_watch = crate::k8s::watch_config(&config.api);
     let route_watch = secret_watch.clone();
     let cluster_client = client.clone();
+    let restart_client = client.clone();
     let cluster_tx = input_tx.clone();
     let cluster_watch_config = secret_watch.clone();
     let cluster_config = Arc::clone(&config);
@@ -161,6 +162,9 @@ pub async fn run_agent(
                 secret_tx.clone(),
             ))
         }),
+        restarter: Arc::new(crate::k8s::workloads::KubeWorkloadRestarter::new(
+            restart_client,
+        )),
         spawn_cluster_watch: Box::new(move |watch| match watch {
             ClusterWatch::CertManager(kind) => {
                 tokio::spawn(crate::k8s::certmanager::watch_cert_manager(

@@ -62,6 +62,9 @@ pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(120);
 pub const DEFAULT_NUDGE_AFTER: Duration = Duration::from_secs(2);
 /// Default for `reload.minInterval`.
 pub const DEFAULT_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// Default for `reload.restartTimeout`: a rolling restart replaces pods one at a time, each
+/// waiting for readiness; ten minutes covers a few replicas with slow starts.
+pub const DEFAULT_RELOAD_RESTART_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Default for `verify.timeout`.
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for `verify.interval`: a served certificate is checked at least this often.
@@ -118,7 +121,7 @@ const TOP_KEYS: &[&str] = &[
     "controllers",
 ];
 const NUDGE_KEYS: &[&str] = &["enabled", "after"];
-const RELOAD_KEYS: &[&str] = &["minInterval"];
+const RELOAD_KEYS: &[&str] = &["minInterval", "restartTimeout"];
 const VERIFY_KEYS: &[&str] = &[
     "timeout",
     "interval",
@@ -139,7 +142,13 @@ const CONTROLLER_KEYS: &[&str] = &[
     "probe",
     "routes",
 ];
-const CONTROLLER_RELOAD_KEYS: &[&str] = &["signal", "process", "http", "goProgramHandlesSignal"];
+const CONTROLLER_RELOAD_KEYS: &[&str] = &[
+    "signal",
+    "process",
+    "http",
+    "goProgramHandlesSignal",
+    "fallback",
+];
 const HTTP_KEYS: &[&str] = &["url"];
 const PROBE_KEYS: &[&str] = &["ports", "hosts"];
 const ROUTES_KEYS: &[&str] = &[
@@ -191,6 +200,8 @@ pub struct NudgeConfig {
 pub struct ReloadConfig {
     /// Minimum time between two reloads of one pod.
     pub min_interval: Duration,
+    /// How long a rolling restart may take before the old pod counts as not reloaded.
+    pub restart_timeout: Duration,
 }
 
 /// `verify`: checking that the controller serves the new leaf.
@@ -258,6 +269,9 @@ pub struct ControllerProfile {
     /// `None`: every container that mounts the volume.
     pub containers: Option<Vec<String>>,
     pub reload: ReloadAction,
+    /// `reload.fallback: restart`: when the signal is withheld (a Go program not proven to
+    /// handle it), restart the pod's workload instead.
+    pub restart_fallback: bool,
     pub mode: ReloadMode,
     pub probe: ProbeConfig,
     /// Which Ingress and Gateway objects are the controller's (API-driven controllers): the
@@ -266,6 +280,11 @@ pub struct ControllerProfile {
 }
 
 impl ControllerProfile {
+    /// `reload: restart`, or a signal with `fallback: restart`.
+    pub fn may_restart(&self) -> bool {
+        self.reload == ReloadAction::Restart || self.restart_fallback
+    }
+
     /// What the node model needs of this profile.
     pub fn spec(&self) -> mountlag_core::node::ControllerSpec {
         mountlag_core::node::ControllerSpec {
@@ -279,6 +298,8 @@ impl ControllerProfile {
             probe_hosts: self.probe.hosts.clone(),
             probe_ports: self.probe.ports.len(),
             routes: self.routes.clone(),
+            // Set by `Config::node_settings`, which knows `reload.restartTimeout`.
+            restart: None,
         }
     }
 }
@@ -315,7 +336,14 @@ impl Config {
             controllers: self
                 .controllers
                 .iter()
-                .map(ControllerProfile::spec)
+                .map(|c| mountlag_core::node::ControllerSpec {
+                    restart: c
+                        .may_restart()
+                        .then_some(mountlag_core::node::RollingRestart {
+                            timeout: self.reload.restart_timeout,
+                        }),
+                    ..c.spec()
+                })
                 .collect(),
             publish_every: mountlag_core::node::PUBLISH_EVERY,
             handshakes_per_second: self.verify.handshakes_per_second,
@@ -352,6 +380,9 @@ pub enum ReloadAction {
     Http { url: String },
     /// No action: the controller picks up changes itself, or reads the API. Verify only.
     None,
+    /// A rolling restart of the pod's Deployment, DaemonSet or StatefulSet (pod-template
+    /// annotation), for controllers that cannot hot-reload.
+    Restart,
 }
 
 /// When a signal may go to a Go program. The Go runtime installs a handler for every signal, so
@@ -425,6 +456,7 @@ impl Default for ReloadConfig {
     fn default() -> Self {
         ReloadConfig {
             min_interval: DEFAULT_RELOAD_MIN_INTERVAL,
+            restart_timeout: DEFAULT_RELOAD_RESTART_TIMEOUT,
         }
     }
 }
@@ -703,6 +735,7 @@ impl fmt::Display for ReloadAction {
             } => write!(f, "{signal} to the container's init process"),
             ReloadAction::Http { url } => write!(f, "HTTP POST {url}"),
             ReloadAction::None => f.write_str("none"),
+            ReloadAction::Restart => f.write_str("rolling restart"),
         }
     }
 }

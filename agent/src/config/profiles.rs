@@ -297,6 +297,7 @@ impl BuiltinProfile {
     /// A controller entry named `name` with this profile's defaults and `selector`.
     pub fn controller(self, name: &str, selector: LabelSelector) -> ControllerProfile {
         ControllerProfile {
+            restart_fallback: false,
             name: name.to_string(),
             selector,
             namespaces: self.default_namespaces(),

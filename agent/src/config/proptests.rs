@@ -407,7 +407,10 @@ fn doc() -> impl Strategy<Value = Doc> {
                     enabled: nudge_on,
                     after: nudge,
                 },
-                reload: ReloadConfig { min_interval },
+                reload: ReloadConfig {
+                    min_interval,
+                    ..defaults.reload
+                },
                 verify: VerifyConfig {
                     timeout,
                     interval,
@@ -439,6 +442,7 @@ fn doc() -> impl Strategy<Value = Doc> {
                 lines.push(format!("{pad}  reload: none"));
                 sections.push((format!("controllers[{i}]"), indent + 2, lines.len()));
                 expected.controllers.push(ControllerProfile {
+                    restart_fallback: false,
                     name: c.name.clone(),
                     selector: LabelSelector::parse(&selector.join(",")).unwrap(),
                     namespaces: c.namespaces.clone(),

@@ -163,6 +163,7 @@ controllers:
         },
         reload: ReloadConfig {
             min_interval: Duration::from_secs(90),
+            restart_timeout: DEFAULT_RELOAD_RESTART_TIMEOUT,
         },
         verify: VerifyConfig {
             timeout: Duration::from_secs(15),
@@ -184,6 +185,7 @@ controllers:
         },
         controllers: vec![
             ControllerProfile {
+                restart_fallback: false,
                 name: "edge".into(),
                 selector: sel("app=edge,tier in (front,public)"),
                 namespaces: Some(vec!["ingress".into(), "ingress-b".into()]),
@@ -201,6 +203,7 @@ controllers:
                 routes: None,
             },
             ControllerProfile {
+                restart_fallback: false,
                 name: "caddy".into(),
                 selector: sel("app=caddy"),
                 namespaces: None,
@@ -213,6 +216,7 @@ controllers:
                 routes: None,
             },
             ControllerProfile {
+                restart_fallback: false,
                 name: "envoy".into(),
                 selector: sel("!legacy"),
                 namespaces: None,
@@ -1266,11 +1270,11 @@ fn reload_errors() {
     );
     assert_eq!(
         error(&format!("{base}    reload: SIGHUP\n")),
-        "t.yaml:4:13: controllers[0].reload: expected none, {signal: ..., process: ...} or {http: {url: ...}}, found string \"SIGHUP\"; to send a signal write reload: {signal: SIGHUP}"
+        "t.yaml:4:13: controllers[0].reload: expected none, restart, {signal: ..., process: ...} or {http: {url: ...}}, found string \"SIGHUP\"; to send a signal write reload: {signal: SIGHUP}"
     );
     assert_eq!(
         error(&format!("{base}    reload: {{}}\n")),
-        "t.yaml:4:13: controllers[0].reload: empty reload: expected none, {signal: ..., process: ...} or {http: {url: ...}}"
+        "t.yaml:4:13: controllers[0].reload: empty reload: expected none, restart, {signal: ..., process: ...} or {http: {url: ...}}"
     );
     assert_eq!(
         error(&format!(
@@ -1779,4 +1783,77 @@ fn summary_wording() {
     config.controllers.clear();
     assert_eq!(config.summary(), "0 controllers");
     assert_eq!(parse("controllers: []\n").controllers, vec![]);
+}
+
+#[test]
+fn reload_restart_and_a_restart_fallback_for_a_withheld_signal() {
+    let config = parse(
+        "reload:\n  restartTimeout: 5m\ncontrollers:\n  - name: legacy\n    selector: app=legacy\n    reload: restart\n  - name: edge\n    profile: traefik\n    selector: app=traefik\n    reload:\n      fallback: restart\n  - name: plain\n    profile: nginx\n    selector: app=nginx\n",
+    );
+    assert_eq!(config.reload.restart_timeout, Duration::from_secs(300));
+    let [legacy, traefik, plain] = &config.controllers[..] else {
+        panic!("{:?}", config.controllers);
+    };
+    assert_eq!(legacy.reload, ReloadAction::Restart);
+    assert!(legacy.may_restart() && !legacy.restart_fallback);
+    // The fallback keeps the profile's signal (and its Go guard) and adds the restart.
+    assert!(matches!(
+        traefik.reload,
+        ReloadAction::Signal {
+            go: GoSignalPolicy::TraefikV3FileProvider,
+            ..
+        }
+    ));
+    assert!(traefik.restart_fallback && traefik.may_restart());
+    assert!(!plain.may_restart());
+    let settings = config.node_settings(
+        "n",
+        std::path::Path::new("/k"),
+        mountlag_core::status::DiskStatus::default(),
+    );
+    let restarts: Vec<Option<Duration>> = settings
+        .controllers
+        .iter()
+        .map(|c| c.restart.map(|r| r.timeout))
+        .collect();
+    assert_eq!(
+        restarts,
+        [
+            Some(Duration::from_secs(300)),
+            Some(Duration::from_secs(300)),
+            None
+        ]
+    );
+    assert_eq!(
+        parse("controllers: [{name: a, selector: app=a, reload: restart}]\n")
+            .reload
+            .restart_timeout,
+        DEFAULT_RELOAD_RESTART_TIMEOUT
+    );
+}
+
+#[test]
+fn a_restart_fallback_is_for_signals_and_restart_is_its_only_value() {
+    assert_eq!(
+        error(
+            "controllers:\n  - name: c\n    selector: app=c\n    reload:\n      http: {url: 'http://127.0.0.1:2019/load'}\n      fallback: restart\n"
+        ),
+        "t.yaml:6:7: controllers[0].reload.fallback: fallback applies to a signal reload (when the signal is withheld), not to http"
+    );
+    let wrong = error(
+        "controllers:\n  - name: c\n    profile: traefik\n    selector: app=c\n    reload:\n      fallback: delete\n",
+    );
+    assert!(
+        wrong.starts_with(
+            "t.yaml:6:17: controllers[0].reload.fallback: the only fallback is restart"
+        ),
+        "{wrong}"
+    );
+    let api = error(
+        "controllers:\n  - name: c\n    selector: app=c\n    mode: api\n    reload: restart\n",
+    );
+    assert!(
+        api.contains("cannot be combined with a reload action (rolling restart)"),
+        "{api}"
+    );
 }

@@ -55,6 +55,25 @@ pub trait PodPatcher: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), ApiFailure>>;
 }
 
+/// A rolling restart asked of a pod's workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartOutcome {
+    /// This agent's patch changed the pod template: the workload's controller rolls the pods.
+    Requested { workload: Regarding },
+    /// The template already carries the value (another node's agent was first): nothing to do.
+    AlreadyRequested { workload: Regarding },
+}
+
+/// Restarts the Deployment, DaemonSet or StatefulSet that owns a pod by annotating its pod
+/// template (never by deleting pods: the workload's strategy and PodDisruptionBudgets pace it).
+pub trait WorkloadRestarter: Send + Sync + 'static {
+    fn restart(
+        &self,
+        pod: &PodRef,
+        value: &str,
+    ) -> BoxFuture<'static, Result<RestartOutcome, ApiFailure>>;
+}
+
 /// An Event reason from the contract, and whether it is a Warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Reason {

@@ -31,14 +31,14 @@ use mountlag_core::status::StatusSnapshot;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::Executor;
 use super::metrics::{
     CertManagerFindingLabels, EffectMetrics, NotAfterLabels, ServedLabels, TlsHostLabels,
 };
 use super::reload::{
     TargetCache, probe_addresses, probe_round, reload_controller, signal_known_target,
 };
-use crate::config::{Config, ControllerProfile};
+use super::{EventReason, Executor, ExecutorMetrics, RestartOutcome, WorkloadRestarter};
+use crate::config::{Config, ControllerProfile, ReloadAction};
 use crate::disk::VolumeWatcher;
 use crate::disk::{SnapshotError, snapshot};
 
@@ -64,6 +64,7 @@ pub struct Effects {
     spawn_route_watch: RouteWatchSpawner,
     cluster_watches: HashMap<ClusterWatch, JoinHandle<()>>,
     spawn_cluster_watch: ClusterWatchSpawner,
+    restarter: Arc<dyn WorkloadRestarter>,
     /// Where results that take time go: the loop's input channel.
     later: mpsc::UnboundedSender<Input>,
     status: watch::Sender<Arc<StatusSnapshot>>,
@@ -87,6 +88,8 @@ pub struct EffectTargets {
     pub spawn_secret_watch: SecretWatchSpawner,
     pub spawn_route_watch: RouteWatchSpawner,
     pub spawn_cluster_watch: ClusterWatchSpawner,
+    /// Rolling restarts (reload mode `restart`).
+    pub restarter: Arc<dyn WorkloadRestarter>,
     pub later: mpsc::UnboundedSender<Input>,
     pub status: watch::Sender<Arc<StatusSnapshot>>,
 }
@@ -114,6 +117,7 @@ impl Effects {
             spawn_route_watch: targets.spawn_route_watch,
             cluster_watches: HashMap::new(),
             spawn_cluster_watch: targets.spawn_cluster_watch,
+            restarter: targets.restarter,
             later: targets.later,
             status: targets.status,
         }
@@ -195,7 +199,11 @@ impl Effects {
                 });
                 Some(Input::VolumeRead { path, read })
             }
-            Action::Reload { pod, attempt } => {
+            Action::Reload {
+                pod,
+                attempt,
+                restart,
+            } => {
                 let uid = pod.uid.clone();
                 let Some(profile) = self.profile(&pod.controller) else {
                     return Some(Input::Reloaded {
@@ -204,18 +212,39 @@ impl Effects {
                     });
                 };
                 tracing::info!(namespace = %pod.namespace, pod = %pod.name, attempt, "reloading controller");
+                let restarts = RestartTask {
+                    restarter: Arc::clone(&self.restarter),
+                    executor: self.executor.clone(),
+                    metrics: self.metrics.executor.clone(),
+                };
+                let later = self.later.clone();
+                if profile.reload == ReloadAction::Restart {
+                    tokio::spawn(async move {
+                        let result = restarts.restart(&pod, restart.as_deref()).await;
+                        let _ = later.send(Input::Reloaded { uid, result });
+                    });
+                    return None;
+                }
                 if let Some(result) =
                     signal_known_target(&self.proc_root, &uid, &profile, &self.targets)
                 {
                     return Some(Input::Reloaded { uid, result });
                 }
-                let later = self.later.clone();
                 let proc_root = self.proc_root.clone();
                 let timeout = self.config.verify.timeout;
                 let targets = Arc::clone(&self.targets);
                 tokio::spawn(async move {
-                    let result =
-                        reload_controller(proc_root, *pod, profile, timeout, targets).await;
+                    let fallback = profile.restart_fallback;
+                    let mut result =
+                        reload_controller(proc_root, (*pod).clone(), profile, timeout, targets)
+                            .await;
+                    if fallback
+                        && let Err(failure) = &result
+                        && failure.kind == FailureKind::SignalWithheld
+                    {
+                        tracing::info!(namespace = %pod.namespace, pod = %pod.name, reason = %failure.message, "signal withheld: falling back to a rolling restart");
+                        result = restarts.restart(&pod, restart.as_deref()).await;
+                    }
                     let _ = later.send(Input::Reloaded { uid, result });
                 });
                 None
@@ -368,5 +397,63 @@ fn no_profile(controller: &str) -> ReloadFailure {
     ReloadFailure {
         kind: FailureKind::Failed,
         message: format!("no controller profile named {controller:?} in the configuration"),
+    }
+}
+
+/// A rolling restart on behalf of one pod: the restarter's patch, the Event of the agent whose
+/// patch changed the template, and the answer the pod's reload machine waits for.
+struct RestartTask {
+    restarter: Arc<dyn WorkloadRestarter>,
+    executor: Executor,
+    metrics: ExecutorMetrics,
+}
+
+impl RestartTask {
+    async fn restart(
+        &self,
+        pod: &mountlag_core::pod::ControllerPod,
+        value: Option<&str>,
+    ) -> Result<(), ReloadFailure> {
+        let Some(value) = value else {
+            return Err(ReloadFailure {
+                kind: FailureKind::Failed,
+                message: "no restart value for this pod (its Secrets are not synced)".into(),
+            });
+        };
+        let pod_ref = mountlag_core::reconcile::PodRef {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        };
+        match self.restarter.restart(&pod_ref, value).await {
+            Ok(RestartOutcome::Requested { workload }) => {
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, kind = workload.kind, workload = %workload.name, %value, "rolling restart requested");
+                let note = format!(
+                    "The Secrets of pod {} changed and the new material is valid; {} cannot hot-reload, so its pod template was annotated {}={value}: the {} controller replaces the pods as its strategy and PodDisruptionBudgets allow.",
+                    pod.name,
+                    pod.controller,
+                    mountlag_core::pod::RESTART_ANNOTATION,
+                    workload.kind
+                );
+                self.executor.publish(
+                    workload,
+                    EventReason::RollingRestartRequested.into(),
+                    note,
+                    None,
+                );
+                Ok(())
+            }
+            Ok(RestartOutcome::AlreadyRequested { workload }) => {
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, kind = workload.kind, workload = %workload.name, %value, "rolling restart already requested");
+                Ok(())
+            }
+            Err(failure) => {
+                self.metrics.api_error("workloads", &failure.reason);
+                Err(ReloadFailure {
+                    kind: FailureKind::Failed,
+                    message: format!("rolling restart not requested: {}", failure.message),
+                })
+            }
+        }
     }
 }

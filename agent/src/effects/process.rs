@@ -420,7 +420,7 @@ impl Target {
                 ..
             } => Some(Target::TitlePrefix(prefix.clone())),
             ReloadAction::Signal { process: None, .. } => Some(Target::InitProcess),
-            ReloadAction::Http { .. } | ReloadAction::None => None,
+            ReloadAction::Http { .. } | ReloadAction::None | ReloadAction::Restart => None,
         }
     }
 }

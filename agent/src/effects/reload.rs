@@ -164,7 +164,8 @@ pub async fn reload_controller(
         ReloadAction::Http { url } => http_reload(&with_pod_ip(&url, &pod), http_timeout)
             .await
             .map_err(|err| failed(err.to_string())),
-        ReloadAction::None => Ok(()),
+        // Restarts are the executor's (they need the API): see `perform`.
+        ReloadAction::None | ReloadAction::Restart => Ok(()),
     }
 }
 

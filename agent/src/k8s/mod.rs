@@ -23,6 +23,7 @@ pub mod routes;
 pub mod secret;
 pub mod sinks;
 pub mod watches;
+pub mod workloads;
 
 pub use mountlag_core::expected::{
     Expected, ExpectedFiles, SecretLookup, SecretVersion, expected_payload,

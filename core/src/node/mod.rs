@@ -80,6 +80,17 @@ pub struct ControllerSpec {
     pub routes: Option<RouteMatch>,
     /// Ports a probe round covers on every pod IP (for the handshake budget).
     pub probe_ports: usize,
+    /// The profile may restart the pod's workload instead of reloading it.
+    pub restart: Option<RollingRestart>,
+}
+
+/// Reload by a rolling restart of the pod's workload (config `reload: restart`, or
+/// `reload.fallback: restart` for a signal that may be withheld).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollingRestart {
+    /// `reload.restartTimeout`: how long the old pod may keep serving the old leaf after the
+    /// restart was requested (it is normally replaced well before) before `ReloadUnverified`.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,7 +516,17 @@ impl Node {
                 pod.uid.clone(),
                 PodReload::new(
                     kind,
-                    self.settings.reload,
+                    match spec.restart {
+                        // The new leaf arrives with the replacement pods: the old one is given
+                        // as long as a rollout may take.
+                        Some(restart) => ReloadLimits {
+                            verify_timeout: restart
+                                .timeout
+                                .max(self.settings.reload.verify_timeout),
+                            ..self.settings.reload
+                        },
+                        None => self.settings.reload,
+                    },
                     spec.probe_hosts,
                     jitter_seed(&pod.uid),
                 ),
@@ -574,6 +595,10 @@ impl Node {
                 Decision::Reload { attempt } => Action::Reload {
                     pod: Box::new(pod.clone()),
                     attempt,
+                    restart: self
+                        .spec(&pod.controller)
+                        .and_then(|s| s.restart)
+                        .map(|_| restart_value(&self.index.secrets_of_pod(uid))),
                 },
                 Decision::Probe { names } => Action::Probe {
                     pod: Box::new(pod.clone()),
@@ -645,6 +670,24 @@ impl Node {
 
 /// The notAfter the API's Secret holds: of its served leaves (a certificate with its key), the
 /// earliest; `None` for a Secret without one.
+/// The pod-template annotation value of a rolling restart: a digest of what the pod's Secrets
+/// hold (names and key digests, not resourceVersions, so a metadata-only change restarts
+/// nothing). Every node computes the same value from the same API view, so concurrent patches
+/// from several agents agree and the workload rolls once.
+pub fn restart_value(secrets: &[&SecretView]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut sorted: Vec<&&SecretView> = secrets.iter().collect();
+    sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut hasher = Sha256::new();
+    for view in sorted {
+        hasher.update(format!("{}/{}\n", view.namespace, view.name));
+        for (key, digest) in &view.keys {
+            hasher.update(format!("{key}={digest}\n"));
+        }
+    }
+    hex::encode(hasher.finalize())[..16].to_string()
+}
+
 fn earliest_not_after(view: &SecretView) -> Option<i64> {
     match material_of_secrets(&view.certificates) {
         Material::Valid { leaves } => leaves.iter().map(|leaf| leaf.not_after).min(),

@@ -63,6 +63,7 @@ fn files_controller(reloads: bool) -> ControllerSpec {
         probe_hosts: Vec::new(),
         probe_ports: 1,
         routes: None,
+        restart: None,
     }
 }
 
@@ -1239,4 +1240,91 @@ fn readiness_says_which_watch_is_failing_until_it_lists_again() {
     );
     observe(&mut node, &material, SECRET, "1", clock.at(31));
     assert_eq!(node.waiting_for(), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reload by rolling restart
+// ---------------------------------------------------------------------------------------------
+
+fn restarting_controller() -> ControllerSpec {
+    ControllerSpec {
+        restart: Some(RollingRestart {
+            timeout: Duration::from_secs(600),
+        }),
+        ..files_controller(true)
+    }
+}
+
+fn restart_of(actions: &[Action]) -> Option<Option<String>> {
+    actions.iter().find_map(|a| match a {
+        Action::Reload { restart, .. } => Some(restart.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_restart_profile_asks_for_a_restart_with_a_value_every_node_computes_alike() {
+    let clock = Clock::new();
+    let old = Material::tls("a.example");
+    let mut node = Node::new(settings(vec![restarting_controller()], true), clock.base);
+    let first = old.snapshot("..g1");
+    run(
+        &mut node,
+        Input::PodsListed(vec![pod(UID, "nginx", &[("tls", SECRET)])]),
+        clock.at(0),
+        &|_| first.clone(),
+    );
+    observe(&mut node, &old, SECRET, "1", clock.at(10));
+    let (new, actions) = rotate(&mut node, &clock);
+    let value = restart_of(&actions)
+        .expect("a reload")
+        .expect("a restart value");
+    // The value is the Secret's content, not its version: another node that saw the same
+    // bytes at another resourceVersion (a metadata-only update in between) agrees.
+    let same_bytes = |version: &str| {
+        let mut view = new.secret(SECRET, version);
+        view.namespace = "ingress".into();
+        restart_value(&[&view])
+    };
+    assert_eq!(value, same_bytes("2"));
+    assert_eq!(value, same_bytes("7"));
+    assert_ne!(value, restart_value(&[&old.secret(SECRET, "2")]));
+    assert_eq!(value.len(), 16);
+    // The old pod is given the restart timeout, not verify.timeout, to be replaced: no
+    // ReloadUnverified after 10 s.
+    assert!(reloaded(&mut node, Ok(()), clock.at(50)).is_empty());
+    let mut unverified = false;
+    let mut ms = 50;
+    while ms < 60_000 {
+        ms += 1_000;
+        let now = clock.at(ms);
+        let ticked = node.step(Input::Tick, now);
+        unverified |= events(&ticked).contains(&EventReason::ReloadUnverified);
+        for action in ticked {
+            if let Action::Probe { names, .. } = action {
+                let round = served(&old.fingerprint(), &names, now.utc.unix_timestamp());
+                unverified |= events(&node.step(
+                    Input::Probed {
+                        uid: UID.into(),
+                        round,
+                    },
+                    now,
+                ))
+                .contains(&EventReason::ReloadUnverified);
+            }
+        }
+    }
+    assert!(!unverified, "a rollout may take longer than verify.timeout");
+    // A plain signal profile carries no restart value.
+    let mut plain = started(&clock, &old, true);
+    let (_, actions) = rotate(&mut plain, &clock);
+    assert_eq!(restart_of(&actions), Some(None));
+}
+
+#[test]
+fn the_restart_value_does_not_depend_on_the_order_of_the_pods_secrets() {
+    let a = Material::tls("a.example").secret("a-tls", "1");
+    let b = Material::tls("b.example").secret("b-tls", "1");
+    assert_eq!(restart_value(&[&a, &b]), restart_value(&[&b, &a]));
+    assert_ne!(restart_value(&[&a, &b]), restart_value(&[&a]));
 }

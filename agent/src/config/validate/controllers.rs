@@ -173,12 +173,32 @@ impl Validator<'_> {
             );
         }
 
+        let restart_fallback = match get(map, "reload") {
+            Some(Value::Mapping(m)) => match get(m, "fallback") {
+                None => Some(false),
+                Some(Value::String(s)) if s == "restart" => Some(true),
+                Some(other) => {
+                    self.invalid(
+                        &reload_path.key("fallback"),
+                        At::Value,
+                        format!(
+                            "the only fallback is restart (a rolling restart of the pod's workload when the signal is withheld), not {}",
+                            describe(other)
+                        ),
+                    );
+                    None
+                }
+            },
+            _ => Some(false),
+        };
+
         Some(ControllerProfile {
             name: name?,
             selector: selector?,
             namespaces: namespaces?,
             containers: containers?,
             reload: reload?,
+            restart_fallback: restart_fallback?,
             mode,
             probe: probe?,
             routes: routes?,
@@ -372,9 +392,10 @@ impl Validator<'_> {
         path: &KeyPath,
         inherited: Option<ReloadAction>,
     ) -> Option<ReloadAction> {
-        const EXPECTED: &str = "none, {signal: ..., process: ...} or {http: {url: ...}}";
+        const EXPECTED: &str = "none, restart, {signal: ..., process: ...} or {http: {url: ...}}";
         let map = match value {
             Value::String(s) if s == "none" => return Some(ReloadAction::None),
+            Value::String(s) if s == "restart" => return Some(ReloadAction::Restart),
             Value::String(s) => {
                 let hint = match ReloadSignal::parse(s) {
                     Some(sig) => format!(
@@ -415,6 +436,16 @@ impl Validator<'_> {
             );
             return None;
         }
+        let fallback_value = get(map, "fallback");
+        if http_value.is_some() && fallback_value.is_some() {
+            self.invalid(
+                &path.key("fallback"),
+                At::Key,
+                "fallback applies to a signal reload (when the signal is withheld), not to http"
+                    .to_string(),
+            );
+            return None;
+        }
         if let Some(http) = http_value {
             let http_path = path.key("http");
             let Value::Mapping(http_map) = http else {
@@ -440,7 +471,11 @@ impl Validator<'_> {
                 url: url.to_string(),
             });
         }
-        if signal_value.is_none() && process_value.is_none() && go_value.is_none() {
+        if signal_value.is_none()
+            && process_value.is_none()
+            && go_value.is_none()
+            && fallback_value.is_none()
+        {
             self.invalid(
                 path,
                 At::Value,

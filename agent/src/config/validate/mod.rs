@@ -396,6 +396,15 @@ impl<'a> Validator<'a> {
             config.reload.min_interval = self
                 .duration(m, &p, "minInterval", DEFAULT_RELOAD_MIN_INTERVAL, true)
                 .unwrap_or(DEFAULT_RELOAD_MIN_INTERVAL);
+            config.reload.restart_timeout = self
+                .duration(
+                    m,
+                    &p,
+                    "restartTimeout",
+                    DEFAULT_RELOAD_RESTART_TIMEOUT,
+                    false,
+                )
+                .unwrap_or(DEFAULT_RELOAD_RESTART_TIMEOUT);
         }
         if let Some((m, p)) = self.section(map, &root_path, "verify", VERIFY_KEYS) {
             config.verify.timeout = self
