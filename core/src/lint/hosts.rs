@@ -204,7 +204,7 @@ fn duplicates(group: &Group, out: &mut BTreeSet<LintFinding>) {
                 .filter(|(other, theirs)| *other != object && *theirs != secrets)
                 .map(|((kind, namespace, name), theirs)| {
                     format!(
-                        "{} {namespace}/{name} with {}",
+                        "{} {namespace}/{name} serves it with {}",
                         kind.as_str(),
                         describe_secrets(theirs)
                     )
@@ -220,7 +220,7 @@ fn duplicates(group: &Group, out: &mut BTreeSet<LintFinding>) {
                 namespace,
                 name,
                 format!(
-                    "TLS host {host} uses {} here, but {} also serves it with another Secret (controller {}): clients of the host get one of them",
+                    "TLS host {host} uses {} here, but {} (controller {}): clients of the host get one certificate or the other",
                     describe_secrets(secrets),
                     list(&others, 3),
                     group.name

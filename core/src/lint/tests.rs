@@ -477,7 +477,7 @@ fn one_host_with_two_secrets_of_one_controller_is_reported_on_both_objects() {
     let on_a = findings.iter().find(|f| f.name == "a").unwrap();
     assert!(
         on_a.message.contains(
-            "TLS host shop.example uses Secret shop/a-tls here, but Ingress shop/b with Secret shop/b-tls also serves it"
+            "TLS host shop.example uses Secret shop/a-tls here, but Ingress shop/b serves it with Secret shop/b-tls (controller ingress-nginx)"
         ),
         "{}",
         on_a.message
