@@ -228,7 +228,7 @@ fn every_mountlag_flag_in_the_docs_is_one_the_cli_parses() {
             let mut candidates: Vec<&str> = Vec::new();
             if let Some(start) = line.find("mountlag ") {
                 let command = &line[start..];
-                if ["agent", "inspect", "status", "check-config"]
+                if ["agent", "inspect", "status", "check-config", "lint"]
                     .iter()
                     .any(|c| command.starts_with(&format!("mountlag {c}")))
                 {
