@@ -725,6 +725,7 @@ fn variants() -> Vec<String> {
         "overlays/traefik",
         "overlays/no-nudge",
         "overlays/cluster-wide-secrets",
+        "overlays/traefik-restart",
     ] {
         assert!(
             overlays.iter().any(|o| o == expected),
@@ -785,6 +786,10 @@ fn documented_permissions() -> BTreeMap<(&'static str, &'static str), BTreeSet<&
             ("cert-manager.io", "certificates"),
             BTreeSet::from(["list", "watch"]),
         ),
+        (("apps", "replicasets"), BTreeSet::from(["get"])),
+        (("apps", "deployments"), BTreeSet::from(["get", "patch"])),
+        (("apps", "daemonsets"), BTreeSet::from(["get", "patch"])),
+        (("apps", "statefulsets"), BTreeSet::from(["get", "patch"])),
         (
             ("cert-manager.io", "issuers"),
             BTreeSet::from(["list", "watch"]),
@@ -903,15 +908,31 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
         );
         // And wherever it is granted, the admission policy narrows it to the nudge.
         let policies = ValidatingPolicies::from_documents(&docs).unwrap();
+        let restarts = config.controllers.iter().any(|c| c.may_restart());
+        let mut expected_policies = Vec::new();
+        if config.nudge.enabled {
+            expected_policies.push("mountlag-nudge-only");
+        }
+        if restarts {
+            expected_policies.push("mountlag-restart-only");
+        }
+        let mut names = policies.names();
+        names.sort_unstable();
         assert_eq!(
-            policies.names(),
-            if config.nudge.enabled {
-                vec!["mountlag-nudge-only"]
-            } else {
-                vec![]
-            },
-            "{variant}: the nudge policy is in force exactly when pods may be patched"
+            names, expected_policies,
+            "{variant}: the nudge policy is in force exactly when pods may be patched, the restart policy exactly when workloads may"
         );
+        // Workloads: patched (and read) exactly when a controller may restart them.
+        for resource in ["deployments", "daemonsets", "statefulsets"] {
+            for verb in ["get", "patch"] {
+                let grant = rbac.grants(&user, verb, "apps", resource);
+                assert_eq!(
+                    grant.cluster_wide || !grant.namespaces.is_empty(),
+                    restarts,
+                    "{variant}: {verb} {resource} is granted exactly when a controller restarts its workload"
+                );
+            }
+        }
         // Secrets are read only through the base's ClusterRole: no Role or other ClusterRole
         // grants them, and whatever binds it binds the agent (checked above).
         for role in &rbac.roles {
@@ -956,6 +977,9 @@ fn every_variant_grants_what_its_configuration_needs_and_nothing_more() {
         let needed = route_resources(&config);
         for (group, resource) in documented_permissions().keys() {
             if group.is_empty() || *group == "events.k8s.io" {
+                continue;
+            }
+            if *group == "apps" {
                 continue;
             }
             if *group == "cert-manager.io" {

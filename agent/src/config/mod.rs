@@ -605,8 +605,12 @@ impl Config {
                         "warning: {at}: reload.goProgramHandlesSignal: true: {} is sent even to a Go program; a Go program that does not handle {signal} exits on SIGHUP (Go's default) or ignores SIGUSR1/SIGUSR2",
                         c.reload
                     ),
+                    GoSignalPolicy::TraefikV3FileProvider if c.restart_fallback => format!(
+                        "note: {at}: {} is sent only to a process proven to be Traefik v3 (Go build information) with the file provider on (flags, environment or static configuration); otherwise its Deployment, DaemonSet or StatefulSet gets a rolling restart (reload.fallback: restart; needs components/rolling-restart)",
+                        c.reload
+                    ),
                     GoSignalPolicy::TraefikV3FileProvider => format!(
-                        "note: {at}: {} is sent only to a process proven to be Traefik v3 (Go build information) with the file provider on (flags, environment or static configuration); otherwise the signal is withheld (Event ReloadSignalWithheld) and the pod is verified only; reload.goProgramHandlesSignal: true vouches for it instead",
+                        "note: {at}: {} is sent only to a process proven to be Traefik v3 (Go build information) with the file provider on (flags, environment or static configuration); otherwise the signal is withheld (Event ReloadSignalWithheld) and the pod is verified only; reload.goProgramHandlesSignal: true vouches for it instead, reload.fallback: restart restarts its workload",
                         c.reload
                     ),
                 })
