@@ -124,9 +124,11 @@ mod tests {
         assert_eq!(
             names,
             [
+                "apps",
                 "events.k8s.io",
                 "networking.k8s.io",
-                "gateway.networking.k8s.io"
+                "gateway.networking.k8s.io",
+                "cert-manager.io"
             ]
         );
         let gw = group("gateway.networking.k8s.io").unwrap_or_default();
@@ -149,5 +151,11 @@ mod tests {
         assert_eq!(entry(&core, "namespaces")["verbs"], json!(["get", "list"]));
         assert_eq!(entry(&core, "pods/status")["verbs"], json!(STATUS_VERBS));
         assert_eq!(entry(&core, "ingresses"), &Value::Null);
+        let apps = resource_list(ApiGroup::AppsV1);
+        assert_eq!(apps["groupVersion"], "apps/v1");
+        assert_eq!(entry(&apps, "deployments")["shortNames"][0], "deploy");
+        assert_eq!(entry(&apps, "statefulsets/status")["kind"], "StatefulSet");
+        assert_eq!(entry(&apps, "daemonsets")["categories"][0], "all");
+        assert_eq!(entry(&apps, "replicasets")["namespaced"], true);
     }
 }

@@ -2,7 +2,8 @@
 //! drives routing, discovery, field selectors, scope and status-subresource handling, so a
 //! kind is added here and nowhere else.
 //!
-//! Built-in kinds follow kube-apiserver 1.33; the Gateway API kinds follow the standard-channel
+//! Built-in kinds (core/v1, `apps/v1`, `events.k8s.io/v1`, `networking.k8s.io/v1`) follow
+//! kube-apiserver 1.33; the Gateway API kinds follow the standard-channel
 //! CRDs of Gateway API v1.5 / v1.6 (`config/crd/standard/` of kubernetes-sigs/gateway-api):
 //! every kind served at `v1` and `v1beta1` with conversion strategy `None` (the same object,
 //! another `apiVersion`), `v1` preferred.
@@ -34,6 +35,14 @@ pub enum Resource {
     Issuers,
     /// cert-manager.io/v1 `clusterissuers` (cluster-scoped)
     ClusterIssuers,
+    /// apps/v1 `deployments`
+    Deployments,
+    /// apps/v1 `replicasets`
+    ReplicaSets,
+    /// apps/v1 `daemonsets`
+    DaemonSets,
+    /// apps/v1 `statefulsets`
+    StatefulSets,
 }
 
 /// The names of a resource, as discovery spells them.
@@ -61,6 +70,8 @@ const fn names(
     }
 }
 
+/// The built-in kinds `kubectl get all` lists.
+const CATEGORY_ALL: &[&str] = &["all"];
 /// Every Gateway API standard CRD carries this category (`kubectl get gateway-api`).
 const GATEWAY_API: &[&str] = &["gateway-api"];
 /// cert-manager's CRDs carry this category (`kubectl get cert-manager`).
@@ -68,7 +79,7 @@ const CERT_MANAGER: &[&str] = &["cert-manager"];
 
 impl Resource {
     /// Every resource, in no particular order.
-    pub const ALL: [Resource; 12] = [
+    pub const ALL: [Resource; 16] = [
         Resource::Pods,
         Resource::Secrets,
         Resource::Events,
@@ -81,11 +92,15 @@ impl Resource {
         Resource::Certificates,
         Resource::Issuers,
         Resource::ClusterIssuers,
+        Resource::Deployments,
+        Resource::ReplicaSets,
+        Resource::DaemonSets,
+        Resource::StatefulSets,
     ];
 
     fn names(self) -> Names {
         match self {
-            Resource::Pods => names("pods", "pod", "Pod", &["po"], &["all"]),
+            Resource::Pods => names("pods", "pod", "Pod", &["po"], CATEGORY_ALL),
             Resource::Secrets => names("secrets", "secret", "Secret", &[], &[]),
             Resource::Events => names("events", "event", "Event", &["ev"], &[]),
             Resource::Ingresses => names("ingresses", "ingress", "Ingress", &["ing"], &[]),
@@ -118,6 +133,35 @@ impl Resource {
                 CERT_MANAGER,
             ),
             Resource::Issuers => names("issuers", "issuer", "Issuer", &[], CERT_MANAGER),
+            // kube-apiserver 1.33's discovery: short names, category `all`.
+            Resource::Deployments => names(
+                "deployments",
+                "deployment",
+                "Deployment",
+                &["deploy"],
+                CATEGORY_ALL,
+            ),
+            Resource::ReplicaSets => names(
+                "replicasets",
+                "replicaset",
+                "ReplicaSet",
+                &["rs"],
+                CATEGORY_ALL,
+            ),
+            Resource::DaemonSets => names(
+                "daemonsets",
+                "daemonset",
+                "DaemonSet",
+                &["ds"],
+                CATEGORY_ALL,
+            ),
+            Resource::StatefulSets => names(
+                "statefulsets",
+                "statefulset",
+                "StatefulSet",
+                &["sts"],
+                CATEGORY_ALL,
+            ),
             Resource::ClusterIssuers => names(
                 "clusterissuers",
                 "clusterissuer",
@@ -175,6 +219,22 @@ impl Resource {
                 | Resource::Certificates
                 | Resource::Issuers
                 | Resource::ClusterIssuers
+                | Resource::Deployments
+                | Resource::ReplicaSets
+                | Resource::DaemonSets
+                | Resource::StatefulSets
+        )
+    }
+
+    /// The apps/v1 workload kinds (a pod template under `spec.template`, defaulted like a pod,
+    /// a required `spec.selector` matching its labels).
+    pub fn is_workload(self) -> bool {
+        matches!(
+            self,
+            Resource::Deployments
+                | Resource::ReplicaSets
+                | Resource::DaemonSets
+                | Resource::StatefulSets
         )
     }
 
@@ -206,6 +266,10 @@ impl Resource {
             Resource::Certificates | Resource::Issuers | Resource::ClusterIssuers => {
                 &[ApiGroup::CertManagerV1]
             }
+            Resource::Deployments
+            | Resource::ReplicaSets
+            | Resource::DaemonSets
+            | Resource::StatefulSets => &[ApiGroup::AppsV1],
         }
     }
 
@@ -293,8 +357,10 @@ impl Resource {
                 "type",
             ],
             // Built-in kinds without their own field labels get the scheme's default
-            // conversion, which accepts both metadata labels even when cluster-scoped.
+            // conversion, which accepts both metadata labels even when cluster-scoped (apps/v1
+            // registers no field label conversion of its own).
             (Resource::Ingresses | Resource::IngressClasses, _) => META,
+            (r, _) if r.is_workload() => META,
             // The CRD converter accepts metadata.namespace only for namespaced kinds (the
             // standard Gateway API CRDs declare no selectableFields).
             (r, _) if !r.namespaced() => &["metadata.name"],
@@ -308,6 +374,8 @@ impl Resource {
 pub enum ApiGroup {
     /// `v1` (`/api/v1`).
     Core,
+    /// `apps/v1`.
+    AppsV1,
     /// `events.k8s.io/v1` (`/apis/events.k8s.io/v1`).
     EventsV1,
     /// `networking.k8s.io/v1`.
@@ -323,8 +391,9 @@ pub enum ApiGroup {
 impl ApiGroup {
     /// Every group version; within a group, the preferred version first. The order of the
     /// groups is the order of `/apis`.
-    pub const ALL: [ApiGroup; 6] = [
+    pub const ALL: [ApiGroup; 7] = [
         ApiGroup::Core,
+        ApiGroup::AppsV1,
         ApiGroup::EventsV1,
         ApiGroup::NetworkingV1,
         ApiGroup::GatewayV1,
@@ -336,6 +405,7 @@ impl ApiGroup {
     pub fn api_version(self) -> &'static str {
         match self {
             ApiGroup::Core => "v1",
+            ApiGroup::AppsV1 => "apps/v1",
             ApiGroup::EventsV1 => "events.k8s.io/v1",
             ApiGroup::NetworkingV1 => "networking.k8s.io/v1",
             ApiGroup::GatewayV1 => "gateway.networking.k8s.io/v1",
@@ -428,6 +498,7 @@ mod tests {
         assert_eq!(
             ApiGroup::group_names(),
             [
+                "apps",
                 "events.k8s.io",
                 "networking.k8s.io",
                 "gateway.networking.k8s.io",
@@ -440,5 +511,10 @@ mod tests {
             "ingresses.networking.k8s.io"
         );
         assert_eq!(Resource::Events.qualified(), "events");
+        assert_eq!(Resource::Deployments.qualified(), "deployments.apps");
+        assert_eq!(
+            Resource::from_kind("apps/v1", "StatefulSet"),
+            Some((Resource::StatefulSets, ApiGroup::AppsV1))
+        );
     }
 }

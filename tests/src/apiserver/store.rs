@@ -685,9 +685,127 @@ fn normalize(
             default_pod(obj);
             Ok(())
         }
+        r if r.is_workload() => {
+            default_workload(r, obj);
+            validate_workload(r, obj, name, old)
+        }
         // Events and the networking kinds: stored as given (no schema, no defaulting).
         _ => Ok(()),
     }
+}
+
+/// Set `key` in `m` to `v` unless present.
+fn default_key(m: &mut Map<String, Value>, key: &str, v: Value) {
+    m.entry(key).or_insert(v);
+}
+
+/// The object at `m[key]`, made one if missing (a non-object is left alone: None).
+fn object_at<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    m.entry(key).or_insert_with(|| json!({})).as_object_mut()
+}
+
+/// apps/v1 defaulting (`pkg/apis/apps/v1/defaults.go`) for the fields a client reads back, and
+/// the pod defaulting of [`default_pod`] on `spec.template`, as the real server does for every
+/// pod template.
+fn default_workload(r: Resource, obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if r != Resource::DaemonSets {
+        default_key(spec, "replicas", json!(1));
+    }
+    if r != Resource::ReplicaSets {
+        default_key(spec, "revisionHistoryLimit", json!(10));
+    }
+    match r {
+        Resource::Deployments => {
+            default_key(spec, "progressDeadlineSeconds", json!(600));
+            if let Some(strategy) = object_at(spec, "strategy") {
+                default_key(strategy, "type", json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate"))
+                    && let Some(ru) = object_at(strategy, "rollingUpdate")
+                {
+                    default_key(ru, "maxUnavailable", json!("25%"));
+                    default_key(ru, "maxSurge", json!("25%"));
+                }
+            }
+        }
+        Resource::DaemonSets => {
+            if let Some(strategy) = object_at(spec, "updateStrategy") {
+                default_key(strategy, "type", json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate"))
+                    && let Some(ru) = object_at(strategy, "rollingUpdate")
+                {
+                    default_key(ru, "maxUnavailable", json!(1));
+                    default_key(ru, "maxSurge", json!(0));
+                }
+            }
+        }
+        Resource::StatefulSets => {
+            default_key(spec, "podManagementPolicy", json!("OrderedReady"));
+            if let Some(strategy) = object_at(spec, "updateStrategy") {
+                default_key(strategy, "type", json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate"))
+                    && let Some(ru) = object_at(strategy, "rollingUpdate")
+                {
+                    default_key(ru, "partition", json!(0));
+                }
+            }
+            if let Some(policy) = object_at(spec, "persistentVolumeClaimRetentionPolicy") {
+                default_key(policy, "whenDeleted", json!("Retain"));
+                default_key(policy, "whenScaled", json!("Retain"));
+            }
+        }
+        _ => {}
+    }
+    if let Some(template) = spec.get_mut("template") {
+        default_pod(template);
+    }
+}
+
+/// The apps/v1 validation a client can trip over here: `spec.selector` is required, must
+/// select the template's labels and is immutable.
+fn validate_workload(
+    r: Resource,
+    obj: &Value,
+    name: &str,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let invalid = |msg: &str| Err(ApiError::invalid(r.kind(), name, msg));
+    let selector = obj.pointer("/spec/selector");
+    let Some(selector) = selector.filter(|s| s.is_object()) else {
+        return invalid("spec.selector: Required value");
+    };
+    if obj.pointer("/spec/template").is_none() {
+        return invalid("spec.template: Required value");
+    }
+    let empty = Map::new();
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let match_labels = selector.get("matchLabels").and_then(Value::as_object);
+    let has_expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty());
+    if match_labels.is_none_or(Map::is_empty) && !has_expressions {
+        return invalid("spec.selector: Invalid value: empty selector is invalid");
+    }
+    if let Some(ml) = match_labels
+        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return invalid(
+            "spec.template.metadata.labels: Invalid value: `selector` does not match template \
+             `labels`",
+        );
+    }
+    if let Some(old) = old
+        && old.pointer("/spec/selector") != Some(selector)
+    {
+        return invalid("spec.selector: Invalid value: field is immutable");
+    }
+    Ok(())
 }
 
 fn normalize_secret(obj: &mut Value, name: &str, old: Option<&Value>) -> Result<(), ApiError> {
