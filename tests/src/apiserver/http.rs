@@ -26,7 +26,7 @@ use super::kinds::{ApiGroup, Resource};
 use super::patch::{self, PatchType};
 use super::select::{FieldSelector, LabelSelector};
 use super::store::{ChangeType, Part, Preconditions, StoreChange};
-use super::{ApiStats, Shared};
+use super::{ApiStats, PatchRecord, Shared};
 
 /// Largest request body accepted (Secrets are ≤ 1 MiB).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -44,7 +44,12 @@ pub(crate) struct StatsInner {
     pub open_connections: usize,
     pub requests_by_http_version: BTreeMap<String, u64>,
     pub faults: super::FaultCounts,
+    pub patches: BTreeMap<(String, String, String), u64>,
+    pub patch_log: std::collections::VecDeque<PatchRecord>,
 }
+
+/// PATCH requests kept in [`super::ApiServer::patches`] (oldest dropped first).
+pub(crate) const PATCH_LOG_CAPACITY: usize = 10_000;
 
 impl StatsInner {
     pub fn snapshot(&self, rv: u64) -> ApiStats {
@@ -67,6 +72,7 @@ impl StatsInner {
             requests_by_http_version: self.requests_by_http_version.clone(),
             resource_version: rv,
             faults: self.faults.clone(),
+            patches: self.patches.clone(),
         }
     }
 }
@@ -411,10 +417,51 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         &content_type,
         &body,
     );
-    match result {
+    let response = match result {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    };
+    if attrs.verb == "patch" && attrs.resource_request {
+        record_patch(&sh, &who, &attrs, &content_type, &body, response.status());
     }
+    response
+}
+
+/// Keeps one authorized PATCH request (its body as sent, and the answer's status).
+fn record_patch(
+    sh: &Shared,
+    who: &Identity,
+    attrs: &RequestAttributes,
+    content_type: &str,
+    body: &Bytes,
+    status: StatusCode,
+) {
+    let parsed = if PatchType::from_content_type(content_type) == Some(PatchType::Apply) {
+        serde_yaml::from_slice::<Value>(body).ok()
+    } else {
+        serde_json::from_slice::<Value>(body).ok()
+    };
+    let record = PatchRecord {
+        user: who.user.clone(),
+        resource: attrs.resource_key(),
+        namespace: attrs.namespace.clone(),
+        name: attrs.name.clone(),
+        content_type: content_type.to_owned(),
+        body: parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned())),
+        code: status.as_u16(),
+    };
+    let mut st = lock_stats(&sh.stats);
+    *st.patches
+        .entry((
+            record.resource.clone(),
+            record.namespace.clone(),
+            record.name.clone(),
+        ))
+        .or_default() += 1;
+    if st.patch_log.len() >= PATCH_LOG_CAPACITY {
+        st.patch_log.pop_front();
+    }
+    st.patch_log.push_back(record);
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -12,6 +12,9 @@
 //!   headers get the legacy JSON, which kubectl and kube-rs accept);
 //! - core/v1 `pods` (+ `pods/status`), `secrets`, `events`, and `events.k8s.io/v1` `events`
 //!   (one storage, converted per group), plus a derived read-only `namespaces` list;
+//! - `apps/v1` `deployments`, `replicasets`, `daemonsets`, `statefulsets` (+ `/status`;
+//!   defaulted and their selectors validated like the real server; no controller here — the
+//!   rollout model in `crate::rollout` plays it);
 //! - `networking.k8s.io/v1` `ingresses` (+ `/status`) and cluster-scoped `ingressclasses`;
 //!   `gateway.networking.k8s.io` `v1` and `v1beta1` `gateways`, `httproutes`,
 //!   `referencegrants` and cluster-scoped `gatewayclasses` (+ `/status` where the Gateway API
@@ -23,7 +26,8 @@
 //! - `pods/{name}/portforward` over a WebSocket to the pod's `status.podIP` (`portforward.rs`);
 //! - faults: [`ApiServer::stop`] / [`ApiServer::restart`] (same port), [`ApiServer::drop_watches`],
 //!   [`ApiServer::compact`];
-//! - counters: [`ApiServer::stats`] (requests per verb and resource, open watches).
+//! - counters: [`ApiServer::stats`] (requests per verb and resource, PATCHes per object, open
+//!   watches) and [`ApiServer::patches`] (every PATCH with its body).
 //!
 //! Every HTTP request passes through [`auth::authorize`] (the RBAC hook; allows everything by
 //! default). The in-process helpers ([`ApiServer::create_pod`], [`ApiServer::apply_object`],
@@ -159,6 +163,30 @@ pub struct ApiStats {
     /// Faults injected (see [`Faults`]) since the last reset: `watch_gone`, `watch_silent`,
     /// `watch_cut`, `reject_429`, ...
     pub faults: FaultCounts,
+    /// (resource, namespace, name) → authorized PATCH requests, whatever their answer, e.g.
+    /// `("deployments.apps", "shop", "web")`, `("pods/status", "shop", "web-0")`. The
+    /// requests themselves are in [`ApiServer::patches`].
+    pub patches: BTreeMap<(String, String, String), u64>,
+}
+
+/// One authorized PATCH request over HTTP, as [`ApiServer::patches`] keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchRecord {
+    /// Who sent it.
+    pub user: String,
+    /// `resource[/subresource][.group]`, as in [`ApiStats::requests`] (`deployments.apps`).
+    pub resource: String,
+    /// Namespace (`""` for cluster-scoped kinds).
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+    /// The request's `Content-Type` (`application/merge-patch+json`, ...).
+    pub content_type: String,
+    /// The patch as sent (JSON, or YAML for apply patches, as JSON); a body that does not parse
+    /// is kept as a string.
+    pub body: Value,
+    /// The HTTP status of the answer (200, 409 Conflict, 422, ...).
+    pub code: u16,
 }
 
 impl ApiStats {
@@ -173,6 +201,14 @@ impl ApiStats {
     /// All requests.
     pub fn total_requests(&self) -> u64 {
         self.requests.values().sum()
+    }
+
+    /// Authorized PATCH requests of one object (`resource` as in [`ApiStats::patches`]).
+    pub fn patch_count(&self, resource: &str, namespace: &str, name: &str) -> u64 {
+        self.patches
+            .get(&(resource.to_owned(), namespace.to_owned(), name.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -482,6 +518,19 @@ impl ApiServer {
         s.refused_while_stopped = 0;
         s.forbidden.clear();
         s.faults.clear();
+        s.patches.clear();
+        s.patch_log.clear();
+    }
+
+    /// The authorized PATCH requests over HTTP since the start or the last
+    /// [`ApiServer::reset_stats`], oldest first (the newest 10 000): who, which object, the
+    /// body as sent and the answer's status. In-process helpers are not recorded.
+    pub fn patches(&self) -> Vec<PatchRecord> {
+        lock_stats(&self.shared().stats)
+            .patch_log
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Every committed change from now on (the kubelet loop's feed; no polling).
@@ -582,24 +631,78 @@ impl ApiServer {
         name: &str,
     ) -> Result<Value, ApiError> {
         let (r, group) = resolve_kind(api_version, kind)?;
-        let ns = match (r.namespaced(), namespace) {
-            (true, Some(ns)) if !ns.is_empty() => ns,
-            (false, None) => "",
-            (true, _) => {
-                return Err(ApiError::bad_request(format!(
-                    "{kind} is namespaced: a namespace is required"
-                )));
-            }
-            (false, Some(_)) => {
-                return Err(ApiError::bad_request(format!(
-                    "{kind} is cluster-scoped: it has no namespace"
-                )));
-            }
-        };
+        let ns = fixture_namespace(r, namespace)?;
         let out = self
             .shared()
             .store
             .delete(r, ns, name, &Preconditions::default())?;
+        Ok(convert::present(r, group, &out))
+    }
+
+    /// Merge-patch (RFC 7386) an object's main resource by `apiVersion`, `kind`, namespace
+    /// and name, as a privileged client (no authorization, no admission, not counted): for a
+    /// kind with a status subresource `status` is kept, as over HTTP. A
+    /// `metadata.resourceVersion` in the patch is a precondition (409 when stale); a missing
+    /// object is a 404. `namespace` as for [`ApiServer::delete_object`]. Returns the object as
+    /// served at `api_version`.
+    pub fn patch_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        merge_patch: &Value,
+    ) -> Result<Value, ApiError> {
+        self.patch_object_part(api_version, kind, namespace, name, Part::Main, merge_patch)
+    }
+
+    /// Merge-patch an object's `status` subresource (what its controller does); only
+    /// `status` changes. A kind without a status subresource is a 404, as over HTTP.
+    pub fn patch_object_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        merge_patch: &Value,
+    ) -> Result<Value, ApiError> {
+        self.patch_object_part(
+            api_version,
+            kind,
+            namespace,
+            name,
+            Part::Status,
+            merge_patch,
+        )
+    }
+
+    fn patch_object_part(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        part: Part,
+        merge_patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let (r, group) = resolve_kind(api_version, kind)?;
+        if part == Part::Status && !r.has_status_subresource() {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("{} has no status subresource", r.qualified()),
+            ));
+        }
+        let ns = fixture_namespace(r, namespace)?;
+        let out = self
+            .shared()
+            .store
+            .modify(r, ns, name, part, false, group, |old| {
+                let mut cur = convert::present(r, group, old.unwrap_or(&Value::Null));
+                patch::merge_patch(&mut cur, merge_patch, false);
+                convert::to_storage(r, group, &mut cur);
+                Ok(cur)
+            })?;
         Ok(convert::present(r, group, &out))
     }
 
@@ -782,6 +885,23 @@ fn fixture_key(r: Resource, v: &Value) -> Result<(String, String), ApiError> {
         ));
     }
     Ok((ns.to_owned(), name.to_owned()))
+}
+
+/// The store namespace of an in-process request: `Some(ns)` for namespaced kinds, `None` for
+/// cluster-scoped ones (the other way round is a 400).
+fn fixture_namespace(r: Resource, namespace: Option<&str>) -> Result<&str, ApiError> {
+    match (r.namespaced(), namespace) {
+        (true, Some(ns)) if !ns.is_empty() => Ok(ns),
+        (false, None) => Ok(""),
+        (true, _) => Err(ApiError::bad_request(format!(
+            "{} is namespaced: a namespace is required",
+            r.kind()
+        ))),
+        (false, Some(_)) => Err(ApiError::bad_request(format!(
+            "{} is cluster-scoped: it has no namespace",
+            r.kind()
+        ))),
+    }
 }
 
 /// The served kind of an `apiVersion` + `kind`, or the 404 a client gets for an unknown one.
