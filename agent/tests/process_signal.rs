@@ -160,6 +160,7 @@ fn pod(uid: &str, containers: &[(&str, Option<&str>)]) -> ControllerPod {
         controller: "edge".to_string(),
         labels: BTreeMap::new(),
         resync_annotation: None,
+        restart_annotation: None,
         config_hash: None,
         host_network: false,
         pod_ips: Vec::new(),

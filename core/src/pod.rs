@@ -27,6 +27,9 @@ pub struct ControllerPod {
     pub labels: BTreeMap<String, String>,
     /// Value of [`RESYNC_ANNOTATION`], if set: the last nudge, by us or a previous run.
     pub resync_annotation: Option<String>,
+    /// Value of [`RESTART_ANNOTATION`] (from its pod template), if set: the pod was created by
+    /// a rolling restart mountlag asked for.
+    pub restart_annotation: Option<String>,
     /// A static pod's config hash: its cgroups are named after it, not after `uid`.
     pub config_hash: Option<String>,
     pub host_network: bool,

@@ -242,6 +242,7 @@ mod tests {
             controller: "caddy".into(),
             labels: Default::default(),
             resync_annotation: None,
+            restart_annotation: None,
             config_hash: None,
             host_network: false,
             pod_ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),

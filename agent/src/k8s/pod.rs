@@ -85,6 +85,10 @@ pub fn controller_pod(pod: &Pod, controller: &str) -> Option<ControllerPod> {
             .annotations
             .as_ref()
             .and_then(|a| a.get(RESYNC_ANNOTATION).cloned()),
+        restart_annotation: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(mountlag_core::pod::RESTART_ANNOTATION).cloned()),
         config_hash: meta
             .annotations
             .as_ref()

@@ -163,6 +163,7 @@ fn controller_pod(
         controller: "edge".into(),
         labels: BTreeMap::new(),
         resync_annotation: None,
+        restart_annotation: None,
         config_hash: None,
         host_network: false,
         pod_ips: Vec::new(),

@@ -231,6 +231,8 @@ pub struct Node {
     /// A Secret the hosts need changed: what each host must serve is computed again.
     route_secrets_changed: bool,
     cert_manager: certmanager::CertManagerState,
+    /// Pods created by a rolling restart whose new certificate was seen served.
+    restarts_verified: BTreeSet<String>,
 }
 
 impl Node {
@@ -265,6 +267,7 @@ impl Node {
             routes_changed: false,
             route_secrets_changed: false,
             cert_manager: certmanager::CertManagerState::default(),
+            restarts_verified: BTreeSet::new(),
         }
     }
 
@@ -365,6 +368,7 @@ impl Node {
             Input::Probed { uid, round } => {
                 let mut actions = self.served_not_after(&uid, &round);
                 actions.extend(self.step_reload(&uid, ReloadInput::Probed(round), at));
+                actions.extend(self.restart_verified(&uid));
                 actions
             }
             Input::CertManager(input) => self.cert_manager_input(input),
@@ -536,7 +540,42 @@ impl Node {
         containers
     }
 
+    /// A pod a rolling restart created (its template carries mountlag's annotation) serves the
+    /// certificate of its Secrets: the restart is verified, said once per pod.
+    fn restart_verified(&mut self, uid: &str) -> Vec<Action> {
+        let Some(pod) = self.pods.get(uid) else {
+            return Vec::new();
+        };
+        let Some(value) = pod.restart_annotation.as_deref() else {
+            return Vec::new();
+        };
+        let restarts = self
+            .spec(&pod.controller)
+            .is_some_and(|s| s.restart.is_some());
+        let Some(reload) = self.reloads.get(uid) else {
+            return Vec::new();
+        };
+        if !restarts
+            || reload.served_matches() != Some(true)
+            || !self.restarts_verified.insert(uid.to_string())
+        {
+            return Vec::new();
+        }
+        let note = format!(
+            "Rolled out by a rolling restart ({}={value}): the new pod serves the certificate of its Secrets ({}).",
+            crate::pod::RESTART_ANNOTATION,
+            reload.served_fingerprint().unwrap_or("-")
+        );
+        vec![Action::Event {
+            pod: pod_ref(pod),
+            reason: crate::events::EventReason::ControllerReloaded,
+            note,
+            related: None,
+        }]
+    }
+
     fn forget_pod(&mut self, uid: &str) -> Vec<Action> {
+        self.restarts_verified.remove(uid);
         self.reloads.remove(uid);
         match self.pods.remove(uid) {
             Some(pod) => vec![Action::ForgetPod(pod_ref(&pod))],

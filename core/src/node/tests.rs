@@ -84,6 +84,7 @@ fn pod(uid: &str, controller: &str, volumes: &[(&str, &str)]) -> ControllerPod {
         controller: controller.into(),
         labels: Default::default(),
         resync_annotation: None,
+        restart_annotation: None,
         config_hash: None,
         host_network: false,
         pod_ips: vec!["10.0.0.7".parse().unwrap()],
@@ -1327,4 +1328,66 @@ fn the_restart_value_does_not_depend_on_the_order_of_the_pods_secrets() {
     let b = Material::tls("b.example").secret("b-tls", "1");
     assert_eq!(restart_value(&[&a, &b]), restart_value(&[&b, &a]));
     assert_ne!(restart_value(&[&a, &b]), restart_value(&[&a]));
+}
+
+/// Runs ticks for `ms` and answers every probe with `fingerprint`; returns the Events.
+fn probe_until(
+    node: &mut Node,
+    clock: &Clock,
+    from: u64,
+    ms: u64,
+    fingerprint: &str,
+) -> Vec<EventReason> {
+    let mut seen = Vec::new();
+    let mut at = from;
+    while at < from + ms {
+        at += 100;
+        let now = clock.at(at);
+        let ticked = node.step(Input::Tick, now);
+        seen.extend(events(&ticked));
+        for action in ticked {
+            if let Action::Probe { names, .. } = action {
+                let round = served(fingerprint, &names, now.utc.unix_timestamp());
+                seen.extend(events(&node.step(
+                    Input::Probed {
+                        uid: UID.into(),
+                        round,
+                    },
+                    now,
+                )));
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_pod_created_by_a_rolling_restart_is_verified_once_when_it_serves_its_secret() {
+    let clock = Clock::new();
+    let material = Material::tls("a.example");
+    for (annotation, expected) in [(Some("0123456789abcdef"), 1), (None, 0)] {
+        let mut node = Node::new(settings(vec![restarting_controller()], true), clock.base);
+        let mut new_pod = pod(UID, "nginx", &[("tls", SECRET)]);
+        new_pod.restart_annotation = annotation.map(str::to_string);
+        let first = material.snapshot("..g1");
+        run(
+            &mut node,
+            Input::PodsListed(vec![new_pod]),
+            clock.at(0),
+            &|_| first.clone(),
+        );
+        observe(&mut node, &material, SECRET, "1", clock.at(10));
+        // Serving something else: not verified.
+        let wrong = probe_until(&mut node, &clock, 10, 2_000, "00ff");
+        assert!(
+            !wrong.contains(&EventReason::ControllerReloaded),
+            "{wrong:?}"
+        );
+        let seen = probe_until(&mut node, &clock, 2_010, 700_000, &material.fingerprint());
+        let verified = seen
+            .iter()
+            .filter(|r| **r == EventReason::ControllerReloaded)
+            .count();
+        assert_eq!(verified, expected, "annotation {annotation:?}: {seen:?}");
+    }
 }

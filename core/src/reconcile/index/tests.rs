@@ -14,6 +14,7 @@ fn pod(uid: &str, secret: &str, sub_path: Option<&str>) -> ControllerPod {
         controller: "edge".into(),
         labels: BTreeMap::new(),
         resync_annotation: None,
+        restart_annotation: None,
         config_hash: None,
         host_network: false,
         pod_ips: vec![],
