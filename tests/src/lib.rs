@@ -9,6 +9,8 @@
 //! - [`real`]: honest skipping when a real part is missing.
 //! - [`rbac`]: the RBAC of `deploy/` as the API stand-in's authorizer.
 //! - [`podsecurity`]: the Pod Security `baseline` and `restricted` rules over a pod template.
+//! - [`rollout`]: the Deployment/ReplicaSet/DaemonSet/StatefulSet controllers' rolling
+//!   restarts, minimal and deterministic, over the API stand-in.
 //! - [`bench`], [`demo`]: `testbed bench ...` and `testbed demo`.
 
 pub mod agent;
@@ -31,6 +33,7 @@ pub mod podsecurity;
 pub mod rbac;
 pub mod real;
 pub mod repo;
+pub mod rollout;
 pub mod tlsload;
 
 /// The agent's volume watcher with its reports sent to a channel, as the watcher tests read
