@@ -206,7 +206,10 @@ pub struct ControllerSpec {
     /// The kubelet stand-in's volume dir holding [`ControllerKind::cert_files`] (read through
     /// the user-visible symlinks).
     pub cert_dir: PathBuf,
-    /// Port on 127.0.0.1; 0 = pick a free one.
+    /// Address it listens on: 127.0.0.1 unless the pod has its own (a node of a multi-node
+    /// test: `NodeConfig::pod_ip`).
+    pub ip: Ipv4Addr,
+    /// Port on `ip`; 0 = pick a free one.
     pub port: u16,
     /// nginx: one `server` block per name (all with the same certificate files). HAProxy serves
     /// its one certificate for every name and ignores this.
@@ -296,6 +299,7 @@ impl ControllerSpec {
             container_id: crate::node::container_id(&pod_uid, kind.name()),
             pod_uid,
             cert_dir: cert_dir.into(),
+            ip: Ipv4Addr::LOCALHOST,
             port: 0,
             server_names,
             v1: false,
@@ -320,6 +324,12 @@ impl ControllerSpec {
     /// Same spec, also placed in the cgroup v1 `pids` hierarchy.
     pub fn with_v1(mut self, v1: bool) -> Self {
         self.v1 = v1;
+        self
+    }
+
+    /// Same spec listening on `ip` (a pod IP of its own).
+    pub fn with_ip(mut self, ip: Ipv4Addr) -> Self {
+        self.ip = ip;
         self
     }
 
@@ -622,7 +632,7 @@ impl RunningController {
         // nginx workers run as nobody; let them traverse to their temp paths.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
             .context("chmod 0755 the controller's temp dir")?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let addr = SocketAddr::from((spec.ip, port));
         let error_log = dir.path().join("error.log");
         let output_log = dir.path().join("output.log");
         let (config_path, args) = match spec.kind {
@@ -786,7 +796,7 @@ impl RunningController {
         }
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `<ip>:<port>`.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -1152,19 +1162,21 @@ http {{
     server_names_hash_bucket_size 128;
 
     server {{
-        listen 127.0.0.1:{port} ssl default_server;
+        listen {ip}:{port} ssl default_server;
         server_name _;
 {tls}    }}
 ",
+        ip = spec.ip,
         uid = spec.pod_uid,
         cid = spec.container_id,
     );
+    let ip = spec.ip;
     for name in &spec.server_names {
         let _ = write!(
             conf,
             "
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen {ip}:{port} ssl;
         server_name {name};
 {tls}    }}
 "
@@ -1192,9 +1204,10 @@ defaults
     timeout server 5s
 
 frontend fe
-    bind 127.0.0.1:{port} ssl crt {crt} ssl-min-ver TLSv1.2
+    bind {ip}:{port} ssl crt {crt} ssl-min-ver TLSv1.2
     http-request return status 200 content-type text/plain string ok
 ",
+        ip = spec.ip,
         uid = spec.pod_uid,
         cid = spec.container_id,
         d = dir.display(),
