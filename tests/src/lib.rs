@@ -9,6 +9,7 @@
 //! - [`real`]: honest skipping when a real part is missing.
 //! - [`rbac`]: the RBAC of `deploy/` as the API stand-in's authorizer.
 //! - [`podsecurity`]: the Pod Security `baseline` and `restricted` rules over a pod template.
+//! - [`multinode`]: several nodes, each with its kubelet stand-in and agent, on one API.
 //! - [`rollout`]: the Deployment/ReplicaSet/DaemonSet/StatefulSet controllers' rolling
 //!   restarts, minimal and deterministic, over the API stand-in.
 //! - [`bench`], [`demo`]: `testbed bench ...` and `testbed demo`.
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod goprog;
 pub mod ingress_controller;
 pub mod kubelet;
+pub mod multinode;
 pub mod node;
 pub mod podsecurity;
 pub mod rbac;

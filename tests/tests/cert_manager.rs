@@ -6,18 +6,13 @@
 //! `*-a`), and every agent must see it go when it is fixed.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Pod;
 use mountlag_testbed::apiserver::{ApiServer, ApiServerConfig};
-use mountlag_testbed::cluster::{KeyRing, NAMESPACE, free_port, http_get};
-use mountlag_testbed::kubelet::KubeletStandIn;
-use mountlag_testbed::node::{NodeConfig, NodeKubelet};
+use mountlag_testbed::cluster::{KeyRing, NAMESPACE};
+use mountlag_testbed::multinode::{NodeAgent, logs};
 use mountlag_testbed::real;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -40,103 +35,44 @@ controllers:
       ingressClassNames: [nginx]
 ";
 
-/// One node: its kubelet stand-in and its agent.
-struct Agent {
-    name: &'static str,
-    _node: NodeKubelet,
-    child: Child,
-    listen: SocketAddr,
-    log: PathBuf,
+/// The findings in an agent's /status: (reason, regarding, reporter).
+async fn findings(agent: &NodeAgent) -> Option<BTreeSet<(String, String, String)>> {
+    let status = agent.status().await?;
+    let view = status.get("certManager")?;
+    Some(
+        view["findings"]
+            .as_array()?
+            .iter()
+            .map(|f| {
+                (
+                    f["reason"].as_str().unwrap_or_default().to_owned(),
+                    f["regarding"].as_str().unwrap_or_default().to_owned(),
+                    f["reporter"].as_str().unwrap_or("-").to_owned(),
+                )
+            })
+            .collect(),
+    )
 }
 
-impl Agent {
-    fn start(api: &ApiServer, dir: &Path, name: &'static str) -> anyhow::Result<Self> {
-        let kubelet = Arc::new(KubeletStandIn::new(dir.join(name).join("kubelet"))?);
-        let node = NodeKubelet::start(
-            api.clone(),
-            Arc::clone(&kubelet),
-            NodeConfig::new(name).time_factor(0.02),
-        );
-        let config = dir.join(name).join("mountlag.yaml");
-        std::fs::write(&config, CONFIG)?;
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let log = dir.join(name).join("agent.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(mountlag_testbed::agent::binary())
-            .args(["agent", "--node-name", name])
-            .arg(format!("--listen={listen}"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--kubelet-root")
-            .arg(kubelet.root())
-            .env("KUBECONFIG", api.kubeconfig_path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("spawn mountlag agent")?;
-        Ok(Self {
-            name,
-            _node: node,
-            child,
-            listen,
-            log,
-        })
-    }
-
-    async fn status(&self) -> Option<Value> {
-        match http_get(self.listen, "/status").await {
-            Ok((200, body)) => serde_json::from_str(&body).ok(),
-            _ => None,
-        }
-    }
-
-    /// The findings in /status: (reason, regarding, reporter).
-    async fn findings(&self) -> Option<BTreeSet<(String, String, String)>> {
-        let status = self.status().await?;
-        let view = status.get("certManager")?;
-        Some(
-            view["findings"]
-                .as_array()?
-                .iter()
-                .map(|f| {
-                    (
-                        f["reason"].as_str().unwrap_or_default().to_owned(),
-                        f["regarding"].as_str().unwrap_or_default().to_owned(),
-                        f["reporter"].as_str().unwrap_or("-").to_owned(),
-                    )
-                })
-                .collect(),
-        )
-    }
-
-    async fn finding_series(&self, reason: &str) -> f64 {
-        match http_get(self.listen, "/metrics").await {
-            Ok((200, body)) => body
-                .lines()
-                .filter(|l| {
-                    l.starts_with("mountlag_cert_manager_findings{")
-                        && l.contains(&format!("reason=\"{reason}\""))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-            _ => f64::NAN,
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Sum of an agent's `mountlag_cert_manager_findings` series with this reason.
+async fn finding_series(agent: &NodeAgent, reason: &str) -> f64 {
+    match agent.metrics().await {
+        Some(body) => body
+            .lines()
+            .filter(|l| {
+                l.starts_with("mountlag_cert_manager_findings{")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+        None => f64::NAN,
     }
 }
 
 /// Waits until every agent's /status shows exactly `wanted` (reason, regarding) findings, all
 /// with `reporter`.
 async fn wait_findings(
-    agents: &[Agent],
+    agents: &[NodeAgent],
     wanted: &[(&str, &str)],
     reporter: &str,
 ) -> anyhow::Result<()> {
@@ -148,23 +84,16 @@ async fn wait_findings(
     loop {
         let mut last = Vec::new();
         for agent in agents {
-            last.push((agent.name, agent.findings().await));
+            last.push((agent.name.clone(), findings(agent).await));
         }
         if last.iter().all(|(_, f)| f.as_ref() == Some(&wanted)) {
             return Ok(());
         }
         if start.elapsed() > PATIENCE {
-            let logs: String = agents
-                .iter()
-                .map(|a| {
-                    format!(
-                        "--- {}\n{}",
-                        a.name,
-                        std::fs::read_to_string(&a.log).unwrap_or_default()
-                    )
-                })
-                .collect();
-            anyhow::bail!("findings never became {wanted:?} on every node; last {last:?}\n{logs}");
+            anyhow::bail!(
+                "findings never became {wanted:?} on every node; last {last:?}\n{}",
+                logs(agents)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -271,9 +200,9 @@ async fn each_cert_manager_finding_is_one_event_series_across_three_agents_and_c
         .prefix("mountlag-cert-manager-")
         .tempdir()?;
     let agents = vec![
-        Agent::start(&api, dir.path(), "node-a")?,
-        Agent::start(&api, dir.path(), "node-b")?,
-        Agent::start(&api, dir.path(), "node-c")?,
+        NodeAgent::start(&api, dir.path(), "node-a", 0, CONFIG, None)?,
+        NodeAgent::start(&api, dir.path(), "node-b", 1, CONFIG, None)?,
+        NodeAgent::start(&api, dir.path(), "node-c", 2, CONFIG, None)?,
     ];
     let events = |reason: &str| -> Vec<(String, String)> {
         api.events()
@@ -295,9 +224,9 @@ async fn each_cert_manager_finding_is_one_event_series_across_three_agents_and_c
         [("edge".to_owned(), "node-b".to_owned())],
         "one Event, from the reporter"
     );
-    assert_eq!(agents[1].finding_series("CertificateNotReady").await, 1.0);
-    assert_eq!(agents[0].finding_series("CertificateNotReady").await, 0.0);
-    assert_eq!(agents[2].finding_series("CertificateNotReady").await, 0.0);
+    assert_eq!(finding_series(&agents[1], "CertificateNotReady").await, 1.0);
+    assert_eq!(finding_series(&agents[0], "CertificateNotReady").await, 0.0);
+    assert_eq!(finding_series(&agents[2], "CertificateNotReady").await, 0.0);
 
     // 2. Ready again, but its ClusterIssuer does not exist.
     apply(&certificate(true, "missing-issuer", in_a_month))?;
@@ -308,11 +237,11 @@ async fn each_cert_manager_finding_is_one_event_series_across_three_agents_and_c
     )
     .await?;
     assert_eq!(
-        agents[1].finding_series("CertificateNotReady").await,
+        finding_series(&agents[1], "CertificateNotReady").await,
         0.0,
         "cleared"
     );
-    assert_eq!(agents[1].finding_series("IssuerNotReady").await, 1.0);
+    assert_eq!(finding_series(&agents[1], "IssuerNotReady").await, 1.0);
 
     // 3. Issuer back; the renewal time passed 10 minutes ago and the Secret still holds the
     // leaf issued an hour ago.
@@ -342,7 +271,7 @@ async fn each_cert_manager_finding_is_one_event_series_across_three_agents_and_c
     apply(&ingress(&["edge.example.com"]))?;
     wait_findings(&agents, &[], "node-b").await?;
     for agent in &agents {
-        assert_eq!(agent.finding_series("TLSHostNotCovered").await, 0.0);
+        assert_eq!(finding_series(agent, "TLSHostNotCovered").await, 0.0);
     }
 
     for reason in [
@@ -374,7 +303,7 @@ async fn each_cert_manager_finding_is_one_event_series_across_three_agents_and_c
         not_covered.note
     );
     for agent in &agents {
-        keys.assert_not_in(agent.name, &std::fs::read_to_string(&agent.log)?);
+        keys.assert_not_in(&agent.name, &agent.log_text());
     }
     Ok(())
 }
