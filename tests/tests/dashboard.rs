@@ -811,6 +811,19 @@ async fn every_metric_and_label_the_dashboard_reads_is_in_a_live_scrape() {
     node.create_pod_and_wait_started(&ingress_pod)
         .await
         .unwrap();
+    // cert-manager: the Certificate of edge-tls has not been Ready for an hour (a finding this
+    // node reports: mountlag_cert_manager_findings).
+    let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    node.api
+        .apply_object(&json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": {"namespace": NAMESPACE, "name": "edge"},
+            "spec": {"secretName": "edge-tls", "dnsNames": NAMES,
+                     "issuerRef": {"name": "ca", "kind": "Issuer"}},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Failed",
+                "lastTransitionTime": hour_ago.format(&time::format_description::well_known::Rfc3339).unwrap()}]},
+        }))
+        .unwrap();
     node.start_agent().unwrap();
     node.wait_ready(Duration::from_secs(15)).await.unwrap();
     node.wait_status(Duration::from_secs(15), "edge-0 in sync", |s| {
@@ -852,7 +865,7 @@ async fn every_metric_and_label_the_dashboard_reads_is_in_a_live_scrape() {
     })
     .await;
     node.api.set_faults(Faults::default());
-    let scrape = wait_scrape(&node, "every source's notAfter and the TLS hosts", |m| {
+    let scrape = wait_scrape(&node, "every source's notAfter, the TLS hosts and a cert-manager finding", |m| {
         ["api", "disk", "served"].iter().all(|source| {
             has_sample(
                 m,
@@ -861,6 +874,7 @@ async fn every_metric_and_label_the_dashboard_reads_is_in_a_live_scrape() {
                 ),
             )
         }) && has_sample(m, "mountlag_tls_hosts{controller=\"ingress-nginx\"")
+            && has_sample(m, "mountlag_cert_manager_findings{")
     })
     .await;
 
