@@ -307,3 +307,66 @@ async fn each_cert_manager_finding_is_one_event_series_across_three_agents_and_c
     }
     Ok(())
 }
+
+/// Requests the agent made for cert-manager's Certificates (all answered 404).
+fn certificate_requests(api: &ApiServer) -> u64 {
+    api.stats()
+        .requests
+        .iter()
+        .filter(|((_, resource), _)| resource.contains("certificates"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cert_manager_the_agent_says_so_once_and_carries_on() -> anyhow::Result<()> {
+    if !real::require("root + tmpfs", real::can_mount()) {
+        return Ok(());
+    }
+    let api = ApiServer::start(ApiServerConfig {
+        unserved_groups: vec!["cert-manager.io"],
+        ..ApiServerConfig::default()
+    })
+    .await?;
+    let mut keys = KeyRing::new("cert-manager absent test CA")?;
+    api.apply_secret(&keys.secret("edge-tls"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    api.create_pod(&pod("edge-a", "edge", "node-a", Some("edge-tls"))?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = tempfile::Builder::new()
+        .prefix("mountlag-cert-manager-absent-")
+        .tempdir()?;
+    let agent = NodeAgent::start(&api, dir.path(), "node-a", 0, CONFIG, None)?;
+    // Ready, the mount in sync, the view "not installed"; and the watch kept retrying (three
+    // more requests) without saying it again.
+    let start = Instant::now();
+    loop {
+        let status = agent.status().await;
+        let settled = status.as_ref().is_some_and(|s| {
+            s["ready"] == true
+                && s["certManager"]["state"] == "notInstalled"
+                && s["mounts"][0]["state"] == "in_sync"
+        });
+        if settled && certificate_requests(&api) >= 4 {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < PATIENCE,
+            "not settled: {status:?}, {} requests\n{}",
+            certificate_requests(&api),
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said = agent
+        .log_text()
+        .matches("cert-manager is not installed")
+        .count();
+    assert_eq!(said, 1, "{}", agent.log_text());
+    assert!(
+        !agent.log_text().contains("WARN"),
+        "a missing cert-manager is no warning:\n{}",
+        agent.log_text()
+    );
+    Ok(())
+}

@@ -93,11 +93,15 @@ pub async fn watch_cert_manager(
                         continue;
                     }
                     reported_absent = true;
-                    tracing::info!(
-                        resource = kind.resource(),
-                        "cert-manager is not installed (the cluster does not serve {}.{GROUP}): its checks are off until it is; retrying with backoff",
-                        kind.resource()
-                    );
+                    // Said once for the agent, by the Certificates watch: the three kinds come
+                    // and go together with cert-manager's CRDs.
+                    if kind == CertManagerKind::Certificate {
+                        tracing::info!(
+                            "cert-manager is not installed (the cluster does not serve certificates.{GROUP}): its checks are off until it is; retrying with backoff"
+                        );
+                    } else {
+                        tracing::debug!(resource = kind.resource(), "not served");
+                    }
                     CertManagerInput::NotInstalled { kind }
                 } else {
                     tracing::warn!(resource = kind.resource(), error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), "cert-manager watch failed; retrying with backoff");

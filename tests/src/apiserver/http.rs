@@ -127,6 +127,20 @@ fn parse_route(path: &str) -> Route {
     }
 }
 
+/// A route into a group the cluster does not serve (its CRDs not installed) is not found.
+fn unserve(route: Route, unserved: &[&str]) -> Route {
+    let group = match &route {
+        Route::Group(name) => *name,
+        Route::GroupVersion(g) | Route::Objects { group: g, .. } => g.group(),
+        _ => return route,
+    };
+    if unserved.contains(&group) {
+        Route::NotFound
+    } else {
+        route
+    }
+}
+
 /// The resource of a URL segment, if it is served at `group`.
 fn resource_in(group: ApiGroup, s: &str) -> Option<Resource> {
     Resource::from_plural(s).filter(|r| r.served_at(group))
@@ -342,7 +356,7 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         .map(|Query(q)| q)
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
-    let route = parse_route(&path);
+    let route = unserve(parse_route(&path), &sh.config.unserved_groups);
     let attrs = attributes(&parts.method, &route, &q, &path);
     if let Decision::Deny(why) = auth::authorize(sh.config.authorizer.as_ref(), &who, &attrs) {
         *lock_stats(&sh.stats)
@@ -492,7 +506,7 @@ fn dispatch(
         }
         Route::Api => get_only(discovery::core_versions(sh.port)),
         Route::ApiV1 => get_only(discovery::resource_list(ApiGroup::Core)),
-        Route::Apis => get_only(discovery::group_list()),
+        Route::Apis => get_only(discovery::group_list(&sh.config.unserved_groups)),
         Route::Group(name) => match discovery::group(name) {
             Some(g) => get_only(g),
             None => Err(ApiError::new(

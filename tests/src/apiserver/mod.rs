@@ -110,6 +110,9 @@ pub struct ApiServerConfig {
     /// unless `--http2-max-streams-per-connection` says otherwise: 250). A client that opens
     /// more streams on one connection waits for one to close.
     pub http2_max_concurrent_streams: u32,
+    /// API groups answered as not installed (404, absent from discovery): a cluster without
+    /// those CRDs (`cert-manager.io`, `gateway.networking.k8s.io`).
+    pub unserved_groups: Vec<&'static str>,
 }
 
 impl Default for ApiServerConfig {
@@ -126,6 +129,7 @@ impl Default for ApiServerConfig {
             change_buffer: 16_384,
             tls: true,
             http2_max_concurrent_streams: 250,
+            unserved_groups: Vec::new(),
         }
     }
 }
