@@ -12,12 +12,10 @@
 
 use std::collections::BTreeSet;
 
-use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::WatchStreamExt as _;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use mountlag_core::certmanager::reporter::PeerPod;
 use mountlag_core::certmanager::{
     CertManagerKey, CertManagerKind, CertManagerObject, CertificateObject, ConditionStatus, GROUP,
@@ -29,7 +27,7 @@ use mountlag_core::text::{MAX_MESSAGE_BYTES, untrusted_capped};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::watches::watch_error_reason;
+use super::watches::{ObjectChange, watch_objects};
 use crate::config::Config;
 
 pub fn api_resource(kind: CertManagerKind) -> ApiResource {
@@ -50,69 +48,47 @@ pub async fn watch_cert_manager(
     tx: mpsc::UnboundedSender<Input>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
-    let mut stream = watcher::watcher(api, watch_config)
-        .default_backoff()
-        .boxed();
-    let mut listing: Vec<CertManagerObject> = Vec::new();
     let mut reported_absent = false;
-    loop {
-        let input = match stream.try_next().await {
-            Ok(Some(Event::Init)) => {
-                listing.clear();
-                continue;
-            }
-            Ok(Some(Event::InitApply(object))) => {
-                listing.extend(cert_manager_object(kind, &object));
-                continue;
-            }
-            Ok(Some(Event::InitDone)) => CertManagerInput::Listed {
+    let convert = |object: &DynamicObject| cert_manager_object(kind, object);
+    watch_objects(api, watch_config, convert, |change| {
+        let input = match change {
+            ObjectChange::Listed(objects) => CertManagerInput::Listed { kind, objects },
+            ObjectChange::Applied(object) => CertManagerInput::Applied(object),
+            ObjectChange::Deleted {
+                namespace, name, ..
+            } => CertManagerInput::Deleted(CertManagerKey {
                 kind,
-                objects: std::mem::take(&mut listing),
-            },
-            Ok(Some(Event::Apply(object))) => match cert_manager_object(kind, &object) {
-                Some(object) => CertManagerInput::Applied(object),
-                None => continue,
-            },
-            Ok(Some(Event::Delete(object))) => match object.metadata.name {
-                Some(name) => CertManagerInput::Deleted(CertManagerKey {
-                    kind,
-                    namespace: if kind.cluster_scoped() {
-                        String::new()
-                    } else {
-                        object.metadata.namespace.unwrap_or_default()
-                    },
-                    name,
-                }),
-                None => continue,
-            },
-            Ok(None) => return,
-            Err(err) => {
-                let reason = watch_error_reason(&err);
-                if reason == "NotFound" {
-                    if reported_absent {
-                        continue;
-                    }
-                    reported_absent = true;
-                    // Said once for the agent, by the Certificates watch: the three kinds come
-                    // and go together with cert-manager's CRDs.
-                    if kind == CertManagerKind::Certificate {
-                        tracing::info!(
-                            "cert-manager is not installed (the cluster does not serve certificates.{GROUP}): its checks are off until it is; retrying with backoff"
-                        );
-                    } else {
-                        tracing::debug!(resource = kind.resource(), "not served");
-                    }
-                    CertManagerInput::NotInstalled { kind }
+                namespace: if kind.cluster_scoped() {
+                    String::new()
                 } else {
-                    tracing::warn!(resource = kind.resource(), error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), "cert-manager watch failed; retrying with backoff");
-                    CertManagerInput::WatchFailed { kind, reason }
+                    namespace.unwrap_or_default()
+                },
+                name,
+            }),
+            ObjectChange::Failed { reason, .. } if reason == "NotFound" => {
+                if reported_absent {
+                    return true;
                 }
+                reported_absent = true;
+                // Said once for the agent, by the Certificates watch: the three kinds come
+                // and go together with cert-manager's CRDs.
+                if kind == CertManagerKind::Certificate {
+                    tracing::info!(
+                        "cert-manager is not installed (the cluster does not serve certificates.{GROUP}): its checks are off until it is; retrying with backoff"
+                    );
+                } else {
+                    tracing::debug!(resource = kind.resource(), "not served");
+                }
+                CertManagerInput::NotInstalled { kind }
+            }
+            ObjectChange::Failed { reason, error } => {
+                tracing::warn!(resource = kind.resource(), error = %untrusted_capped(&error.to_string(), MAX_MESSAGE_BYTES), "cert-manager watch failed; retrying with backoff");
+                CertManagerInput::WatchFailed { kind, reason }
             }
         };
-        if tx.send(Input::CertManager(input)).is_err() {
-            return;
-        }
-    }
+        tx.send(Input::CertManager(input)).is_ok()
+    })
+    .await;
 }
 
 /// The pods one controller profile selects, on every node: label-selected by the API server,
@@ -137,54 +113,42 @@ pub async fn watch_peers(
     }
     let api: Api<Pod> = Api::all(client);
     let watch_config = super::watch_config(&config.api).labels(profile.selector.as_str());
-    let mut stream = watcher::watcher(api, watch_config)
-        .default_backoff()
-        .boxed();
-    let mut listing: Vec<PeerPod> = Vec::new();
-    loop {
-        let input = match stream.try_next().await {
-            Ok(Some(Event::Init)) => {
-                listing.clear();
-                continue;
-            }
-            Ok(Some(Event::InitApply(pod))) => {
-                listing.extend(peer_pod(&config, &controller, &pod));
-                continue;
-            }
-            Ok(Some(Event::InitDone)) => CertManagerInput::PeersListed {
+    let convert = |pod: &Pod| {
+        Some((
+            pod.metadata.uid.clone(),
+            peer_pod(&config, &controller, pod),
+        ))
+    };
+    watch_objects(api, watch_config, convert, |change| {
+        let input = match change {
+            ObjectChange::Listed(pods) => CertManagerInput::PeersListed {
                 controller: controller.clone(),
-                pods: std::mem::take(&mut listing),
+                pods: pods.into_iter().filter_map(|(_, peer)| peer).collect(),
             },
-            Ok(Some(Event::Apply(pod))) => match peer_pod(&config, &controller, &pod) {
-                Some(peer) => CertManagerInput::PeerApplied(peer),
-                None => match pod.metadata.uid {
-                    Some(uid) => CertManagerInput::PeerDeleted {
-                        controller: controller.clone(),
-                        uid,
-                    },
-                    None => continue,
-                },
+            ObjectChange::Applied((_, Some(peer))) => CertManagerInput::PeerApplied(peer),
+            // No longer selected (or finished): gone for the reporter choice.
+            ObjectChange::Applied((Some(uid), None)) => CertManagerInput::PeerDeleted {
+                controller: controller.clone(),
+                uid,
             },
-            Ok(Some(Event::Delete(pod))) => match pod.metadata.uid {
-                Some(uid) => CertManagerInput::PeerDeleted {
-                    controller: controller.clone(),
-                    uid,
-                },
-                None => continue,
+            ObjectChange::Applied((None, None)) | ObjectChange::Deleted { uid: None, .. } => {
+                return true;
+            }
+            ObjectChange::Deleted { uid: Some(uid), .. } => CertManagerInput::PeerDeleted {
+                controller: controller.clone(),
+                uid,
             },
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(controller = %controller, error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), "watch of the controller's pods failed; retrying with backoff");
+            ObjectChange::Failed { reason, error } => {
+                tracing::warn!(controller = %controller, error = %untrusted_capped(&error.to_string(), MAX_MESSAGE_BYTES), "watch of the controller's pods failed; retrying with backoff");
                 CertManagerInput::PeersWatchFailed {
                     controller: controller.clone(),
-                    reason: watch_error_reason(&err),
+                    reason,
                 }
             }
         };
-        if tx.send(Input::CertManager(input)).is_err() {
-            return;
-        }
-    }
+        tx.send(Input::CertManager(input)).is_ok()
+    })
+    .await;
 }
 
 /// A pod of the cluster that `controller` selects (the same first-match rule as the node's own

@@ -5,11 +5,9 @@
 //! lenient the way the controllers are: a field of the wrong type is left out, never a panic,
 //! and an object that cannot be read at all (no name) is skipped.
 
-use futures::{StreamExt as _, TryStreamExt as _};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::WatchStreamExt as _;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use mountlag_core::node::Input;
 use mountlag_core::routes::{
     AttachedRouteView, CertificateRef, GatewayClassView, GatewayView, GrantFrom, GrantTo,
@@ -20,7 +18,7 @@ use mountlag_core::text::{MAX_MESSAGE_BYTES, untrusted_capped};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::watches::watch_error_reason;
+use super::watches::{ObjectChange, watch_objects};
 
 /// The API resource of a kind: group, version, plural.
 pub fn api_resource(kind: RouteKind) -> ApiResource {
@@ -54,65 +52,42 @@ pub async fn watch_routes(
     tx: mpsc::UnboundedSender<Input>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
-    let mut stream = watcher::watcher(api, watch_config)
-        .default_backoff()
-        .boxed();
-    let mut listing: Vec<RouteObject> = Vec::new();
     let mut reported_absent = false;
-    loop {
-        let input = match stream.try_next().await {
-            Ok(Some(Event::Init)) => {
-                listing.clear();
-                continue;
-            }
-            Ok(Some(Event::InitApply(object))) => {
-                listing.extend(route_object(kind, &object));
-                continue;
-            }
-            Ok(Some(Event::InitDone)) => Input::RoutesListed {
+    let convert = |object: &DynamicObject| route_object(kind, object);
+    watch_objects(api, watch_config, convert, |change| {
+        let input = match change {
+            ObjectChange::Listed(objects) => Input::RoutesListed { kind, objects },
+            ObjectChange::Applied(object) => Input::RouteApplied(object),
+            ObjectChange::Deleted {
+                namespace, name, ..
+            } => Input::RouteDeleted(RouteObjectKey {
                 kind,
-                objects: std::mem::take(&mut listing),
-            },
-            Ok(Some(Event::Apply(object))) => match route_object(kind, &object) {
-                Some(object) => Input::RouteApplied(object),
-                None => continue,
-            },
-            Ok(Some(Event::Delete(object))) => match object.metadata.name {
-                Some(name) => Input::RouteDeleted(RouteObjectKey {
-                    kind,
-                    namespace: object.metadata.namespace.filter(|_| !kind.cluster_scoped()),
-                    name,
-                }),
-                None => continue,
-            },
-            Ok(None) => return,
-            Err(err) => {
-                let reason = watch_error_reason(&err);
+                namespace: namespace.filter(|_| !kind.cluster_scoped()),
+                name,
+            }),
+            ObjectChange::Failed { reason, error } => {
                 if reason == "NotFound" && !reported_absent {
                     reported_absent = true;
                     tracing::info!(
                         resource = kind.resource(),
                         "the cluster does not serve this kind (CRD not installed?): counted as empty, retrying with backoff"
                     );
-                    if tx
-                        .send(Input::RoutesListed {
-                            kind,
-                            objects: Vec::new(),
-                        })
-                        .is_err()
-                    {
-                        return;
+                    let listed = Input::RoutesListed {
+                        kind,
+                        objects: Vec::new(),
+                    };
+                    if tx.send(listed).is_err() {
+                        return false;
                     }
                 } else if reason != "NotFound" {
-                    tracing::warn!(resource = kind.resource(), error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), "route watch failed; retrying with backoff");
+                    tracing::warn!(resource = kind.resource(), error = %untrusted_capped(&error.to_string(), MAX_MESSAGE_BYTES), "route watch failed; retrying with backoff");
                 }
                 Input::RouteWatchFailed { kind, reason }
             }
         };
-        if tx.send(input).is_err() {
-            return;
-        }
-    }
+        tx.send(input).is_ok()
+    })
+    .await;
 }
 
 /// The core's view of one object; `None` for one without a name.

@@ -242,3 +242,71 @@ mod relist_tests {
         assert!((0.0..1.0).contains(&unit), "{unit}");
     }
 }
+
+/// What a cluster-wide watch of converted objects saw: a complete (re)list, one object applied
+/// or deleted (its namespace and name), or an error with its stable reason (kube's watcher
+/// then retries with backoff).
+#[derive(Debug)]
+pub(super) enum ObjectChange<T> {
+    Listed(Vec<T>),
+    Applied(T),
+    Deleted {
+        namespace: Option<String>,
+        name: String,
+        uid: Option<String>,
+    },
+    Failed {
+        reason: String,
+        error: watcher::Error,
+    },
+}
+
+/// Watches `api` with kube's watcher (default backoff), converting each object with
+/// `convert` (objects it cannot read are skipped) and handing every change to `handle` until it
+/// returns `false` or the stream ends.
+pub(super) async fn watch_objects<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
+    convert: impl Fn(&K) -> Option<T>,
+    mut handle: impl FnMut(ObjectChange<T>) -> bool,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    use futures::TryStreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut listing: Vec<T> = Vec::new();
+    loop {
+        let change = match stream.try_next().await {
+            Ok(Some(Event::Init)) => {
+                listing.clear();
+                continue;
+            }
+            Ok(Some(Event::InitApply(object))) => {
+                listing.extend(convert(&object));
+                continue;
+            }
+            Ok(Some(Event::InitDone)) => ObjectChange::Listed(std::mem::take(&mut listing)),
+            Ok(Some(Event::Apply(object))) => match convert(&object) {
+                Some(object) => ObjectChange::Applied(object),
+                None => continue,
+            },
+            Ok(Some(Event::Delete(object))) => match object.meta().name.clone() {
+                Some(name) => ObjectChange::Deleted {
+                    namespace: object.meta().namespace.clone(),
+                    name,
+                    uid: object.meta().uid.clone(),
+                },
+                None => continue,
+            },
+            Ok(None) => return,
+            Err(error) => ObjectChange::Failed {
+                reason: watch_error_reason(&error),
+                error,
+            },
+        };
+        if !handle(change) {
+            return;
+        }
+    }
+}
