@@ -18,6 +18,7 @@ pub mod events;
 pub mod expected;
 pub mod lint;
 pub mod node;
+pub mod objects;
 pub mod pod;
 pub mod reconcile;
 pub mod routes;

@@ -18,8 +18,6 @@ pub mod reporter;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
-
 use crate::reconcile::SecretKey;
 
 /// The Secret annotation cert-manager writes on every Secret it issues into.
@@ -242,44 +240,40 @@ impl CertManagerObject {
     }
 }
 
+impl crate::objects::Keyed for CertManagerObject {
+    type Key = CertManagerKey;
+    type Kind = CertManagerKind;
+    fn key(&self) -> CertManagerKey {
+        CertManagerObject::key(self)
+    }
+    fn kind_of(key: &CertManagerKey) -> CertManagerKind {
+        key.kind
+    }
+}
+
 /// Every cert-manager object the watches hold.
 #[derive(Debug, Clone, Default)]
 pub struct CertManagerIndex {
-    objects: BTreeMap<CertManagerKey, CertManagerObject>,
+    objects: crate::objects::Objects<CertManagerObject>,
 }
 
 impl CertManagerIndex {
     /// `true` when something changed.
     pub fn apply(&mut self, object: CertManagerObject) -> bool {
-        let key = object.key();
-        if self.objects.get(&key) == Some(&object) {
-            return false;
-        }
-        self.objects.insert(key, object);
-        true
+        self.objects.apply(object)
     }
 
     pub fn delete(&mut self, key: &CertManagerKey) -> bool {
-        self.objects.remove(key).is_some()
+        self.objects.delete(key)
     }
 
     /// A (re)list of `kind`: objects of the kind not in it are gone.
     pub fn replace_kind(&mut self, kind: CertManagerKind, objects: Vec<CertManagerObject>) -> bool {
-        let before = self.objects.len();
-        let mut changed = false;
-        self.objects.retain(|key, object| {
-            let keep = key.kind != kind || objects.contains(object);
-            changed |= !keep;
-            keep
-        });
-        for object in objects {
-            changed |= self.apply(object);
-        }
-        changed || before != self.objects.len()
+        self.objects.replace_kind(kind, objects)
     }
 
     pub fn forget_all(&mut self) {
-        self.objects.clear();
+        self.objects.forget_kinds(&CertManagerKind::ALL);
     }
 
     pub fn len(&self) -> usize {
@@ -325,7 +319,7 @@ impl CertManagerIndex {
         };
         let namespace = namespace.to_string();
         self.objects
-            .range(start..)
+            .from_key(start)
             .take_while(move |(key, _)| {
                 key.kind == CertManagerKind::Certificate && key.namespace == namespace
             })

@@ -17,8 +17,6 @@ mod ingress;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
-
 use crate::certmanager::IssuerRef;
 use crate::reconcile::SecretKey;
 
@@ -347,45 +345,41 @@ impl ControllerHosts {
     }
 }
 
+impl crate::objects::Keyed for RouteObject {
+    type Key = RouteObjectKey;
+    type Kind = RouteKind;
+    fn key(&self) -> RouteObjectKey {
+        RouteObject::key(self)
+    }
+    fn kind_of(key: &RouteObjectKey) -> RouteKind {
+        key.kind
+    }
+}
+
 /// Every Ingress and Gateway API object seen, by key.
 #[derive(Debug, Clone, Default)]
 pub struct RouteIndex {
-    objects: BTreeMap<RouteObjectKey, RouteObject>,
+    objects: crate::objects::Objects<RouteObject>,
 }
 
 impl RouteIndex {
     /// Stores (or replaces) an object; returns whether anything changed.
     pub fn apply(&mut self, object: RouteObject) -> bool {
-        let key = object.key();
-        if self.objects.get(&key) == Some(&object) {
-            return false;
-        }
-        self.objects.insert(key, object);
-        true
+        self.objects.apply(object)
     }
 
     pub fn delete(&mut self, key: &RouteObjectKey) -> bool {
-        self.objects.remove(key).is_some()
+        self.objects.delete(key)
     }
 
     /// A (re)list of one kind: objects of the kind not in it are gone.
     pub fn replace_kind(&mut self, kind: RouteKind, objects: Vec<RouteObject>) -> bool {
-        let before = self.objects.len();
-        let mut changed = false;
-        self.objects.retain(|key, object| {
-            let keep = key.kind != kind || objects.contains(object);
-            changed |= !keep;
-            keep
-        });
-        for object in objects {
-            changed |= self.apply(object);
-        }
-        changed || before != self.objects.len()
+        self.objects.replace_kind(kind, objects)
     }
 
     /// Forgets every object of `kinds` (their watches stopped).
     pub fn forget_kinds(&mut self, kinds: &[RouteKind]) {
-        self.objects.retain(|key, _| !kinds.contains(&key.kind));
+        self.objects.forget_kinds(kinds);
     }
 
     pub fn len(&self) -> usize {
@@ -412,13 +406,11 @@ impl RouteIndex {
 
     fn of_kind(&self, kind: RouteKind) -> impl Iterator<Item = &RouteObject> {
         self.objects
-            .range(
-                RouteObjectKey {
-                    kind,
-                    namespace: None,
-                    name: String::new(),
-                }..,
-            )
+            .from_key(RouteObjectKey {
+                kind,
+                namespace: None,
+                name: String::new(),
+            })
             .take_while(move |(key, _)| key.kind == kind)
             .map(|(_, object)| object)
     }
