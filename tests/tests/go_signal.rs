@@ -11,7 +11,8 @@
 //! - a Go program whose module path is `github.com/traefik/traefik/v3`, started with
 //!   `--providers.file.directory=`, re-reads its certificate on SIGHUP: under `profile: traefik`
 //!   it is signalled and the reload is verified;
-//! - the same program built as `github.com/traefik/traefik/v2` is not signalled.
+//! - the same program built as `github.com/traefik/traefik/v2` is not signalled; with
+//!   `reload.fallback: restart` its Deployment gets a rolling restart instead.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,6 +28,7 @@ use mountlag_testbed::goprog;
 use mountlag_testbed::kubelet::VolumeKind;
 use mountlag_testbed::node::{NodeConfig, container_id};
 use mountlag_testbed::real;
+use mountlag_testbed::rollout::{Rollouts, WorkloadRef};
 
 const NAMES: [&str; 1] = ["edge.example.com"];
 const POD: &str = "edge-0";
@@ -316,4 +318,107 @@ async fn traefik_v2_is_not_signalled_even_with_the_file_provider() {
     .await;
     setup.rotate();
     setup.assert_withheld("not Traefik v3").await;
+}
+
+/// `profile: traefik` with `reload.fallback: restart`: a Traefik v2 (which exits on SIGHUP and
+/// never reloads a mounted certificate) is not signalled; its Deployment gets a rolling restart
+/// instead, and the program is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_v2_with_a_restart_fallback_gets_a_rolling_restart_and_no_signal() {
+    if !can_run() {
+        return;
+    }
+    let binary = go_binary(TRAEFIK_V2);
+    let port = free_port().unwrap();
+    let config = format!(
+        "nudge:\n  after: 100ms\nreload:\n  minInterval: 0s\n\
+         controllers:\n  - name: edge\n    profile: traefik\n    reload:\n      fallback: restart\n    \
+         selector: app=edge\n    probe:\n      ports: [{port}]\n"
+    );
+    let mut node = TestNode::start(NodeConfig::new(mountlag_testbed::cluster::NODE), &config)
+        .await
+        .unwrap();
+    let rollouts = Rollouts::start(node.api.clone());
+    let ca = TestCa::new("go fallback test CA").unwrap();
+    let v1 = ca.issue(&LeafSpec::valid_for(NAMES)).unwrap();
+    node.api
+        .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v1))
+        .unwrap();
+    let template = serde_json::json!({
+        "metadata": {"labels": {"app": "edge"}},
+        "spec": {
+            "containers": [{"name": "traefik", "image": "traefik:v2",
+                            "volumeMounts": [{"name": "tls", "mountPath": "/certs", "readOnly": true}]}],
+            "volumes": [{"name": "tls", "secret": {"secretName": "edge-tls"}}],
+        },
+    });
+    let deployment = WorkloadRef::deployment(NAMESPACE, "traefik");
+    let created = rollouts
+        .create_deployment(
+            NAMESPACE,
+            "traefik",
+            &template,
+            &[mountlag_testbed::cluster::NODE],
+        )
+        .unwrap();
+    let pod = created.pods[0].metadata.name.clone().unwrap();
+    let uid = created.pods[0].metadata.uid.clone().unwrap();
+    let volume = node.kubelet.volume_dir(&uid, VolumeKind::Secret, "tls");
+    let start = std::time::Instant::now();
+    while !volume.join("tls.crt").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the pod never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut process = ContainerProcess::start(
+        &uid,
+        &container_id(&uid, "traefik"),
+        &binary,
+        "traefik",
+        &[
+            format!("--providers.file.directory={}", volume.display()),
+            format!("--addr=127.0.0.1:{port}"),
+        ],
+        &[],
+    )
+    .unwrap();
+    node.start_agent().unwrap();
+    node.wait_status(Duration::from_secs(20), "in sync", |s| {
+        mount_of(s, &pod).is_some_and(|m| m["state"] == "in_sync")
+    })
+    .await
+    .unwrap();
+
+    let v2 = ca.issue(&LeafSpec::valid_for(NAMES)).unwrap();
+    node.api
+        .apply_secret(&tls_secret(NAMESPACE, "edge-tls", &v2))
+        .unwrap();
+    let events = node
+        .wait_events("RollingRestartRequested", Duration::from_secs(20), |e| {
+            !e.is_empty()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events[0].regarding.kind, "Deployment");
+    assert_eq!(events[0].regarding.name, "traefik");
+    rollouts
+        .wait_completed(&deployment, 1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(rollouts.started(&deployment), 1);
+    assert!(
+        node.agent_log()
+            .contains("signal withheld: falling back to a rolling restart"),
+        "{}",
+        node.agent_log()
+    );
+    // Never signalled: alive, nothing reloaded, no ReloadSignalWithheld (the fallback acted).
+    assert!(process.alive(), "{}", process.log());
+    assert!(!process.log().contains("reloaded"));
+    assert!(node.events("ReloadSignalWithheld").is_empty());
+    for marker in secret_bytes_markers(&v2.key_pem) {
+        assert!(!node.all_agent_logs().contains(&marker));
+    }
 }
