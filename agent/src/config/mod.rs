@@ -60,6 +60,9 @@ use validate::*;
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(120);
 /// Default for `nudge.after`.
 pub const DEFAULT_NUDGE_AFTER: Duration = Duration::from_secs(2);
+/// Default for `nudge.retryAfter`: kubelet remounts within about a second of a nudge; the second
+/// nudge is for a remount that still wrote the old content (kubelet's own Secret cache lagged).
+pub const DEFAULT_NUDGE_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Default for `reload.minInterval`.
 pub const DEFAULT_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// Default for `reload.restartTimeout`: a rolling restart replaces pods one at a time, each
@@ -120,7 +123,7 @@ const TOP_KEYS: &[&str] = &[
     "certManager",
     "controllers",
 ];
-const NUDGE_KEYS: &[&str] = &["enabled", "after"];
+const NUDGE_KEYS: &[&str] = &["enabled", "after", "retryAfter"];
 const RELOAD_KEYS: &[&str] = &["minInterval", "restartTimeout"];
 const VERIFY_KEYS: &[&str] = &[
     "timeout",
@@ -193,6 +196,8 @@ pub struct NudgeConfig {
     pub enabled: bool,
     /// How long after the API change to wait for kubelet before nudging.
     pub after: Duration,
+    /// How long after a nudge to wait before the second (last) one.
+    pub retry_after: Duration,
 }
 
 /// `reload`: global limits on controller reloads.
@@ -321,6 +326,7 @@ impl Config {
             thresholds: Thresholds {
                 nudge_enabled: self.nudge.enabled,
                 nudge_after: self.nudge.after,
+                nudge_retry_after: self.nudge.retry_after,
                 stuck_after: self.stuck_after,
             },
             reload: ReloadLimits {
@@ -448,6 +454,7 @@ impl Default for NudgeConfig {
         NudgeConfig {
             enabled: true,
             after: DEFAULT_NUDGE_AFTER,
+            retry_after: DEFAULT_NUDGE_RETRY_AFTER,
         }
     }
 }

@@ -406,6 +406,7 @@ fn doc() -> impl Strategy<Value = Doc> {
                 nudge: NudgeConfig {
                     enabled: nudge_on,
                     after: nudge,
+                    ..defaults.nudge
                 },
                 reload: ReloadConfig {
                     min_interval,

@@ -110,6 +110,7 @@ stuckAfter: 90s
 nudge:
   enabled: false
   after: 500ms
+  retryAfter: 3s
 reload:
   minInterval: 1m30s
 verify:
@@ -160,6 +161,7 @@ controllers:
         nudge: NudgeConfig {
             enabled: false,
             after: Duration::from_millis(500),
+            retry_after: Duration::from_secs(3),
         },
         reload: ReloadConfig {
             min_interval: Duration::from_secs(90),
@@ -1136,7 +1138,7 @@ fn wrong_types() {
     );
     assert_eq!(
         error("nudge: true\n"),
-        "t.yaml:1:8: nudge: expected a mapping with keys enabled, after, found boolean true"
+        "t.yaml:1:8: nudge: expected a mapping with keys enabled, after, retryAfter, found boolean true"
     );
     assert_eq!(
         error("controllers: edge\n"),
@@ -1856,4 +1858,26 @@ fn a_restart_fallback_is_for_signals_and_restart_is_its_only_value() {
         api.contains("cannot be combined with a reload action (rolling restart)"),
         "{api}"
     );
+}
+
+#[test]
+fn nudge_retry_after_defaults_to_two_seconds_and_must_be_positive() {
+    assert_eq!(
+        parse("nudge:\n  after: 0s\n").nudge.retry_after,
+        DEFAULT_NUDGE_RETRY_AFTER
+    );
+    let config = parse("nudge:\n  after: 0s\n  retryAfter: 1500ms\n");
+    let settings = config.node_settings(
+        "n",
+        std::path::Path::new("/k"),
+        mountlag_core::status::DiskStatus::default(),
+    );
+    assert_eq!(
+        (
+            settings.thresholds.nudge_after,
+            settings.thresholds.nudge_retry_after
+        ),
+        (Duration::ZERO, Duration::from_millis(1500))
+    );
+    assert!(error("nudge:\n  retryAfter: 0s\n").contains("nudge.retryAfter"));
 }

@@ -36,6 +36,7 @@ fn settings(controllers: Vec<ControllerSpec>, disk_checked: bool) -> NodeSetting
         thresholds: Thresholds {
             nudge_enabled: true,
             nudge_after: Duration::from_secs(10),
+            nudge_retry_after: Duration::from_secs(10),
             stuck_after: Duration::from_secs(120),
         },
         reload: ReloadLimits {

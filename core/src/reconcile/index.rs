@@ -628,6 +628,7 @@ struct SpecWithKind {
 pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds {
     nudge_enabled: true,
     nudge_after: Duration::from_secs(2),
+    nudge_retry_after: Duration::from_secs(2),
     stuck_after: Duration::from_secs(120),
 };
 

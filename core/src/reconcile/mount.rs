@@ -78,6 +78,10 @@ impl MountState {
 pub struct Thresholds {
     pub nudge_enabled: bool,
     pub nudge_after: Duration,
+    /// `nudge.retryAfter`: how long after a nudge the second one may follow. Separate from
+    /// `nudge_after` because a first nudge may come at once, while kubelet needs about a second
+    /// to remount: a retry sooner than that would only double the API writes.
+    pub nudge_retry_after: Duration,
     pub stuck_after: Duration,
 }
 
@@ -233,7 +237,7 @@ impl Mount {
         }
         match (self.nudges_used_for_current(), self.last_nudge) {
             (0, _) | (_, None) => Some(since + limits.nudge_after),
-            (_, Some(last)) => Some(last + limits.nudge_after),
+            (_, Some(last)) => Some(last + limits.nudge_retry_after),
         }
     }
 

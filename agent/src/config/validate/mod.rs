@@ -371,6 +371,9 @@ impl<'a> Validator<'a> {
             config.nudge.enabled = self.boolean(m, &p, "enabled", true);
             nudge_after = self.duration(m, &p, "after", DEFAULT_NUDGE_AFTER, true);
             config.nudge.after = nudge_after.unwrap_or(DEFAULT_NUDGE_AFTER);
+            config.nudge.retry_after = self
+                .duration(m, &p, "retryAfter", DEFAULT_NUDGE_RETRY_AFTER, false)
+                .unwrap_or(DEFAULT_NUDGE_RETRY_AFTER);
         }
         if let (Some(stuck), Some(after)) = (stuck_after, nudge_after)
             && config.nudge.enabled

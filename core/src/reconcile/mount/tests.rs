@@ -8,6 +8,7 @@ use crate::expected::{ExpectedFiles, SecretVersion};
 const LIMITS: Thresholds = Thresholds {
     nudge_enabled: true,
     nudge_after: Duration::from_secs(2),
+    nudge_retry_after: Duration::from_secs(2),
     stuck_after: Duration::from_secs(10),
 };
 
@@ -327,4 +328,28 @@ fn a_restart_counts_the_nudges_a_previous_run_left_on_the_pod() {
         vec!["nudge#1"]
     );
     assert_eq!(parse_nudge_annotation("garbage"), None);
+}
+
+#[test]
+fn an_immediate_first_nudge_waits_retry_after_for_the_second() {
+    let clock = Clock(Instant::now() + Duration::from_secs(1000));
+    let limits = Thresholds {
+        nudge_after: Duration::ZERO,
+        nudge_retry_after: Duration::from_secs(2),
+        ..LIMITS
+    };
+    let mut m = lagging(&clock);
+    assert_eq!(
+        reasons(&m.step(Input::Tick, clock.at(0.0), &limits)),
+        vec!["nudge#1"]
+    );
+    // The loop's next turn (or the echo of our own annotation) must not send the second one.
+    assert!(m.step(Input::Tick, clock.at(0.001), &limits).is_empty());
+    assert_eq!(m.next_deadline(&limits), Some(clock.at(2.0)));
+    // kubelet remounted with the old content: the second nudge, retryAfter after the first.
+    assert!(m.step(disk("..g2", "a"), clock.at(0.9), &limits).is_empty());
+    assert_eq!(
+        reasons(&m.step(Input::Tick, clock.at(2.0), &limits)),
+        vec!["nudge#2"]
+    );
 }
