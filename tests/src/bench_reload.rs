@@ -15,6 +15,7 @@
 //! In the first two the kubelet stand-in is set stuck and the bench writes the volume itself
 //! with kubelet's exact AtomicWriter steps, so it can time the rename.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -408,11 +409,32 @@ pub async fn swap_to_served(
 
 /// Secret updated in the API → the agent has verified the new leaf served by nginx.
 pub async fn api_to_verified(rotations: usize) -> anyhow::Result<Vec<Duration>> {
+    Ok(api_to_verified_with(rotations, None).await?.samples)
+}
+
+/// What the headline run measured: API → verified per rotation, and what the rotations cost
+/// the API (requests of the agent, by verb and resource, over all rotations).
+#[derive(Debug, Clone)]
+pub struct Headline {
+    pub nudge_after: String,
+    pub samples: Vec<Duration>,
+    pub requests: BTreeMap<(String, String), u64>,
+    pub nudges: f64,
+}
+
+/// [`api_to_verified`] with `nudge.after` set (`None`: the agent's default).
+pub async fn api_to_verified_with(
+    rotations: usize,
+    nudge_after: Option<&str>,
+) -> anyhow::Result<Headline> {
     let ca = TestCa::new("bench CA")?;
     let names = vec!["edge.example.com".to_string()];
     let port = free_port()?;
+    let nudge = nudge_after
+        .map(|after| format!("nudge:\n  after: {after}\n"))
+        .unwrap_or_default();
     let config = format!(
-        "controllers:\n  - name: edge\n    profile: nginx\n    selector: app=bench\n    probe:\n      ports: [{port}]\n"
+        "{nudge}controllers:\n  - name: edge\n    profile: nginx\n    selector: app=bench\n    probe:\n      ports: [{port}]\n"
     );
     let mut node = TestNode::start(NodeConfig::new(NODE), &config).await?;
     node.log_filter = "warn".to_string();
@@ -449,6 +471,9 @@ pub async fn api_to_verified(rotations: usize) -> anyhow::Result<Vec<Duration>> 
     node.wait_ready(Duration::from_secs(10)).await?;
     let verified =
         "mountlag_reloads_total{namespace=\"ingress\",pod=\"bench-0\",result=\"verified\"}";
+    let nudges = "mountlag_kubelet_nudges_total{result=\"success\"}";
+    let nudges_before = node.metric(nudges).await?.unwrap_or(0.0);
+    let before = node.api.stats().requests;
     let mut samples = Vec::new();
     for round in 1..=rotations {
         let leaf = ca.issue(&LeafSpec::valid_for(names.clone()))?;
@@ -472,8 +497,59 @@ pub async fn api_to_verified(rotations: usize) -> anyhow::Result<Vec<Duration>> 
         // Rotations come `reload.minInterval` (5 s by default) apart, as real ones do.
         tokio::time::sleep(Duration::from_millis(5500)).await;
     }
+    let after = node.api.stats().requests;
+    let nudged = node.metric(nudges).await?.unwrap_or(0.0) - nudges_before;
     node.stop_agent()?;
-    Ok(samples)
+    // The agent's own requests only: the kubelet stand-in reads the store in-process.
+    let requests = after
+        .into_iter()
+        .map(|(k, n)| {
+            let old = before.get(&k).copied().unwrap_or(0);
+            (k, n - old)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    Ok(Headline {
+        nudge_after: nudge_after.unwrap_or("2s (default)").to_string(),
+        samples,
+        requests,
+        nudges: nudged,
+    })
+}
+
+/// `testbed bench headline`: API → verified for each `nudge.after`, with the API cost of a
+/// rotation.
+pub async fn headline_sweep(rotations: usize, nudge_afters: &[String]) -> anyhow::Result<()> {
+    println!(
+        "## Secret updated in the API → new leaf served and verified (nginx, kubelet 60–90 s), by nudge.after ({rotations} rotations each, 5.5 s apart)\n"
+    );
+    println!(
+        "| nudge.after | rotations | p50 ms | p99 ms | max ms | nudges / rotation | agent API requests / rotation (verb resource: n) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for after in nudge_afters {
+        let run = api_to_verified_with(rotations, Some(after)).await?;
+        let Some(s) = Summary::of(&run.samples) else {
+            continue;
+        };
+        let n = run.samples.len().max(1) as f64;
+        let requests: Vec<String> = run
+            .requests
+            .iter()
+            .filter(|((verb, _), _)| verb != "watch" && verb != "list")
+            .map(|((verb, resource), count)| format!("{verb} {resource}: {:.2}", *count as f64 / n))
+            .collect();
+        println!(
+            "| {after} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
+            s.count,
+            s.p50.as_secs_f64() * 1e3,
+            s.p99.as_secs_f64() * 1e3,
+            s.max.as_secs_f64() * 1e3,
+            run.nudges / n,
+            requests.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn row(name: &str, samples: &[Duration]) {

@@ -85,6 +85,16 @@ enum Bench {
         #[arg(long, default_value_t = 12)]
         headline: usize,
     },
+    /// Secret updated in the API → new leaf served by nginx and verified, for each
+    /// `nudge.after`, with the API requests a rotation costs.
+    Headline {
+        /// Rotations per value (about 6 s each).
+        #[arg(long, default_value_t = 12)]
+        rotations: usize,
+        /// `nudge.after` values, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "2s,500ms,250ms,100ms,0s")]
+        nudge_after: Vec<String>,
+    },
     /// API side: API change → disk with and without the nudge, API load, start → ready
     /// (needs root: it mounts tmpfs).
     Api {
@@ -285,6 +295,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .build()?
             .block_on(mountlag_testbed::bench_reload::run(
                 swaps, blocks, served, headline,
+            )),
+        Command::Bench {
+            what:
+                Bench::Headline {
+                    rotations,
+                    nudge_after,
+                },
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(mountlag_testbed::bench_reload::headline_sweep(
+                rotations,
+                &nudge_after,
             )),
         Command::Bench {
             what:
