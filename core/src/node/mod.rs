@@ -634,10 +634,13 @@ impl Node {
                 Decision::Reload { attempt } => Action::Reload {
                     pod: Box::new(pod.clone()),
                     attempt,
+                    // Not before every Secret of the pod has listed: a value from a partial
+                    // set would differ from other nodes' and roll the workload twice.
                     restart: self
                         .spec(&pod.controller)
                         .and_then(|s| s.restart)
-                        .map(|_| restart_value(&self.index.secrets_of_pod(uid))),
+                        .and_then(|_| self.index.secrets_of_pod_when_synced(uid))
+                        .map(|views| restart_value(&views)),
                 },
                 Decision::Probe { names } => Action::Probe {
                     pod: Box::new(pod.clone()),

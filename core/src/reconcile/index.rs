@@ -377,6 +377,27 @@ impl MountIndex {
     }
 
     /// The Secrets feeding a pod's mounts, as the API has them now.
+    /// The pod's Secrets as the API has them, once every one of them has listed (`None`
+    /// before): what a rolling restart's value is computed from, so that every node computes it
+    /// from the same complete set. A Secret that does not exist is left out.
+    pub fn secrets_of_pod_when_synced(&self, pod_uid: &str) -> Option<Vec<&SecretView>> {
+        let keys: BTreeSet<&SecretKey> = self
+            .mounts
+            .iter()
+            .filter(|(k, _)| k.pod_uid == pod_uid)
+            .flat_map(|(_, e)| e.secrets.iter())
+            .collect();
+        let mut views = Vec::new();
+        for key in keys {
+            let entry = self.secrets.get(key)?;
+            if !entry.synced {
+                return None;
+            }
+            views.extend(entry.view.as_ref());
+        }
+        Some(views)
+    }
+
     pub fn secrets_of_pod(&self, pod_uid: &str) -> Vec<&SecretView> {
         let keys: BTreeSet<&SecretKey> = self
             .mounts

@@ -210,3 +210,34 @@ fn while_the_pod_watch_is_down_no_action_is_taken() {
     assert!(index.tick(now + Duration::from_secs(300)).is_empty());
     assert_eq!(index.next_deadline(), None);
 }
+
+#[test]
+fn a_pods_secrets_count_for_a_restart_only_once_every_one_has_listed() {
+    let now = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    let mut two = pod("u1", "a-tls", None);
+    let mut second = two.volumes[0].clone();
+    second.name = "tls-b".into();
+    second.sources[0].secret = "b-tls".into();
+    two.volumes.push(second);
+    two.containers[0].mounts.push(VolumeMountInfo {
+        volume: "tls-b".into(),
+        mount_path: "/etc/tls-b".into(),
+        sub_path: None,
+    });
+    index.upsert_pod(two, None, now);
+    assert!(index.secrets_of_pod_when_synced("u1").is_none());
+    index.secret_observed(&key("a-tls"), Some(view("a-tls", "1", "a")), now);
+    assert!(
+        index.secrets_of_pod_when_synced("u1").is_none(),
+        "b-tls has not listed: a partial set would give another value than other nodes'"
+    );
+    assert_eq!(index.secrets_of_pod("u1").len(), 1);
+    index.secret_observed(&key("b-tls"), None, now);
+    let synced = index.secrets_of_pod_when_synced("u1").unwrap();
+    assert_eq!(
+        synced.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["a-tls"],
+        "a Secret that does not exist is left out"
+    );
+}
