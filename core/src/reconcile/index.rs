@@ -381,14 +381,8 @@ impl MountIndex {
     /// before): what a rolling restart's value is computed from, so that every node computes it
     /// from the same complete set. A Secret that does not exist is left out.
     pub fn secrets_of_pod_when_synced(&self, pod_uid: &str) -> Option<Vec<&SecretView>> {
-        let keys: BTreeSet<&SecretKey> = self
-            .mounts
-            .iter()
-            .filter(|(k, _)| k.pod_uid == pod_uid)
-            .flat_map(|(_, e)| e.secrets.iter())
-            .collect();
         let mut views = Vec::new();
-        for key in keys {
+        for key in self.secret_keys_of_pod(pod_uid) {
             let entry = self.secrets.get(key)?;
             if !entry.synced {
                 return None;
@@ -399,14 +393,18 @@ impl MountIndex {
     }
 
     pub fn secrets_of_pod(&self, pod_uid: &str) -> Vec<&SecretView> {
-        let keys: BTreeSet<&SecretKey> = self
-            .mounts
+        self.secret_keys_of_pod(pod_uid)
+            .into_iter()
+            .filter_map(|k| self.secrets.get(k)?.view.as_ref())
+            .collect()
+    }
+
+    /// The Secrets the pod's mounts use, each once.
+    fn secret_keys_of_pod(&self, pod_uid: &str) -> BTreeSet<&SecretKey> {
+        self.mounts
             .iter()
             .filter(|(k, _)| k.pod_uid == pod_uid)
             .flat_map(|(_, e)| e.secrets.iter())
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| self.secrets.get(k)?.view.as_ref())
             .collect()
     }
 
