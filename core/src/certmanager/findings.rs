@@ -149,7 +149,12 @@ pub fn findings(
     now: i64,
     grace: Grace,
 ) -> Findings {
-    let mut out = Findings::default();
+    let mut judge = Judge {
+        index,
+        now,
+        grace,
+        out: Findings::default(),
+    };
     for usage in uses {
         let facts = secrets.get(&usage.secret);
         let certificate = index.certificate_for(
@@ -161,23 +166,13 @@ pub fn findings(
             secret: usage.mounted.then(|| usage.secret.clone()),
         };
         if let Some(certificate) = certificate {
-            certificate_findings(certificate, facts, index, now, grace, &server, &mut out);
+            judge.certificate(certificate, facts, &server);
         }
         if let Some(host) = &usage.host {
-            host_findings(
-                host,
-                &usage.secret,
-                certificate,
-                facts,
-                index,
-                now,
-                grace,
-                &server,
-                &mut out,
-            );
+            judge.host(host, &usage.secret, certificate, facts, &server);
         }
     }
-    out
+    judge.out
 }
 
 fn certificate_regarding(certificate: &CertificateObject) -> Regarding {
@@ -190,40 +185,45 @@ fn certificate_regarding(certificate: &CertificateObject) -> Regarding {
     }
 }
 
-fn certificate_findings(
-    certificate: &CertificateObject,
-    facts: Option<&SecretFacts>,
-    index: &CertManagerIndex,
+/// What every finding is judged against, and where they go.
+struct Judge<'a> {
+    index: &'a CertManagerIndex,
     now: i64,
     grace: Grace,
-    server: &Server,
-    out: &mut Findings,
-) {
-    let regarding = certificate_regarding(certificate);
-    let named = format!("Certificate {}/{}", certificate.namespace, certificate.name);
-    let secret = format!(
-        "Secret {}/{}",
-        certificate.namespace, certificate.secret_name
-    );
-    if !certificate.ready.is_ready() && past_grace(&certificate.ready, now, grace, out) {
-        out.add(
-            FindingReason::CertificateNotReady,
-            &regarding,
-            "",
-            format!(
-                "{named} is {}: {secret} is not renewed while it stays so",
-                certificate.ready.describe()
-            ),
-            server,
+    out: Findings,
+}
+
+impl Judge<'_> {
+    fn certificate(
+        &mut self,
+        certificate: &CertificateObject,
+        facts: Option<&SecretFacts>,
+        server: &Server,
+    ) {
+        let regarding = certificate_regarding(certificate);
+        let named = format!("Certificate {}/{}", certificate.namespace, certificate.name);
+        let secret = format!(
+            "Secret {}/{}",
+            certificate.namespace, certificate.secret_name
         );
-    }
-    if let Some(renewal) = certificate.renewal_time
-        && let Some(leaf) = facts.and_then(|f| f.leaf.as_ref())
-        && leaf.not_before < renewal
-    {
-        let due = renewal.saturating_add(grace.seconds);
-        if now >= due {
-            out.add(
+        if !certificate.ready.is_ready() && self.not_ready_past_grace(&certificate.ready) {
+            self.out.add(
+                FindingReason::CertificateNotReady,
+                &regarding,
+                "",
+                format!(
+                    "{named} is {}: {secret} is not renewed while it stays so",
+                    certificate.ready.describe()
+                ),
+                server,
+            );
+        }
+        if let Some(renewal) = certificate.renewal_time
+            && let Some(leaf) = facts.and_then(|f| f.leaf.as_ref())
+            && leaf.not_before < renewal
+            && self.grace_over_since(renewal)
+        {
+            self.out.add(
                 FindingReason::CertificateRenewalOverdue,
                 &regarding,
                 "",
@@ -234,137 +234,102 @@ fn certificate_findings(
                 ),
                 server,
             );
-        } else {
-            out.recheck(due);
+        }
+        if let Some(issuer) = &certificate.issuer {
+            self.issuer(issuer, &certificate.namespace, &regarding, &named, server);
         }
     }
-    if let Some(issuer) = &certificate.issuer {
-        issuer_findings(
-            issuer,
-            &certificate.namespace,
-            &regarding,
-            &named,
-            index,
-            now,
-            grace,
-            server,
-            out,
-        );
-    }
-}
 
-#[allow(clippy::too_many_arguments)]
-fn host_findings(
-    host: &HostUse,
-    secret: &SecretKey,
-    certificate: Option<&CertificateObject>,
-    facts: Option<&SecretFacts>,
-    index: &CertManagerIndex,
-    now: i64,
-    grace: Grace,
-    server: &Server,
-    out: &mut Findings,
-) {
-    let regarding = Regarding::from(&host.origin);
-    let named = host.origin.describe();
-    if let Some(issuer) = &host.issuer {
-        issuer_findings(
-            issuer,
-            &host.origin.namespace,
-            &regarding,
-            &named,
-            index,
-            now,
-            grace,
-            server,
-            out,
-        );
+    fn host(
+        &mut self,
+        host: &HostUse,
+        secret: &SecretKey,
+        certificate: Option<&CertificateObject>,
+        facts: Option<&SecretFacts>,
+        server: &Server,
+    ) {
+        let regarding = Regarding::from(&host.origin);
+        let named = host.origin.describe();
+        if let Some(issuer) = &host.issuer {
+            self.issuer(issuer, &host.origin.namespace, &regarding, &named, server);
+        }
+        let Some(certificate) = certificate else {
+            return;
+        };
+        let in_spec = certificate
+            .dns_names
+            .iter()
+            .any(|name| host_matches(name, &host.host));
+        let leaf_names = facts
+            .and_then(|f| f.leaf.as_ref())
+            .map(|l| l.dns_names.as_slice())
+            .unwrap_or_default();
+        let in_leaf = leaf_names.iter().any(|name| host_matches(name, &host.host));
+        if !in_spec && !in_leaf {
+            self.out.add(
+                FindingReason::TlsHostNotCovered,
+                &regarding,
+                &host.host,
+                format!(
+                    "TLS host {} of {named} uses Secret {}/{}, but neither the dnsNames of Certificate {}/{} [{}] nor the certificate the Secret holds [{}] cover it: clients of that host get a name mismatch",
+                    host.host,
+                    secret.namespace,
+                    secret.name,
+                    certificate.namespace,
+                    certificate.name,
+                    certificate.dns_names.join(", "),
+                    leaf_names.join(", ")
+                ),
+                server,
+            );
+        }
     }
-    let Some(certificate) = certificate else {
-        return;
-    };
-    let in_spec = certificate
-        .dns_names
-        .iter()
-        .any(|name| host_matches(name, &host.host));
-    let leaf_names = facts
-        .and_then(|f| f.leaf.as_ref())
-        .map(|l| l.dns_names.as_slice())
-        .unwrap_or_default();
-    let in_leaf = leaf_names.iter().any(|name| host_matches(name, &host.host));
-    if !in_spec && !in_leaf {
-        out.add(
-            FindingReason::TlsHostNotCovered,
-            &regarding,
-            &host.host,
+
+    fn issuer(
+        &mut self,
+        issuer: &IssuerRef,
+        namespace: &str,
+        regarding: &Regarding,
+        named: &str,
+        server: &Server,
+    ) {
+        let issuer_named = issuer.describe(namespace);
+        let state = match self.index.issuer(issuer, namespace) {
+            IssuerLookup::External => return,
+            IssuerLookup::Missing => "which does not exist".to_string(),
+            IssuerLookup::Found(found) => {
+                if found.ready.is_ready() || !self.not_ready_past_grace(&found.ready) {
+                    return;
+                }
+                format!("which is {}", found.ready.describe())
+            }
+        };
+        self.out.add(
+            FindingReason::IssuerNotReady,
+            regarding,
+            &issuer_named,
             format!(
-                "TLS host {} of {named} uses Secret {}/{}, but neither the dnsNames of Certificate {}/{} [{}] nor the certificate the Secret holds [{}] cover it: clients of that host get a name mismatch",
-                host.host,
-                secret.namespace,
-                secret.name,
-                certificate.namespace,
-                certificate.name,
-                certificate.dns_names.join(", "),
-                leaf_names.join(", ")
+                "{named} names {issuer_named}, {state}: nothing issues or renews its certificate"
             ),
             server,
         );
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-fn issuer_findings(
-    issuer: &IssuerRef,
-    namespace: &str,
-    regarding: &Regarding,
-    named: &str,
-    index: &CertManagerIndex,
-    now: i64,
-    grace: Grace,
-    server: &Server,
-    out: &mut Findings,
-) {
-    let issuer_named = issuer.describe(namespace);
-    match index.issuer(issuer, namespace) {
-        IssuerLookup::External => {}
-        IssuerLookup::Missing => out.add(
-            FindingReason::IssuerNotReady,
-            regarding,
-            &issuer_named,
-            format!("{named} names {issuer_named}, which does not exist: nothing issues or renews its certificate"),
-            server,
-        ),
-        IssuerLookup::Found(found) => {
-            if !found.ready.is_ready() && past_grace(&found.ready, now, grace, out) {
-                out.add(
-                    FindingReason::IssuerNotReady,
-                    regarding,
-                    &issuer_named,
-                    format!(
-                        "{named} names {issuer_named}, which is {}: nothing issues or renews its certificate",
-                        found.ready.describe()
-                    ),
-                    server,
-                );
-            }
-        }
+    /// Whether a not-Ready state has lasted the grace period (a state without a transition
+    /// time is taken as old).
+    fn not_ready_past_grace(&mut self, ready: &Readiness) -> bool {
+        ready.since.is_none_or(|since| self.grace_over_since(since))
     }
-}
 
-/// Whether a not-Ready state has lasted the grace period (a state without a transition time
-/// is taken as old); otherwise the time it will have is a recheck.
-fn past_grace(ready: &Readiness, now: i64, grace: Grace, out: &mut Findings) -> bool {
-    match ready.since {
-        Some(since) => {
-            let due = since.saturating_add(grace.seconds);
-            if now >= due {
-                true
-            } else {
-                out.recheck(due);
-                false
-            }
+    /// Whether the grace period after `since` is over; if not, its end is a recheck.
+    fn grace_over_since(&mut self, since: i64) -> bool {
+        let due = since.saturating_add(self.grace.seconds);
+        if self.now >= due {
+            true
+        } else {
+            self.out.recheck(due);
+            false
         }
-        None => true,
     }
 }
 
