@@ -223,12 +223,20 @@ impl Mount {
     /// The next instant at which a timer could change something.
     pub fn next_deadline(&self, limits: &Thresholds) -> Option<Instant> {
         let since = self.out_of_sync_since?;
-        if !matches!(self.state, MountState::Pending | MountState::Nudged) || !self.api_healthy {
+        if !self.api_healthy {
             return None;
         }
-        let stuck = since + limits.stuck_after;
         let nudge = self.next_nudge_at(since, limits);
-        Some(nudge.map_or(stuck, |n| n.min(stuck)))
+        match self.state {
+            MountState::Pending | MountState::Nudged => {
+                let stuck = since + limits.stuck_after;
+                Some(nudge.map_or(stuck, |n| n.min(stuck)))
+            }
+            // Reported stuck, but a retry may still be due: with nudge.retryAfter past
+            // stuckAfter the second nudge comes after the report, and must not be dropped.
+            MountState::Stuck => nudge,
+            _ => None,
+        }
     }
 
     fn next_nudge_at(&self, since: Instant, limits: &Thresholds) -> Option<Instant> {

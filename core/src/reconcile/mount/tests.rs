@@ -353,3 +353,31 @@ fn an_immediate_first_nudge_waits_retry_after_for_the_second() {
         vec!["nudge#2"]
     );
 }
+
+#[test]
+fn a_retry_due_after_the_stuck_report_still_goes_out() {
+    let clock = Clock(Instant::now() + Duration::from_secs(1000));
+    let limits = Thresholds {
+        nudge_after: Duration::from_secs(1),
+        nudge_retry_after: Duration::from_secs(3),
+        stuck_after: Duration::from_secs(3),
+        ..LIMITS
+    };
+    let mut m = lagging(&clock);
+    assert_eq!(
+        reasons(&m.step(Input::Tick, clock.at(1.0), &limits)),
+        vec!["nudge#1"]
+    );
+    assert_eq!(m.next_deadline(&limits), Some(clock.at(3.0)));
+    assert_eq!(
+        reasons(&m.step(Input::Tick, clock.at(3.0), &limits)),
+        vec!["SecretMountStuck"]
+    );
+    // Stuck is reported; the retry (first nudge + retryAfter = 4 s) is still scheduled.
+    assert_eq!(m.next_deadline(&limits), Some(clock.at(4.0)));
+    assert_eq!(
+        reasons(&m.step(Input::Tick, clock.at(4.0), &limits)),
+        vec!["nudge#2"]
+    );
+    assert_eq!(m.next_deadline(&limits), None);
+}
