@@ -10,16 +10,26 @@ use crate::reconcile::reload::ReloadResult;
 use crate::reconcile::{PodRef, SecretKey};
 use crate::routes::{RouteKind, RouteOrigin};
 
+/// One volume's share of a nudge: which Secret versions it waits for, and which attempt for
+/// those versions this is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeNudge {
+    pub volume: String,
+    /// [`crate::expected::ExpectedFiles::version_key`].
+    pub version: String,
+    pub attempt: u8,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Merge-patch the pod's `mountlag.io/resync` annotation to `annotation`, so kubelet
-    /// remounts `volume` now instead of at its next sync.
+    /// Merge-patch the pod's `mountlag.io/resync` annotation (to
+    /// [`crate::reconcile::mount::nudge_annotation`] of `volumes`), so kubelet remounts the
+    /// pod's volumes now instead of at its next sync. One per pod at a time: every lagging
+    /// volume of the pod rides on the same update.
     Nudge {
         pod: PodRef,
-        volume: String,
-        /// `<version key>/<attempt>`: see [`crate::reconcile::mount::nudge_annotation`].
-        annotation: String,
-        attempt: u8,
+        /// Sorted by volume name, never empty.
+        volumes: Vec<VolumeNudge>,
     },
     /// Publish a Kubernetes Event regarding the pod (rate-limited by the executor).
     Event {

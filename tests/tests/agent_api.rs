@@ -194,6 +194,97 @@ async fn a_slow_kubelet_is_nudged_and_the_mount_catches_up() {
     );
 }
 
+/// Every mount of pod `pod` in `/status` is in sync on the Secret version the API holds.
+fn all_in_sync_on(status: &Value, pod: &str, rvs: &[(&str, String)]) -> bool {
+    let mounts: Vec<&Value> = status["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["pod"] == pod)
+        .collect();
+    mounts.len() == rvs.len()
+        && mounts.iter().all(|m| {
+            m["state"] == "in_sync"
+                && rvs.iter().any(|(name, rv)| {
+                    m["secrets"][0]["name"] == *name && m["secrets"][0]["resourceVersion"] == *rv
+                })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_of_one_pod_renewed_together_cost_one_nudge() {
+    if !can_run() {
+        return;
+    }
+    let mut rotation = KeyRing::new("agent test CA").unwrap();
+    let mut other = KeyRing::new("agent test CA 2").unwrap();
+    // nudge.after is the window in which a pod's renewals share one nudge: 3 s leaves room for
+    // a loaded machine between the two writes below.
+    let mut node = TestNode::start(slow_kubelet(), &agent_config("3s", "30s", true))
+        .await
+        .unwrap();
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    node.api.apply_secret(&other.secret("api-tls")).unwrap();
+    // One pod, two Secret volumes (as an ingress with two certificates).
+    let mut pod =
+        serde_json::to_value(ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None)).unwrap();
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "api", "secret": {"secretName": "api-tls"}}));
+    pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "api", "mountPath": "/etc/api", "readOnly": true}));
+    node.api
+        .create_pod(&serde_json::from_value(pod).unwrap())
+        .unwrap();
+    node.start_agent().unwrap();
+    node.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let rvs = |node: &TestNode| {
+        vec![
+            ("edge-tls", current_rv(node, "edge-tls")),
+            ("api-tls", current_rv(node, "api-tls")),
+        ]
+    };
+    let before = rvs(&node);
+    node.wait_status(Duration::from_secs(10), "both volumes in sync", |s| {
+        all_in_sync_on(s, "edge-0", &before)
+    })
+    .await
+    .unwrap();
+    let patches_before = node.api.stats().count("patch", "pods");
+
+    // Both renewed back to back: kubelet (60–90 s period) updates neither by itself.
+    node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
+    node.api.apply_secret(&other.secret("api-tls")).unwrap();
+    let after = rvs(&node);
+    node.wait_status(
+        Duration::from_secs(15),
+        "both volumes on the new versions",
+        |s| all_in_sync_on(s, "edge-0", &after),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        node.api.stats().count("patch", "pods") - patches_before,
+        1,
+        "one pod update for both volumes"
+    );
+    let requested = node.events("KubeletResyncRequested");
+    assert_eq!(requested.len(), 1, "{requested:?}");
+    assert!(
+        requested[0].note.contains(r#"volumes "api", "tls""#),
+        "{}",
+        requested[0].note
+    );
+    let annotation = resync_annotation(&node, "edge-0").unwrap();
+    assert_eq!(annotation.split('+').count(), 2, "{annotation}");
+    assert_eq!(node.stop_agent().unwrap().code(), Some(0));
+    rotation.assert_not_in("agent log", &node.all_agent_logs());
+    other.assert_not_in("agent log", &node.all_agent_logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_mount_is_reported_once_and_its_recovery_too() {
     if !can_run() {

@@ -28,9 +28,10 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 
-use mountlag_core::action::Action;
+use mountlag_core::action::{Action, VolumeNudge};
 pub use mountlag_core::events::{EventReason, Regarding, RelatedSecret};
 use mountlag_core::reconcile::PodRef;
+use mountlag_core::reconcile::mount::nudge_annotation;
 
 use crate::text::{MAX_EVENT_NOTE_BYTES, MAX_MESSAGE_BYTES, sanitize, untrusted_capped};
 
@@ -136,14 +137,9 @@ impl Executor {
     pub fn execute(&self, action: Action) {
         match action {
             Action::ObserveLag { seconds } => self.metrics.lag.observe(seconds),
-            Action::Nudge {
-                pod,
-                volume,
-                annotation,
-                attempt,
-            } => {
+            Action::Nudge { pod, volumes } => {
                 let this = self.clone();
-                tokio::spawn(async move { this.nudge(pod, volume, annotation, attempt).await });
+                tokio::spawn(async move { this.nudge(pod, volumes).await });
             }
             Action::Event {
                 pod,
@@ -178,7 +174,16 @@ impl Executor {
         tokio::spawn(async move { this.event(regarding, reason, note, related).await });
     }
 
-    async fn nudge(&self, pod: PodRef, volume: String, annotation: String, attempt: u8) {
+    async fn nudge(&self, pod: PodRef, volumes: Vec<VolumeNudge>) {
+        let annotation = nudge_annotation(&volumes);
+        let attempt = volumes.iter().map(|v| v.attempt).max().unwrap_or(1);
+        let names: Vec<&str> = volumes.iter().map(|v| v.volume.as_str()).collect();
+        let quoted: Vec<String> = names.iter().map(|v| format!("{v:?}")).collect();
+        let which = match quoted.as_slice() {
+            [one] => format!("volume {one}"),
+            many => format!("volumes {}", many.join(", ")),
+        };
+        let volume = names.join(",");
         let result = self
             .patcher
             .annotate(&pod, crate::k8s::RESYNC_ANNOTATION, &annotation)
@@ -191,7 +196,7 @@ impl Executor {
                     .inc();
                 tracing::info!(namespace = %pod.namespace, pod = %pod.name, %volume, %annotation, attempt, "asked kubelet to resync");
                 let note = format!(
-                    "annotated {}={annotation} so kubelet remounts volume {volume:?} now instead of at its next sync (attempt {attempt})",
+                    "annotated {}={annotation} so kubelet remounts {which} now instead of at its next sync (attempt {attempt})",
                     crate::k8s::RESYNC_ANNOTATION
                 );
                 self.event(

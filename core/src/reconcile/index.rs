@@ -209,7 +209,7 @@ impl MountIndex {
             actions.extend(self.feed(&key, Input::ResyncAnnotation(annotation.clone()), now));
         }
         self.forget_unreferenced_secrets();
-        actions
+        self.one_nudge_per_pod(actions, now)
     }
 
     pub fn remove_pod(&mut self, uid: &str) {
@@ -249,7 +249,8 @@ impl MountIndex {
     /// The pod watch (dis)connected: while down, no Event or nudge is raised.
     pub fn set_pods_healthy(&mut self, healthy: bool, now: Instant) -> Vec<Action> {
         self.pods_healthy = healthy;
-        self.refresh_health(now)
+        let actions = self.refresh_health(now);
+        self.one_nudge_per_pod(actions, now)
     }
 
     /// A Secret watch delivered the current state: `None` when the Secret does not exist.
@@ -270,7 +271,7 @@ impl MountIndex {
             actions.extend(self.refresh_expected(&mount, now));
             actions.extend(self.feed(&mount, Input::ApiHealthy(self.api_healthy_for(&mount)), now));
         }
-        actions
+        self.one_nudge_per_pod(actions, now)
     }
 
     /// A Secret watch failed (or recovered without news).
@@ -288,7 +289,7 @@ impl MountIndex {
         for mount in self.mounts_of_secret(key) {
             actions.extend(self.feed(&mount, Input::ApiHealthy(self.api_healthy_for(&mount)), now));
         }
-        actions
+        self.one_nudge_per_pod(actions, now)
     }
 
     /// What the disk holds in a volume directory; unknown paths are ignored.
@@ -296,7 +297,8 @@ impl MountIndex {
         let Some(key) = self.by_path.get(path).cloned() else {
             return Vec::new();
         };
-        self.feed(&key, Input::Disk(disk), now)
+        let actions = self.feed(&key, Input::Disk(disk), now);
+        self.one_nudge_per_pod(actions, now)
     }
 
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
@@ -310,9 +312,11 @@ impl MountIndex {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        due.iter()
+        let actions = due
+            .iter()
             .flat_map(|k| self.feed(k, Input::Tick, now))
-            .collect()
+            .collect();
+        self.one_nudge_per_pod(actions, now)
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -624,15 +628,73 @@ impl MountIndex {
     }
 
     fn feed(&mut self, key: &MountKey, input: Input, now: Instant) -> Vec<Action> {
-        let terminating = self.pods.get(&key.pod_uid).is_some_and(|p| p.terminating);
-        let limits = Thresholds {
-            nudge_enabled: self.limits.nudge_enabled && !terminating,
-            ..self.limits
-        };
+        let limits = self.limits_for(&key.pod_uid);
         match self.mounts.get_mut(key) {
             Some(entry) => entry.mount.step(input, now, &limits),
             None => Vec::new(),
         }
+    }
+
+    fn limits_for(&self, pod_uid: &str) -> Thresholds {
+        let terminating = self.pods.get(pod_uid).is_some_and(|p| p.terminating);
+        Thresholds {
+            nudge_enabled: self.limits.nudge_enabled && !terminating,
+            ..self.limits
+        }
+    }
+
+    /// Every public entry point ends here: the nudges its mounts decided on become one per pod
+    /// (kubelet remounts all of a pod's volumes on one sync, so one pod update serves them
+    /// all), joined by the pod's other volumes that lag and still wait for their first nudge.
+    /// With `nudge.after` as the window, Secrets of one pod renewed within it cost one PATCH.
+    fn one_nudge_per_pod(&mut self, actions: Vec<Action>, now: Instant) -> Vec<Action> {
+        if !actions.iter().any(|a| matches!(a, Action::Nudge { .. })) {
+            return actions;
+        }
+        let mut out: Vec<Action> = Vec::with_capacity(actions.len());
+        let mut nudge_of_pod: BTreeMap<String, usize> = BTreeMap::new();
+        for action in actions {
+            match action {
+                Action::Nudge { pod, volumes } => match nudge_of_pod.get(&pod.uid) {
+                    Some(&at) => {
+                        if let Some(Action::Nudge {
+                            volumes: joined, ..
+                        }) = out.get_mut(at)
+                        {
+                            joined.extend(volumes);
+                        }
+                    }
+                    None => {
+                        nudge_of_pod.insert(pod.uid.clone(), out.len());
+                        out.push(Action::Nudge { pod, volumes });
+                    }
+                },
+                other => out.push(other),
+            }
+        }
+        for (uid, at) in nudge_of_pod {
+            let limits = self.limits_for(&uid);
+            let Some(Action::Nudge { volumes, .. }) = out.get_mut(at) else {
+                continue;
+            };
+            let of_pod = self
+                .mounts
+                .range_mut(
+                    MountKey {
+                        pod_uid: uid.clone(),
+                        volume: String::new(),
+                    }..,
+                )
+                .take_while(|(k, _)| k.pod_uid == uid);
+            for (key, entry) in of_pod {
+                if volumes.iter().any(|v| v.volume == key.volume) {
+                    continue;
+                }
+                volumes.extend(entry.mount.join_nudge(now, &limits));
+            }
+            volumes.sort_by(|a, b| a.volume.cmp(&b.volume));
+        }
+        out
     }
 }
 

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-pub use crate::action::Action;
+pub use crate::action::{Action, VolumeNudge};
 use crate::events::EventReason;
 use crate::expected::Expected;
 
@@ -139,20 +139,36 @@ pub struct Mount {
     nudged_version: Option<String>,
     nudges: u8,
     last_nudge: Option<Instant>,
-    /// The nudge annotation found on the pod: (version, attempt), maybe left by a previous run.
-    annotated_nudge: Option<(String, u8)>,
+    /// The nudge annotation found on the pod: (version, attempt) per volume it asked for, maybe
+    /// left by a previous run.
+    annotated_nudge: Vec<(String, u8)>,
     subpath_reported: bool,
 }
 
-/// The nudge annotation's value: which Secret versions it asked for and which attempt it was,
-/// so a restarted agent knows how many nudges that version has had.
-pub fn nudge_annotation(version: &str, attempt: u8) -> String {
-    format!("{version}/{attempt}")
+/// The nudge annotation's value: for each volume of the pod it asks kubelet to remount, which
+/// Secret versions and which attempt (`<version key>/<attempt>`, joined by `+` and sorted, so
+/// the same request always reads the same), so a restarted agent knows how many nudges each
+/// version has had. One volume reads as before: `<version key>/<attempt>`.
+pub fn nudge_annotation(volumes: &[VolumeNudge]) -> String {
+    let mut members: Vec<String> = volumes
+        .iter()
+        .map(|v| format!("{}/{}", v.version, v.attempt))
+        .collect();
+    members.sort();
+    members.dedup();
+    members.join("+")
 }
 
-fn parse_nudge_annotation(value: &str) -> Option<(String, u8)> {
-    let (version, attempt) = value.rsplit_once('/')?;
-    Some((version.to_string(), attempt.parse().ok()?))
+/// `None` when any member is not `<version>/<attempt>`: the annotation is then ignored as a
+/// whole (someone else wrote it), which at worst costs one nudge more.
+fn parse_nudge_annotation(value: &str) -> Option<Vec<(String, u8)>> {
+    value
+        .split('+')
+        .map(|member| {
+            let (version, attempt) = member.rsplit_once('/')?;
+            Some((version.to_string(), attempt.parse().ok()?))
+        })
+        .collect()
 }
 
 impl Mount {
@@ -167,7 +183,7 @@ impl Mount {
             nudged_version: None,
             nudges: 0,
             last_nudge: None,
-            annotated_nudge: None,
+            annotated_nudge: Vec::new(),
             subpath_reported: false,
         }
     }
@@ -200,7 +216,10 @@ impl Mount {
             Input::Disk(disk) => self.disk = Some(disk),
             Input::ApiHealthy(healthy) => self.api_healthy = healthy,
             Input::ResyncAnnotation(value) => {
-                self.annotated_nudge = value.as_deref().and_then(parse_nudge_annotation);
+                self.annotated_nudge = value
+                    .as_deref()
+                    .and_then(parse_nudge_annotation)
+                    .unwrap_or_default();
             }
             Input::Tick => {}
         }
@@ -210,10 +229,10 @@ impl Mount {
     /// When a previous run already nudged for the version we want, count its nudges, so a
     /// restart does not start a fresh round of two.
     fn adopt_previous_nudges(&mut self, version: &str, now: Instant) {
-        if let Some((annotated, attempts)) = &self.annotated_nudge
-            && annotated == version
-            && self.nudged_version.as_deref() != Some(version)
-        {
+        if self.nudged_version.as_deref() == Some(version) {
+            return;
+        }
+        if let Some((_, attempts)) = self.annotated_nudge.iter().find(|(v, _)| v == version) {
             self.nudged_version = Some(version.to_string());
             self.nudges = (*attempts).min(MAX_NUDGES_PER_VERSION);
             self.last_nudge = Some(now);
@@ -339,20 +358,11 @@ impl Mount {
         if let Some(due) = self.next_nudge_at(since, limits)
             && now >= due
         {
-            let version = expected.version_key();
-            let attempt = self.nudges_used_for_current() + 1;
-            self.nudged_version = Some(version.clone());
-            self.nudges = attempt;
-            self.last_nudge = Some(now);
+            let volume = self.record_nudge(expected.version_key(), now);
             actions.push(Action::Nudge {
                 pod: self.spec.pod.clone(),
-                volume: self.spec.volume.clone(),
-                annotation: nudge_annotation(&version, attempt),
-                attempt,
+                volumes: vec![volume],
             });
-            if self.state == MountState::Pending {
-                self.state = MountState::Nudged;
-            }
         }
         if self.state != MountState::Stuck && now >= since + limits.stuck_after {
             self.state = MountState::Stuck;
@@ -371,6 +381,45 @@ impl Mount {
             });
         }
         actions
+    }
+}
+
+impl Mount {
+    /// Another volume of this pod is being nudged now: when this one lags too and still waits
+    /// for its first nudge, it goes in the same pod update (kubelet remounts every volume of a
+    /// pod on one sync), so a pod whose Secrets were renewed together costs one PATCH.
+    /// Retries are not pulled forward: they keep their own `nudge.retryAfter`.
+    pub fn join_nudge(&mut self, now: Instant, limits: &Thresholds) -> Option<VolumeNudge> {
+        let Expected::Files(expected) = &self.expected else {
+            return None;
+        };
+        let version = expected.version_key();
+        let joinable = limits.nudge_enabled
+            && self.api_healthy
+            && self.out_of_sync_since.is_some()
+            && !self.spec.subpath_only
+            && self.state == MountState::Pending
+            && self.nudges_used_for_current() == 0;
+        joinable.then(|| self.record_nudge(version, now))
+    }
+
+    fn record_nudge(&mut self, version: String, now: Instant) -> VolumeNudge {
+        let attempt = if self.nudged_version.as_deref() == Some(version.as_str()) {
+            self.nudges + 1
+        } else {
+            1
+        };
+        self.nudged_version = Some(version.clone());
+        self.nudges = attempt;
+        self.last_nudge = Some(now);
+        if self.state == MountState::Pending {
+            self.state = MountState::Nudged;
+        }
+        VolumeNudge {
+            volume: self.spec.volume.clone(),
+            version,
+            attempt,
+        }
     }
 }
 

@@ -193,9 +193,134 @@ fn a_secret_update_makes_the_mount_pending_and_the_deadline_drives_the_nudge() {
     assert!(index.tick(now + Duration::from_secs(1)).is_empty());
     let actions = index.tick(due);
     assert!(
-        matches!(actions.as_slice(), [Action::Nudge { attempt: 1, .. }]),
+        matches!(actions.as_slice(), [Action::Nudge { volumes, .. }] if volumes[0].attempt == 1),
         "{actions:?}"
     );
+}
+
+/// Pod `uid` mounting Secret `tls-<n>` as volume `tls-<n>` for each n.
+fn pod_with_volumes(uid: &str, n: usize) -> ControllerPod {
+    let mut pod = pod(uid, "tls-0", None);
+    let template = pod.volumes[0].clone();
+    pod.volumes = (0..n)
+        .map(|i| {
+            let mut volume = template.clone();
+            volume.name = format!("tls-{i}");
+            volume.sources[0].secret = format!("tls-{i}");
+            volume
+        })
+        .collect();
+    pod.containers[0].mounts = (0..n)
+        .map(|i| VolumeMountInfo {
+            volume: format!("tls-{i}"),
+            mount_path: format!("/etc/tls-{i}"),
+            sub_path: None,
+        })
+        .collect();
+    pod
+}
+
+fn nudged_volumes(actions: &[Action]) -> Vec<(String, Vec<String>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Nudge { pod, volumes } => Some((
+                pod.uid.clone(),
+                volumes.iter().map(|v| v.volume.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn secrets_of_one_pod_renewed_within_nudge_after_cost_one_nudge() {
+    let now = Instant::now();
+    let ms = Duration::from_millis;
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    index.upsert_pod(pod_with_volumes("u1", 3), None, now);
+    index.upsert_pod(pod_with_volumes("u2", 1), None, now);
+    let paths: Vec<PathBuf> = index.volume_paths().into_iter().collect();
+    assert_eq!(paths.len(), 4);
+    for i in 0..3 {
+        let name = format!("tls-{i}");
+        index.secret_observed(&key(&name), Some(view(&name, "1", "a")), now);
+    }
+    for path in &paths {
+        index.disk_observed(path, disk("a"), now);
+    }
+    assert_eq!(index.count_by_state()[&MountState::InSync], 4);
+    // cert-manager renews tls-0 and tls-1 (tls-0 is also u2's) 50 ms apart; tls-2 stays.
+    index.secret_observed(&key("tls-0"), Some(view("tls-0", "2", "b")), now);
+    index.secret_observed(&key("tls-1"), Some(view("tls-1", "2", "b")), now + ms(50));
+    let due = index.next_deadline().unwrap();
+    assert_eq!(due, now + DEFAULT_THRESHOLDS.nudge_after);
+    let actions = index.tick(due);
+    assert_eq!(
+        nudged_volumes(&actions),
+        vec![
+            (
+                "u1".to_string(),
+                vec!["tls-0".to_string(), "tls-1".to_string()]
+            ),
+            ("u2".to_string(), vec!["tls-0".to_string()]),
+        ],
+        "one nudge per pod, the in-sync volume left out: {actions:?}"
+    );
+    // tls-1 went with tls-0: nothing is left for its own deadline.
+    assert!(
+        index
+            .tick(now + ms(50) + DEFAULT_THRESHOLDS.nudge_after)
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_restarted_agent_counts_a_pod_wide_nudge_for_every_volume_it_named() {
+    let now = Instant::now();
+    let limits = DEFAULT_THRESHOLDS;
+    let mut first = MountIndex::new(KubeletRoot::new("/k"), limits);
+    let mut pod = pod_with_volumes("u1", 2);
+    first.upsert_pod(pod.clone(), None, now);
+    for i in 0..2 {
+        let name = format!("tls-{i}");
+        first.secret_observed(&key(&name), Some(view(&name, "2", "b")), now);
+    }
+    for path in first.volume_paths() {
+        first.disk_observed(&path, disk("a"), now);
+    }
+    let actions = first.tick(now + limits.nudge_after);
+    let [Action::Nudge { volumes, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(volumes.len(), 2);
+    pod.resync_annotation = Some(crate::reconcile::mount::nudge_annotation(volumes));
+
+    // A new run sees the annotation on the pod: one nudge left per volume, still together.
+    let mut second = MountIndex::new(KubeletRoot::new("/k"), limits);
+    let later = now + Duration::from_secs(30);
+    second.upsert_pod(pod, None, later);
+    for i in 0..2 {
+        let name = format!("tls-{i}");
+        second.secret_observed(&key(&name), Some(view(&name, "2", "b")), later);
+    }
+    for path in second.volume_paths() {
+        second.disk_observed(&path, disk("a"), later);
+    }
+    let retry = second.tick(later + limits.nudge_retry_after);
+    let [Action::Nudge { volumes, .. }] = retry.as_slice() else {
+        panic!("{retry:?}")
+    };
+    assert_eq!(
+        volumes.iter().map(|v| v.attempt).collect::<Vec<_>>(),
+        vec![2, 2]
+    );
+    for t in [5, 20, 60] {
+        assert!(
+            second.tick(later + Duration::from_secs(t)).is_empty(),
+            "never a third nudge"
+        );
+    }
 }
 
 #[test]

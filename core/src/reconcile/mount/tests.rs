@@ -64,7 +64,11 @@ fn reasons(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .map(|a| match a {
-            Action::Nudge { attempt, .. } => format!("nudge#{attempt}"),
+            Action::Nudge { volumes, .. } => volumes
+                .iter()
+                .map(|v| format!("nudge#{}", v.attempt))
+                .collect::<Vec<_>>()
+                .join(","),
             Action::Event { reason, .. } => reason.as_str().to_string(),
             Action::ObserveLag { seconds } => format!("lag {seconds:.1}"),
             other => format!("{other:?}"),
@@ -105,17 +109,17 @@ fn pending_becomes_nudged_after_nudge_after() {
     assert!(m.step(Input::Tick, clock.at(1.9), &LIMITS).is_empty());
     let actions = m.step(Input::Tick, clock.at(2.0), &LIMITS);
     assert_eq!(reasons(&actions), vec!["nudge#1"]);
-    let Action::Nudge {
-        pod: p, annotation, ..
-    } = &actions[0]
-    else {
+    let Action::Nudge { pod: p, volumes } = &actions[0] else {
         unreachable!()
     };
     assert_eq!(p, &pod());
     let Expected::Files(files) = m.expected() else {
         unreachable!()
     };
-    assert_eq!(annotation, &format!("{}/1", files.version_key()));
+    assert_eq!(
+        nudge_annotation(volumes),
+        format!("{}/1", files.version_key())
+    );
     assert_eq!(m.state(), MountState::Nudged);
 }
 
@@ -294,7 +298,7 @@ fn a_restart_counts_the_nudges_a_previous_run_left_on_the_pod() {
     let key = files.version_key();
     // The annotation is seen before the Secret is listed, as on a restart.
     let mut m = mount();
-    let annotated = Input::ResyncAnnotation(Some(nudge_annotation(&key, 1)));
+    let annotated = Input::ResyncAnnotation(Some(format!("{key}/1")));
     m.step(annotated, clock.at(0.0), &LIMITS);
     m.step(expected("2", "b"), clock.at(0.0), &LIMITS);
     m.step(disk("..g1", "a"), clock.at(0.0), &LIMITS);
@@ -306,7 +310,7 @@ fn a_restart_counts_the_nudges_a_previous_run_left_on_the_pod() {
     assert_eq!(m.next_deadline(&LIMITS), Some(clock.at(10.0)));
 
     let mut done = mount();
-    let annotated = Input::ResyncAnnotation(Some(nudge_annotation(&key, 2)));
+    let annotated = Input::ResyncAnnotation(Some(format!("{key}/2")));
     done.step(annotated, clock.at(0.0), &LIMITS);
     done.step(expected("2", "b"), clock.at(0.0), &LIMITS);
     done.step(disk("..g1", "a"), clock.at(0.0), &LIMITS);
@@ -328,6 +332,72 @@ fn a_restart_counts_the_nudges_a_previous_run_left_on_the_pod() {
         vec!["nudge#1"]
     );
     assert_eq!(parse_nudge_annotation("garbage"), None);
+    assert_eq!(parse_nudge_annotation("a/1+garbage"), None);
+
+    // A pod-wide annotation that asked for this volume among others counts too.
+    let mut joined = mount();
+    let annotated = Input::ResyncAnnotation(Some(format!("0000/1+{key}/2")));
+    joined.step(annotated, clock.at(0.0), &LIMITS);
+    joined.step(expected("2", "b"), clock.at(0.0), &LIMITS);
+    joined.step(disk("..g1", "a"), clock.at(0.0), &LIMITS);
+    for t in [2.0, 5.0, 9.0] {
+        assert!(
+            joined.step(Input::Tick, clock.at(t), &LIMITS).is_empty(),
+            "no third nudge"
+        );
+    }
+}
+
+#[test]
+fn the_annotation_names_each_volume_s_versions_sorted_so_equal_requests_read_equal() {
+    let nudge = |volume: &str, version: &str, attempt| VolumeNudge {
+        volume: volume.into(),
+        version: version.into(),
+        attempt,
+    };
+    let one = nudge_annotation(&[nudge("tls", "ab12", 1)]);
+    assert_eq!(
+        one, "ab12/1",
+        "one volume reads as before the pod-wide nudge"
+    );
+    let ab = nudge_annotation(&[nudge("a", "ff00", 1), nudge("b", "0011", 2)]);
+    let ba = nudge_annotation(&[nudge("b", "0011", 2), nudge("a", "ff00", 1)]);
+    assert_eq!(ab, "0011/2+ff00/1");
+    assert_eq!(ab, ba);
+    assert_eq!(
+        parse_nudge_annotation(&ab),
+        Some(vec![("0011".into(), 2), ("ff00".into(), 1)])
+    );
+}
+
+#[test]
+fn only_a_mount_waiting_for_its_first_nudge_joins_another_volume_s() {
+    let clock = Clock(Instant::now() + Duration::from_secs(1000));
+    let mut in_sync = mount();
+    in_sync.step(expected("1", "a"), clock.at(0.0), &LIMITS);
+    in_sync.step(disk("..g1", "a"), clock.at(0.0), &LIMITS);
+    assert_eq!(in_sync.join_nudge(clock.at(0.5), &LIMITS), None);
+
+    let mut m = lagging(&clock);
+    let joined = m.join_nudge(clock.at(0.5), &LIMITS).unwrap();
+    assert_eq!((joined.volume.as_str(), joined.attempt), ("tls", 1));
+    assert_eq!(m.state(), MountState::Nudged);
+    assert_eq!(
+        m.join_nudge(clock.at(0.6), &LIMITS),
+        None,
+        "a retry keeps its own time"
+    );
+    // The retry counts from the joined nudge.
+    assert_eq!(m.next_deadline(&LIMITS), Some(clock.at(2.5)));
+
+    let off = Thresholds {
+        nudge_enabled: false,
+        ..LIMITS
+    };
+    assert_eq!(lagging(&clock).join_nudge(clock.at(0.5), &off), None);
+    let mut unhealthy = lagging(&clock);
+    unhealthy.step(Input::ApiHealthy(false), clock.at(0.1), &LIMITS);
+    assert_eq!(unhealthy.join_nudge(clock.at(0.5), &LIMITS), None);
 }
 
 #[test]
