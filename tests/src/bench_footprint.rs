@@ -384,7 +384,7 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
         NodeConfig::new(NODE),
         &format!(
             "{}api:\n  http2: {}\n",
-            agent_config("2s", "120s", true),
+            agent_config("250ms", "120s", true),
             !o.api_http1
         ),
         false,

@@ -29,7 +29,9 @@ use nix::time::{ClockId, clock_gettime};
 
 use crate::bench::Summary;
 use crate::certs::{IssuedLeaf, LeafSpec, TestCa};
-use crate::cluster::{NAMESPACE, NODE, TestNode, controller_pod, free_port, tls_secret};
+use crate::cluster::{
+    NAMESPACE, NODE, TestNode, controller_pod, free_port, tls_secret, with_secret_volume,
+};
 use crate::controllers::{self, ControllerKind, ControllerSpec, RunningController};
 use crate::kubelet::{Payload, VolumeKind, raw_write_generation};
 use crate::node::{NodeConfig, PodRef, SyncOutcome};
@@ -409,7 +411,22 @@ pub async fn swap_to_served(
 
 /// Secret updated in the API → the agent has verified the new leaf served by nginx.
 pub async fn api_to_verified(rotations: usize) -> anyhow::Result<Vec<Duration>> {
-    Ok(api_to_verified_with(rotations, None).await?.samples)
+    Ok(
+        api_to_verified_with(rotations, None, &HeadlineShape::default())
+            .await?
+            .samples,
+    )
+}
+
+/// What the pod and kubelet look like in a headline run.
+#[derive(Debug, Clone, Default)]
+pub struct HeadlineShape {
+    /// Secret volumes of the pod besides the served one, each renewed `renewal_gap` after the
+    /// previous one in every rotation (as cert-manager renews several Certificates of a pod).
+    pub extra_secrets: usize,
+    pub renewal_gap: Duration,
+    /// kubelet stand-in: from a pod change to its sync (a real kubelet: up to about a second).
+    pub pod_change_delay: Duration,
 }
 
 /// What the headline run measured: API → verified per rotation, and what the rotations cost
@@ -426,6 +443,7 @@ pub struct Headline {
 pub async fn api_to_verified_with(
     rotations: usize,
     nudge_after: Option<&str>,
+    shape: &HeadlineShape,
 ) -> anyhow::Result<Headline> {
     let ca = TestCa::new("bench CA")?;
     let names = vec!["edge.example.com".to_string()];
@@ -436,21 +454,30 @@ pub async fn api_to_verified_with(
     let config = format!(
         "{nudge}controllers:\n  - name: edge\n    profile: nginx\n    selector: app=bench\n    probe:\n      ports: [{port}]\n"
     );
-    let mut node = TestNode::start(NodeConfig::new(NODE), &config).await?;
+    let mut node = TestNode::start(
+        NodeConfig::new(NODE).pod_change_delay(shape.pod_change_delay),
+        &config,
+    )
+    .await?;
     node.log_filter = "warn".to_string();
     let first = ca.issue(&LeafSpec::valid_for(names.clone()))?;
     node.api
         .apply_secret(&tls_secret(NAMESPACE, "bench-tls", &first))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let extras: Vec<String> = (0..shape.extra_secrets)
+        .map(|i| format!("extra-{i}"))
+        .collect();
+    let mut pod = controller_pod("bench-0", "nginx", &[("app", "bench")], "bench-tls", None);
+    for name in &extras {
+        let leaf = ca.issue(&LeafSpec::valid_for(vec![format!("{name}.example.com")]))?;
+        node.api
+            .apply_secret(&tls_secret(NAMESPACE, name, &leaf))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        pod = with_secret_volume(pod, name, name, &format!("/etc/{name}"))?;
+    }
     let before = node.node.last_seq();
     node.api
-        .create_pod(&controller_pod(
-            "bench-0",
-            "nginx",
-            &[("app", "bench")],
-            "bench-tls",
-            None,
-        ))
+        .create_pod(&pod)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     node.node
         .wait_for(before, Duration::from_secs(10), |e| {
@@ -481,6 +508,13 @@ pub async fn api_to_verified_with(
         node.api
             .apply_secret(&tls_secret(NAMESPACE, "bench-tls", &leaf))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for name in &extras {
+            tokio::time::sleep(shape.renewal_gap).await;
+            let leaf = ca.issue(&LeafSpec::valid_for(vec![format!("{name}.example.com")]))?;
+            node.api
+                .apply_secret(&tls_secret(NAMESPACE, name, &leaf))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
         loop {
             if node.metric(verified).await?.unwrap_or(0.0) >= round as f64 {
                 samples.push(start.elapsed());
@@ -510,7 +544,7 @@ pub async fn api_to_verified_with(
         .filter(|(_, n)| *n > 0)
         .collect();
     Ok(Headline {
-        nudge_after: nudge_after.unwrap_or("2s (default)").to_string(),
+        nudge_after: nudge_after.unwrap_or("default").to_string(),
         samples,
         requests,
         nudges: nudged,
@@ -519,16 +553,23 @@ pub async fn api_to_verified_with(
 
 /// `testbed bench headline`: API → verified for each `nudge.after`, with the API cost of a
 /// rotation.
-pub async fn headline_sweep(rotations: usize, nudge_afters: &[String]) -> anyhow::Result<()> {
+pub async fn headline_sweep(
+    rotations: usize,
+    nudge_afters: &[String],
+    shape: &HeadlineShape,
+) -> anyhow::Result<()> {
     println!(
-        "## Secret updated in the API → new leaf served and verified (nginx, kubelet 60–90 s), by nudge.after ({rotations} rotations each, 5.5 s apart)\n"
+        "## Secret updated in the API → new leaf served and verified (nginx, kubelet 60–90 s, {} ms from a pod change to its sync), by nudge.after ({rotations} rotations each, 5.5 s apart; {} more Secret volume(s) in the pod renewed {} ms apart after the served one)\n",
+        shape.pod_change_delay.as_millis(),
+        shape.extra_secrets,
+        shape.renewal_gap.as_millis(),
     );
     println!(
         "| nudge.after | rotations | p50 ms | p99 ms | max ms | nudges / rotation | agent API requests / rotation (verb resource: n) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---|");
     for after in nudge_afters {
-        let run = api_to_verified_with(rotations, Some(after)).await?;
+        let run = api_to_verified_with(rotations, Some(after), shape).await?;
         let Some(s) = Summary::of(&run.samples) else {
             continue;
         };

@@ -591,6 +591,26 @@ pub fn controller_pod(
     .expect("a valid pod")
 }
 
+/// `pod` with one more Secret volume `volume` (Secret `secret`) mounted by its first container
+/// at `mount_path`.
+pub fn with_secret_volume(
+    pod: Pod,
+    volume: &str,
+    secret: &str,
+    mount_path: &str,
+) -> anyhow::Result<Pod> {
+    let mut value = serde_json::to_value(pod)?;
+    value["spec"]["volumes"]
+        .as_array_mut()
+        .context("a pod with volumes")?
+        .push(json!({"name": volume, "secret": {"secretName": secret}}));
+    value["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .context("a container with volume mounts")?
+        .push(json!({"name": volume, "mountPath": mount_path, "readOnly": true}));
+    Ok(serde_json::from_value(value)?)
+}
+
 /// The one mount of `/status` for pod `name`, if listed.
 pub fn mount_of<'a>(status: &'a Value, pod: &str) -> Option<&'a Value> {
     status["mounts"]

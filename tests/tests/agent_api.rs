@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mountlag_testbed::apiserver::ApiServerConfig;
 use mountlag_testbed::cluster::{
-    KeyRing, NAMESPACE, TestNode, agent_config, ingress_pod, mount_of,
+    KeyRing, NAMESPACE, TestNode, agent_config, ingress_pod, mount_of, with_secret_volume,
 };
 use mountlag_testbed::node::{NodeConfig, PodRef, SyncOutcome, SyncReason};
 use mountlag_testbed::real;
@@ -226,19 +226,9 @@ async fn secrets_of_one_pod_renewed_together_cost_one_nudge() {
     node.api.apply_secret(&rotation.secret("edge-tls")).unwrap();
     node.api.apply_secret(&other.secret("api-tls")).unwrap();
     // One pod, two Secret volumes (as an ingress with two certificates).
-    let mut pod =
-        serde_json::to_value(ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None)).unwrap();
-    pod["spec"]["volumes"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "api", "secret": {"secretName": "api-tls"}}));
-    pod["spec"]["containers"][0]["volumeMounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "api", "mountPath": "/etc/api", "readOnly": true}));
-    node.api
-        .create_pod(&serde_json::from_value(pod).unwrap())
-        .unwrap();
+    let pod = ingress_pod("edge-0", &[("app", "edge")], "edge-tls", None);
+    let pod = with_secret_volume(pod, "api", "api-tls", "/etc/api").unwrap();
+    node.api.create_pod(&pod).unwrap();
     node.start_agent().unwrap();
     node.wait_ready(Duration::from_secs(10)).await.unwrap();
     let rvs = |node: &TestNode| {

@@ -44,7 +44,7 @@ fn defaults() {
     let config = Config::default();
     assert_eq!(config.stuck_after, Duration::from_secs(120));
     assert!(config.nudge.enabled);
-    assert_eq!(config.nudge.after, Duration::from_secs(2));
+    assert_eq!(config.nudge.after, Duration::from_millis(250));
     assert_eq!(config.reload.min_interval, Duration::from_secs(5));
     assert_eq!(config.verify.timeout, Duration::from_secs(10));
     assert_eq!(config.expiry.warn_before, Duration::from_secs(21 * 86_400));
@@ -1123,8 +1123,8 @@ fn nudge_must_come_before_stuck() {
         "t.yaml:3:10: nudge.after: nudge.after (10s) must be shorter than stuckAfter (10s): the mount would be reported stuck before kubelet is nudged"
     );
     assert_eq!(
-        error("stuckAfter: 1s\n"),
-        "t.yaml:1:13: stuckAfter: nudge.after (2s) must be shorter than stuckAfter (1s): the mount would be reported stuck before kubelet is nudged"
+        error("stuckAfter: 200ms\n"),
+        "t.yaml:1:13: stuckAfter: nudge.after (250ms) must be shorter than stuckAfter (200ms): the mount would be reported stuck before kubelet is nudged"
     );
     // Disabled nudges do not constrain stuckAfter.
     parse("stuckAfter: 1s\nnudge: {enabled: false}\n");

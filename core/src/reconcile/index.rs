@@ -708,7 +708,7 @@ struct SpecWithKind {
 /// Default thresholds, as the config's defaults (used by tests and benches).
 pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds {
     nudge_enabled: true,
-    nudge_after: Duration::from_secs(2),
+    nudge_after: Duration::from_millis(250),
     nudge_retry_after: Duration::from_secs(2),
     stuck_after: Duration::from_secs(120),
 };

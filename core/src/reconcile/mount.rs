@@ -398,7 +398,10 @@ impl Mount {
             && self.api_healthy
             && self.out_of_sync_since.is_some()
             && !self.spec.subpath_only
-            && self.state == MountState::Pending
+            && matches!(
+                self.state,
+                MountState::Pending | MountState::Nudged | MountState::Stuck
+            )
             && self.nudges_used_for_current() == 0;
         joinable.then(|| self.record_nudge(version, now))
     }

@@ -94,6 +94,15 @@ enum Bench {
         /// `nudge.after` values, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "2s,500ms,250ms,100ms,0s")]
         nudge_after: Vec<String>,
+        /// Secret volumes of the pod besides the served one, renewed after it in each rotation.
+        #[arg(long, default_value_t = 0)]
+        extra_secrets: usize,
+        /// Gap between the renewals of one rotation, milliseconds.
+        #[arg(long, default_value_t = 50)]
+        renewal_gap_ms: u64,
+        /// kubelet stand-in delay between a pod change and its sync, milliseconds.
+        #[arg(long, default_value_t = 0)]
+        pod_change_delay_ms: u64,
     },
     /// API side: API change → disk with and without the nudge, API load, start → ready
     /// (needs root: it mounts tmpfs).
@@ -108,7 +117,7 @@ enum Bench {
         #[arg(long, default_value_t = 0.02)]
         time_factor: f64,
         /// `nudge.after` of the run with the nudge (the agent's default).
-        #[arg(long, default_value = "2s")]
+        #[arg(long, default_value = "250ms")]
         nudge_after: String,
         /// kubelet stand-in delay between a pod annotation change and its sync, milliseconds.
         #[arg(long, default_value_t = 0)]
@@ -301,6 +310,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Headline {
                     rotations,
                     nudge_after,
+                    extra_secrets,
+                    renewal_gap_ms,
+                    pod_change_delay_ms,
                 },
         } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -309,6 +321,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .block_on(mountlag_testbed::bench_reload::headline_sweep(
                 rotations,
                 &nudge_after,
+                &mountlag_testbed::bench_reload::HeadlineShape {
+                    extra_secrets,
+                    renewal_gap: Duration::from_millis(renewal_gap_ms),
+                    pod_change_delay: Duration::from_millis(pod_change_delay_ms),
+                },
             )),
         Command::Bench {
             what:

@@ -189,8 +189,12 @@ fn a_secret_update_makes_the_mount_pending_and_the_deadline_drives_the_nudge() {
     index.secret_observed(&key("edge-tls"), Some(view("edge-tls", "2", "b")), now);
     assert_eq!(index.count_by_state()[&MountState::Pending], 1);
     let due = index.next_deadline().unwrap();
-    assert_eq!(due, now + Duration::from_secs(2));
-    assert!(index.tick(now + Duration::from_secs(1)).is_empty());
+    assert_eq!(due, now + DEFAULT_THRESHOLDS.nudge_after);
+    assert!(
+        index
+            .tick(now + DEFAULT_THRESHOLDS.nudge_after / 2)
+            .is_empty()
+    );
     let actions = index.tick(due);
     assert!(
         matches!(actions.as_slice(), [Action::Nudge { volumes, .. }] if volumes[0].attempt == 1),

@@ -398,6 +398,20 @@ fn only_a_mount_waiting_for_its_first_nudge_joins_another_volume_s() {
     let mut unhealthy = lagging(&clock);
     unhealthy.step(Input::ApiHealthy(false), clock.at(0.1), &LIMITS);
     assert_eq!(unhealthy.join_nudge(clock.at(0.5), &LIMITS), None);
+
+    // Nudged for version 2, then version 3 arrives before the files: its first nudge is
+    // already due (the lag started with version 2), so it goes at once, and nothing is left
+    // to join.
+    let mut renewed = lagging(&clock);
+    assert_eq!(
+        reasons(&renewed.step(Input::Tick, clock.at(2.0), &LIMITS)),
+        vec!["nudge#1"]
+    );
+    assert_eq!(
+        reasons(&renewed.step(expected("3", "c"), clock.at(2.1), &LIMITS)),
+        vec!["nudge#1"]
+    );
+    assert_eq!(renewed.join_nudge(clock.at(2.2), &LIMITS), None);
 }
 
 #[test]
