@@ -31,6 +31,7 @@ use mountlag_core::status::StatusSnapshot;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::http_reload::HttpReloader;
 use super::metrics::{
     CertManagerFindingLabels, EffectMetrics, NotAfterLabels, ServedLabels, TlsHostLabels,
 };
@@ -53,10 +54,15 @@ pub struct Effects {
     executor: Executor,
     metrics: EffectMetrics,
     config: Arc<Config>,
+    /// The configuration's controllers by name, shared with the tasks that reload and probe
+    /// (profiles do not change while the agent runs).
+    profiles: HashMap<String, Arc<ControllerProfile>>,
     /// The configuration's controllers are the built-in defaults (metric label `origin`).
     controllers_are_defaults: bool,
     proc_root: PathBuf,
     targets: Arc<TargetCache>,
+    /// One HTTP client for every HTTP reload: its connections are kept alive between reloads.
+    http: HttpReloader,
     volumes: VolumeWatcher,
     secret_watches: HashMap<SecretKey, JoinHandle<()>>,
     spawn_secret_watch: SecretWatchSpawner,
@@ -107,9 +113,16 @@ impl Effects {
                 == crate::config::BuiltinProfile::default_controllers(),
             executor: targets.executor,
             metrics: targets.metrics,
+            profiles: targets
+                .config
+                .controllers
+                .iter()
+                .map(|c| (c.name.clone(), Arc::new(c.clone())))
+                .collect(),
             config: targets.config,
             proc_root: targets.proc_root,
             targets: Arc::new(TargetCache::default()),
+            http: HttpReloader::new(),
             volumes: targets.volumes,
             secret_watches: HashMap::new(),
             spawn_secret_watch: targets.spawn_secret_watch,
@@ -233,11 +246,11 @@ impl Effects {
                 let proc_root = self.proc_root.clone();
                 let timeout = self.config.verify.timeout;
                 let targets = Arc::clone(&self.targets);
+                let http = self.http.clone();
                 tokio::spawn(async move {
                     let fallback = profile.restart_fallback;
                     let mut result =
-                        reload_controller(proc_root, (*pod).clone(), profile, timeout, targets)
-                            .await;
+                        reload_controller(proc_root, &pod, &profile, timeout, targets, &http).await;
                     if fallback
                         && let Err(failure) = &result
                         && failure.kind == FailureKind::SignalWithheld
@@ -295,12 +308,8 @@ impl Effects {
         }
     }
 
-    fn profile(&self, controller: &str) -> Option<ControllerProfile> {
-        self.config
-            .controllers
-            .iter()
-            .find(|c| c.name == controller)
-            .cloned()
+    fn profile(&self, controller: &str) -> Option<Arc<ControllerProfile>> {
+        self.profiles.get(controller).cloned()
     }
 
     fn set_not_after(&self, namespace: String, secret: String, source: &'static str, unix: i64) {
