@@ -31,6 +31,8 @@
 //! while the request was on its way) is sent once more on a new connection: the endpoint may
 //! then see the same reload twice, which reloads the same files twice and is harmless.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
@@ -40,7 +42,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 
 use crate::text::untrusted_capped;
 
@@ -100,12 +102,65 @@ pub enum HttpReloadError {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// A task of the HTTP client (a connection, a background drain, a reload).
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where the client's tasks run. `Runtime`: any worker of the runtime. `Here`: the thread that
+/// runs the agent loop, inside its `LocalSet` (see [`spawner_here`]): a reload the loop starts
+/// writes its request from that thread at once, without waking a worker thread first (a
+/// thread hop costs tens of microseconds on a busy or virtualised node, on every reload).
+#[derive(Clone, Debug)]
+pub enum Spawner {
+    Runtime,
+    Here(tokio::sync::mpsc::UnboundedSender<Task>),
+}
+
+impl Spawner {
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match self {
+            Self::Runtime => drop(tokio::spawn(task)),
+            Self::Here(tasks) => {
+                // The loop is gone (shutting down): any worker will do.
+                if let Err(task) = tasks.send(Box::pin(task)) {
+                    drop(tokio::spawn(task.0));
+                }
+            }
+        }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for Spawner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.spawn(async move {
+            future.await;
+        });
+    }
+}
+
+/// A [`Spawner::Here`] and the task that runs what it is given: spawn that task on the
+/// `LocalSet` of the agent loop's thread. Tasks are handed over through a channel, so spawning
+/// from any thread is safe; from the loop's own thread they run in the same turn.
+pub fn spawner_here() -> (Spawner, impl Future<Output = ()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Task>();
+    let runner = async move {
+        while let Some(task) = rx.recv().await {
+            tokio::task::spawn_local(task);
+        }
+    };
+    (Spawner::Here(tx), runner)
+}
+
 /// The agent's HTTP client for reloads: keep-alive connections, at most one idle per endpoint.
 /// Clones share the pool. Create it inside the runtime that performs the reloads: its pooled
 /// connections are tasks of that runtime.
 #[derive(Clone, Debug)]
 pub struct HttpReloader {
     client: HttpClient,
+    spawner: Spawner,
 }
 
 impl Default for HttpReloader {
@@ -115,16 +170,27 @@ impl Default for HttpReloader {
 }
 
 impl HttpReloader {
+    /// Its tasks run on the runtime's workers.
     pub fn new() -> Self {
+        Self::with_spawner(Spawner::Runtime)
+    }
+
+    /// Its tasks (connections, drains) run where `spawner` says.
+    pub fn with_spawner(spawner: Spawner) -> Self {
         let mut connector = HttpConnector::new();
         // The request is one small write awaited by the controller: never hold it back.
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let client = Client::builder(spawner.clone())
             .pool_max_idle_per_host(1)
             .pool_idle_timeout(IDLE_KEPT)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Self { client }
+        Self { client, spawner }
+    }
+
+    /// Where this client's tasks run: start reloads there too.
+    pub fn spawner(&self) -> &Spawner {
+        &self.spawner
     }
 
     /// Reloads via `url` within `timeout` (the whole exchange). A URL whose path ends with
@@ -150,7 +216,9 @@ impl HttpReloader {
                     Request::post(uri.clone()).body(Full::default())
                 })
                 .await?;
-            return expect_success(response, "POST", &uri).await.map(done);
+            return expect_success(response, "POST", &uri)
+                .await
+                .map(|response| self.done(response));
         };
 
         let config_uri = with_path(&uri, &format!("{base}/config/"))?;
@@ -191,7 +259,13 @@ impl HttpReloader {
                     .body(Full::new(config.clone()))
             })
             .await?;
-        expect_success(response, "POST", &uri).await.map(done)
+        expect_success(response, "POST", &uri)
+            .await
+            .map(|response| self.done(response))
+    }
+
+    fn done(&self, response: Response<Incoming>) {
+        drain(&self.spawner, response);
     }
 
     /// Sends the request `build` makes; once more on a new connection when the first broke
@@ -293,12 +367,12 @@ fn closed_before_answer(err: &hyper_util::client::legacy::Error) -> bool {
 /// A successful answer: its body is not waited for. An empty one leaves the connection ready
 /// for the next reload now; a longer one is read in the background, bounded in bytes and time,
 /// so the connection is kept only if the answer ends soon (otherwise it is dropped, closed).
-fn done(response: Response<Incoming>) {
+fn drain(spawner: &Spawner, response: Response<Incoming>) {
     let mut body = response.into_body();
     if body.is_end_stream() {
         return;
     }
-    tokio::spawn(async move {
+    spawner.spawn(async move {
         let _ = tokio::time::timeout(DRAIN_WITHIN, async {
             let mut read = 0usize;
             while read <= MAX_ERROR_BODY_BYTES {
@@ -804,6 +878,46 @@ mod tests {
         reloader.reload(&url, T).await.unwrap();
         assert_eq!(requests.load(Ordering::SeqCst), 3);
         assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reloader_spawning_here_runs_its_tasks_on_the_loop_thread() {
+        use std::sync::atomic::Ordering;
+        let (addr, connections, requests) = keep_alive_server(Keep::Open).await;
+        let local = tokio::task::LocalSet::new();
+        let (here, run_here) = spawner_here();
+        local.spawn_local(run_here);
+        let reloader = HttpReloader::with_spawner(here);
+        let url = format!("http://{addr}/-/reload");
+        let loop_thread = std::thread::current().id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ran_on = local
+            .run_until(async {
+                let http = reloader.clone();
+                reloader.spawner().spawn(async move {
+                    let result = http.reload(&url, T).await;
+                    let again = http.reload(&url, T).await;
+                    let _ = tx.send((std::thread::current().id(), result, again));
+                });
+                rx.await.unwrap()
+            })
+            .await;
+        assert_eq!(ran_on.0, loop_thread);
+        ran_on.1.unwrap();
+        ran_on.2.unwrap();
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_spawner_whose_loop_is_gone_runs_tasks_on_the_runtime() {
+        let (here, run_here) = spawner_here();
+        drop(run_here);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        here.spawn(async move {
+            let _ = tx.send(());
+        });
+        rx.await.unwrap();
     }
 
     #[tokio::test]

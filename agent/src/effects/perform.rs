@@ -8,6 +8,7 @@
 //!                               ├─ WatchCluster · UnwatchCluster ▶ cert-manager kinds, a profile's pods
 //!                               ├─ TrackVolume · ReadVolume ─────▶ inotify, kubelet::snapshot ─▶ Input now
 //!                               ├─ Reload ─▶ cached pidfd signal ─▶ Input now │ blocking task ─▶ Input later
+//!                               │          HTTP: task on this thread, kept-alive connection ─▶ Input later
 //!                               ├─ Probe ──▶ TLS handshakes (task) ─────────────────────────▶ Input later
 //!                               └─ metrics
 //!  Publication ──▶ Effects::publish ──▶ /status snapshot, gauges
@@ -31,12 +32,12 @@ use mountlag_core::status::StatusSnapshot;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::http_reload::HttpReloader;
+use super::http_reload::{HttpReloader, Spawner};
 use super::metrics::{
     CertManagerFindingLabels, EffectMetrics, NotAfterLabels, ServedLabels, TlsHostLabels,
 };
 use super::reload::{
-    TargetCache, probe_addresses, probe_round, reload_controller, signal_known_target,
+    TargetCache, probe_addresses, probe_round, reload_controller, signal_known_target, with_pod_ip,
 };
 use super::{EventReason, Executor, ExecutorMetrics, RestartOutcome, WorkloadRestarter};
 use crate::config::{Config, ControllerProfile, ReloadAction};
@@ -96,6 +97,8 @@ pub struct EffectTargets {
     pub spawn_cluster_watch: ClusterWatchSpawner,
     /// Rolling restarts (reload mode `restart`).
     pub restarter: Arc<dyn WorkloadRestarter>,
+    /// Runs HTTP reloads on the loop's own thread ([`super::http_reload::spawner_here`]).
+    pub here: Spawner,
     pub later: mpsc::UnboundedSender<Input>,
     pub status: watch::Sender<Arc<StatusSnapshot>>,
 }
@@ -122,7 +125,7 @@ impl Effects {
             config: targets.config,
             proc_root: targets.proc_root,
             targets: Arc::new(TargetCache::default()),
-            http: HttpReloader::new(),
+            http: HttpReloader::with_spawner(targets.here),
             volumes: targets.volumes,
             secret_watches: HashMap::new(),
             spawn_secret_watch: targets.spawn_secret_watch,
@@ -234,6 +237,21 @@ impl Effects {
                 if profile.reload == ReloadAction::Restart {
                     tokio::spawn(async move {
                         let result = restarts.restart(&pod, restart.as_deref()).await;
+                        let _ = later.send(Input::Reloaded { uid, result });
+                    });
+                    return None;
+                }
+                if let ReloadAction::Http { url } = &profile.reload {
+                    // No process to find: the request goes out on the agent's kept-alive
+                    // connection, written from this thread (no hop to a worker first).
+                    let url = with_pod_ip(url, &pod);
+                    let http = self.http.clone();
+                    let timeout = self.config.verify.timeout;
+                    self.http.spawner().spawn(async move {
+                        let result = http
+                            .reload(&url, timeout)
+                            .await
+                            .map_err(|err| super::reload::failed(err.to_string()));
                         let _ = later.send(Input::Reloaded { uid, result });
                     });
                     return None;

@@ -78,7 +78,7 @@ pub fn signal_known_target(
     }
 }
 
-fn failed(message: String) -> ReloadFailure {
+pub fn failed(message: String) -> ReloadFailure {
     ReloadFailure {
         kind: FailureKind::Failed,
         message,
