@@ -36,22 +36,22 @@ use crate::controllers::{self, ControllerKind, ControllerSpec, RunningController
 use crate::kubelet::{Payload, VolumeKind, raw_write_generation};
 use crate::node::{NodeConfig, PodRef, SyncOutcome};
 
-fn monotonic_ns() -> i128 {
+pub(crate) fn monotonic_ns() -> i128 {
     clock_gettime(ClockId::CLOCK_MONOTONIC)
         .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
         .unwrap_or_default()
 }
 
-fn from_ns(ns: i128) -> Duration {
+pub(crate) fn from_ns(ns: i128) -> Duration {
     Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(0))
 }
 
-fn micros(d: Duration) -> f64 {
+pub(crate) fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
 /// kubelet's AtomicWriter on `dir`, with the rename timed (CLOCK_MONOTONIC ns just before it).
-fn swap(dir: &Path, payload: &Payload) -> anyhow::Result<i128> {
+pub(crate) fn swap(dir: &Path, payload: &Payload) -> anyhow::Result<i128> {
     let old = std::fs::read_link(dir.join("..data")).ok();
     let generation = raw_write_generation(dir, payload)?;
     let tmp = dir.join("..data_tmp");
@@ -71,7 +71,7 @@ fn swap(dir: &Path, payload: &Payload) -> anyhow::Result<i128> {
     Ok(renamed)
 }
 
-fn tls_payload(leaf: &IssuedLeaf, key_name: &str) -> Payload {
+pub(crate) fn tls_payload(leaf: &IssuedLeaf, key_name: &str) -> Payload {
     Payload::from([
         (
             "tls.crt".to_string(),
@@ -105,7 +105,7 @@ fn start_floor(dir: &Path) -> anyhow::Result<Receiver<i128>> {
 }
 
 /// CPU time of every thread of `pid`, from `/proc/<pid>/task/*/schedstat` (ns).
-fn cpu_ns(pid: u32) -> u64 {
+pub(crate) fn cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
@@ -180,7 +180,7 @@ impl Drop for SignalSink {
 
 /// Starts a node with one pod whose container is `container`, the kubelet stuck after the
 /// first mount so only the bench writes the volume. Returns the node, pod uid and volume dir.
-async fn stuck_node(
+pub(crate) async fn stuck_node(
     config: &str,
     container: &str,
     items: Option<&[(&str, &str)]>,
@@ -606,16 +606,69 @@ fn row(name: &str, samples: &[Duration]) {
     }
 }
 
-pub async fn run(
-    swaps: usize,
-    blocks: usize,
-    served: usize,
-    headline: usize,
-) -> anyhow::Result<()> {
+/// Which parts of `testbed bench reload` to run, and their sizes.
+#[derive(Debug, Clone)]
+pub struct ReloadBench {
+    /// `signal`, `served`, `headline`, `http` (`all`: every one).
+    pub parts: Vec<String>,
+    pub swaps: usize,
+    pub blocks: usize,
+    pub served: usize,
+    pub headline: usize,
+    /// Pause after each swap of the `signal` and `http` parts.
+    pub pause: Duration,
+    /// configmap-reload v0.2.1 for the `http` part (`None`: its row says skipped).
+    pub configmap_reload: Option<PathBuf>,
+}
+
+/// The parts `--parts` knows.
+pub const PARTS: [&str; 4] = ["signal", "served", "headline", "http"];
+
+impl ReloadBench {
+    fn wants(&self, part: &str) -> bool {
+        self.parts.iter().any(|p| p == part || p == "all")
+    }
+}
+
+pub async fn run(bench: &ReloadBench) -> anyhow::Result<()> {
+    if let Some(unknown) = bench
+        .parts
+        .iter()
+        .find(|p| *p != "all" && !PARTS.contains(&p.as_str()))
+    {
+        bail!("unknown part {unknown:?}: expected some of {PARTS:?} or all");
+    }
+    let (swaps, blocks, served, headline) =
+        (bench.swaps, bench.blocks, bench.served, bench.headline);
+    if bench.wants("signal") {
+        signal_part(swaps, blocks, bench.pause).await?;
+    }
+    if bench.wants("served") {
+        served_part(served).await?;
+    }
+    if bench.wants("headline") {
+        println!(
+            "\n## Secret updated in the API → new leaf served and verified (nginx, kubelet 60–90 s, nudge.after 2s)\n"
+        );
+        println!("| path | rotations | p50 µs | p99 µs | max µs |");
+        println!("|---|---:|---:|---:|---:|");
+        row("API → verified", &api_to_verified(headline).await?);
+    }
+    if bench.wants("http") {
+        let cmr = bench.configmap_reload.as_deref().filter(|p| p.exists());
+        let result =
+            crate::bench_http_reload::swap_to_http(swaps, blocks, bench.pause, cmr).await?;
+        println!();
+        crate::bench_http_reload::print(&result, swaps, blocks, bench.pause);
+    }
+    Ok(())
+}
+
+async fn signal_part(swaps: usize, blocks: usize, pause: Duration) -> anyhow::Result<()> {
     println!(
         "## ..data rename → reload signal delivered ({swaps} swaps each, {blocks} alternating blocks)\n"
     );
-    let signal = swap_to_signal(swaps, blocks, Duration::from_millis(20)).await?;
+    let signal = swap_to_signal(swaps, blocks, pause).await?;
     println!("| subject | swaps | p50 µs | p99 µs | max µs |");
     println!("|---|---:|---:|---:|---:|");
     row("inotify floor (rename seen)", &signal.floor);
@@ -629,6 +682,10 @@ pub async fn run(
             micros(signal.cpu_per_update)
         );
     }
+    Ok(())
+}
+
+async fn served_part(served: usize) -> anyhow::Result<()> {
     println!("\n## ..data rename → new leaf served on every name ({served} rotations each)\n");
     println!("| controller | rotations | p50 µs | p99 µs | max µs |");
     println!("|---|---:|---:|---:|---:|");
@@ -648,11 +705,5 @@ pub async fn run(
             micros(per_rotation)
         );
     }
-    println!(
-        "\n## Secret updated in the API → new leaf served and verified (nginx, kubelet 60–90 s, nudge.after 2s)\n"
-    );
-    println!("| path | rotations | p50 µs | p99 µs | max µs |");
-    println!("|---|---:|---:|---:|---:|");
-    row("API → verified", &api_to_verified(headline).await?);
     Ok(())
 }

@@ -143,6 +143,10 @@ pub async fn run_agent(
     let cluster_tx = input_tx.clone();
     let cluster_watch_config = secret_watch.clone();
     let cluster_config = Arc::clone(&config);
+    // The loop runs in a LocalSet: HTTP reloads run as its local tasks, on this thread.
+    let local = tokio::task::LocalSet::new();
+    let (here, run_here) = crate::effects::http_reload::spawner_here();
+    local.spawn_local(run_here);
     let mut effects = Effects::new(EffectTargets {
         executor: Executor::new(
             Arc::new(KubePodPatcher::new(client.clone())),
@@ -189,6 +193,7 @@ pub async fn run_agent(
                 route_tx.clone(),
             ))
         }),
+        here,
         later: input_tx,
         status: status_tx,
     });
@@ -196,47 +201,51 @@ pub async fn run_agent(
     tokio::pin!(shutdown);
     let stall_for_test = Liveness::stall_requested(admin::loops::RECONCILE);
     let mut ready_seen = false;
-    let result = loop {
-        if stall_for_test && ready_seen {
-            // Test hook (MOUNTLAG_TEST_STALL): wedge the loop so /livez must notice.
-            tracing::warn!("MOUNTLAG_TEST_STALL: the reconcile loop stops making progress");
-            std::future::pending::<()>().await;
-        }
-        let deadline = node.next_deadline();
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = &mut shutdown => break Ok(()),
-            input = input_rx.recv() => match input {
-                Some(input) => {
-                    pump(&mut node, &mut effects, input);
-                    // A burst (every Secret listed at start, a kubelet sync touching many
-                    // volumes) is handled as one batch: one status snapshot, not one per input.
-                    for _ in 0..MAX_BATCH {
-                        match input_rx.try_recv() {
-                            Ok(input) => pump(&mut node, &mut effects, input),
-                            Err(_) => break,
-                        }
-                    }
+    let result = local
+        .run_until(async {
+            loop {
+                if stall_for_test && ready_seen {
+                    // Test hook (MOUNTLAG_TEST_STALL): wedge the loop so /livez must notice.
+                    tracing::warn!("MOUNTLAG_TEST_STALL: the reconcile loop stops making progress");
+                    std::future::pending::<()>().await;
                 }
-                None => break Err(anyhow::anyhow!("every input of the agent loop closed")),
-            },
-            () = sleep => pump(&mut node, &mut effects, Input::Tick),
-            () = reconcile_beat.pinged() => {}
-        }
-        reconcile_beat.beat();
-        if pod_task.is_finished() {
-            break Err(anyhow::anyhow!("the pod watch stopped"));
-        }
-        if let Some(publication) = node.publish_if_due(now()) {
-            ready_seen |= publication.status.ready;
-            effects.publish(publication);
-        }
-    };
+                let deadline = node.next_deadline();
+                let sleep = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = &mut shutdown => break Ok(()),
+                    input = input_rx.recv() => match input {
+                        Some(input) => {
+                            pump(&mut node, &mut effects, input);
+                            // A burst (every Secret listed at start, a kubelet sync touching many
+                            // volumes) is handled as one batch: one status snapshot, not one per input.
+                            for _ in 0..MAX_BATCH {
+                                match input_rx.try_recv() {
+                                    Ok(input) => pump(&mut node, &mut effects, input),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        None => break Err(anyhow::anyhow!("every input of the agent loop closed")),
+                    },
+                    () = sleep => pump(&mut node, &mut effects, Input::Tick),
+                    () = reconcile_beat.pinged() => {}
+                }
+                reconcile_beat.beat();
+                if pod_task.is_finished() {
+                    break Err(anyhow::anyhow!("the pod watch stopped"));
+                }
+                if let Some(publication) = node.publish_if_due(now()) {
+                    ready_seen |= publication.status.ready;
+                    effects.publish(publication);
+                }
+            }
+        })
+        .await;
     effects.mark_unready("shutting down");
     // Let load balancers and kubelet see the unready answer before the listener closes.
     tokio::time::sleep(Duration::from_millis(200)).await;

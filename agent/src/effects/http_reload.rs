@@ -18,19 +18,31 @@
 //! without userinfo or query.
 //!
 //! Every read is bounded: the config by [`MAX_CONFIG_BYTES`], an error answer by
-//! [`MAX_ERROR_BODY_BYTES`]; a successful POST's answer is not read at all (the connection is
-//! closed, nothing is pooled). A server that answers endlessly costs at most that much memory
-//! and ends the reload with an error long before the timeout.
+//! [`MAX_ERROR_BODY_BYTES`]; a successful POST's answer is not waited for: an empty one leaves
+//! the connection ready at once, a longer one is drained in the background up to
+//! [`MAX_ERROR_BODY_BYTES`] within [`DRAIN_WITHIN`] (else the connection is closed). A server
+//! that answers endlessly costs at most that much memory and ends the reload with an error long
+//! before the timeout.
+//!
+//! Connections are kept alive: one [`HttpReloader`] per agent keeps at most one idle
+//! connection per endpoint for [`IDLE_KEPT`], so the next reload of a burst (cert-manager
+//! renewing several Secrets of one pod, a reload retried) skips the TCP handshake. A request
+//! that broke on its connection before any answer (a kept-alive connection the server closed
+//! while the request was on its way) is sent once more on a new connection: the endpoint may
+//! then see the same reload twice, which reloads the same files twice and is harmless.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Body as _;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioTimer;
 
 use crate::text::untrusted_capped;
 
@@ -42,6 +54,11 @@ pub const MAX_CONFIG_BYTES: usize = 8 << 20;
 pub const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
 /// How much of an error answer is quoted in the message (escaped, cut with a marker).
 pub const MAX_QUOTED_BYTES: usize = 200;
+/// How long an idle connection to a reload endpoint is kept for the next reload.
+pub const IDLE_KEPT: Duration = Duration::from_secs(90);
+/// How long a successful answer's body may take to arrive whole before its connection is
+/// dropped instead of kept (it is read in the background: the reload is done already).
+pub const DRAIN_WITHIN: Duration = Duration::from_secs(2);
 
 /// Why an HTTP reload failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +100,211 @@ pub enum HttpReloadError {
     Timeout { url: String, timeout: Duration },
 }
 
-/// Reloads via `url` within `timeout` (the whole exchange). A URL whose path ends with `/load`
-/// is Caddy's admin API: the running config is fetched from `<admin>/config/` and posted back to
-/// `url` with `Cache-Control: must-revalidate`. Any other URL gets an empty POST. Success is a
-/// 2xx answer.
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A task of the HTTP client (a connection, a background drain, a reload).
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where the client's tasks run. `Runtime`: any worker of the runtime. `Here`: the thread that
+/// runs the agent loop, inside its `LocalSet` (see [`spawner_here`]): a reload the loop starts
+/// writes its request from that thread at once, without waking a worker thread first (a
+/// thread hop costs tens of microseconds on a busy or virtualised node, on every reload).
+#[derive(Clone, Debug)]
+pub enum Spawner {
+    Runtime,
+    Here(tokio::sync::mpsc::UnboundedSender<Task>),
+}
+
+impl Spawner {
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match self {
+            Self::Runtime => drop(tokio::spawn(task)),
+            Self::Here(tasks) => {
+                // The loop is gone (shutting down): any worker will do.
+                if let Err(task) = tasks.send(Box::pin(task)) {
+                    drop(tokio::spawn(task.0));
+                }
+            }
+        }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for Spawner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.spawn(async move {
+            future.await;
+        });
+    }
+}
+
+/// A [`Spawner::Here`] and the task that runs what it is given: spawn that task on the
+/// `LocalSet` of the agent loop's thread. Tasks are handed over through a channel, so spawning
+/// from any thread is safe; from the loop's own thread they run in the same turn.
+pub fn spawner_here() -> (Spawner, impl Future<Output = ()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Task>();
+    let runner = async move {
+        while let Some(task) = rx.recv().await {
+            tokio::task::spawn_local(task);
+        }
+    };
+    (Spawner::Here(tx), runner)
+}
+
+/// The agent's HTTP client for reloads: keep-alive connections, at most one idle per endpoint.
+/// Clones share the pool. Create it inside the runtime that performs the reloads: its pooled
+/// connections are tasks of that runtime.
+#[derive(Clone, Debug)]
+pub struct HttpReloader {
+    client: HttpClient,
+    spawner: Spawner,
+}
+
+impl Default for HttpReloader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpReloader {
+    /// Its tasks run on the runtime's workers.
+    pub fn new() -> Self {
+        Self::with_spawner(Spawner::Runtime)
+    }
+
+    /// Its tasks (connections, drains) run where `spawner` says.
+    pub fn with_spawner(spawner: Spawner) -> Self {
+        let mut connector = HttpConnector::new();
+        // The request is one small write awaited by the controller: never hold it back.
+        connector.set_nodelay(true);
+        let client = Client::builder(spawner.clone())
+            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(IDLE_KEPT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Self { client, spawner }
+    }
+
+    /// Where this client's tasks run: start reloads there too.
+    pub fn spawner(&self) -> &Spawner {
+        &self.spawner
+    }
+
+    /// Reloads via `url` within `timeout` (the whole exchange). A URL whose path ends with
+    /// `/load` is Caddy's admin API: the running config is fetched from `<admin>/config/` and
+    /// posted back to `url` with `Cache-Control: must-revalidate`. Any other URL gets an empty
+    /// POST. Success is a 2xx answer.
+    pub async fn reload(&self, url: &str, timeout: Duration) -> Result<(), HttpReloadError> {
+        let uri = reload_uri(url)?;
+        let shown = display_url(&uri);
+        match tokio::time::timeout(timeout, self.exchange(uri)).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpReloadError::Timeout {
+                url: shown,
+                timeout,
+            }),
+        }
+    }
+
+    async fn exchange(&self, uri: Uri) -> Result<(), HttpReloadError> {
+        let Some(base) = uri.path().strip_suffix("/load") else {
+            let response = self
+                .send("POST", &uri, || {
+                    Request::post(uri.clone()).body(Full::default())
+                })
+                .await?;
+            return expect_success(response, "POST", &uri)
+                .await
+                .map(|response| self.done(response));
+        };
+
+        let config_uri = with_path(&uri, &format!("{base}/config/"))?;
+        let response = self
+            .send("GET", &config_uri, || {
+                Request::get(config_uri.clone()).body(Full::default())
+            })
+            .await?;
+        let response = expect_success(response, "GET", &config_uri).await?;
+        let config = Limited::new(response.into_body(), MAX_CONFIG_BYTES)
+            .collect()
+            .await
+            .map_err(|source| {
+                if source.is::<LengthLimitError>() {
+                    HttpReloadError::ConfigTooLarge {
+                        url: display_url(&config_uri),
+                        limit: MAX_CONFIG_BYTES,
+                    }
+                } else {
+                    HttpReloadError::Body {
+                        method: "GET",
+                        url: display_url(&config_uri),
+                        source,
+                    }
+                }
+            })?
+            .to_bytes();
+        check_config(&config).map_err(|what| HttpReloadError::BadConfig {
+            url: display_url(&config_uri),
+            what,
+        })?;
+
+        let response = self
+            .send("POST", &uri, || {
+                Request::post(uri.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(CACHE_CONTROL, "must-revalidate")
+                    .body(Full::new(config.clone()))
+            })
+            .await?;
+        expect_success(response, "POST", &uri)
+            .await
+            .map(|response| self.done(response))
+    }
+
+    fn done(&self, response: Response<Incoming>) {
+        drain(&self.spawner, response);
+    }
+
+    /// Sends the request `build` makes; once more on a new connection when the first broke
+    /// before any answer came (see the module doc).
+    async fn send(
+        &self,
+        method: &'static str,
+        uri: &Uri,
+        build: impl Fn() -> Result<Request<Full<Bytes>>, hyper::http::Error>,
+    ) -> Result<Response<Incoming>, HttpReloadError> {
+        let request = build().map_err(|e| invalid(uri, &e))?;
+        let source = match self.client.request(request).await {
+            Ok(response) => return Ok(response),
+            Err(source) if closed_before_answer(&source) => {
+                tracing::debug!(url = %display_url(uri), error = %source, "reload connection closed before an answer: sending again on a new one");
+                let request = build().map_err(|e| invalid(uri, &e))?;
+                match self.client.request(request).await {
+                    Ok(response) => return Ok(response),
+                    Err(source) => source,
+                }
+            }
+            Err(source) => source,
+        };
+        Err(HttpReloadError::Request {
+            method,
+            url: display_url(uri),
+            source,
+        })
+    }
+}
+
+/// Reloads via `url` with a client of its own (no connection is kept): see
+/// [`HttpReloader::reload`].
 pub async fn http_reload(url: &str, timeout: Duration) -> Result<(), HttpReloadError> {
+    HttpReloader::new().reload(url, timeout).await
+}
+
+/// `url` parsed and checked: an absolute `http://` URL with a host.
+fn reload_uri(url: &str) -> Result<Uri, HttpReloadError> {
     let uri: Uri =
         url.parse().map_err(
             |e: hyper::http::uri::InvalidUri| HttpReloadError::InvalidUrl {
@@ -95,12 +312,11 @@ pub async fn http_reload(url: &str, timeout: Duration) -> Result<(), HttpReloadE
                 reason: e.to_string(),
             },
         )?;
-    let shown = display_url(&uri);
     match uri.scheme_str() {
         Some("http") => {}
         Some(other) => {
             return Err(HttpReloadError::UnsupportedScheme {
-                url: shown,
+                url: display_url(&uri),
                 scheme: other.to_string(),
             });
         }
@@ -117,65 +333,57 @@ pub async fn http_reload(url: &str, timeout: Duration) -> Result<(), HttpReloadE
             reason: "the URL names no host".to_string(),
         });
     }
-    match tokio::time::timeout(timeout, reload(uri)).await {
-        Ok(result) => result,
-        Err(_) => Err(HttpReloadError::Timeout {
-            url: shown,
-            timeout,
-        }),
-    }
+    Ok(uri)
 }
 
-async fn reload(uri: Uri) -> Result<(), HttpReloadError> {
-    // One client per reload: reloads are rare, and a pooled connection must not outlive the
-    // runtime that spawned its task.
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build_http();
-    let Some(base) = uri.path().strip_suffix("/load") else {
-        let post = Request::post(uri.clone())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| invalid(&uri, &e))?;
-        let response = send(&client, post, "POST").await?;
-        return expect_success(response, "POST", &uri).await.map(drop);
-    };
+/// Whether a request failed on a connection that closed (or was reset) before any answer:
+/// a kept-alive connection the server had closed. Not a refused connect, not a garbled answer.
+fn closed_before_answer(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed())
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
 
-    let config_uri = with_path(&uri, &format!("{base}/config/"))?;
-    let get = Request::get(config_uri.clone())
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| invalid(&config_uri, &e))?;
-    let response = send(&client, get, "GET").await?;
-    let response = expect_success(response, "GET", &config_uri).await?;
-    let config = Limited::new(response.into_body(), MAX_CONFIG_BYTES)
-        .collect()
-        .await
-        .map_err(|source| {
-            if source.is::<LengthLimitError>() {
-                HttpReloadError::ConfigTooLarge {
-                    url: display_url(&config_uri),
-                    limit: MAX_CONFIG_BYTES,
-                }
-            } else {
-                HttpReloadError::Body {
-                    method: "GET",
-                    url: display_url(&config_uri),
-                    source,
+/// A successful answer: its body is not waited for. An empty one leaves the connection ready
+/// for the next reload now; a longer one is read in the background, bounded in bytes and time,
+/// so the connection is kept only if the answer ends soon (otherwise it is dropped, closed).
+fn drain(spawner: &Spawner, response: Response<Incoming>) {
+    let mut body = response.into_body();
+    if body.is_end_stream() {
+        return;
+    }
+    spawner.spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_WITHIN, async {
+            let mut read = 0usize;
+            while read <= MAX_ERROR_BODY_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                    Some(Err(_)) | None => return,
                 }
             }
-        })?
-        .to_bytes();
-    check_config(&config).map_err(|what| HttpReloadError::BadConfig {
-        url: display_url(&config_uri),
-        what,
-    })?;
-
-    let post = Request::post(uri.clone())
-        .header(CONTENT_TYPE, "application/json")
-        .header(CACHE_CONTROL, "must-revalidate")
-        .body(Full::new(config))
-        .map_err(|e| invalid(&uri, &e))?;
-    let response = send(&client, post, "POST").await?;
-    expect_success(response, "POST", &uri).await.map(drop)
+        })
+        .await;
+    });
 }
 
 /// A config worth loading back: a JSON object (Caddy answers `null` when none is loaded).
@@ -190,22 +398,6 @@ fn check_config(config: &[u8]) -> Result<(), &'static str> {
         Some(b'n') => Err("the admin API has no config loaded (null)"),
         _ => Err("the config is not a JSON object"),
     }
-}
-
-async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    request: Request<Full<Bytes>>,
-    method: &'static str,
-) -> Result<Response<Incoming>, HttpReloadError> {
-    let url = display_url(request.uri());
-    client
-        .request(request)
-        .await
-        .map_err(|source| HttpReloadError::Request {
-            method,
-            url,
-            source,
-        })
 }
 
 /// Passes a 2xx response through; otherwise an error quoting the start of the body.
@@ -584,6 +776,167 @@ mod tests {
         );
         assert!(started.elapsed() < patience / 4, "{:?}", started.elapsed());
         assert!(sent.load(Ordering::Relaxed) < buffered);
+    }
+
+    /// How a [`keep_alive_server`] treats each connection.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Keep {
+        /// Answers every request, keeps the connection open.
+        Open,
+        /// Answers one request (without `Connection: close`), then closes: an idle timeout.
+        CloseAfterOne,
+        /// Answers the first request; reads the second and closes without an answer, as a
+        /// server whose idle timeout struck while the request was on its way.
+        DropSecond,
+    }
+
+    /// A plain HTTP/1.1 server answering `200` with an empty body; counts connections and
+    /// requests.
+    async fn keep_alive_server(
+        keep: Keep,
+    ) -> (
+        SocketAddr,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    for served in 0.. {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        buf.drain(..end);
+                        r.fetch_add(1, Ordering::SeqCst);
+                        if keep == Keep::DropSecond && served == 1 {
+                            return;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                        if socket.write_all(answer).await.is_err() || keep == Keep::CloseAfterOne {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, connections, requests)
+    }
+
+    #[tokio::test]
+    async fn one_connection_is_kept_alive_across_reloads() {
+        use std::sync::atomic::Ordering;
+        let (addr, connections, requests) = keep_alive_server(Keep::Open).await;
+        let reloader = HttpReloader::new();
+        let url = format!("http://{addr}/-/reload");
+        for _ in 0..3 {
+            reloader.reload(&url, T).await.unwrap();
+        }
+        assert_eq!(requests.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "one kept-alive connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closed_its_idle_connection_still_gets_the_reload() {
+        use std::sync::atomic::Ordering;
+        let (addr, connections, requests) = keep_alive_server(Keep::CloseAfterOne).await;
+        let reloader = HttpReloader::new();
+        let url = format!("http://{addr}/-/reload");
+        reloader.reload(&url, T).await.unwrap();
+        reloader.reload(&url, T).await.unwrap();
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_on_a_kept_connection_is_sent_again_on_a_new_one() {
+        use std::sync::atomic::Ordering;
+        let (addr, connections, requests) = keep_alive_server(Keep::DropSecond).await;
+        let reloader = HttpReloader::new();
+        let url = format!("http://{addr}/-/reload");
+        reloader.reload(&url, T).await.unwrap();
+        // The second request goes out on the kept connection, which closes without an
+        // answer: it is sent again on a new connection and answered there.
+        reloader.reload(&url, T).await.unwrap();
+        assert_eq!(requests.load(Ordering::SeqCst), 3);
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reloader_spawning_here_runs_its_tasks_on_the_loop_thread() {
+        use std::sync::atomic::Ordering;
+        let (addr, connections, requests) = keep_alive_server(Keep::Open).await;
+        let local = tokio::task::LocalSet::new();
+        let (here, run_here) = spawner_here();
+        local.spawn_local(run_here);
+        let reloader = HttpReloader::with_spawner(here);
+        let url = format!("http://{addr}/-/reload");
+        let loop_thread = std::thread::current().id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ran_on = local
+            .run_until(async {
+                let http = reloader.clone();
+                reloader.spawner().spawn(async move {
+                    let result = http.reload(&url, T).await;
+                    let again = http.reload(&url, T).await;
+                    let _ = tx.send((std::thread::current().id(), result, again));
+                });
+                rx.await.unwrap()
+            })
+            .await;
+        assert_eq!(ran_on.0, loop_thread);
+        ran_on.1.unwrap();
+        ran_on.2.unwrap();
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_spawner_whose_loop_is_gone_runs_tasks_on_the_runtime() {
+        let (here, run_here) = spawner_here();
+        drop(run_here);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        here.spawn(async move {
+            let _ = tx.send(());
+        });
+        rx.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn caddy_load_keeps_its_connection_too() {
+        let (addr, seen) = serve(CONFIG).await;
+        let reloader = HttpReloader::new();
+        for _ in 0..2 {
+            reloader
+                .reload(&format!("http://{addr}/load"), T)
+                .await
+                .unwrap();
+        }
+        let methods: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.method.clone())
+            .collect();
+        assert_eq!(methods, ["GET", "POST", "GET", "POST"]);
     }
 
     #[test]

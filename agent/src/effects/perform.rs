@@ -8,6 +8,7 @@
 //!                               ├─ WatchCluster · UnwatchCluster ▶ cert-manager kinds, a profile's pods
 //!                               ├─ TrackVolume · ReadVolume ─────▶ inotify, kubelet::snapshot ─▶ Input now
 //!                               ├─ Reload ─▶ cached pidfd signal ─▶ Input now │ blocking task ─▶ Input later
+//!                               │          HTTP: task on this thread, kept-alive connection ─▶ Input later
 //!                               ├─ Probe ──▶ TLS handshakes (task) ─────────────────────────▶ Input later
 //!                               └─ metrics
 //!  Publication ──▶ Effects::publish ──▶ /status snapshot, gauges
@@ -31,11 +32,12 @@ use mountlag_core::status::StatusSnapshot;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::http_reload::{HttpReloader, Spawner};
 use super::metrics::{
     CertManagerFindingLabels, EffectMetrics, NotAfterLabels, ServedLabels, TlsHostLabels,
 };
 use super::reload::{
-    TargetCache, probe_addresses, probe_round, reload_controller, signal_known_target,
+    TargetCache, probe_addresses, probe_round, reload_controller, signal_known_target, with_pod_ip,
 };
 use super::{EventReason, Executor, ExecutorMetrics, RestartOutcome, WorkloadRestarter};
 use crate::config::{Config, ControllerProfile, ReloadAction};
@@ -53,10 +55,15 @@ pub struct Effects {
     executor: Executor,
     metrics: EffectMetrics,
     config: Arc<Config>,
+    /// The configuration's controllers by name, shared with the tasks that reload and probe
+    /// (profiles do not change while the agent runs).
+    profiles: HashMap<String, Arc<ControllerProfile>>,
     /// The configuration's controllers are the built-in defaults (metric label `origin`).
     controllers_are_defaults: bool,
     proc_root: PathBuf,
     targets: Arc<TargetCache>,
+    /// One HTTP client for every HTTP reload: its connections are kept alive between reloads.
+    http: HttpReloader,
     volumes: VolumeWatcher,
     secret_watches: HashMap<SecretKey, JoinHandle<()>>,
     spawn_secret_watch: SecretWatchSpawner,
@@ -90,6 +97,8 @@ pub struct EffectTargets {
     pub spawn_cluster_watch: ClusterWatchSpawner,
     /// Rolling restarts (reload mode `restart`).
     pub restarter: Arc<dyn WorkloadRestarter>,
+    /// Runs HTTP reloads on the loop's own thread ([`super::http_reload::spawner_here`]).
+    pub here: Spawner,
     pub later: mpsc::UnboundedSender<Input>,
     pub status: watch::Sender<Arc<StatusSnapshot>>,
 }
@@ -107,9 +116,16 @@ impl Effects {
                 == crate::config::BuiltinProfile::default_controllers(),
             executor: targets.executor,
             metrics: targets.metrics,
+            profiles: targets
+                .config
+                .controllers
+                .iter()
+                .map(|c| (c.name.clone(), Arc::new(c.clone())))
+                .collect(),
             config: targets.config,
             proc_root: targets.proc_root,
             targets: Arc::new(TargetCache::default()),
+            http: HttpReloader::with_spawner(targets.here),
             volumes: targets.volumes,
             secret_watches: HashMap::new(),
             spawn_secret_watch: targets.spawn_secret_watch,
@@ -225,6 +241,21 @@ impl Effects {
                     });
                     return None;
                 }
+                if let ReloadAction::Http { url } = &profile.reload {
+                    // No process to find: the request goes out on the agent's kept-alive
+                    // connection, written from this thread (no hop to a worker first).
+                    let url = with_pod_ip(url, &pod);
+                    let http = self.http.clone();
+                    let timeout = self.config.verify.timeout;
+                    self.http.spawner().spawn(async move {
+                        let result = http
+                            .reload(&url, timeout)
+                            .await
+                            .map_err(|err| super::reload::failed(err.to_string()));
+                        let _ = later.send(Input::Reloaded { uid, result });
+                    });
+                    return None;
+                }
                 if let Some(result) =
                     signal_known_target(&self.proc_root, &uid, &profile, &self.targets)
                 {
@@ -233,11 +264,11 @@ impl Effects {
                 let proc_root = self.proc_root.clone();
                 let timeout = self.config.verify.timeout;
                 let targets = Arc::clone(&self.targets);
+                let http = self.http.clone();
                 tokio::spawn(async move {
                     let fallback = profile.restart_fallback;
                     let mut result =
-                        reload_controller(proc_root, (*pod).clone(), profile, timeout, targets)
-                            .await;
+                        reload_controller(proc_root, &pod, &profile, timeout, targets, &http).await;
                     if fallback
                         && let Err(failure) = &result
                         && failure.kind == FailureKind::SignalWithheld
@@ -295,12 +326,8 @@ impl Effects {
         }
     }
 
-    fn profile(&self, controller: &str) -> Option<ControllerProfile> {
-        self.config
-            .controllers
-            .iter()
-            .find(|c| c.name == controller)
-            .cloned()
+    fn profile(&self, controller: &str) -> Option<Arc<ControllerProfile>> {
+        self.profiles.get(controller).cloned()
     }
 
     fn set_not_after(&self, namespace: String, secret: String, source: &'static str, unix: i64) {

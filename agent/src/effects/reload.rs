@@ -19,7 +19,7 @@ use crate::k8s::ControllerPod;
 use crate::reconcile::reload::{FailureKind, ProbeKey, ProbeRound, ReloadFailure, ServedLeaf};
 
 use super::goguard::{Verdict, judge};
-use super::http_reload::http_reload;
+use super::http_reload::HttpReloader;
 use super::process::{ProcessError, ProcessInfo, find_reload_target, read_identity};
 use super::signal::{SignalError, signal_verified};
 
@@ -78,7 +78,7 @@ pub fn signal_known_target(
     }
 }
 
-fn failed(message: String) -> ReloadFailure {
+pub fn failed(message: String) -> ReloadFailure {
     ReloadFailure {
         kind: FailureKind::Failed,
         message,
@@ -102,14 +102,18 @@ fn still_same_process(proc_root: &std::path::Path, target: &ProcessInfo) -> bool
 /// Signals (or calls) the controller of `pod` as its profile says.
 pub async fn reload_controller(
     proc_root: PathBuf,
-    pod: ControllerPod,
-    profile: ControllerProfile,
+    pod: &ControllerPod,
+    profile: &ControllerProfile,
     http_timeout: Duration,
     cache: Arc<TargetCache>,
+    http: &HttpReloader,
 ) -> Result<(), ReloadFailure> {
-    match profile.reload.clone() {
+    match &profile.reload {
         ReloadAction::Signal { signal, go, .. } => {
+            let (signal, go) = (*signal, *go);
             let reload = profile.reload.clone();
+            let containers = profile.containers.clone();
+            let pod = pod.clone();
             tokio::task::spawn_blocking(move || {
                 if let Some((known, verdict)) = cache.get(&pod.uid) {
                     match verdict {
@@ -127,7 +131,7 @@ pub async fn reload_controller(
                         },
                     }
                 }
-                let target = find_reload_target(&proc_root, &pod, profile.containers.as_deref(), &reload)
+                let target = find_reload_target(&proc_root, &pod, containers.as_deref(), &reload)
                     .map_err(|err| ReloadFailure {
                         kind: if matches!(
                             err,
@@ -161,7 +165,10 @@ pub async fn reload_controller(
             .await
             .unwrap_or_else(|err| Err(failed(format!("reload task failed: {err}"))))
         }
-        ReloadAction::Http { url } => http_reload(&with_pod_ip(&url, &pod), http_timeout)
+        // No process to find for an HTTP reload: straight to the endpoint, on the agent's
+        // kept-alive connection when there is one.
+        ReloadAction::Http { url } => http
+            .reload(&with_pod_ip(url, pod), http_timeout)
             .await
             .map_err(|err| failed(err.to_string())),
         // Restarts are the executor's (they need the API): see `perform`.

@@ -70,14 +70,29 @@ enum Bench {
         snapshot_runs: usize,
     },
     /// `..data` rename → reload signal (vs inotify floor), → new leaf served by nginx and
-    /// HAProxy; Secret updated in the API → new leaf verified.
+    /// HAProxy; Secret updated in the API → new leaf verified; with `--parts http`, rename →
+    /// HTTP reload request received for an inotify floor, configmap-reload and mountlag.
     Reload {
-        /// Swaps per subject for rename → signal.
+        /// Parts to run (comma-separated): signal, served, headline, http, all.
+        #[arg(long, value_delimiter = ',', default_value = "signal,served,headline")]
+        parts: Vec<String>,
+        /// Swaps per subject for rename → signal and rename → HTTP request.
         #[arg(long, default_value_t = 300)]
         swaps: usize,
-        /// Alternating blocks for rename → signal.
+        /// Alternating blocks for rename → signal and rename → HTTP request.
         #[arg(long, default_value_t = 10)]
         blocks: usize,
+        /// Pause after each swap of the signal and http parts, milliseconds (the CPU window).
+        #[arg(long, default_value_t = 20)]
+        pause_ms: u64,
+        /// configmap-reload v0.2.1 for the http part (tests/bench/build-configmap-reload.sh);
+        /// its row says skipped when absent.
+        #[arg(
+            long,
+            env = "CONFIGMAP_RELOAD",
+            default_value = "/opt/configmap-reload/configmap-reload-v0.2.1"
+        )]
+        configmap_reload: std::path::PathBuf,
         /// Rotations per controller for rename → served.
         #[arg(long, default_value_t = 50)]
         served: usize,
@@ -293,8 +308,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what:
                 Bench::Reload {
+                    parts,
                     swaps,
                     blocks,
+                    pause_ms,
+                    configmap_reload,
                     served,
                     headline,
                 },
@@ -303,7 +321,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(mountlag_testbed::bench_reload::run(
-                swaps, blocks, served, headline,
+                &mountlag_testbed::bench_reload::ReloadBench {
+                    parts,
+                    swaps,
+                    blocks,
+                    served,
+                    headline,
+                    pause: Duration::from_millis(pause_ms),
+                    configmap_reload: Some(configmap_reload),
+                },
             )),
         Command::Bench {
             what:
