@@ -29,9 +29,7 @@ use nix::time::{ClockId, clock_gettime};
 
 use crate::bench::Summary;
 use crate::certs::{IssuedLeaf, LeafSpec, TestCa};
-use crate::cluster::{
-    NAMESPACE, NODE, TestNode, controller_pod, free_port, tls_secret, with_secret_volume,
-};
+use crate::cluster::{NAMESPACE, NODE, TestNode, controller_pod, free_port, tls_secret};
 use crate::controllers::{self, ControllerKind, ControllerSpec, RunningController};
 use crate::kubelet::{Payload, VolumeKind, raw_write_generation};
 use crate::node::{NodeConfig, PodRef, SyncOutcome};
@@ -421,10 +419,6 @@ pub async fn api_to_verified(rotations: usize) -> anyhow::Result<Vec<Duration>> 
 /// What the pod and kubelet look like in a headline run.
 #[derive(Debug, Clone, Default)]
 pub struct HeadlineShape {
-    /// Secret volumes of the pod besides the served one, each renewed `renewal_gap` after the
-    /// previous one in every rotation (as cert-manager renews several Certificates of a pod).
-    pub extra_secrets: usize,
-    pub renewal_gap: Duration,
     /// kubelet stand-in: from a pod change to its sync (a real kubelet: up to about a second).
     pub pod_change_delay: Duration,
 }
@@ -464,17 +458,7 @@ pub async fn api_to_verified_with(
     node.api
         .apply_secret(&tls_secret(NAMESPACE, "bench-tls", &first))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let extras: Vec<String> = (0..shape.extra_secrets)
-        .map(|i| format!("extra-{i}"))
-        .collect();
-    let mut pod = controller_pod("bench-0", "nginx", &[("app", "bench")], "bench-tls", None);
-    for name in &extras {
-        let leaf = ca.issue(&LeafSpec::valid_for(vec![format!("{name}.example.com")]))?;
-        node.api
-            .apply_secret(&tls_secret(NAMESPACE, name, &leaf))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        pod = with_secret_volume(pod, name, name, &format!("/etc/{name}"))?;
-    }
+    let pod = controller_pod("bench-0", "nginx", &[("app", "bench")], "bench-tls", None);
     let before = node.node.last_seq();
     node.api
         .create_pod(&pod)
@@ -508,13 +492,6 @@ pub async fn api_to_verified_with(
         node.api
             .apply_secret(&tls_secret(NAMESPACE, "bench-tls", &leaf))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        for name in &extras {
-            tokio::time::sleep(shape.renewal_gap).await;
-            let leaf = ca.issue(&LeafSpec::valid_for(vec![format!("{name}.example.com")]))?;
-            node.api
-                .apply_secret(&tls_secret(NAMESPACE, name, &leaf))
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        }
         loop {
             if node.metric(verified).await?.unwrap_or(0.0) >= round as f64 {
                 samples.push(start.elapsed());
@@ -559,10 +536,8 @@ pub async fn headline_sweep(
     shape: &HeadlineShape,
 ) -> anyhow::Result<()> {
     println!(
-        "## Secret updated in the API → new leaf served and verified (nginx, kubelet 60–90 s, {} ms from a pod change to its sync), by nudge.after ({rotations} rotations each, 5.5 s apart; {} more Secret volume(s) in the pod renewed {} ms apart after the served one)\n",
+        "## Secret updated in the API → new leaf served and verified (nginx, kubelet 60–90 s, {} ms from a pod change to its sync), by nudge.after ({rotations} rotations each, 5.5 s apart)\n",
         shape.pod_change_delay.as_millis(),
-        shape.extra_secrets,
-        shape.renewal_gap.as_millis(),
     );
     println!(
         "| nudge.after | rotations | p50 ms | p99 ms | max ms | nudges / rotation | agent API requests / rotation (verb resource: n) |"

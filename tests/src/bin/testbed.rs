@@ -109,12 +109,6 @@ enum Bench {
         /// `nudge.after` values, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "2s,500ms,250ms,100ms,0s")]
         nudge_after: Vec<String>,
-        /// Secret volumes of the pod besides the served one, renewed after it in each rotation.
-        #[arg(long, default_value_t = 0)]
-        extra_secrets: usize,
-        /// Gap between the renewals of one rotation, milliseconds.
-        #[arg(long, default_value_t = 50)]
-        renewal_gap_ms: u64,
         /// kubelet stand-in delay between a pod change and its sync, milliseconds.
         #[arg(long, default_value_t = 0)]
         pod_change_delay_ms: u64,
@@ -336,8 +330,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Headline {
                     rotations,
                     nudge_after,
-                    extra_secrets,
-                    renewal_gap_ms,
                     pod_change_delay_ms,
                 },
         } => tokio::runtime::Builder::new_multi_thread()
@@ -348,8 +340,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rotations,
                 &nudge_after,
                 &mountlag_testbed::bench_reload::HeadlineShape {
-                    extra_secrets,
-                    renewal_gap: Duration::from_millis(renewal_gap_ms),
                     pod_change_delay: Duration::from_millis(pod_change_delay_ms),
                 },
             )),
