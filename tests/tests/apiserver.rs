@@ -23,8 +23,8 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::events::{Event as RecEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use mountlag_testbed::apiserver::{
-    ADMIN_USER, ApiServer, ApiServerConfig, Authorizer, ChangeType, Decision, Identity,
-    RequestAttributes, Resource,
+    ADMIN_USER, ApiServer, ApiServerConfig, ApiStats, Authorizer, ChangeType, Decision, Identity,
+    RequestAttributes, RequestShape, Resource,
 };
 use mountlag_testbed::rbac::Rbac;
 use mountlag_testbed::real;
@@ -1919,4 +1919,128 @@ async fn rbac_guards_networking_and_gateway_kinds() {
         stderr.contains("Forbidden") && stderr.contains("ingresses.networking.k8s.io"),
         "{stderr}"
     );
+}
+
+/// Polls the stand-in's counters until `cond` holds (10 s at most).
+async fn wait_for_stats(api: &ApiServer, what: &str, cond: impl Fn(&ApiStats) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = api.stats();
+        if cond(&stats) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Per user: response body bytes (whole bodies, and a watch's lines as the client reads
+/// them), requests, watch streams open and started, and the connections they came on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_bytes_watches_and_connections_per_user() {
+    let api = ApiServer::start(ApiServerConfig {
+        // No BOOKMARK during the test: the watch's bytes are exactly the line read below.
+        bookmark_interval: Duration::from_secs(3600),
+        tokens: BTreeMap::from([
+            ("token-a".to_owned(), "user-a".to_owned()),
+            ("token-b".to_owned(), "user-b".to_owned()),
+        ]),
+        ..ApiServerConfig::default()
+    })
+    .await
+    .unwrap();
+    api.create_pod(&pod("ns", "p0", "node-a", "web")).unwrap();
+    let a = api.client_with_token(Some("token-a")).unwrap();
+    let b = api.client_with_token(Some("token-b")).unwrap();
+    let get = |path: &str| axum::http::Request::get(path).body(Vec::new()).unwrap();
+
+    let list = a
+        .request_text(get("/api/v1/namespaces/ns/pods"))
+        .await
+        .unwrap();
+    let one = a
+        .request_text(get("/api/v1/namespaces/ns/pods/p0"))
+        .await
+        .unwrap();
+    let selected = a
+        .request_text(get(
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a&labelSelector=app%3Dweb",
+        ))
+        .await
+        .unwrap();
+    let a_bytes = (list.len() + one.len() + selected.len()) as u64;
+    let stats = api.stats();
+    assert_eq!(stats.requests_of("user-a"), 3);
+    assert_eq!(stats.bytes_of("user-a"), a_bytes);
+    let shape = |user: &str, verb: &str, scope: &'static str, selector: &str| RequestShape {
+        user: user.into(),
+        verb: verb.into(),
+        resource: "pods".into(),
+        scope,
+        selector: selector.into(),
+    };
+    assert_eq!(
+        stats.requests_by_shape,
+        BTreeMap::from([
+            (shape("user-a", "list", "namespace", ""), 1),
+            (shape("user-a", "get", "object", ""), 1),
+            (
+                shape("user-a", "list", "cluster", "fields spec.nodeName; labels"),
+                1
+            ),
+        ])
+    );
+    assert_eq!(stats.open_connections_by_user.get("user-a"), Some(&1));
+    assert_eq!(stats.bytes_of("user-b"), 0);
+    assert!(stats.open_watches_by_user.is_empty());
+
+    // b watches from the list's resourceVersion: only the pod created after it comes.
+    let listed: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let rv = listed["metadata"]["resourceVersion"].as_str().unwrap();
+    let mut watch = Box::pin(
+        b.request_stream(get(&format!(
+            "/api/v1/namespaces/ns/pods?watch=true&resourceVersion={rv}"
+        )))
+        .await
+        .unwrap(),
+    );
+    wait_for_stats(&api, "b's watch open", |s| {
+        s.open_watches_by_user.get("user-b") == Some(&1)
+    })
+    .await;
+    api.create_pod(&pod("ns", "p1", "node-a", "web")).unwrap();
+    let mut line = String::new();
+    futures::AsyncBufReadExt::read_line(&mut watch, &mut line)
+        .await
+        .unwrap();
+    assert!(
+        line.contains(r#""type":"ADDED""#) && line.contains("p1"),
+        "{line}"
+    );
+    let stats = api.stats();
+    assert_eq!(stats.bytes_of("user-b"), line.len() as u64);
+    assert_eq!(stats.requests_of("user-b"), 1);
+    assert_eq!(stats.watches_started_by_user.get("user-b"), Some(&1));
+    assert_eq!(stats.watch_events_by_user.get("user-b"), Some(&1));
+    assert_eq!(
+        stats
+            .requests_by_shape
+            .get(&shape("user-b", "watch", "namespace", "")),
+        Some(&1)
+    );
+    assert_eq!(stats.open_connections_by_user.get("user-b"), Some(&1));
+    assert_eq!(stats.bytes_of("user-a"), a_bytes);
+
+    drop(watch);
+    wait_for_stats(&api, "b's watch closed", |s| {
+        !s.open_watches_by_user.contains_key("user-b")
+    })
+    .await;
+    api.reset_stats();
+    let stats = api.stats();
+    assert!(stats.bytes_by_user.is_empty() && stats.watches_started_by_user.is_empty());
+    assert!(stats.requests_by_shape.is_empty() && stats.watch_events_by_user.is_empty());
 }

@@ -1,6 +1,6 @@
 //! The HTTP side: routing, discovery, list/get/create/update/patch/delete, watch streams.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,6 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -26,7 +27,7 @@ use super::kinds::{ApiGroup, Resource};
 use super::patch::{self, PatchType};
 use super::select::{FieldSelector, LabelSelector};
 use super::store::{ChangeType, Part, Preconditions, StoreChange};
-use super::{ApiStats, PatchRecord, Shared};
+use super::{ApiStats, PatchRecord, RequestShape, Shared};
 
 /// Largest request body accepted (Secrets are ≤ 1 MiB).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -35,8 +36,15 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 pub(crate) struct StatsInner {
     pub requests: BTreeMap<(String, String), u64>,
     pub requests_by_user: BTreeMap<String, u64>,
+    pub requests_by_shape: BTreeMap<RequestShape, u64>,
+    pub bytes_by_user: BTreeMap<String, u64>,
+    pub watch_events_by_user: BTreeMap<String, u64>,
     pub open_watches: BTreeMap<String, usize>,
+    pub open_watches_by_user: BTreeMap<String, usize>,
     pub watches_started: u64,
+    pub watches_started_by_user: BTreeMap<String, u64>,
+    /// Open connection → the users that sent a request on it.
+    pub connection_users: HashMap<u64, BTreeSet<String>>,
     pub refused_while_stopped: u64,
     pub forbidden: BTreeMap<(String, String), u64>,
     pub admission_denied: u64,
@@ -56,6 +64,9 @@ impl StatsInner {
         ApiStats {
             requests: self.requests.clone(),
             requests_by_user: self.requests_by_user.clone(),
+            requests_by_shape: self.requests_by_shape.clone(),
+            bytes_by_user: self.bytes_by_user.clone(),
+            watch_events_by_user: self.watch_events_by_user.clone(),
             open_watches: self.open_watches.values().sum(),
             open_watches_by_resource: self
                 .open_watches
@@ -63,7 +74,15 @@ impl StatsInner {
                 .filter(|(_, n)| **n > 0)
                 .map(|(k, n)| (k.clone(), *n))
                 .collect(),
+            open_watches_by_user: self
+                .open_watches_by_user
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (k.clone(), *n))
+                .collect(),
             watches_started: self.watches_started,
+            watches_started_by_user: self.watches_started_by_user.clone(),
+            open_connections_by_user: self.open_connections_by_user(),
             refused_while_stopped: self.refused_while_stopped,
             forbidden: self.forbidden.clone(),
             admission_denied: self.admission_denied,
@@ -76,6 +95,32 @@ impl StatsInner {
         }
     }
 }
+
+impl StatsInner {
+    fn open_connections_by_user(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for user in self.connection_users.values().flatten() {
+            *out.entry(user.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Adds `n` response body bytes to `user`.
+    fn count_bytes(&mut self, user: &str, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        match self.bytes_by_user.get_mut(user) {
+            Some(total) => *total = total.saturating_add(n),
+            None => {
+                self.bytes_by_user.insert(user.to_owned(), n);
+            }
+        }
+    }
+}
+
+/// The connection a request came on (set per connection by `serve_connection`), so that
+/// connections can be counted per user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionId(pub u64);
 
 pub(crate) fn lock_stats(m: &Mutex<StatsInner>) -> MutexGuard<'_, StatsInner> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -392,6 +437,15 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
             .entry((attrs.verb.clone(), attrs.resource_key()))
             .or_default() += 1;
         *st.requests_by_user.entry(who.user.clone()).or_default() += 1;
+        *st.requests_by_shape
+            .entry(RequestShape::of(&who.user, &attrs, &q))
+            .or_default() += 1;
+        if let Some(ConnectionId(id)) = parts.extensions.get::<ConnectionId>().copied()
+            && let Some(users) = st.connection_users.get_mut(&id)
+            && !users.contains(&who.user)
+        {
+            users.insert(who.user.clone());
+        }
     }
     if let Route::Objects {
         group: ApiGroup::Core,
@@ -438,7 +492,27 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
     if attrs.verb == "patch" && attrs.resource_request {
         record_patch(&sh, &who, &attrs, &content_type, &body, response.status());
     }
-    response
+    count_response_bytes(&sh, &who.user, response)
+}
+
+/// Counts the response body's bytes for `user`: at once when its length is known, else (watch
+/// streams) chunk by chunk as the connection takes them. Headers and HTTP/2 or TLS framing
+/// are not counted.
+fn count_response_bytes(sh: &Arc<Shared>, user: &str, response: Response) -> Response {
+    use axum::body::HttpBody as _;
+    let (parts, body) = response.into_parts();
+    if let Some(n) = body.size_hint().exact() {
+        lock_stats(&sh.stats).count_bytes(user, usize::try_from(n).unwrap_or(usize::MAX));
+        return Response::from_parts(parts, body);
+    }
+    let sh = Arc::clone(sh);
+    let user = user.to_owned();
+    let counted = body.into_data_stream().inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            lock_stats(&sh.stats).count_bytes(&user, chunk.len());
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(counted))
 }
 
 /// Keeps one authorized PATCH request (its body as sent, and the answer's status).
@@ -989,11 +1063,18 @@ impl ObjCtx<'_> {
             from,
             timeout,
             key,
+            user: self.who.user.clone(),
         };
         // Subscribe now (not in the task), so nothing committed after this request is missed.
         let start = self.sh.store.watch(self.resource, from);
-        lock_stats(&self.sh.stats).watches_started += 1;
-        let gauge = WatchGauge::new(self.sh.clone(), spec.key.clone());
+        {
+            let mut st = lock_stats(&self.sh.stats);
+            st.watches_started += 1;
+            *st.watches_started_by_user
+                .entry(self.who.user.clone())
+                .or_default() += 1;
+        }
+        let gauge = WatchGauge::new(self.sh.clone(), spec.key.clone(), self.who.user.clone());
         let fault = self.sh.faults().watch_fault();
         tokio::spawn(async move {
             let _gauge = gauge;
@@ -1041,24 +1122,31 @@ impl ObjCtx<'_> {
     }
 }
 
+/// Counts one open watch stream, per resource and per user, while it lives.
 struct WatchGauge {
     sh: Arc<Shared>,
     key: String,
+    user: String,
 }
 
 impl WatchGauge {
-    fn new(sh: Arc<Shared>, key: String) -> Self {
-        *lock_stats(&sh.stats)
-            .open_watches
-            .entry(key.clone())
-            .or_default() += 1;
-        Self { sh, key }
+    fn new(sh: Arc<Shared>, key: String, user: String) -> Self {
+        {
+            let mut st = lock_stats(&sh.stats);
+            *st.open_watches.entry(key.clone()).or_default() += 1;
+            *st.open_watches_by_user.entry(user.clone()).or_default() += 1;
+        }
+        Self { sh, key, user }
     }
 }
 
 impl Drop for WatchGauge {
     fn drop(&mut self) {
-        if let Some(n) = lock_stats(&self.sh.stats).open_watches.get_mut(&self.key) {
+        let mut st = lock_stats(&self.sh.stats);
+        if let Some(n) = st.open_watches.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = st.open_watches_by_user.get_mut(&self.user) {
             *n = n.saturating_sub(1);
         }
     }
@@ -1076,6 +1164,8 @@ struct WatchSpec {
     from: Option<u64>,
     timeout: Option<Duration>,
     key: String,
+    /// Who watches (for the per-user event count).
+    user: String,
 }
 
 fn line(kind: &str, obj: &Value) -> Bytes {
@@ -1262,7 +1352,14 @@ async fn emit(spec: &WatchSpec, tx: &mpsc::Sender<Bytes>, line: Bytes) -> bool {
         let _ = tx.send(line.slice(..line.len() / 2)).await;
         return false;
     }
-    tx.send(line).await.is_ok()
+    let sent = tx.send(line).await.is_ok();
+    if sent && !bookmark {
+        *lock_stats(&spec.sh.stats)
+            .watch_events_by_user
+            .entry(spec.user.clone())
+            .or_default() += 1;
+    }
+    sent
 }
 
 #[cfg(test)]

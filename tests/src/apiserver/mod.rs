@@ -26,8 +26,9 @@
 //! - `pods/{name}/portforward` over a WebSocket to the pod's `status.podIP` (`portforward.rs`);
 //! - faults: [`ApiServer::stop`] / [`ApiServer::restart`] (same port), [`ApiServer::drop_watches`],
 //!   [`ApiServer::compact`];
-//! - counters: [`ApiServer::stats`] (requests per verb and resource, PATCHes per object, open
-//!   watches) and [`ApiServer::patches`] (every PATCH with its body).
+//! - counters: [`ApiServer::stats`] (requests per verb and resource and per user, response
+//!   bytes per user, PATCHes per object, open watches per resource and per user, connections)
+//!   and [`ApiServer::patches`] (every PATCH with its body).
 //!
 //! Every HTTP request passes through [`auth::authorize`] (the RBAC hook; allows everything by
 //! default). The in-process helpers ([`ApiServer::create_pod`], [`ApiServer::apply_object`],
@@ -46,7 +47,7 @@ mod portforward;
 mod select;
 mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,7 +71,7 @@ pub use patch::PatchType;
 pub use select::{FieldSelector, LabelSelector};
 pub use store::{ChangeType, StoreChange};
 
-use http::{StatsInner, lock_stats};
+use http::{ConnectionId, StatsInner, lock_stats};
 use store::{Part, Preconditions, Store};
 
 /// Token of the built-in admin user (`testbed:admin`), used by [`ApiServer::client`] and the
@@ -143,13 +144,29 @@ pub struct ApiStats {
     pub requests: BTreeMap<(String, String), u64>,
     /// User → requests.
     pub requests_by_user: BTreeMap<String, u64>,
+    /// (user, verb, resource, scope, selector) → requests: which requests each user makes,
+    /// e.g. whether any lists Secrets cluster-wide or without a name selector.
+    pub requests_by_shape: BTreeMap<RequestShape, u64>,
+    /// User → response body bytes of the requests in `requests_by_user`: whole bodies, and
+    /// each watch stream's event lines (BOOKMARKs included) as the connection takes them.
+    /// Headers, HTTP/2 and TLS framing are not counted, nor port-forward tunnels.
+    pub bytes_by_user: BTreeMap<String, u64>,
+    /// User → watch events sent (ADDED, MODIFIED, DELETED, ERROR; not BOOKMARKs).
+    pub watch_events_by_user: BTreeMap<String, u64>,
     /// Watch streams open right now.
     pub open_watches: usize,
     /// Open watch streams per resource (`pods`, `secrets`, `events.events.k8s.io`,
     /// `gateways.gateway.networking.k8s.io`).
     pub open_watches_by_resource: BTreeMap<String, usize>,
+    /// Open watch streams per user.
+    pub open_watches_by_user: BTreeMap<String, usize>,
     /// Watch streams started since the last reset.
     pub watches_started: u64,
+    /// Watch streams started since the last reset, per user.
+    pub watches_started_by_user: BTreeMap<String, u64>,
+    /// Open TCP connections per user: those on which the user sent at least one authorized
+    /// request (a connection shared by several users counts for each).
+    pub open_connections_by_user: BTreeMap<String, usize>,
     /// Requests answered 503 because the server was stopped (on connections still open).
     pub refused_while_stopped: u64,
     /// (verb, resource) → requests the authorizer denied (403 Forbidden); not in `requests`.
@@ -171,6 +188,58 @@ pub struct ApiStats {
     /// `("deployments.apps", "shop", "web")`, `("pods/status", "shop", "web-0")`. The
     /// requests themselves are in [`ApiServer::patches`].
     pub patches: BTreeMap<(String, String, String), u64>,
+}
+
+/// What kind of request a user made, for [`ApiStats::requests_by_shape`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestShape {
+    pub user: String,
+    /// `list`, `watch`, `get`, `patch`, ...
+    pub verb: String,
+    /// As in [`ApiStats::requests`] (`secrets`, `certificates.cert-manager.io`, `/api`).
+    pub resource: String,
+    /// `cluster` (every namespace, or a cluster-scoped kind), `namespace` (one namespace's
+    /// collection), `object` (one named object); empty for non-resource requests.
+    pub scope: &'static str,
+    /// The selectors' keys without their values, e.g. `fields metadata.name`,
+    /// `fields spec.nodeName`, `labels`, `fields metadata.name; labels`; empty without any.
+    pub selector: String,
+}
+
+impl RequestShape {
+    pub(crate) fn of(
+        user: &str,
+        attrs: &RequestAttributes,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Self {
+        let scope = if !attrs.resource_request {
+            ""
+        } else if !attrs.name.is_empty() {
+            "object"
+        } else if !attrs.namespace.is_empty() {
+            "namespace"
+        } else {
+            "cluster"
+        };
+        let mut selector = Vec::new();
+        if let Some(fields) = query.get("fieldSelector").filter(|f| !f.is_empty()) {
+            let keys: Vec<&str> = fields
+                .split(',')
+                .map(|term| term.split(['=', '!']).next().unwrap_or("").trim())
+                .collect();
+            selector.push(format!("fields {}", keys.join(",")));
+        }
+        if query.get("labelSelector").is_some_and(|l| !l.is_empty()) {
+            selector.push("labels".to_owned());
+        }
+        Self {
+            user: user.to_owned(),
+            verb: attrs.verb.clone(),
+            resource: attrs.resource_key(),
+            scope,
+            selector: selector.join("; "),
+        }
+    }
 }
 
 /// One authorized PATCH request over HTTP, as [`ApiServer::patches`] keeps it.
@@ -205,6 +274,16 @@ impl ApiStats {
     /// All requests.
     pub fn total_requests(&self) -> u64 {
         self.requests.values().sum()
+    }
+
+    /// Requests by `user`.
+    pub fn requests_of(&self, user: &str) -> u64 {
+        self.requests_by_user.get(user).copied().unwrap_or(0)
+    }
+
+    /// Response body bytes sent to `user`.
+    pub fn bytes_of(&self, user: &str) -> u64 {
+        self.bytes_by_user.get(user).copied().unwrap_or(0)
     }
 
     /// Authorized PATCH requests of one object (`resource` as in [`ApiStats::patches`]).
@@ -518,7 +597,11 @@ impl ApiServer {
         let mut s = lock_stats(&self.shared().stats);
         s.requests.clear();
         s.requests_by_user.clear();
+        s.bytes_by_user.clear();
+        s.requests_by_shape.clear();
+        s.watch_events_by_user.clear();
         s.watches_started = 0;
+        s.watches_started_by_user.clear();
         s.refused_while_stopped = 0;
         s.forbidden.clear();
         s.faults.clear();
@@ -965,11 +1048,16 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
-    {
+    let id = {
         let mut stats = lock_stats(&shared.stats);
         stats.connections_accepted += 1;
         stats.open_connections += 1;
-    }
+        let id = stats.connections_accepted;
+        stats.connection_users.insert(id, BTreeSet::new());
+        id
+    };
+    // Every request on this connection carries its id, so requests count per connection.
+    let app = app.layer(axum::Extension(ConnectionId(id)));
     let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
@@ -998,7 +1086,9 @@ async fn serve_connection(
     if let Err(e) = served {
         tracing::debug!(error = %e, "API stand-in: connection ended with an error");
     }
-    lock_stats(&shared.stats).open_connections -= 1;
+    let mut stats = lock_stats(&shared.stats);
+    stats.open_connections -= 1;
+    stats.connection_users.remove(&id);
 }
 
 async fn drive<C>(
