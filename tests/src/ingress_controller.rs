@@ -101,7 +101,17 @@ impl IngressControllerStandIn {
     /// Serves TLS on `127.0.0.1:port` for the Ingresses of IngressClasses whose
     /// `spec.controller` is `controller` (ingress-nginx: `k8s.io/ingress-nginx`).
     pub async fn start(client: Client, controller: &str, port: u16) -> anyhow::Result<Self> {
-        Self::start_for(client, Classes::Ingress(controller.to_string()), port).await
+        Self::start_on(client, controller, SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// [`IngressControllerStandIn::start`] on `addr`, e.g. a pod IP of its own on loopback
+    /// (`127.0.0.x`) when several run side by side.
+    pub async fn start_on(
+        client: Client,
+        controller: &str,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        Self::start_for(client, Classes::Ingress(controller.to_string()), addr).await
     }
 
     /// Serves TLS on `127.0.0.1:port` for the HTTPS and TLS listeners (with a `hostname`) of
@@ -114,10 +124,15 @@ impl IngressControllerStandIn {
         controller: &str,
         port: u16,
     ) -> anyhow::Result<Self> {
-        Self::start_for(client, Classes::Gateway(controller.to_string()), port).await
+        Self::start_for(
+            client,
+            Classes::Gateway(controller.to_string()),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        .await
     }
 
-    async fn start_for(client: Client, classes: Classes, port: u16) -> anyhow::Result<Self> {
+    async fn start_for(client: Client, classes: Classes, addr: SocketAddr) -> anyhow::Result<Self> {
         let (fake, fake_fingerprint) = fake_certificate()?;
         let (applied, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -134,9 +149,9 @@ impl IngressControllerStandIn {
             .with_cert_resolver(Arc::new(Resolver(Arc::clone(&shared))));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind(("127.0.0.1", port))
+        let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("bind 127.0.0.1:{port}"))?;
+            .with_context(|| format!("bind {addr}"))?;
         let addr = listener.local_addr()?;
         let serve = tokio::spawn(async move {
             loop {

@@ -201,7 +201,7 @@ async fn a_rotation_rolls_the_deployment_once_from_three_agents_and_the_new_pods
                 &api,
                 dir.path(),
                 node,
-                i as u8,
+                i as u16,
                 &config(port),
                 Some(&kubeconfig),
             )
