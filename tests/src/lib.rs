@@ -12,7 +12,8 @@
 //! - [`multinode`]: several nodes, each with its kubelet stand-in and agent, on one API.
 //! - [`rollout`]: the Deployment/ReplicaSet/DaemonSet/StatefulSet controllers' rolling
 //!   restarts, minimal and deterministic, over the API stand-in.
-//! - [`bench`], [`demo`]: `testbed bench ...` and `testbed demo`.
+//! - [`bench`], [`demo`]: `testbed bench ...` and `testbed demo`; [`bench_scale`]: hundreds of
+//!   agents on one API stand-in.
 
 pub mod agent;
 pub mod apiserver;
@@ -21,6 +22,7 @@ pub mod bench_api;
 pub mod bench_footprint;
 pub mod bench_http_reload;
 pub mod bench_reload;
+pub mod bench_scale;
 pub mod bench_verify;
 pub mod certs;
 pub mod chaos;

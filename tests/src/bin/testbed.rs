@@ -175,6 +175,36 @@ enum Bench {
         #[arg(long, default_value_t = 600)]
         no_pods_window_s: u64,
     },
+    /// Many real agents, one process each with its own node and API user, against one API
+    /// stand-in: requests, response bytes and watches per agent through a start storm, an idle
+    /// window and a renewal wave (needs root: it mounts tmpfs).
+    Scale {
+        /// Agents (nodes) in all.
+        #[arg(long, default_value_t = 500)]
+        agents: usize,
+        /// Nodes with a controller pod, API-driven ones included.
+        #[arg(long, default_value_t = 20)]
+        controller_nodes: usize,
+        /// Of those, nodes with an ingress-nginx pod (hosts from Ingresses) instead of a pod
+        /// mounting its Secrets.
+        #[arg(long, default_value_t = 4)]
+        api_driven_nodes: usize,
+        /// Secrets each mounting node's pod mounts; Ingress hosts the ingress-nginx pods serve.
+        #[arg(long, default_value_t = 50)]
+        secrets_per_node: usize,
+        /// TLS Secrets no controller uses (what a cluster-wide list would carry).
+        #[arg(long, default_value_t = 1000)]
+        unused_secrets: usize,
+        /// Idle window, seconds.
+        #[arg(long, default_value_t = 600)]
+        window_s: u64,
+        /// The renewal wave's rotations are spread over this many seconds.
+        #[arg(long, default_value_t = 60)]
+        wave_spread_s: u64,
+        /// API stand-in BOOKMARK interval, seconds (the real server: about 60).
+        #[arg(long, default_value_t = 60)]
+        bookmark_interval_s: u64,
+    },
     /// Agent RSS, idle CPU and wakeups, scrape latency (needs root: it mounts tmpfs).
     Footprint {
         /// Idle window per row, seconds.
@@ -376,6 +406,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ready_secrets,
             ready_repeats,
             ready_shared_secrets,
+        }),
+        Command::Bench {
+            what:
+                Bench::Scale {
+                    agents,
+                    controller_nodes,
+                    api_driven_nodes,
+                    secrets_per_node,
+                    unused_secrets,
+                    window_s,
+                    wave_spread_s,
+                    bookmark_interval_s,
+                },
+        } => mountlag_testbed::bench_scale::run(&mountlag_testbed::bench_scale::ScaleOptions {
+            agents,
+            controller_nodes,
+            api_driven_nodes,
+            secrets_per_node,
+            unused_secrets,
+            window: Duration::from_secs(window_s),
+            wave_spread: Duration::from_secs(wave_spread_s),
+            bookmark_interval: Duration::from_secs(bookmark_interval_s),
         }),
         Command::Bench {
             what:
