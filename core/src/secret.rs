@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
-
-use crate::cert::{self, PemContents};
+use crate::cert::{self, ContentDigest, PemContents};
 
 /// What the API says a Secret holds, as digests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,20 +44,35 @@ impl SecretView {
         data: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         string_data: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
+        Self::from_values_with_verdicts(meta, data, string_data, |_, _| {})
+    }
+
+    /// [`Self::from_values`], also handing every successful PEM parse to `parsed` with the
+    /// digest of exactly the bytes it was parsed from, so that the caller can keep the verdict
+    /// in a [`PemCache`](crate::cert::PemCache) without parsing again: the same bytes usually
+    /// reach the volume moments later.
+    pub fn from_values_with_verdicts<'a>(
+        meta: SecretMeta,
+        data: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        string_data: impl IntoIterator<Item = (&'a str, &'a str)>,
+        mut parsed: impl FnMut(ContentDigest, &PemContents),
+    ) -> Self {
         let mut keys = BTreeMap::new();
         let mut certificates = BTreeMap::new();
         for (key, value) in data {
-            keys.insert(key.to_string(), hex::encode(Sha256::digest(value)));
+            let digest = ContentDigest::of(value);
+            keys.insert(key.to_string(), digest.to_hex());
             if cert::is_pem_candidate(key, value)
                 && let Ok(contents) = cert::parse_pem(value)
             {
+                parsed(digest, &contents);
                 certificates.insert(key.to_string(), contents);
             }
         }
         for (key, value) in string_data {
             keys.insert(
                 key.to_string(),
-                hex::encode(Sha256::digest(value.as_bytes())),
+                ContentDigest::of(value.as_bytes()).to_hex(),
             );
         }
         Self {
@@ -78,6 +91,8 @@ impl SecretView {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     #[test]
@@ -111,5 +126,34 @@ mod tests {
         );
         let shown = format!("{view:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn each_verdict_is_handed_over_with_the_digest_of_the_bytes_it_was_parsed_from() {
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let data: [(&str, &[u8]); 3] = [
+            ("tls.key", key.as_bytes()),
+            ("token", b"s3cr3t-value"),
+            ("broken.crt", b"not pem"),
+        ];
+        let mut verdicts = Vec::new();
+        let view = SecretView::from_values_with_verdicts(
+            SecretMeta::default(),
+            data,
+            [],
+            |digest, contents: &PemContents| verdicts.push((digest, contents.clone())),
+        );
+        assert_eq!(
+            verdicts,
+            [(
+                ContentDigest::of(key.as_bytes()),
+                view.certificates["tls.key"].clone()
+            )]
+        );
+        assert_eq!(verdicts[0].0.to_hex(), view.keys["tls.key"]);
+        assert_eq!(
+            view,
+            SecretView::from_values(SecretMeta::default(), data, [])
+        );
     }
 }

@@ -30,8 +30,11 @@
 
 //!
 //! Files: this one holds the summaries and the PEM walk; [`x509`] summarises certificates,
-//! [`key`] loads private keys, [`pairing`] pairs keys with the certificates beside them.
+//! [`key`] loads private keys, [`pairing`] pairs keys with the certificates beside them,
+//! [`cache`] remembers verdicts by the SHA-256 of the parsed bytes so that the reload hot path
+//! does not parse the same file twice.
 
+pub mod cache;
 mod key;
 mod pairing;
 #[cfg(test)]
@@ -47,6 +50,7 @@ use x509_parser::error::{PEMError, X509Error};
 use x509_parser::pem::Pem;
 use zeroize::Zeroizing;
 
+pub use cache::{ContentDigest, PemCache, PemCacheStats, SharedPemCache};
 use key::{KeyEncoding, summarise_key};
 pub use pairing::{KeyPairing, pair_keys, swapped_pairs};
 use x509::summarise_certificate;
