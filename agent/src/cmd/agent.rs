@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use mountlag_core::action::ClusterWatch;
+use mountlag_core::cert::SharedPemCache;
 use mountlag_core::node::{Input, Node, Now};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
@@ -134,6 +135,9 @@ pub async fn run_agent(
     let mut node = Node::new(settings, Instant::now());
     let secret_client = client.clone();
     let secret_tx = input_tx.clone();
+    // Filled by the Secret watches, read by the executor's volume reads.
+    let pem_cache = SharedPemCache::default();
+    let secret_pem_cache = pem_cache.clone();
     let route_client = client.clone();
     let route_tx = input_tx.clone();
     let secret_watch = crate::k8s::watch_config(&config.api);
@@ -158,12 +162,14 @@ pub async fn run_agent(
         config,
         proc_root: options.proc_root.clone(),
         volumes,
+        pem_cache,
         spawn_secret_watch: Box::new(move |key| {
             tokio::spawn(watch_secret(
                 secret_client.clone(),
                 key,
                 secret_watch.clone(),
                 secret_tx.clone(),
+                secret_pem_cache.clone(),
             ))
         }),
         restarter: Arc::new(crate::k8s::workloads::KubeWorkloadRestarter::new(

@@ -26,6 +26,7 @@ pub use paths::{
 };
 pub use snapshot::{
     FileSnapshot, Problem, ProblemKind, SnapshotError, VolumeSnapshot, VolumeState, snapshot,
+    snapshot_with,
 };
 pub use watcher::{
     RescanReason, VolumeChange, VolumeWatcher, WatchError, WatchMetrics, WatcherConfig,

@@ -14,6 +14,13 @@
 //! pod, `volumes`, plugin or volume directory replaced by a symlink is refused, never followed.
 //! Contents are hashed and certificates summarised while the bytes are in a zeroising buffer;
 //! only digests and summaries are kept.
+//!
+//! Parsing a certificate and deriving a key's public half is most of the cost of a read, and
+//! the agent usually parsed the same bytes already, when the Secret arrived from the API. The
+//! agent's reads therefore go through [`snapshot_with`] and a [`SharedPemCache`]: a file whose
+//! SHA-256 (of its whole content) has a verdict there reuses it, any other file is parsed and
+//! its verdict kept. A changed byte is a different digest, so a swapped key or a renewed
+//! certificate is always parsed afresh.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -26,11 +33,9 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
-use sha2::{Digest, Sha256};
-
 use zeroize::Zeroizing;
 
-use mountlag_core::cert::{self, PemContents};
+use mountlag_core::cert::{self, ContentDigest, PemContents, SharedPemCache};
 use mountlag_core::text::untrusted;
 pub use mountlag_core::volume::{
     FileSnapshot, Problem, ProblemKind, VolumeLocation, VolumeSnapshot, VolumeState,
@@ -79,12 +84,22 @@ pub enum SnapshotError {
     },
 }
 
-/// Reads one volume directory as a single AtomicWriter generation.
+/// Reads one volume directory as a single AtomicWriter generation, parsing every PEM file.
 pub fn snapshot(volume_dir: &Path) -> Result<VolumeSnapshot, SnapshotError> {
+    snapshot_with(volume_dir, None)
+}
+
+/// [`snapshot`], taking PEM verdicts from `cache` for contents it knows and keeping those it
+/// parses (the agent's reload path; one-off readers such as `inspect` pass `None`).
+pub fn snapshot_with(
+    volume_dir: &Path,
+    cache: Option<&SharedPemCache>,
+) -> Result<VolumeSnapshot, SnapshotError> {
     let volume = open_volume_dir(volume_dir)?;
     let reader = VolumeReader {
         path: volume_dir,
         fd: volume,
+        cache,
     };
     for _ in 0..MAX_ATTEMPTS {
         let before = reader.data_link()?;
@@ -139,6 +154,7 @@ enum DataLink {
 struct VolumeReader<'a> {
     path: &'a Path,
     fd: OwnedFd,
+    cache: Option<&'a SharedPemCache>,
 }
 
 /// A generation directory vanished or changed while it was being read: read again.
@@ -229,7 +245,10 @@ impl VolumeReader<'_> {
             },
         };
 
-        let mut walk = Walk::default();
+        let mut walk = Walk {
+            cache: self.cache,
+            ..Walk::default()
+        };
         if let Some(name) = &generation {
             let dir = match openat(
                 self.fd.as_fd(),
@@ -292,7 +311,7 @@ impl VolumeReader<'_> {
 
     /// The user-visible names at the volume root must be kubelet's `name -> ..data/name` links
     /// into the published generation; nothing there is ever followed.
-    fn check_root(&self, generation: Option<&str>, walk: &Walk) -> Result<Vec<Problem>, Moved> {
+    fn check_root(&self, generation: Option<&str>, walk: &Walk<'_>) -> Result<Vec<Problem>, Moved> {
         let mut problems = Vec::new();
         let mut dir = Dir::openat(
             self.fd.as_fd(),
@@ -416,7 +435,9 @@ fn judge_root_link(
 
 /// Accumulates one generation directory tree.
 #[derive(Default)]
-struct Walk {
+struct Walk<'a> {
+    /// Where PEM verdicts are looked up and kept; `None` parses every file.
+    cache: Option<&'a SharedPemCache>,
     files: Vec<FileSnapshot>,
     dirs: Vec<String>,
     problems: Vec<Problem>,
@@ -425,7 +446,7 @@ struct Walk {
     truncated: bool,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn directory(&mut self, dir: &OwnedFd, prefix: &str, depth: usize) -> Result<(), Moved> {
         let mut listing = Dir::openat(
             dir.as_fd(),
@@ -558,10 +579,16 @@ impl Walk {
             self.files.push(entry);
             return Ok(());
         }
-        entry.sha256 = Some(hex::encode(Sha256::digest(bytes.as_slice())));
+        let digest = ContentDigest::of(&bytes);
+        entry.sha256 = Some(digest.to_hex());
         let base_name = entry.path.rsplit('/').next().unwrap_or(&entry.path);
         if cert::is_pem_candidate(base_name, &bytes) {
-            match cert::parse_pem(&bytes) {
+            let parse = || cert::parse_pem(&bytes);
+            let verdict = match self.cache {
+                Some(cache) => cache.get_or_parse(digest, parse),
+                None => parse(),
+            };
+            match verdict {
                 Ok(contents) => entry.pem = Some(contents),
                 Err(err) => self.problems.push(Problem::new(
                     &entry.path,
@@ -598,6 +625,8 @@ fn file_type(stat: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
 }
 
+#[cfg(test)]
+mod cache_tests;
 #[cfg(test)]
 mod hostile_tests;
 mod open;

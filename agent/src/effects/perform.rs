@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mountlag_core::action::{Action, ClusterWatch};
+use mountlag_core::cert::SharedPemCache;
 use mountlag_core::node::{Input, Publication};
 use mountlag_core::reconcile::SecretKey;
 use mountlag_core::reconcile::reload::{FailureKind, ReloadFailure};
@@ -42,7 +43,7 @@ use super::reload::{
 use super::{EventReason, Executor, ExecutorMetrics, RestartOutcome, WorkloadRestarter};
 use crate::config::{Config, ControllerProfile, ReloadAction};
 use crate::disk::VolumeWatcher;
-use crate::disk::{SnapshotError, snapshot};
+use crate::disk::{SnapshotError, snapshot_with};
 
 /// Starts a watch on one Secret whose events go to the loop.
 pub type SecretWatchSpawner = Box<dyn Fn(SecretKey) -> JoinHandle<()> + Send>;
@@ -65,6 +66,9 @@ pub struct Effects {
     /// One HTTP client for every HTTP reload: its connections are kept alive between reloads.
     http: HttpReloader,
     volumes: VolumeWatcher,
+    /// PEM verdicts by content digest, pre-warmed by the Secret watches: a volume read after
+    /// kubelet's swap finds the new certificate already parsed.
+    pem_cache: SharedPemCache,
     secret_watches: HashMap<SecretKey, JoinHandle<()>>,
     spawn_secret_watch: SecretWatchSpawner,
     route_watches: HashMap<RouteKind, JoinHandle<()>>,
@@ -92,6 +96,8 @@ pub struct EffectTargets {
     pub config: Arc<Config>,
     pub proc_root: PathBuf,
     pub volumes: VolumeWatcher,
+    /// The cache the Secret watches spawned by `spawn_secret_watch` fill.
+    pub pem_cache: SharedPemCache,
     pub spawn_secret_watch: SecretWatchSpawner,
     pub spawn_route_watch: RouteWatchSpawner,
     pub spawn_cluster_watch: ClusterWatchSpawner,
@@ -127,6 +133,7 @@ impl Effects {
             targets: Arc::new(TargetCache::default()),
             http: HttpReloader::with_spawner(targets.here),
             volumes: targets.volumes,
+            pem_cache: targets.pem_cache,
             secret_watches: HashMap::new(),
             spawn_secret_watch: targets.spawn_secret_watch,
             route_watches: HashMap::new(),
@@ -206,7 +213,7 @@ impl Effects {
                 None
             }
             Action::ReadVolume(path) => {
-                let read = snapshot(&path).map_err(|err| {
+                let read = snapshot_with(&path, Some(&self.pem_cache)).map_err(|err| {
                     if matches!(err, SnapshotError::Symlink { .. }) {
                         // Never kubelet's doing: worth a warning, not only an `unreadable` state.
                         tracing::warn!(volume = %path.display(), error = %err, "volume refused");

@@ -31,7 +31,7 @@ pub use mountlag_core::expected::{
 pub use mountlag_core::pod::{ControllerPod, RESYNC_ANNOTATION, SecretSource, SecretVolume};
 pub use mountlag_core::secret::SecretView;
 pub use pod::controller_pod;
-pub use secret::secret_view;
+pub use secret::{secret_view, secret_view_with};
 
 /// Every watch asks the server to end it after `api.watchTimeout`; kube's watcher gives up on
 /// a stream that stays silent 5 s longer and watches again from where it was.

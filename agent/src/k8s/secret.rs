@@ -3,12 +3,23 @@
 //! The Secret's values are handed to `mountlag-core` here, at the edge, and hashed there; the
 //! rest of the agent never sees them. (They did pass through the Kubernetes client's decode
 //! buffers, which mountlag does not control.)
+//!
+//! The certificate summaries made here are also kept in the agent's [`SharedPemCache`], by the
+//! digest of the value: kubelet writes the same bytes into the volume moments later, and the
+//! read that follows its swap then finds them parsed.
 
 use k8s_openapi::api::core::v1::Secret;
+use mountlag_core::cert::SharedPemCache;
 use mountlag_core::secret::{SecretMeta, SecretView};
 
 /// `None` for a Secret without namespace or name (never the case for stored objects).
 pub fn secret_view(secret: &Secret) -> Option<SecretView> {
+    secret_view_with(secret, None)
+}
+
+/// [`secret_view`], keeping every certificate summary it makes in `cache` (by the digest of
+/// the value it was parsed from) for the volume reads that follow. Nothing is parsed twice.
+pub fn secret_view_with(secret: &Secret, cache: Option<&SharedPemCache>) -> Option<SecretView> {
     let meta = &secret.metadata;
     let identity = SecretMeta {
         namespace: meta.namespace.clone()?,
@@ -32,7 +43,16 @@ pub fn secret_view(secret: &Secret) -> Option<SecretView> {
         .iter()
         .flatten()
         .map(|(key, value)| (key.as_str(), value.as_str()));
-    Some(SecretView::from_values(identity, data, string_data))
+    Some(SecretView::from_values_with_verdicts(
+        identity,
+        data,
+        string_data,
+        |digest, contents| {
+            if let Some(cache) = cache {
+                cache.lock().insert(digest, contents.clone());
+            }
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
+use mountlag_core::cert::SharedPemCache;
 use mountlag_core::node::Input;
 use mountlag_core::pod::ControllerPod;
 use mountlag_core::reconcile::SecretKey;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::admin::Heartbeat;
 use crate::config::Config;
 use crate::k8s::sinks::api_failure;
-use crate::k8s::{controller_pod, secret_view};
+use crate::k8s::{controller_pod, secret_view_with};
 
 /// The pod as the first controller profile that selects it sees it; `None` for a pod no profile
 /// selects, or one that has finished (`Succeeded`, `Failed`).
@@ -89,12 +90,14 @@ pub async fn watch_pods(
     }
 }
 
-/// One watch per referenced Secret, field-selected by name: never a namespace-wide list.
+/// One watch per referenced Secret, field-selected by name: never a namespace-wide list. The
+/// certificates it parses go into `pem_cache` too, for the volume read after kubelet's swap.
 pub async fn watch_secret(
     client: Client,
     key: SecretKey,
     watch_config: watcher::Config,
     tx: mpsc::UnboundedSender<Input>,
+    pem_cache: SharedPemCache,
 ) {
     let api: Api<Secret> = Api::namespaced(client, &key.namespace);
     let watch_config = watch_config.fields(&format!("metadata.name={}", key.name));
@@ -111,11 +114,11 @@ pub async fn watch_secret(
                 continue;
             }
             Ok(Some(Event::InitApply(secret))) => {
-                listed = secret_view(&secret);
+                listed = secret_view_with(&secret, Some(&pem_cache));
                 continue;
             }
             Ok(Some(Event::InitDone)) => observed(listed.take()),
-            Ok(Some(Event::Apply(secret))) => observed(secret_view(&secret)),
+            Ok(Some(Event::Apply(secret))) => observed(secret_view_with(&secret, Some(&pem_cache))),
             Ok(Some(Event::Delete(_))) => observed(None),
             Ok(None) => return,
             Err(err) => {

@@ -68,7 +68,7 @@ fn volume_with(make: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf) {
 
 /// One file of `dir` through [`Walk::file`], the way a name swapped in after the type check
 /// would be opened: it must answer, not block or read on.
-fn open_swapped_in(dir: &Path, name: &str) -> (bool, Walk) {
+fn open_swapped_in(dir: &Path, name: &str) -> (bool, Walk<'static>) {
     let dir = dir.to_path_buf();
     let name = name.to_string();
     within(DEADLINE, move || {
