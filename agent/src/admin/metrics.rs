@@ -9,7 +9,9 @@
 //!   ([`ProcessCollector`], registered by [`AgentMetrics::register`]);
 //! - `mountlag_inotify_watches`, read from a counter the watcher owns, and
 //!   `mountlag_inotify_max_user_watches`, read from `fs.inotify.max_user_watches` on each scrape
-//!   ([`register_inotify_watches`]).
+//!   ([`register_inotify_watches`]);
+//! - `mountlag_pem_cache_hits_total` and `mountlag_pem_cache_misses_total`, read from the PEM
+//!   verdict cache on each scrape ([`register_pem_cache`]).
 //!
 //! `/metrics` answers in the Prometheus text format 0.0.4 (what `promtool check metrics` and
 //! `curl` users expect) unless the `Accept` header asks for OpenMetrics, which Prometheus
@@ -19,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use mountlag_core::cert::SharedPemCache;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -133,6 +136,40 @@ impl AgentMetrics {
 /// untracks a volume directory).
 pub fn register_inotify_watches(registry: &mut Registry, watches: Arc<AtomicUsize>) {
     registry.register_collector(Box::new(InotifyWatches { watches }));
+}
+
+/// Registers `mountlag_pem_cache_hits_total` and `mountlag_pem_cache_misses_total`: the
+/// counters are the cache's own, read on each scrape, so the reload path counts nothing extra.
+pub fn register_pem_cache(registry: &mut Registry, cache: SharedPemCache) {
+    registry.register_collector(Box::new(PemCacheCounters { cache }));
+}
+
+#[derive(Debug)]
+struct PemCacheCounters {
+    cache: SharedPemCache,
+}
+
+impl Collector for PemCacheCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = self.cache.lock().stats();
+        for (name, help, value) in [
+            (
+                "mountlag_pem_cache_hits",
+                "Volume files whose PEM verdict came from the cache (same content already parsed).",
+                stats.hits,
+            ),
+            (
+                "mountlag_pem_cache_misses",
+                "Volume files looked up in the PEM verdict cache and parsed.",
+                stats.misses,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -407,6 +444,28 @@ mod tests {
         let watches = Arc::new(AtomicUsize::new(0));
         register_inotify_watches(&mut registry, Arc::clone(&watches));
         (registry, metrics, watches)
+    }
+
+    #[test]
+    fn the_pem_cache_counters_are_read_from_the_cache_at_scrape_time() {
+        let mut registry = Registry::default();
+        let cache = SharedPemCache::default();
+        register_pem_cache(&mut registry, cache.clone());
+        let digest = mountlag_core::cert::ContentDigest::of(b"x");
+        let _ = cache.lock().get(&digest);
+        cache.lock().insert(digest, Default::default());
+        let _ = cache.lock().get(&digest);
+        let _ = cache.lock().get(&digest);
+        let (_, text) = encode(&registry, None).unwrap();
+        assert!(
+            text.contains("# TYPE mountlag_pem_cache_hits_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("mountlag_pem_cache_hits_total 2\n"), "{text}");
+        assert!(
+            text.contains("mountlag_pem_cache_misses_total 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

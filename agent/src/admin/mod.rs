@@ -67,7 +67,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 pub use liveness::{Heartbeat, Liveness, LivenessReport, Stalled};
-pub use metrics::{AgentMetrics, ProcessCollector, register_inotify_watches};
+pub use metrics::{AgentMetrics, ProcessCollector, register_inotify_watches, register_pem_cache};
 pub use server::{AdminServer, Limits, serve_with_liveness};
 
 /// Suggested loop names for [`Liveness::register`] (stable: `/livez` bodies, the test hook

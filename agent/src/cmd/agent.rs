@@ -61,6 +61,10 @@ pub async fn run_agent(
     let mut registry = Registry::default();
     let metrics = EffectMetrics::register(&mut registry);
     let rescans = WatchMetrics::register(&mut registry);
+    // PEM verdicts by content digest: filled by the Secret watches, read by the executor's
+    // volume reads.
+    let pem_cache = SharedPemCache::default();
+    admin::register_pem_cache(&mut registry, pem_cache.clone());
     let registry = Arc::new(registry);
 
     let disk = crate::disk::disk_status(&options.kubelet_root);
@@ -135,8 +139,6 @@ pub async fn run_agent(
     let mut node = Node::new(settings, Instant::now());
     let secret_client = client.clone();
     let secret_tx = input_tx.clone();
-    // Filled by the Secret watches, read by the executor's volume reads.
-    let pem_cache = SharedPemCache::default();
     let secret_pem_cache = pem_cache.clone();
     let route_client = client.clone();
     let route_tx = input_tx.clone();
