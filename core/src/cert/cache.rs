@@ -17,10 +17,12 @@
 //!   again next time.
 //! - **No secret bytes.** Entries are a digest and a [`PemContents`], which holds certificate
 //!   summaries and public-key fingerprints only (see the module docs of [`super`]).
-//! - **Bounded.** At most `capacity` entries; inserting past it evicts the least recently used
-//!   one. The cache serves the window between the API update and kubelet's swap, not every
-//!   Secret of the node forever, so a small bound is enough and keeps the agent's memory flat
-//!   at 1,000 Secrets. A miss is only a parse, never a wrong answer.
+//! - **Bounded by what it holds.** The capacity counts summaries (each certificate, each key;
+//!   an entry weighs at least 1), not entries, so a CA bundle of 140 certificates weighs 140 and
+//!   memory stays bounded whatever the files look like. Inserting past the capacity evicts the
+//!   least recently used entries. The cache serves the window between the API update and
+//!   kubelet's swap, not every Secret of the node forever, so a small bound is enough and keeps
+//!   the agent's memory flat at 1,000 Secrets. A miss is only a parse, never a wrong answer.
 //!
 //! [`SharedPemCache`] is the handle the agent passes to its Secret watch tasks (worker threads)
 //! and to the executor (loop thread). It never holds its lock while parsing.
@@ -57,10 +59,13 @@ pub struct PemCacheStats {
 }
 
 /// A bounded map from [`ContentDigest`] to the [`PemContents`] parsed from those bytes,
-/// evicting the least recently used entry at capacity.
+/// evicting the least recently used entries at capacity.
 #[derive(Debug)]
 pub struct PemCache {
+    /// Most summaries kept, see [`weight`].
     capacity: usize,
+    /// Sum of the entries' weights: never above `capacity`.
+    weight: usize,
     entries: HashMap<ContentDigest, Entry>,
     /// Incremented on every use; an entry's `last_used` orders evictions.
     clock: u64,
@@ -73,6 +78,12 @@ struct Entry {
     last_used: u64,
 }
 
+/// What an entry costs against the capacity: its certificate and key summaries (about half a
+/// KiB each), at least 1 so that an empty verdict (a file of `EC PARAMETERS` only) counts too.
+fn weight(contents: &PemContents) -> usize {
+    (contents.certificates.len() + usize::from(contents.private_key.is_some())).max(1)
+}
+
 impl Default for PemCache {
     fn default() -> Self {
         Self::new(Self::DEFAULT_CAPACITY)
@@ -80,16 +91,17 @@ impl Default for PemCache {
 }
 
 impl PemCache {
-    /// Room for the files of the Secrets updated together in a renewal wave (a certificate, its
-    /// key and a CA bundle each): at a few hundred bytes to a few KiB per summary, well under a
-    /// megabyte whatever the number of Secrets on the node.
-    pub const DEFAULT_CAPACITY: usize = 256;
+    /// 512 summaries: a typical Secret's files (leaf and issuer, key, CA) weigh about 4, so
+    /// this covers a renewal wave of ~128 Secrets, for roughly 256 KiB when certificates carry
+    /// a few names each, whatever the number of Secrets on the node.
+    pub const DEFAULT_CAPACITY: usize = 512;
 
-    /// An empty cache holding at most `capacity` verdicts (0 keeps nothing).
+    /// An empty cache holding at most `capacity` summaries (0 keeps nothing).
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: HashMap::with_capacity(capacity.min(Self::DEFAULT_CAPACITY)),
+            weight: 0,
+            entries: HashMap::new(),
             clock: 0,
             stats: PemCacheStats::default(),
         }
@@ -112,26 +124,33 @@ impl PemCache {
     }
 
     /// Remembers that the bytes with this digest parse to `contents`; at capacity, the least
-    /// recently used other entry makes room.
+    /// recently used other entries make room. Contents heavier than the whole capacity are not
+    /// kept (they would empty the cache for one file).
     ///
     /// The caller must pass the digest of exactly the bytes `contents` was parsed from.
     pub fn insert(&mut self, digest: ContentDigest, contents: PemContents) {
-        if self.capacity == 0 {
+        let added = weight(&contents);
+        if added > self.capacity {
             return;
         }
         self.clock += 1;
-        if !self.entries.contains_key(&digest) && self.entries.len() >= self.capacity {
-            // A linear scan: at a few hundred entries it costs well under a microsecond, against
-            // the ~100 µs parse that led here, and needs no second index to keep in step.
+        if let Some(old) = self.entries.remove(&digest) {
+            self.weight -= weight(&old.contents);
+        }
+        while self.weight + added > self.capacity {
+            // A linear scan: at a few hundred entries it costs about a microsecond, against the
+            // ~100 µs parse that led here, and needs no second index to keep in step.
             let oldest = self
                 .entries
                 .iter()
                 .min_by_key(|(_, entry)| entry.last_used)
                 .map(|(digest, _)| *digest);
-            if let Some(oldest) = oldest {
-                self.entries.remove(&oldest);
-            }
+            let Some(evicted) = oldest.and_then(|oldest| self.entries.remove(&oldest)) else {
+                break;
+            };
+            self.weight -= weight(&evicted.contents);
         }
+        self.weight += added;
         self.entries.insert(
             digest,
             Entry {
@@ -144,6 +163,11 @@ impl PemCache {
     /// Number of verdicts kept.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Summaries kept, the quantity [`Self::new`]'s capacity bounds.
+    pub fn weight(&self) -> usize {
+        self.weight
     }
 
     pub fn is_empty(&self) -> bool {
@@ -207,6 +231,21 @@ mod tests {
         }
     }
 
+    fn summary() -> crate::cert::CertificateSummary {
+        crate::cert::CertificateSummary {
+            subject: "CN=ca.test".into(),
+            issuer: "CN=ca.test".into(),
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            serial: "01".into(),
+            fingerprint_sha256: "00".repeat(32),
+            public_key_sha256: "11".repeat(32),
+            not_before: time::OffsetDateTime::UNIX_EPOCH,
+            not_after: time::OffsetDateTime::UNIX_EPOCH,
+            is_ca: true,
+        }
+    }
+
     fn digest(n: u8) -> ContentDigest {
         ContentDigest::of(&[n])
     }
@@ -244,7 +283,42 @@ mod tests {
             cache.insert(digest(n), contents(n));
         }
         assert_eq!(cache.len(), 3);
+        assert_eq!(cache.weight(), 3);
         assert_eq!(cache.get(&digest(199)), Some(contents(199)));
+    }
+
+    #[test]
+    fn a_bundle_weighs_its_certificates_and_evicts_as_many_summaries_as_it_needs() {
+        let bundle = |certificates: usize| PemContents {
+            certificates: vec![summary(); certificates],
+            private_key: None,
+        };
+        let mut cache = PemCache::new(5);
+        for n in 1..=5 {
+            cache.insert(digest(n), contents(n));
+        }
+        assert_eq!(cache.weight(), 5);
+        // A bundle of 3 makes room by evicting the 3 least recently used keys.
+        assert!(cache.get(&digest(1)).is_some());
+        cache.insert(digest(10), bundle(3));
+        assert_eq!(cache.weight(), 5);
+        assert_eq!(cache.len(), 3);
+        for (n, kept) in [(1, true), (2, false), (3, false), (4, false), (5, true)] {
+            assert_eq!(cache.get(&digest(n)).is_some(), kept, "{n}");
+        }
+        assert_eq!(cache.get(&digest(10)), Some(bundle(3)));
+        // Replacing an entry counts its weight once.
+        cache.insert(digest(10), bundle(3));
+        assert_eq!(cache.weight(), 5);
+        // Heavier than the whole cache: not kept, nothing evicted for it.
+        cache.insert(digest(11), bundle(6));
+        assert_eq!(cache.get(&digest(11)), None);
+        assert_eq!(cache.weight(), 5);
+        assert_eq!(cache.len(), 3);
+        // An empty verdict still weighs 1.
+        cache.insert(digest(12), PemContents::default());
+        assert_eq!(cache.weight(), 5);
+        assert_eq!(cache.get(&digest(12)), Some(PemContents::default()));
     }
 
     #[test]
