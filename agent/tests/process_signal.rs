@@ -18,7 +18,7 @@ use mountlag::effects::process::{
     CgroupMatch, ProcessError, ProcessInfo, Target, container_processes, find_reload_target, scan,
     select_target,
 };
-use mountlag::effects::signal::{SignalError, signal_verified};
+use mountlag::effects::signal::{SignalError, signal_pinned, signal_verified};
 use mountlag_core::pod::{ContainerInfo, ControllerPod};
 
 const REQUIRE_REAL_ENV: &str = "MOUNTLAG_REQUIRE_REAL";
@@ -310,12 +310,13 @@ fn a_real_process_in_a_kubelet_cgroup_is_found_and_signalled_through_a_pidfd() {
     .unwrap_err();
     assert!(matches!(err, ProcessError::NotSignalled { .. }), "{err}");
 
-    // The signal arrives, through the trap, and the shell lives on.
-    signal_verified(Path::new("/proc"), &target, ReloadSignal::Hup).unwrap();
+    // The signal arrives, through the trap, and the shell lives on; the next one goes through
+    // the same pidfd.
+    let pinned = signal_verified(Path::new("/proc"), &target, ReloadSignal::Hup).unwrap();
     wait_for("the HUP trap to write its file", || {
         fs::read_to_string(&hup_file).is_ok_and(|t| t.contains("HUP"))
     });
-    signal_verified(Path::new("/proc"), &target, ReloadSignal::Hup).unwrap();
+    signal_pinned(Path::new("/proc"), &pinned, ReloadSignal::Hup).unwrap();
     wait_for("the second HUP", || {
         fs::read_to_string(&hup_file).is_ok_and(|t| t.matches("HUP").count() == 2)
     });
@@ -357,6 +358,11 @@ fn a_real_process_in_a_kubelet_cgroup_is_found_and_signalled_through_a_pidfd() {
     assert!(
         matches!(err, SignalError::Gone { .. }),
         "expected Gone after the process exited: {err}"
+    );
+    let err = signal_pinned(Path::new("/proc"), &pinned, ReloadSignal::Hup).unwrap_err();
+    assert!(
+        matches!(err, SignalError::Gone { .. }),
+        "expected the pinned process Gone after it exited: {err}"
     );
     drop(cgroup);
 }

@@ -21,26 +21,34 @@ use crate::reconcile::reload::{FailureKind, ProbeKey, ProbeRound, ReloadFailure,
 use super::goguard::{Verdict, judge};
 use super::http_reload::HttpReloader;
 use super::process::{ProcessError, ProcessInfo, find_reload_target, read_identity};
-use super::signal::{SignalError, signal_verified};
+use super::signal::{PinnedProcess, SignalError, signal_pinned, signal_verified};
 
 /// The process each pod's reloads went to last time, with the verdict on it (may it be
 /// signalled?). A /proc scan costs milliseconds on a busy node and judging a process reads its
-/// executable; re-checking a known target through its pidfd costs two small reads. The verdict
-/// belongs to the process (pid + start time): a restarted controller is looked up and judged
-/// again.
+/// executable; a process that was signalled stays pinned by its pidfd, so its next signal costs
+/// one read of its status (handler installed, signal unblocked). The verdict belongs to the
+/// process: a restarted controller is looked up and judged again.
 #[derive(Debug, Default)]
 pub struct TargetCache {
-    targets: Mutex<HashMap<String, (ProcessInfo, Verdict)>>,
+    targets: Mutex<HashMap<String, KnownTarget>>,
+}
+
+#[derive(Debug, Clone)]
+enum KnownTarget {
+    /// Judged signallable and signalled once: pinned by its pidfd.
+    Pinned(PinnedProcess),
+    /// Judged not to take the signal (a Go program not proven to handle it).
+    Withheld { target: ProcessInfo, reason: String },
 }
 
 impl TargetCache {
-    fn get(&self, pod_uid: &str) -> Option<(ProcessInfo, Verdict)> {
+    fn get(&self, pod_uid: &str) -> Option<KnownTarget> {
         self.targets.lock().ok()?.get(pod_uid).cloned()
     }
 
-    fn put(&self, pod_uid: &str, target: ProcessInfo, verdict: Verdict) {
+    fn put(&self, pod_uid: &str, known: KnownTarget) {
         if let Ok(mut targets) = self.targets.lock() {
-            targets.insert(pod_uid.to_string(), (target, verdict));
+            targets.insert(pod_uid.to_string(), known);
         }
     }
 
@@ -51,9 +59,9 @@ impl TargetCache {
     }
 }
 
-/// Signals the process that took this pod's last reload, if it is still the same process:
-/// a pidfd and two small /proc reads, cheap enough to run on the reconcile loop, which saves
-/// the hop to a blocking thread on the hot path. `None` when there is no such process (first
+/// Signals the process that took this pod's last reload, if it still lives: through its pinned
+/// pidfd after one small /proc read, cheap enough to run on the reconcile loop, which saves the
+/// hop to a blocking thread on the hot path. `None` when there is no such process (first
 /// reload, restarted container, HTTP profile): use [`reload_controller`].
 pub fn signal_known_target(
     proc_root: &std::path::Path,
@@ -65,10 +73,10 @@ pub fn signal_known_target(
         return None;
     };
     // A withheld target goes the slow way: its identity is re-checked on a blocking thread.
-    let (known, Verdict::Allow { .. }) = cache.get(pod_uid)? else {
+    let KnownTarget::Pinned(pinned) = cache.get(pod_uid)? else {
         return None;
     };
-    match signal_verified(proc_root, &known, signal) {
+    match signal_pinned(proc_root, &pinned, signal) {
         Ok(()) => Some(Ok(())),
         Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
             cache.forget(pod_uid);
@@ -115,21 +123,24 @@ pub async fn reload_controller(
             let containers = profile.containers.clone();
             let pod = pod.clone();
             tokio::task::spawn_blocking(move || {
-                if let Some((known, verdict)) = cache.get(&pod.uid) {
-                    match verdict {
-                        Verdict::Withhold { reason } if still_same_process(&proc_root, &known) => {
-                            return Err(withheld(reason));
-                        }
-                        Verdict::Withhold { .. } => cache.forget(&pod.uid),
-                        Verdict::Allow { .. } => match signal_verified(&proc_root, &known, signal) {
+                match cache.get(&pod.uid) {
+                    Some(KnownTarget::Withheld { target, reason })
+                        if still_same_process(&proc_root, &target) =>
+                    {
+                        return Err(withheld(reason));
+                    }
+                    Some(KnownTarget::Withheld { .. }) => cache.forget(&pod.uid),
+                    Some(KnownTarget::Pinned(pinned)) => {
+                        match signal_pinned(&proc_root, &pinned, signal) {
                             Ok(()) => return Ok(()),
-                            // The process went away or was replaced: find the current one.
+                            // The process went away: find the current one.
                             Err(SignalError::Gone { .. } | SignalError::Recycled { .. }) => {
                                 cache.forget(&pod.uid);
                             }
                             Err(err) => return Err(failed(err.to_string())),
-                        },
+                        }
                     }
+                    None => {}
                 }
                 let target = find_reload_target(&proc_root, &pod, containers.as_deref(), &reload)
                     .map_err(|err| ReloadFailure {
@@ -145,21 +156,22 @@ pub async fn reload_controller(
                     })?;
                 // Judged once per process: the verdict is cached with it.
                 let verdict = judge(&proc_root, &target, go, signal);
-                match &verdict {
+                match verdict {
                     Verdict::Withhold { reason } => {
                         tracing::warn!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, comm = %target.comm, signal = signal.name(), %reason, "reload signal withheld");
-                        let reason = reason.clone();
-                        cache.put(&pod.uid, target, verdict);
-                        return Err(withheld(reason));
+                        let failure = withheld(reason.clone());
+                        cache.put(&pod.uid, KnownTarget::Withheld { target, reason });
+                        return Err(failure);
                     }
                     Verdict::Allow { proof: Some(proof) } => {
                         tracing::info!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, %proof, "signal target proven");
                     }
                     Verdict::Allow { proof: None } => {}
                 }
-                signal_verified(&proc_root, &target, signal).map_err(|err| failed(err.to_string()))?;
+                let pinned = signal_verified(&proc_root, &target, signal)
+                    .map_err(|err| failed(err.to_string()))?;
                 tracing::info!(namespace = %pod.namespace, pod = %pod.name, pid = target.pid, signal = signal.name(), "signalled controller");
-                cache.put(&pod.uid, target, verdict);
+                cache.put(&pod.uid, KnownTarget::Pinned(pinned));
                 Ok(())
             })
             .await

@@ -12,13 +12,23 @@
 //! after opening proves the pinned process is still the one that was chosen: same start time
 //! (a recycled pid has a later one) and still in the target container's cgroup.
 //!
+//! A process that took a signal stays pinned ([`PinnedProcess`]): its pidfd is kept, so the
+//! next reload needs neither a new pidfd nor the identity re-read — the pidfd still names that
+//! very process or the send fails with `ESRCH` (then the process is looked up afresh). What a
+//! living process can change about itself is re-read before every signal: whether it catches
+//! the signal and keeps it unblocked (`/proc/<pid>/status`). Its start time cannot change, and
+//! its cgroup is the container's for as long as it lives (runtimes never migrate a container's
+//! processes; only root on the node could), so both are proven once, when the pidfd is opened.
+//!
 //! `proc_root` must be the `/proc` of the pid namespace the agent itself runs in — the host's
 //! `/proc` with `hostPID: true` in the DaemonSet — because `pidfd_open` takes a pid of the
 //! caller's namespace. Pointed at another tree (a fake one in tests), the re-check reads the
 //! wrong process and the signal is refused as `Recycled` (or the pid is `Gone`).
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
@@ -86,14 +96,31 @@ impl SignalError {
 
 /// Sends `signal` to `target` via a pidfd, after proving that the pid still names the process
 /// that was chosen (same start time, same pod and container cgroup). `target.cgroup` must name a
-/// container: a process not proven to be in one is never signalled.
+/// container: a process not proven to be in one is never signalled. Returns the process pinned,
+/// for the next signal ([`signal_pinned`]).
 ///
 /// `proc_root` must be the agent's own `/proc` (the host's, with `hostPID`); see the module doc.
 pub fn signal_verified(
     proc_root: &Path,
     target: &ProcessInfo,
     signal: ReloadSignal,
-) -> Result<(), SignalError> {
+) -> Result<PinnedProcess, SignalError> {
+    let pinned = pin(proc_root, target)?;
+    signal_pinned(proc_root, &pinned, signal)?;
+    Ok(pinned)
+}
+
+/// A process proven to be the chosen one (start time and container cgroup read after its pidfd
+/// was opened), held by that pidfd: signals through it reach this process or fail with `Gone`.
+#[derive(Debug, Clone)]
+pub struct PinnedProcess {
+    pub info: ProcessInfo,
+    pidfd: Arc<OwnedFd>,
+}
+
+/// Opens a pidfd on `target` and proves it names the chosen process: same start time, same pod
+/// and container cgroup. Nothing is signalled.
+pub fn pin(proc_root: &Path, target: &ProcessInfo) -> Result<PinnedProcess, SignalError> {
     let pid_number = target.pid;
     // Shown in messages only, and set by the process itself (`prctl(PR_SET_NAME)`): escaped.
     let comm = || crate::text::untrusted(&target.comm).to_string();
@@ -101,24 +128,6 @@ pub fn signal_verified(
         pid: pid_number,
         comm: comm(),
         reason,
-    };
-    let errno = |op: &'static str, err: Errno| match err {
-        Errno::SRCH => SignalError::Gone {
-            pid: pid_number,
-            comm: comm(),
-        },
-        Errno::PERM | Errno::ACCESS => SignalError::Permission {
-            pid: pid_number,
-            comm: comm(),
-            op,
-            source: err.into(),
-        },
-        _ => SignalError::Other {
-            pid: pid_number,
-            comm: comm(),
-            op,
-            source: err.into(),
-        },
     };
 
     let Some(expected_cgroup) = target.cgroup.as_ref().filter(|c| c.container_id.is_some()) else {
@@ -139,7 +148,8 @@ pub fn signal_verified(
         });
     };
 
-    let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| errno("open a pidfd for", e))?;
+    let pidfd = pidfd_open(pid, PidfdFlags::empty())
+        .map_err(|e| errno_error(target, "open a pidfd for", e))?;
 
     let (stat, cgroup) = match read_identity(proc_root, pid_number) {
         Ok(found) => found,
@@ -184,15 +194,52 @@ pub fn signal_verified(
         )));
     }
 
+    Ok(PinnedProcess {
+        info: target.clone(),
+        pidfd: Arc::new(pidfd),
+    })
+}
+
+/// Sends `signal` through the pinned pidfd once the process catches it and has it unblocked.
+/// `Gone` when the process has exited (its pid may already name another process, which the
+/// pidfd never reaches).
+pub fn signal_pinned(
+    proc_root: &Path,
+    pinned: &PinnedProcess,
+    signal: ReloadSignal,
+) -> Result<(), SignalError> {
+    let target = &pinned.info;
     wait_until_accepting(proc_root, target, signal)?;
-    pidfd_send_signal(&pidfd, rustix_signal(signal)).map_err(|e| errno("send a signal to", e))?;
+    pidfd_send_signal(&pinned.pidfd, rustix_signal(signal))
+        .map_err(|err| errno_error(target, "send a signal to", err))?;
     tracing::debug!(
-        pid = pid_number,
+        pid = target.pid,
         comm = %target.comm,
         signal = signal.name(),
         "signal delivered via pidfd"
     );
     Ok(())
+}
+
+fn errno_error(target: &ProcessInfo, op: &'static str, err: Errno) -> SignalError {
+    // Shown in messages only, and set by the process itself (`prctl(PR_SET_NAME)`): escaped.
+    let comm = crate::text::untrusted(&target.comm).to_string();
+    let pid = target.pid;
+    match err {
+        Errno::SRCH => SignalError::Gone { pid, comm },
+        Errno::PERM | Errno::ACCESS => SignalError::Permission {
+            pid,
+            comm,
+            op,
+            source: err.into(),
+        },
+        _ => SignalError::Other {
+            pid,
+            comm,
+            op,
+            source: err.into(),
+        },
+    }
 }
 
 /// How long a process may take to (re)install its handler or unblock the signal.
@@ -373,7 +420,19 @@ mod tests {
         }
 
         fn signal(&self, target: &ProcessInfo) -> Result<(), SignalError> {
-            signal_verified(self.proc_root.path(), target, ReloadSignal::Hup)
+            signal_verified(self.proc_root.path(), target, ReloadSignal::Hup).map(drop)
+        }
+
+        fn write_status(&self, sig_cgt: &str) {
+            let dir = self.proc_root.path().join(self.child.id().to_string());
+            std::fs::write(
+                dir.join("status"),
+                format!(
+                    "Name:\tsleep\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n\
+                     SigCgt:\t{sig_cgt}\n"
+                ),
+            )
+            .unwrap();
         }
 
         /// No refused SIGHUP reached the child: proven by a SIGUSR2 sent after them through the
@@ -431,6 +490,40 @@ mod tests {
             .unwrap();
         let status = child.child.wait().unwrap();
         assert_eq!(status.signal(), Some(Signal::HUP.as_raw()), "{status:?}");
+    }
+
+    /// A pinned process is signalled without its identity re-read, but what it can change
+    /// while it lives — its handler — is read again before every signal.
+    #[test]
+    fn a_pinned_process_whose_handler_is_gone_is_not_signalled() {
+        let child = Child::spawn(&cgroup_line(POD, Some(&container('a'))));
+        let pinned = pin(
+            child.proc_root.path(),
+            &child.target(in_container(&container('a'))),
+        )
+        .unwrap();
+        // SIGUSR2 (the marker) still caught, SIGHUP no longer.
+        child.write_status("0000000000000800");
+        let err = signal_pinned(child.proc_root.path(), &pinned, ReloadSignal::Hup).unwrap_err();
+        assert!(matches!(err, SignalError::NotReady { .. }), "{err}");
+        child.assert_never_signalled();
+    }
+
+    /// The pidfd, not the pid, names a pinned process: once it has exited the signal fails as
+    /// `Gone` (and the caller looks the controller up again) even though the fake /proc still
+    /// shows a live process with that pid, as a recycled pid would.
+    #[test]
+    fn a_pinned_process_that_exited_is_gone() {
+        let mut child = Child::spawn(&cgroup_line(POD, Some(&container('a'))));
+        let pinned = pin(
+            child.proc_root.path(),
+            &child.target(in_container(&container('a'))),
+        )
+        .unwrap();
+        child.child.kill().unwrap();
+        child.child.wait().unwrap();
+        let err = signal_pinned(child.proc_root.path(), &pinned, ReloadSignal::Hup).unwrap_err();
+        assert!(matches!(err, SignalError::Gone { .. }), "{err}");
     }
 
     #[test]

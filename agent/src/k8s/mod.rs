@@ -18,6 +18,7 @@
 
 pub mod certmanager;
 pub mod client;
+pub mod named_watch;
 pub mod pod;
 pub mod routes;
 pub mod secret;

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::Heartbeat;
 use crate::config::Config;
+use crate::k8s::named_watch::watch_named;
 use crate::k8s::sinks::api_failure;
 use crate::k8s::{controller_pod, secret_view_with};
 
@@ -90,7 +91,8 @@ pub async fn watch_pods(
     }
 }
 
-/// One watch per referenced Secret, field-selected by name: never a namespace-wide list. The
+/// One watch per referenced Secret, field-selected by name: never a namespace-wide list. Read
+/// with [`watch_named`], which keeps no read buffer while the Secret does not change. The
 /// certificates it parses go into `pem_cache` too, for the volume read after kubelet's swap.
 pub async fn watch_secret(
     client: Client,
@@ -99,9 +101,14 @@ pub async fn watch_secret(
     tx: mpsc::UnboundedSender<Input>,
     pem_cache: SharedPemCache,
 ) {
-    let api: Api<Secret> = Api::namespaced(client, &key.namespace);
-    let watch_config = watch_config.fields(&format!("metadata.name={}", key.name));
-    let mut stream = RelistingWatch::new(api, watch_config);
+    let (namespace, name, timeout) = (
+        key.namespace.clone(),
+        key.name.clone(),
+        watch_config.timeout,
+    );
+    let mut stream = RelistingWatch::starting_with(move || {
+        watch_named::<Secret>(client.clone(), &namespace, &name, timeout)
+    });
     let mut listed: Option<SecretView> = None;
     let observed = |view| Input::SecretObserved {
         key: key.clone(),
@@ -158,6 +165,8 @@ pub(super) fn watch_error_reason(err: &watcher::Error) -> String {
     }
 }
 
+pub(super) type WatchStream<K> = BoxStream<'static, Result<Event<K>, watcher::Error>>;
+
 /// A kube watcher that lists afresh after every error, after a backoff.
 ///
 /// kube's own watcher resumes a failed watch from its last resourceVersion without a word, so
@@ -167,9 +176,8 @@ pub(super) fn watch_error_reason(err: &watcher::Error) -> String {
 /// list ends with `InitDone`, which says so. The cost is one list of the watched objects (one
 /// Secret, or the node's pods) per failure, spread by the jittered backoff.
 pub(super) struct RelistingWatch<K> {
-    api: Api<K>,
-    config: watcher::Config,
-    stream: BoxStream<'static, Result<Event<K>, watcher::Error>>,
+    start: Box<dyn Fn() -> WatchStream<K> + Send>,
+    stream: WatchStream<K>,
     /// Failures since the last complete list.
     failures: u32,
     restart: bool,
@@ -179,12 +187,16 @@ impl<K> RelistingWatch<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
+    /// kube's watcher on `api`.
     pub(super) fn new(api: Api<K>, config: watcher::Config) -> Self {
-        let stream = watcher::watcher(api.clone(), config.clone()).boxed();
+        Self::starting_with(move || watcher::watcher(api.clone(), config.clone()).boxed())
+    }
+
+    /// The stream `start` makes, made again after every error.
+    pub(super) fn starting_with(start: impl Fn() -> WatchStream<K> + Send + 'static) -> Self {
         Self {
-            api,
-            config,
-            stream,
+            stream: start(),
+            start: Box::new(start),
             failures: 0,
             restart: false,
         }
@@ -194,7 +206,7 @@ where
     pub(super) async fn next(&mut self) -> Result<Option<Event<K>>, watcher::Error> {
         if self.restart {
             tokio::time::sleep(relist_backoff(self.failures, random_unit())).await;
-            self.stream = watcher::watcher(self.api.clone(), self.config.clone()).boxed();
+            self.stream = (self.start)();
             self.restart = false;
         }
         let next = self.stream.try_next().await;
