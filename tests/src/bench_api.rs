@@ -314,16 +314,25 @@ impl BenchNode {
         .map(|_| ())
     }
 
-    /// Waits until the stand-in has `n` open watches.
-    pub async fn wait_open_watches(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until the stand-in has `n` open Secret watches (the agent's cluster-wide watches,
+    /// pods and cert-manager kinds, come on top).
+    pub async fn wait_secret_watches(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
-            let open = self.api.stats().open_watches;
+            let stats = self.api.stats();
+            let open = stats
+                .open_watches_by_resource
+                .get("secrets")
+                .copied()
+                .unwrap_or(0);
             if open == n {
                 return Ok(());
             }
             if start.elapsed() > timeout {
-                bail!("{open} open watches, expected {n}, after {timeout:?}");
+                bail!(
+                    "{open} open Secret watches, expected {n}, after {timeout:?}; open watches: {:?}",
+                    stats.open_watches_by_resource
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1053,7 +1062,7 @@ pub async fn load_run(shape: Shape, window: Duration) -> anyhow::Result<LoadRun>
     let ready = bn.wait_ready(Duration::from_secs(60)).await?;
     bn.wait_all_in_sync(shape.mounts, Duration::from_secs(60))
         .await?;
-    bn.wait_open_watches(shape.referenced_secrets() + 1, Duration::from_secs(30))
+    bn.wait_secret_watches(shape.referenced_secrets(), Duration::from_secs(30))
         .await?;
     // Let the startup settle (Events, the last watch requests) before the window.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -405,8 +405,8 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
     bn.wait_all_in_sync(shape.mounts, Duration::from_secs(300))
         .await?;
     let start_hwm = memory(pid)?.hwm;
-    let watches = shape.referenced_secrets() + 1;
-    bn.wait_open_watches(watches, Duration::from_secs(60))
+    let watches = shape.referenced_secrets();
+    bn.wait_secret_watches(watches, Duration::from_secs(60))
         .await?;
     let watches_open = Instant::now();
     let rescans_before = rescans(&bn.metrics().await?);

@@ -27,7 +27,7 @@ use anyhow::Context as _;
 
 use crate::bench::Summary;
 use crate::bench_reload::{cpu_ns, from_ns, micros, monotonic_ns, stuck_node, swap, tls_payload};
-use crate::certs::{IssuedLeaf, LeafSpec, TestCa};
+use crate::certs::{IssuedLeaf, TestCa};
 use crate::cluster::free_port;
 use crate::kubelet::VolumeKind;
 
@@ -245,13 +245,12 @@ pub async fn swap_to_http(
     blocks: usize,
     pause: Duration,
     configmap_reload: Option<&Path>,
+    api_first: bool,
 ) -> anyhow::Result<HttpBenchResult> {
     let ca = TestCa::new("bench CA")?;
-    // A leaf never seen before on every swap: no cache keyed by content can help the agent,
-    // as none can in a real rotation.
-    let leaves: Vec<IssuedLeaf> = (0..3 * swaps + 3 * WARM_UP_SWAPS + 1)
-        .map(|_| ca.issue(&LeafSpec::valid_for(["bench.example"])))
-        .collect::<anyhow::Result<_>>()?;
+    // A leaf never seen before on every swap: nothing learnt from an earlier swap can help the
+    // agent, as nothing can in a real rotation (with `api_first`, the API shows it first).
+    let leaves = crate::bench_reload::fresh_leaves(&ca, 3 * swaps + 3 * WARM_UP_SWAPS + 1)?;
     let mut sink = HttpSink::start()?;
     let closed_port = free_port()?;
     let port = sink.addr.port();
@@ -364,11 +363,12 @@ pub async fn swap_to_http(
             let r = &mut running[(block + k) % count];
             for _ in 0..n {
                 round += 1;
+                let leaf = &leaves[round % leaves.len()];
+                if api_first && r.subject == Subject::Mountlag {
+                    crate::bench_reload::publish_in_api_first(&node, leaf).await?;
+                }
                 let cpu_before = cpu_ns(r.pid);
-                let renamed = swap(
-                    &r.volume,
-                    &tls_payload(&leaves[round % leaves.len()], "tls.key"),
-                )?;
+                let renamed = swap(&r.volume, &tls_payload(leaf, "tls.key"))?;
                 match sink.wait(r.subject, Duration::from_secs(2)) {
                     Some(seen) => r.result.samples.push(from_ns(seen - renamed)),
                     None => r.result.missed += 1,
@@ -400,9 +400,20 @@ pub async fn swap_to_http(
 }
 
 /// Prints the table and the mountlag / configmap-reload ratios of one run.
-pub fn print(result: &HttpBenchResult, swaps: usize, blocks: usize, pause: Duration) {
+pub fn print(
+    result: &HttpBenchResult,
+    swaps: usize,
+    blocks: usize,
+    pause: Duration,
+    api_first: bool,
+) {
+    let order = if api_first {
+        "; mountlag's leaf in the API and seen before each swap"
+    } else {
+        ""
+    };
     println!(
-        "## ..data rename → HTTP reload request received ({swaps} swaps per subject, {blocks} alternating blocks, {} ms pause)\n",
+        "## ..data rename → HTTP reload request received ({swaps} swaps per subject, {blocks} alternating blocks, {} ms pause{order})\n",
         pause.as_millis()
     );
     println!("| subject | swaps | missed | p50 µs | p99 µs | max µs | CPU / update µs | RSS MiB |");

@@ -215,6 +215,42 @@ pub(crate) async fn stuck_node(
     Ok((node, uid, volume))
 }
 
+/// Puts `leaf` in the API as the bench pod's Secret and waits until the agent's `/status` shows
+/// that version: a cluster's order, where the Secret changes in the API before kubelet writes
+/// it (and the agent may prepare for the files it will see). Used with `--api-first`.
+pub(crate) async fn publish_in_api_first(node: &TestNode, leaf: &IssuedLeaf) -> anyhow::Result<()> {
+    let rv = node
+        .api
+        .apply_secret(&tls_secret(NAMESPACE, "bench-tls", leaf))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .metadata
+        .resource_version
+        .context("resourceVersion")?;
+    node.wait_status(
+        Duration::from_secs(10),
+        &format!("the agent to see Secret version {rv}"),
+        |status| {
+            status["mounts"].as_array().is_some_and(|mounts| {
+                mounts.iter().any(|m| {
+                    m["secrets"].as_array().is_some_and(|secrets| {
+                        secrets.iter().any(|s| s["resourceVersion"] == rv.as_str())
+                    })
+                })
+            })
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A leaf never used before for every swap (`count` of them): nothing the agent learnt from an
+/// earlier swap can help it, as nothing can in a real rotation.
+pub(crate) fn fresh_leaves(ca: &TestCa, count: usize) -> anyhow::Result<Vec<IssuedLeaf>> {
+    (0..count)
+        .map(|_| ca.issue(&LeafSpec::valid_for(["bench.example"])))
+        .collect()
+}
+
 #[derive(Debug)]
 pub struct SignalResult {
     pub floor: Vec<Duration>,
@@ -224,15 +260,16 @@ pub struct SignalResult {
 }
 
 /// `..data` rename → SIGHUP delivered, against the inotify floor.
+///
+/// `api_first`: each new leaf is in the API, and seen by the agent, before its swap.
 pub async fn swap_to_signal(
     swaps: usize,
     blocks: usize,
     pause: Duration,
+    api_first: bool,
 ) -> anyhow::Result<SignalResult> {
     let ca = TestCa::new("bench CA")?;
-    let leaves: Vec<IssuedLeaf> = (0..16)
-        .map(|_| ca.issue(&LeafSpec::valid_for(["bench.example"])))
-        .collect::<anyhow::Result<_>>()?;
+    let leaves = fresh_leaves(&ca, 2 * swaps + 3)?;
     let closed_port = free_port()?;
     let config = format!(
         "stuckAfter: 1h\nnudge:\n  enabled: false\nreload:\n  minInterval: 0s\nverify:\n  timeout: 1h\n\
@@ -280,11 +317,12 @@ pub async fn swap_to_signal(
         }
         for _ in 0..n {
             round += 1;
+            let leaf = &leaves[round % leaves.len()];
+            if api_first {
+                publish_in_api_first(&node, leaf).await?;
+            }
             let cpu_before = cpu_ns(agent_pid);
-            let renamed = swap(
-                &volume,
-                &tls_payload(&leaves[round % leaves.len()], "tls.key"),
-            )?;
+            let renamed = swap(&volume, &tls_payload(leaf, "tls.key"))?;
             match sink.received.recv_timeout(Duration::from_secs(2)) {
                 Ok(seen) => result.mountlag.push(from_ns(seen - renamed)),
                 Err(_) => result.missed += 1,
@@ -594,6 +632,9 @@ pub struct ReloadBench {
     pub pause: Duration,
     /// configmap-reload v0.2.1 for the `http` part (`None`: its row says skipped).
     pub configmap_reload: Option<PathBuf>,
+    /// `signal` and `http` parts: every new leaf is put in the API, and seen by the agent,
+    /// before the files are swapped (a cluster's order); otherwise the files change alone.
+    pub api_first: bool,
 }
 
 /// The parts `--parts` knows.
@@ -616,7 +657,7 @@ pub async fn run(bench: &ReloadBench) -> anyhow::Result<()> {
     let (swaps, blocks, served, headline) =
         (bench.swaps, bench.blocks, bench.served, bench.headline);
     if bench.wants("signal") {
-        signal_part(swaps, blocks, bench.pause).await?;
+        signal_part(swaps, blocks, bench.pause, bench.api_first).await?;
     }
     if bench.wants("served") {
         served_part(served).await?;
@@ -631,19 +672,35 @@ pub async fn run(bench: &ReloadBench) -> anyhow::Result<()> {
     }
     if bench.wants("http") {
         let cmr = bench.configmap_reload.as_deref().filter(|p| p.exists());
-        let result =
-            crate::bench_http_reload::swap_to_http(swaps, blocks, bench.pause, cmr).await?;
+        let result = crate::bench_http_reload::swap_to_http(
+            swaps,
+            blocks,
+            bench.pause,
+            cmr,
+            bench.api_first,
+        )
+        .await?;
         println!();
-        crate::bench_http_reload::print(&result, swaps, blocks, bench.pause);
+        crate::bench_http_reload::print(&result, swaps, blocks, bench.pause, bench.api_first);
     }
     Ok(())
 }
 
-async fn signal_part(swaps: usize, blocks: usize, pause: Duration) -> anyhow::Result<()> {
+async fn signal_part(
+    swaps: usize,
+    blocks: usize,
+    pause: Duration,
+    api_first: bool,
+) -> anyhow::Result<()> {
+    let order = if api_first {
+        "each leaf in the API and seen by the agent before its swap"
+    } else {
+        "files swapped alone, the API unchanged"
+    };
     println!(
-        "## ..data rename → reload signal delivered ({swaps} swaps each, {blocks} alternating blocks)\n"
+        "## ..data rename → reload signal delivered ({swaps} swaps each, {blocks} alternating blocks; {order})\n"
     );
-    let signal = swap_to_signal(swaps, blocks, pause).await?;
+    let signal = swap_to_signal(swaps, blocks, pause, api_first).await?;
     println!("| subject | swaps | p50 µs | p99 µs | max µs |");
     println!("|---|---:|---:|---:|---:|");
     row("inotify floor (rename seen)", &signal.floor);

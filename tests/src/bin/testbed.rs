@@ -99,6 +99,11 @@ enum Bench {
         /// Rotations through the API for the headline figure (about 8 s each).
         #[arg(long, default_value_t = 12)]
         headline: usize,
+        /// signal and http parts: put each new leaf in the API, and wait until the agent has
+        /// seen it, before swapping the files (a cluster's order); by default the files change
+        /// alone.
+        #[arg(long)]
+        api_first: bool,
     },
     /// Secret updated in the API → new leaf served by nginx and verified, for each
     /// `nudge.after`, with the API requests a rotation costs.
@@ -339,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     configmap_reload,
                     served,
                     headline,
+                    api_first,
                 },
         } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -353,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     headline,
                     pause: Duration::from_millis(pause_ms),
                     configmap_reload: Some(configmap_reload),
+                    api_first,
                 },
             )),
         Command::Bench {
