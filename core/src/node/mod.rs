@@ -45,7 +45,7 @@ use crate::volume::{KubeletRoot, RescanReason, VolumeSnapshot};
 pub use certmanager::{
     CertManagerInput, CertManagerSettings, CertManagerStatus, FindingSeries, FindingStatus,
 };
-pub use publish::{PUBLISH_EVERY, Publication, ServedMatch};
+pub use publish::{PUBLISH_EVERY, PUBLISH_SPACING_PER_MOUNT, Publication, ServedMatch};
 pub use routes::{HostServed, HostState, HostStatus};
 
 /// The clock, passed in: monotonic for timers, wall-clock for certificate validity.
@@ -213,6 +213,8 @@ pub struct Node {
     /// Something changed since the last publication.
     unpublished: bool,
     published_at: Option<Instant>,
+    /// Whether the last publication said ready: then publications are spaced by mount count.
+    published_ready: bool,
     created_at: Instant,
     /// When the handshake budget is free again: each probe round moves it on by its cost.
     budget_free_at: Instant,
@@ -257,6 +259,7 @@ impl Node {
             pods_changed: false,
             unpublished: true,
             published_at: None,
+            published_ready: false,
             created_at: now,
             budget_free_at: now,
             routes: RouteIndex::default(),
@@ -410,10 +413,7 @@ impl Node {
             .values()
             .filter_map(PodReload::next_deadline)
             .min();
-        let publish = self.unpublished.then(|| {
-            self.published_at
-                .map_or(self.created_at, |at| at + self.settings.publish_every)
-        });
+        let publish = self.next_publication();
         [
             self.index.next_deadline(),
             reloads,

@@ -13,6 +13,13 @@ use super::{HostState, Node, Now};
 /// /readyz and `mountlag status --watch` do not need fresher data.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
+/// Once the node is ready, the spacing grows with the mounts: 1 ms per mount (1 s at 1,000).
+/// Between rotations every periodic check changes a pod's status, so at 1,000 mounts
+/// republishing every 100 ms was most of the agent's idle CPU (~70 ms/s, docs/benchmarks.md);
+/// at ~7 µs per mount per rebuild this keeps it under 1% of a core. While not ready (start, an
+/// API outage) the status keeps `publish_every`, so readiness is not held back.
+pub const PUBLISH_SPACING_PER_MOUNT: Duration = Duration::from_millis(1);
+
 /// One publication: the status and the gauges that go with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publication {
@@ -45,17 +52,33 @@ impl Node {
     /// The publication, when one is due: something changed and the last one is
     /// `publish_every` old.
     pub fn publish_if_due(&mut self, now: Now) -> Option<Publication> {
-        let due = self.unpublished
-            && self
-                .published_at
-                .is_none_or(|at| now.at >= at + self.settings.publish_every);
+        let due = self.next_publication().is_some_and(|at| now.at >= at);
         due.then(|| self.publish(now))
+    }
+
+    /// When the next publication is due, if something is unpublished.
+    pub(super) fn next_publication(&self) -> Option<Instant> {
+        if !self.unpublished {
+            return None;
+        }
+        let Some(last) = self.published_at else {
+            return Some(self.created_at);
+        };
+        let spacing = if self.published_ready {
+            let per_mount = PUBLISH_SPACING_PER_MOUNT
+                .saturating_mul(u32::try_from(self.index.mount_count()).unwrap_or(u32::MAX));
+            self.settings.publish_every.max(per_mount)
+        } else {
+            self.settings.publish_every
+        };
+        Some(last + spacing)
     }
 
     fn publish(&mut self, now: Now) -> Publication {
         self.unpublished = false;
         self.published_at = Some(now.at);
         let waiting_for = self.waiting_for();
+        self.published_ready = waiting_for.is_empty();
         let mut mounts = self.index.status(now.at);
         let today = now.utc.unix_timestamp();
         let warn_before =

@@ -860,6 +860,36 @@ fn watch_failures_are_counted_and_the_status_is_published_at_most_every_interval
 }
 
 #[test]
+fn once_ready_the_status_is_rebuilt_at_most_every_millisecond_per_mount() {
+    let clock = Clock::new();
+    let mut node = Node::new(settings(vec![files_controller(true)], false), clock.base);
+    let material = Material::tls("a.example");
+    let secrets: Vec<String> = (0..300).map(|i| format!("tls-{i}")).collect();
+    let pods = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| pod(&format!("uid-{i}"), "nginx", &[("tls", secret)]))
+        .collect();
+    node.step(Input::PodsListed(pods), clock.at(0));
+    // Not ready yet (Secrets not listed): the usual spacing, so readiness is never held back.
+    assert!(!node.publish_if_due(clock.at(0)).unwrap().status.ready);
+    for secret in &secrets {
+        observe(&mut node, &material, secret, "1", clock.at(50));
+    }
+    let ready = node.publish_if_due(clock.at(100)).unwrap();
+    assert!(ready.status.ready);
+    assert_eq!(ready.status.mounts.len(), 300);
+    observe(&mut node, &material, "tls-0", "2", clock.at(110));
+    assert_eq!(
+        node.publish_if_due(clock.at(200)),
+        None,
+        "300 mounts: 300 ms between rebuilds once ready"
+    );
+    assert_eq!(node.publish_if_due(clock.at(399)), None);
+    assert!(node.publish_if_due(clock.at(400)).is_some());
+}
+
+#[test]
 fn a_served_certificate_sets_its_not_after_for_the_pods_secrets() {
     let clock = Clock::new();
     let material = Material::tls("a.example");
