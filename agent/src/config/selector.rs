@@ -384,11 +384,19 @@ pub(super) fn check_host(s: &str) -> Result<(), String> {
     }
 }
 
+/// A reload endpoint: plain HTTP only. Admin endpoints (Caddy's `/load`, a sidecar's webhook)
+/// listen in plain HTTP on the pod IP or loopback; the reloader speaks nothing else, so an
+/// `https://` URL is refused here, where the user sees it, not at every reload.
 pub(super) fn check_url(s: &str) -> Result<(), String> {
+    if s.starts_with("https://") {
+        return Err(format!(
+            "url {}: https is not supported; reload endpoints are called over plain HTTP (http://)",
+            quote(s)
+        ));
+    }
     let rest = s
         .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .ok_or_else(|| format!("url {}: must start with http:// or https://", quote(s)))?;
+        .ok_or_else(|| format!("url {}: must start with http://", quote(s)))?;
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     if rest[..host_end].is_empty() {
         return Err(format!("url {}: no host", quote(s)));

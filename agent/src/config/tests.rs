@@ -143,7 +143,7 @@ controllers:
     selector: app=caddy
     reload:
       http:
-        url: https://127.0.0.1:2019/load
+        url: http://127.0.0.1:2019/load
   - name: envoy
     selector: "!legacy"
     reload: none
@@ -211,7 +211,7 @@ controllers:
                 namespaces: None,
                 containers: None,
                 reload: ReloadAction::Http {
-                    url: "https://127.0.0.1:2019/load".into(),
+                    url: "http://127.0.0.1:2019/load".into(),
                 },
                 mode: ReloadMode::Files,
                 probe: ProbeConfig::default(),
@@ -1282,7 +1282,13 @@ fn reload_errors() {
         error(&format!(
             "{base}    reload:\n      http:\n        url: ftp://x/\n"
         )),
-        "t.yaml:6:14: controllers[0].reload.http.url: url \"ftp://x/\": must start with http:// or https://"
+        "t.yaml:6:14: controllers[0].reload.http.url: url \"ftp://x/\": must start with http://"
+    );
+    assert_eq!(
+        error(&format!(
+            "{base}    reload:\n      http:\n        url: https://127.0.0.1:2019/load\n"
+        )),
+        "t.yaml:6:14: controllers[0].reload.http.url: url \"https://127.0.0.1:2019/load\": https is not supported; reload endpoints are called over plain HTTP (http://)"
     );
     assert_eq!(
         error(&format!("{base}    reload:\n      http: {{}}\n")),
