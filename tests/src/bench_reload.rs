@@ -104,14 +104,52 @@ fn start_floor(dir: &Path) -> anyhow::Result<Receiver<i128>> {
 
 /// CPU time of every thread of `pid`, from `/proc/<pid>/task/*/schedstat` (ns).
 pub(crate) fn cpu_ns(pid: u32) -> u64 {
+    cpu_by_thread(pid).values().sum()
+}
+
+/// CPU time of `pid`'s threads by thread name (`comm`: the agent's loop runs on the thread
+/// named after the process, inotify on notify's, tasks on `tokio-rt-worker`s), in ns.
+pub(crate) fn cpu_by_thread(pid: u32) -> BTreeMap<String, u64> {
+    let mut by_name = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return by_name;
     };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    for task in tasks.flatten() {
+        let Some(ns) = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let name = std::fs::read_to_string(task.path().join("comm"))
+            .map(|n| n.trim().to_string())
+            .unwrap_or_default();
+        *by_name.entry(name).or_insert(0) += ns;
+    }
+    by_name
+}
+
+/// Adds `after - before` per thread name into `total`.
+pub(crate) fn add_cpu_delta(
+    total: &mut BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) {
+    for (name, ns) in after {
+        let spent = ns.saturating_sub(before.get(name).copied().unwrap_or(0));
+        *total.entry(name.clone()).or_insert(0) += spent;
+    }
+}
+
+/// "name 123 µs, …" per update, largest first.
+pub(crate) fn cpu_breakdown(total: &BTreeMap<String, u64>, updates: usize) -> String {
+    let mut rows: Vec<(&String, &u64)> = total.iter().filter(|(_, ns)| **ns > 0).collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1));
+    let per = |ns: u64| ns as f64 / 1000.0 / updates.max(1) as f64;
+    rows.iter()
+        .map(|(name, ns)| format!("{name} {:.0} µs", per(**ns)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `sigsink` in the cgroup kubelet would give container `container_id` of pod `pod_uid`.
@@ -257,6 +295,8 @@ pub struct SignalResult {
     pub mountlag: Vec<Duration>,
     pub missed: usize,
     pub cpu_per_update: Duration,
+    /// Agent CPU in the update windows by thread name (ns, all updates).
+    pub cpu_by_thread: BTreeMap<String, u64>,
 }
 
 /// `..data` rename → SIGHUP delivered, against the inotify floor.
@@ -292,6 +332,7 @@ pub async fn swap_to_signal(
         mountlag: Vec::new(),
         missed: 0,
         cpu_per_update: Duration::ZERO,
+        cpu_by_thread: BTreeMap::new(),
     };
     // One warm-up rotation: the first reload scans /proc; later ones reuse the target.
     swap(&volume, &tls_payload(&leaves[1], "tls.key"))?;
@@ -299,7 +340,6 @@ pub async fn swap_to_signal(
     tokio::time::sleep(pause).await;
     let per_block = swaps.div_ceil(blocks.max(1));
     let mut round = 2usize;
-    let mut cpu_total = 0u64;
     let mut done = 0;
     while done < swaps {
         let n = per_block.min(swaps - done);
@@ -321,7 +361,7 @@ pub async fn swap_to_signal(
             if api_first {
                 publish_in_api_first(&node, leaf).await?;
             }
-            let cpu_before = cpu_ns(agent_pid);
+            let cpu_before = cpu_by_thread(agent_pid);
             let renamed = swap(&volume, &tls_payload(leaf, "tls.key"))?;
             match sink.received.recv_timeout(Duration::from_secs(2)) {
                 Ok(seen) => result.mountlag.push(from_ns(seen - renamed)),
@@ -329,10 +369,15 @@ pub async fn swap_to_signal(
             }
             // Let the agent finish the update (snapshot, Events, status) before counting CPU.
             tokio::time::sleep(pause).await;
-            cpu_total += cpu_ns(agent_pid).saturating_sub(cpu_before);
+            add_cpu_delta(
+                &mut result.cpu_by_thread,
+                &cpu_before,
+                &cpu_by_thread(agent_pid),
+            );
         }
         done += n;
     }
+    let cpu_total: u64 = result.cpu_by_thread.values().sum();
     result.cpu_per_update =
         Duration::from_nanos(cpu_total / u64::try_from(swaps.max(1)).unwrap_or(1));
     drop(sink);
@@ -712,6 +757,10 @@ async fn signal_part(
             micros(m.p99) / micros(f.p99),
             signal.missed,
             micros(signal.cpu_per_update)
+        );
+        println!(
+            "agent CPU per update by thread: {}",
+            cpu_breakdown(&signal.cpu_by_thread, signal.mountlag.len() + signal.missed)
         );
     }
     Ok(())

@@ -100,6 +100,7 @@ fn every_one_of_a_thousand_updates_is_reported_once() {
     let first = written(kubelet.write(&volume, &payload(0), None).unwrap());
     let (watcher, rx) = start_watcher();
     assert_eq!(watcher.track(&volume).unwrap(), Some(first));
+    let reads_before = watcher.generation_reads();
 
     for round in 1..=1000 {
         let generation = written(kubelet.write(&volume, &payload(round), None).unwrap());
@@ -112,6 +113,13 @@ fn every_one_of_a_thousand_updates_is_reported_once() {
     }
     let extra = drain(&rx, &volume, Duration::from_millis(300));
     assert!(extra.is_empty(), "reported twice: {extra:?}");
+    // The other events of an update (generation directory created, old one removed,
+    // `..data_tmp`, notify's second rename event) cost no read of `..data`.
+    assert_eq!(
+        watcher.generation_reads() - reads_before,
+        1000,
+        "one ..data read per update"
+    );
 }
 
 #[test]

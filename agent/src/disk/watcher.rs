@@ -7,9 +7,10 @@
 //!                              └─ timeout: slow safety rescan                       from the last report)
 //! ```
 //!
-//! The one published fact per volume is the `..data` target. Every event in a volume directory
-//! is a hint to re-read it; a report goes out only when it differs from the last one, so the
-//! five or so events of one AtomicWriter update make one report and none is reported twice.
+//! The one published fact per volume is the `..data` target. An event naming `..data` (or the
+//! volume directory itself) is a hint to re-read it; a report goes out only when it differs
+//! from the last one. Of the five or so events of one AtomicWriter update only the rename onto
+//! `..data` names it: one read and one report per update, none reported twice.
 //!
 //! The inotify mask holds only what can change a generation or the directory itself (create,
 //! delete, rename, and the self events notify always adds): no `IN_OPEN`, `IN_ATTRIB` or
@@ -24,14 +25,14 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use notify::event::{EventKind, Flag};
+use notify::event::{EventKind, Flag, ModifyKind, RenameMode};
 use notify::{EventKindMask, INotifyWatcher, RecursiveMode, Watcher};
 
-use crate::disk::snapshot::{SnapshotError, read_generation};
+use crate::disk::snapshot::{DATA_LINK, SnapshotError, read_generation};
 
 mod kernel_watches;
 
@@ -168,6 +169,8 @@ struct Shared {
     sink: ChangeSink,
     /// An overflow rescan is queued and has not started: later overflows fold into it.
     overflow_rescan_pending: AtomicBool,
+    /// `..data` reads on behalf of events, rechecks and rescans (one per update is the aim).
+    generation_reads: AtomicU64,
 }
 
 /// What the inotify thread leaves to another thread.
@@ -216,6 +219,7 @@ impl VolumeWatcher {
             inotify: Mutex::new(inotify),
             sink,
             overflow_rescan_pending: AtomicBool::new(false),
+            generation_reads: AtomicU64::new(0),
         });
         let _ = slot.set(Arc::downgrade(&shared));
         let listener_shared = Arc::downgrade(&shared);
@@ -292,6 +296,12 @@ impl VolumeWatcher {
         self.shared.volumes().len()
     }
 
+    /// How many times `..data` was read since the watcher started, other than by [`Self::track`]'s
+    /// first read: once per kubelet update, however many events the update raises.
+    pub fn generation_reads(&self) -> u64 {
+        self.shared.generation_reads.load(Ordering::Relaxed)
+    }
+
     /// Re-reads every tracked volume now, as after a lost event.
     pub fn rescan(&self, reason: RescanReason) {
         self.shared.rescan(reason);
@@ -354,14 +364,25 @@ impl Shared {
         if matches!(event.kind, EventKind::Access(_)) {
             return Handled::Done;
         }
+        // notify follows each rename's `To` event with a `Both` naming the same new path.
+        if matches!(
+            event.kind,
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+        ) {
+            return Handled::Done;
+        }
         let now = Instant::now();
         for path in &event.paths {
             if self.volumes().contains_key(path.as_path()) {
                 // An event on the volume directory itself: removed, moved or its mount changed.
                 self.recheck(path, now, Caller::InotifyThread);
             } else if let Some(volume) = path.parent()
-                && path.file_name().is_some_and(|n| n != "..data_tmp")
+                && path.file_name().is_some_and(|n| n == DATA_LINK)
             {
+                // A symlink is never changed in place: a new `..data` target always comes with
+                // an event naming `..data` (created, renamed onto, moved away or deleted). The
+                // other events of an update (the generation directory created, the old one
+                // removed, `..data_tmp`) cannot change it and cost no read.
                 self.refresh(volume, now);
             }
         }
@@ -399,6 +420,7 @@ impl Shared {
         let Some(tracked) = volumes.get_mut(volume) else {
             return;
         };
+        self.generation_reads.fetch_add(1, Ordering::Relaxed);
         let generation = match generation_of(volume) {
             Ok(generation) => generation,
             Err(err) => {
