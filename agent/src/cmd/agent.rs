@@ -209,6 +209,12 @@ pub async fn run_agent(
     tokio::pin!(shutdown);
     let stall_for_test = Liveness::stall_requested(admin::loops::RECONCILE);
     let mut ready_seen = false;
+    // One timer for the model's next deadline, moved only when the deadline moves: a timer
+    // made afresh on every turn of the loop was registered with the runtime's time driver each
+    // time, and the driver (parked on a worker thread) woken to take it.
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     let result = local
         .run_until(async {
             loop {
@@ -218,12 +224,12 @@ pub async fn run_agent(
                     std::future::pending::<()>().await;
                 }
                 let deadline = node.next_deadline();
-                let sleep = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
+                if deadline != armed {
+                    if let Some(at) = deadline {
+                        sleep.as_mut().reset(at.into());
                     }
-                };
+                    armed = deadline;
+                }
                 tokio::select! {
                     () = &mut shutdown => break Ok(()),
                     input = input_rx.recv() => match input {
@@ -240,7 +246,11 @@ pub async fn run_agent(
                         }
                         None => break Err(anyhow::anyhow!("every input of the agent loop closed")),
                     },
-                    () = sleep => pump(&mut node, &mut effects, Input::Tick),
+                    () = &mut sleep, if armed.is_some() => {
+                        // Fired: re-armed on the next turn even for the same instant.
+                        armed = None;
+                        pump(&mut node, &mut effects, Input::Tick);
+                    }
                     () = reconcile_beat.pinged() => {}
                 }
                 reconcile_beat.beat();

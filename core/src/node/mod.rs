@@ -619,6 +619,10 @@ impl Node {
         };
         let mut decisions = reload.step(ReloadInput::Lagging(lagging), now);
         decisions.extend(reload.step(input, now));
+        // Most steps (ticks, probe rounds that change nothing) decide nothing: no pod copy then.
+        if decisions.is_empty() {
+            return Vec::new();
+        }
         let Some(pod) = self.pods.get(uid).cloned() else {
             return Vec::new();
         };
