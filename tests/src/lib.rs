@@ -19,6 +19,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod bench;
 pub mod bench_api;
+pub mod bench_api_driven;
 pub mod bench_footprint;
 pub mod bench_http_reload;
 pub mod bench_reload;

@@ -164,6 +164,18 @@ enum Bench {
         #[arg(long, default_value_t = 4)]
         ready_shared_secrets: usize,
     },
+    /// Secret updated in the API → new leaf served by an API-driven (ingress-nginx-style)
+    /// controller and verified by the agent with the shipped defaults, per controller lag
+    /// (needs root: it mounts tmpfs).
+    ApiDriven {
+        /// Rotations per lag.
+        #[arg(long, default_value_t = 12)]
+        rotations: usize,
+        /// The controller applies what it sees this much later, milliseconds, comma-separated
+        /// (ingress-nginx's `--sync-rate-limit` of 0.3/s can hold a change up to ~3.3 s).
+        #[arg(long, value_delimiter = ',', default_value = "0,3300")]
+        lags_ms: Vec<u64>,
+    },
     /// What continuous verification costs: handshakes/s and CPU per handshake, idle CPU and
     /// API requests at the defaults, for N Ingress hosts (needs root: it mounts tmpfs).
     Verify {
@@ -361,6 +373,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     configmap_reload: Some(configmap_reload),
                     api_first,
                 },
+            )),
+        Command::Bench {
+            what: Bench::ApiDriven { rotations, lags_ms },
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(mountlag_testbed::bench_api_driven::run(
+                rotations,
+                &lags_ms
+                    .iter()
+                    .map(|ms| Duration::from_millis(*ms))
+                    .collect::<Vec<_>>(),
             )),
         Command::Bench {
             what:
