@@ -253,6 +253,12 @@ pub async fn run_agent(
                     }
                     () = reconcile_beat.pinged() => {}
                 }
+                if effects.take_local_work() {
+                    // The reload request is written by a task of this thread's LocalSet, which
+                    // runs only once this future yields: let it go out before the status is
+                    // rebuilt.
+                    tokio::task::yield_now().await;
+                }
                 reconcile_beat.beat();
                 if pod_task.is_finished() {
                     break Err(anyhow::anyhow!("the pod watch stopped"));

@@ -78,6 +78,9 @@ pub struct Effects {
     restarter: Arc<dyn WorkloadRestarter>,
     /// Where results that take time go: the loop's input channel.
     later: mpsc::UnboundedSender<Input>,
+    /// A task was handed to the loop thread's own `LocalSet` (an HTTP reload) since
+    /// [`Self::take_local_work`] last looked.
+    local_work_started: bool,
     status: watch::Sender<Arc<StatusSnapshot>>,
 }
 
@@ -142,6 +145,7 @@ impl Effects {
             spawn_cluster_watch: targets.spawn_cluster_watch,
             restarter: targets.restarter,
             later: targets.later,
+            local_work_started: false,
             status: targets.status,
         }
     }
@@ -254,6 +258,7 @@ impl Effects {
                     let url = with_pod_ip(url, &pod);
                     let http = self.http.clone();
                     let timeout = self.config.verify.timeout;
+                    self.local_work_started = true;
                     self.http.spawner().spawn(async move {
                         let result = http
                             .reload(&url, timeout)
@@ -350,6 +355,12 @@ impl Effects {
     }
 
     /// Publishes the status and the gauges that go with it.
+    /// Whether a task was handed to the loop thread since the last call: the loop lets it run
+    /// (an HTTP reload writes its request) before it spends time on anything else.
+    pub fn take_local_work(&mut self) -> bool {
+        std::mem::take(&mut self.local_work_started)
+    }
+
     pub fn publish(&self, publication: Publication) {
         self.metrics
             .inotify_watches
