@@ -2,6 +2,7 @@
 //! the agent's executor (`mountlag::effects`) is the only place that performs one.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::certmanager::CertManagerKind;
 use crate::events::{EventReason, Regarding, RelatedSecret};
@@ -72,7 +73,7 @@ pub enum Action {
     /// Make the controller take the new files (signal or HTTP, per its profile); answered by
     /// `Input::Reloaded`.
     Reload {
-        pod: Box<ControllerPod>,
+        pod: Arc<ControllerPod>,
         attempt: u8,
         /// Set when the profile may restart the pod's workload (`reload: restart`, or a
         /// signal with `fallback: restart`): the pod-template annotation value, a digest of the
@@ -81,7 +82,7 @@ pub enum Action {
     },
     /// Handshake with every name and once without SNI; answered by `Input::Probed`.
     Probe {
-        pod: Box<ControllerPod>,
+        pod: Arc<ControllerPod>,
         names: Vec<String>,
     },
     /// The pod is gone: drop what the executor keeps for it (cached reload target, per-pod

@@ -22,6 +22,7 @@ mod tracking;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -196,7 +197,8 @@ pub struct Node {
     index: MountIndex,
     reloads: BTreeMap<String, PodReload>,
     /// The selected pods, for reloads and probes.
-    pods: BTreeMap<String, ControllerPod>,
+    /// Shared with the reload and probe actions that name them: no copy per action.
+    pods: BTreeMap<String, Arc<ControllerPod>>,
     /// Last generation read per volume directory: a change is new material.
     generations: BTreeMap<PathBuf, Option<String>>,
     /// Leaves of the last valid read per volume directory, for /status and metrics.
@@ -536,7 +538,7 @@ impl Node {
                 ),
             );
         }
-        self.pods.insert(pod.uid.clone(), pod.clone());
+        self.pods.insert(pod.uid.clone(), Arc::new(pod.clone()));
         containers
     }
 
@@ -619,7 +621,7 @@ impl Node {
         };
         let mut decisions = reload.step(ReloadInput::Lagging(lagging), now);
         decisions.extend(reload.step(input, now));
-        // Most steps (ticks, probe rounds that change nothing) decide nothing: no pod copy then.
+        // Most steps (ticks, probe rounds that change nothing) decide nothing.
         if decisions.is_empty() {
             return Vec::new();
         }
@@ -636,7 +638,7 @@ impl Node {
             .into_iter()
             .map(|decision| match decision {
                 Decision::Reload { attempt } => Action::Reload {
-                    pod: Box::new(pod.clone()),
+                    pod: Arc::clone(pod),
                     attempt,
                     // Not before every Secret of the pod has listed: a value from a partial
                     // set would differ from other nodes' and roll the workload twice.
@@ -647,7 +649,7 @@ impl Node {
                         .map(|views| restart_value(&views)),
                 },
                 Decision::Probe { names } => Action::Probe {
-                    pod: Box::new(pod.clone()),
+                    pod: Arc::clone(pod),
                     names,
                 },
                 Decision::Event { reason, note } => Action::Event {
