@@ -332,7 +332,7 @@ impl PodReload {
                 {
                     // A thousand hosts and one renewed Secret: verify the hosts it serves,
                     // not all of them (the periodic check covers the rest).
-                    self.verify_names = match (&self.plan, &hosts) {
+                    let changed: Option<Vec<String>> = match (&self.plan, &hosts) {
                         (Some(old), Some(new)) => Some(
                             new.by_host
                                 .iter()
@@ -341,6 +341,24 @@ impl PodReload {
                                 .collect(),
                         ),
                         _ => None,
+                    };
+                    // A renewal wave: the next Secret changes before the controller serves the
+                    // last one. The verification still running keeps its hosts, or they would
+                    // wait for the next periodic check (5 minutes by default).
+                    let running = matches!(self.phase, Phase::Verifying { .. });
+                    self.verify_names = match (running, self.verify_names.take(), changed) {
+                        (true, Some(mut names), Some(changed)) => {
+                            names.retain(|host| {
+                                hosts.as_ref().is_some_and(|p| p.by_host.contains_key(host))
+                            });
+                            names.extend(changed);
+                            names.sort();
+                            names.dedup();
+                            Some(names)
+                        }
+                        // Already verifying every name.
+                        (true, None, _) => None,
+                        (_, _, changed) => changed,
                     };
                     self.expected = leaves;
                     self.plan = hosts;

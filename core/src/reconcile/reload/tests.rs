@@ -68,6 +68,26 @@ fn served(fp: &str, not_after: i64) -> ReloadInput {
     })
 }
 
+/// A probe round where each SNI name serves its own leaf (and no SNI the first one's).
+fn served_by_host(by_host: &[(&str, &str)]) -> ReloadInput {
+    let leaf = |fp: &str| ServedLeaf {
+        fingerprint: fp.into(),
+        not_after: Some(NOW_UNIX + 90 * 86_400),
+        subject: String::new(),
+    };
+    let mut served: BTreeMap<ProbeKey, Result<ServedLeaf, String>> = by_host
+        .iter()
+        .map(|(host, fp)| (key(Some((*host).to_string())), Ok(leaf(fp))))
+        .collect();
+    if let Some((_, fp)) = by_host.first() {
+        served.insert(key(None), Ok(leaf(fp)));
+    }
+    ReloadInput::Probed(ProbeRound {
+        served,
+        at_unix: NOW_UNIX,
+    })
+}
+
 fn names(actions: &[Decision]) -> Vec<String> {
     actions
         .iter()
@@ -809,4 +829,57 @@ fn a_host_plan_mismatch_after_a_change_names_the_host_and_the_old_view() {
     // Checks go on after the verification gave up.
     let next = r.next_deadline().expect("a periodic check is planned");
     assert!(next <= ms(t0, 31_000) + LIMITS.verify_interval.mul_f64(1.1));
+}
+
+#[test]
+fn a_second_renewal_before_the_first_is_served_verifies_both_hosts() {
+    let t0 = base();
+    let mut r = reloader(ReloadKind::ApiDriven);
+    let plan = |a: &str, b: &str| HostPlan {
+        by_host: [
+            ("a.example".to_string(), vec![leaf(a)]),
+            ("b.example".to_string(), vec![leaf(b)]),
+        ]
+        .into_iter()
+        .collect(),
+        default: None,
+    };
+    let api = |hosts| ReloadInput::ApiLeaves {
+        leaves: vec![],
+        hosts: Some(hosts),
+    };
+    r.step(api(plan("a1", "b1")), t0);
+    // Let the first verification end: every host serves what the API holds.
+    let mut t = 0;
+    while r.phase_label() != "idle" && t <= 31_000 {
+        for d in r.step(ReloadInput::Tick, ms(t0, t)) {
+            if let Decision::Probe { .. } = d {
+                r.step(
+                    served_by_host(&[("a.example", "a1"), ("b.example", "b1")]),
+                    ms(t0, t),
+                );
+            }
+        }
+        t += 5;
+    }
+    assert_eq!(r.phase_label(), "idle");
+    // a.example renewed; before the controller serves it, b.example renewed too.
+    let start = t + 1_000;
+    r.step(api(plan("a2", "b1")), ms(t0, start));
+    r.step(api(plan("a2", "b2")), ms(t0, start + 10));
+    let mut names = None;
+    let mut t = start + 10;
+    while names.is_none() && t <= start + 1_000 {
+        for d in r.step(ReloadInput::Tick, ms(t0, t)) {
+            if let Decision::Probe { names: n } = d {
+                names = Some(n);
+            }
+        }
+        t += 5;
+    }
+    let names = names.expect("a probe after the renewals");
+    assert!(
+        names.contains(&"a.example".to_string()) && names.contains(&"b.example".to_string()),
+        "both renewed hosts are verified, not only the last one: {names:?}"
+    );
 }
