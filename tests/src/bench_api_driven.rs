@@ -4,12 +4,12 @@
 //!
 //! The real agent with the shipped defaults (only the controller's probe port is set) verifies
 //! an ingress-nginx-style controller (`ingress_controller`, real TLS, its own API watches) that
-//! serves one Ingress host. Each rotation puts a new leaf in the API and times, from that
-//! write:
+//! serves `hosts` Ingress hosts, one Secret each. Each rotation renews every Secret, one after
+//! the other as cert-manager would in a wave, and times, from the first write:
 //!
-//! - **controller serves**: the stand-in switched the host to the new leaf (its pickup; the
+//! - **controller serves**: the stand-in switched every host to its new leaf (its pickup; the
 //!   `lag` option delays it as ingress-nginx's `--sync-rate-limit` of 0.3/s can, up to ~3.3 s);
-//! - **agent verified**: the agent's `/status` shows the host served with the new leaf and
+//! - **agent verified**: the agent's `/status` shows every host served with its new leaf and
 //!   matching the API (polled every 25 ms; the status is published at most every 100 ms on a
 //!   small node, so this figure carries up to ~125 ms of reporting delay).
 //!
@@ -20,20 +20,26 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::bench::Summary;
-use crate::certs::{LeafSpec, TestCa};
+use crate::certs::{IssuedLeaf, LeafSpec, TestCa};
 use crate::cluster::{NAMESPACE, NODE, TestNode, free_port, tls_secret};
 use crate::ingress_controller::IngressControllerStandIn;
 use crate::node::NodeConfig;
 
-const HOST: &str = "shop.bench.example";
+fn host(i: usize) -> String {
+    format!("h{i}.shop.bench.example")
+}
+
+fn secret_name(i: usize) -> String {
+    format!("shop-tls-{i}")
+}
 
 /// Samples of one controller lag.
 #[derive(Debug, Default)]
 pub struct ApiDrivenRun {
     pub lag: Duration,
-    /// Secret written → the controller serves the new leaf.
+    /// First Secret written → the controller serves every new leaf.
     pub served: Vec<Duration>,
-    /// Secret written → the agent's status shows it served and matching.
+    /// First Secret written → the agent's status shows every one served and matching.
     pub verified: Vec<Duration>,
 }
 
@@ -44,42 +50,60 @@ fn config(port: u16) -> String {
     )
 }
 
-fn host_matches(status: &Value, fingerprint: &str) -> bool {
-    status["hosts"].as_array().into_iter().flatten().any(|h| {
-        h["host"] == HOST
-            && h["served"][0]["fingerprintSha256"] == fingerprint
-            && h["served"][0]["match"] == true
+/// Every host served with its expected leaf, matching.
+fn hosts_match(status: &Value, fingerprints: &[String]) -> bool {
+    fingerprints.iter().enumerate().all(|(i, fingerprint)| {
+        let name = host(i);
+        status["hosts"].as_array().into_iter().flatten().any(|h| {
+            h["host"] == name.as_str()
+                && h["served"][0]["fingerprintSha256"] == fingerprint.as_str()
+                && h["served"][0]["match"] == true
+        })
     })
 }
 
-/// `rotations` renewals against a controller that applies what it sees `lag` later.
-pub async fn run_lag(rotations: usize, lag: Duration) -> anyhow::Result<ApiDrivenRun> {
+/// `rotations` renewals of `hosts` Secrets each against a controller that applies what it
+/// sees `lag` later.
+pub async fn run_lag(
+    rotations: usize,
+    hosts: usize,
+    lag: Duration,
+) -> anyhow::Result<ApiDrivenRun> {
+    let hosts = hosts.max(1);
     let port = free_port()?;
     let mut node = TestNode::start(NodeConfig::new(NODE), &config(port)).await?;
     let api_error = |e| anyhow::anyhow!("{e:?}");
     let ca = TestCa::new("api-driven bench CA")?;
-    let first = ca.issue(&LeafSpec::valid_for([HOST]))?;
+    let issue = |i: usize| ca.issue(&LeafSpec::valid_for([host(i)]));
+    let first: Vec<IssuedLeaf> = (0..hosts).map(issue).collect::<Result<_, _>>()?;
     node.api
         .apply_object(&json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
             "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}
         }))
         .map_err(api_error)?;
-    node.api
-        .apply_secret(&tls_secret(NAMESPACE, "shop-tls", &first))
-        .map_err(api_error)?;
+    for (i, leaf) in first.iter().enumerate() {
+        node.api
+            .apply_secret(&tls_secret(NAMESPACE, &secret_name(i), leaf))
+            .map_err(api_error)?;
+    }
+    let tls: Vec<Value> = (0..hosts)
+        .map(|i| json!({"hosts": [host(i)], "secretName": secret_name(i)}))
+        .collect();
     node.api
         .apply_object(&json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
             "metadata": {"name": "shop", "namespace": NAMESPACE},
-            "spec": {"ingressClassName": "nginx", "tls": [{"hosts": [HOST], "secretName": "shop-tls"}]}
+            "spec": {"ingressClassName": "nginx", "tls": tls}
         }))
         .map_err(api_error)?;
     let controller =
         IngressControllerStandIn::start(node.api.client(), "k8s.io/ingress-nginx", port).await?;
-    controller
-        .wait_serving(HOST, &first.fingerprint_sha256, Duration::from_secs(30))
-        .await?;
+    for (i, leaf) in first.iter().enumerate() {
+        controller
+            .wait_serving(&host(i), &leaf.fingerprint_sha256, Duration::from_secs(30))
+            .await?;
+    }
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "ingress-nginx-0", "namespace": NAMESPACE, "labels": {
@@ -90,8 +114,15 @@ pub async fn run_lag(rotations: usize, lag: Duration) -> anyhow::Result<ApiDrive
     node.create_pod_and_wait_started(&pod).await?;
     node.start_agent()?;
     node.wait_ready(Duration::from_secs(60)).await?;
-    node.wait_status(Duration::from_secs(60), "the first leaf verified", |s| {
-        host_matches(s, &first.fingerprint_sha256)
+    let fingerprints = |leaves: &[IssuedLeaf]| -> Vec<String> {
+        leaves
+            .iter()
+            .map(|l| l.fingerprint_sha256.clone())
+            .collect()
+    };
+    let expected = fingerprints(&first);
+    node.wait_status(Duration::from_secs(60), "the first leaves verified", |s| {
+        hosts_match(s, &expected)
     })
     .await?;
     controller.set_lag(lag);
@@ -101,21 +132,26 @@ pub async fn run_lag(rotations: usize, lag: Duration) -> anyhow::Result<ApiDrive
         ..ApiDrivenRun::default()
     };
     for _ in 0..rotations {
-        let leaf = ca.issue(&LeafSpec::valid_for([HOST]))?;
+        let leaves: Vec<IssuedLeaf> = (0..hosts).map(issue).collect::<Result<_, _>>()?;
         let written = Instant::now();
-        node.api
-            .apply_secret(&tls_secret(NAMESPACE, "shop-tls", &leaf))
-            .map_err(api_error)?;
+        for (i, leaf) in leaves.iter().enumerate() {
+            node.api
+                .apply_secret(&tls_secret(NAMESPACE, &secret_name(i), leaf))
+                .map_err(api_error)?;
+        }
         let bound = lag + Duration::from_secs(60);
         let served = async {
-            controller
-                .wait_serving(HOST, &leaf.fingerprint_sha256, bound)
-                .await
-                .map(|()| written.elapsed())
+            for (i, leaf) in leaves.iter().enumerate() {
+                controller
+                    .wait_serving(&host(i), &leaf.fingerprint_sha256, bound)
+                    .await?;
+            }
+            anyhow::Ok(written.elapsed())
         };
+        let expected = fingerprints(&leaves);
         let verified = async {
-            node.wait_status(bound, "the renewal verified", |s| {
-                host_matches(s, &leaf.fingerprint_sha256)
+            node.wait_status(bound, "the renewals verified", |s| {
+                hosts_match(s, &expected)
             })
             .await
             .map(|_| written.elapsed())
@@ -136,16 +172,16 @@ fn ms(d: Duration) -> String {
 }
 
 /// `testbed bench api-driven`.
-pub async fn run(rotations: usize, lags: &[Duration]) -> anyhow::Result<()> {
+pub async fn run(rotations: usize, hosts: usize, lags: &[Duration]) -> anyhow::Result<()> {
     println!(
-        "## Secret updated in the API → new leaf served by an API-driven controller and verified by the agent (shipped defaults, {rotations} rotations per lag)\n"
+        "## Secrets updated in the API → new leaves served by an API-driven controller and verified by the agent (shipped defaults, {hosts} hosts with a Secret each, all renewed per rotation, {rotations} rotations per lag)\n"
     );
     println!(
         "| controller lag | rotations | controller serves p50 / p99 ms | agent verified p50 / p99 / max ms | verified − served p50 / p99 ms |"
     );
     println!("|---|---:|---:|---:|---:|");
     for lag in lags {
-        let run = run_lag(rotations, *lag).await?;
+        let run = run_lag(rotations, hosts, *lag).await?;
         let gaps: Vec<Duration> = run
             .verified
             .iter()

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -321,6 +321,10 @@ async fn sync_loop(client: Client, classes: Classes, shared: Arc<Shared>) {
         }
     };
     let mut events = futures::stream::select_all(streams);
+    // Lagged applies may wake out of order (timers of the same millisecond): the newest state
+    // computed wins, an older one never overwrites it.
+    let newest_applied = Arc::new(AtomicU64::new(0));
+    let mut computed = 0u64;
     loop {
         tokio::select! {
             event = events.next() => if event.is_none() { return },
@@ -330,9 +334,15 @@ async fn sync_loop(client: Client, classes: Classes, shared: Arc<Shared>) {
             continue;
         }
         let next = compute();
+        computed += 1;
+        let this = computed;
         let lag = *shared.lag.lock().unwrap_or_else(PoisonError::into_inner);
         let shared = Arc::clone(&shared);
+        let newest_applied = Arc::clone(&newest_applied);
         let apply = move || {
+            if newest_applied.fetch_max(this, Ordering::SeqCst) > this {
+                return;
+            }
             *shared
                 .served
                 .write()

@@ -171,6 +171,9 @@ enum Bench {
         /// Rotations per lag.
         #[arg(long, default_value_t = 12)]
         rotations: usize,
+        /// Ingress hosts, one Secret each; a rotation renews them all, one after the other.
+        #[arg(long, default_value_t = 1)]
+        hosts: usize,
         /// The controller applies what it sees this much later, milliseconds, comma-separated
         /// (ingress-nginx's `--sync-rate-limit` of 0.3/s can hold a change up to ~3.3 s).
         #[arg(long, value_delimiter = ',', default_value = "0,3300")]
@@ -375,13 +378,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )),
         Command::Bench {
-            what: Bench::ApiDriven { rotations, lags_ms },
+            what:
+                Bench::ApiDriven {
+                    rotations,
+                    hosts,
+                    lags_ms,
+                },
         } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?
             .block_on(mountlag_testbed::bench_api_driven::run(
                 rotations,
+                hosts,
                 &lags_ms
                     .iter()
                     .map(|ms| Duration::from_millis(*ms))
