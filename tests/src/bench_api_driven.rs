@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::bench::Summary;
 use crate::certs::{IssuedLeaf, LeafSpec, TestCa};
-use crate::cluster::{NAMESPACE, NODE, TestNode, free_port, tls_secret};
+use crate::cluster::{NAMESPACE, NODE, TestNode, free_port, ingress_nginx_pod, tls_secret};
 use crate::ingress_controller::IngressControllerStandIn;
 use crate::node::NodeConfig;
 
@@ -104,13 +104,7 @@ pub async fn run_lag(
             .wait_serving(&host(i), &leaf.fingerprint_sha256, Duration::from_secs(30))
             .await?;
     }
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "ingress-nginx-0", "namespace": NAMESPACE, "labels": {
-            "app.kubernetes.io/name": "ingress-nginx",
-            "app.kubernetes.io/component": "controller"}},
-        "spec": {"nodeName": NODE, "containers": [{"name": "controller", "image": "x"}]}
-    }))?;
+    let pod = ingress_nginx_pod("ingress-nginx-0");
     node.create_pod_and_wait_started(&pod).await?;
     node.start_agent()?;
     node.wait_ready(Duration::from_secs(60)).await?;

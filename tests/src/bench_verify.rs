@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::apiserver::{ADMIN_TOKEN, ADMIN_USER, AllowAll, ApiServerConfig};
 use crate::bench_footprint::cpu_ticks;
 use crate::certs::{LeafSpec, TestCa};
-use crate::cluster::{NAMESPACE, NODE, TestNode, free_port, tls_secret};
+use crate::cluster::{NAMESPACE, NODE, TestNode, free_port, ingress_nginx_pod, tls_secret};
 use crate::ingress_controller::IngressControllerStandIn;
 use crate::node::NodeConfig;
 
@@ -127,13 +127,7 @@ pub async fn row(hosts: usize, o: &VerifyBenchOptions) -> anyhow::Result<VerifyR
             Duration::from_secs(30),
         )
         .await?;
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "ingress-nginx-0", "namespace": NAMESPACE, "labels": {
-            "app.kubernetes.io/name": "ingress-nginx",
-            "app.kubernetes.io/component": "controller"}},
-        "spec": {"nodeName": NODE, "containers": [{"name": "controller", "image": "x"}]}
-    }))?;
+    let pod = ingress_nginx_pod("ingress-nginx-0");
     node.create_pod_and_wait_started(&pod).await?;
 
     // Busy: as fast as the agent may probe.

@@ -591,6 +591,19 @@ pub fn controller_pod(
     .expect("a valid pod")
 }
 
+/// ingress-nginx's controller pod on the test node: the chart's labels, which the built-in
+/// `ingress-nginx` profile selects, and no Secret volume (it reads its Secrets from the API).
+pub fn ingress_nginx_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {
+            "app.kubernetes.io/name": "ingress-nginx",
+            "app.kubernetes.io/component": "controller"}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "controller", "image": "ingress-nginx"}]}
+    }))
+    .expect("a valid pod")
+}
+
 /// `pod` with one more Secret volume `volume` (Secret `secret`) mounted by its first container
 /// at `mount_path`.
 pub fn with_secret_volume(

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::certs::{IssuedLeaf, LeafSpec, TestCa};
 use crate::cluster::{
-    NAMESPACE, NODE, TestNode, controller_pod, free_port, ingress_pod, mount_of, tls_secret,
+    NAMESPACE, NODE, TestNode, controller_pod, free_port, ingress_nginx_pod, ingress_pod, mount_of,
+    tls_secret,
 };
 use crate::controllers::{self, ControllerKind, ControllerSpec, RunningController};
 use crate::ingress_controller::IngressControllerStandIn;
@@ -454,13 +455,7 @@ async fn api_driven_steps(
             .wait_serving(host, &shop.fingerprint_sha256, Duration::from_secs(10))
             .await?;
     }
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "ingress-nginx-0", "namespace": NAMESPACE, "labels": {
-            "app.kubernetes.io/name": "ingress-nginx",
-            "app.kubernetes.io/component": "controller"}},
-        "spec": {"nodeName": NODE, "containers": [{"name": "controller", "image": "ingress-nginx"}]}
-    }))?;
+    let pod = ingress_nginx_pod("ingress-nginx-0");
     demo.node.create_pod_and_wait_started(&pod).await?;
     let serving = |fingerprint: String, matches: bool| {
         move |s: &Value| {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use mountlag_testbed::certs::{IssuedLeaf, LeafSpec, TestCa, secret_bytes_markers};
-use mountlag_testbed::cluster::{NAMESPACE, NODE, TestNode, free_port, tls_secret};
+use mountlag_testbed::cluster::{
+    NAMESPACE, NODE, TestNode, free_port, ingress_nginx_pod, tls_secret,
+};
 use mountlag_testbed::ingress_controller::IngressControllerStandIn;
 use mountlag_testbed::node::NodeConfig;
 use mountlag_testbed::real;
@@ -55,15 +57,7 @@ fn ingress(name: &str, hosts: &[&str], secret: &str) -> Value {
 
 /// The controller's pod: the chart's labels, no Secret volume (it reads the API).
 fn controller_pod() -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": CONTROLLER_POD, "namespace": NAMESPACE, "labels": {
-            "app.kubernetes.io/name": "ingress-nginx",
-            "app.kubernetes.io/component": "controller"
-        }},
-        "spec": {"nodeName": NODE, "containers": [{"name": "controller", "image": "ingress-nginx"}]}
-    }))
-    .unwrap()
+    ingress_nginx_pod(CONTROLLER_POD)
 }
 
 struct Setup {
