@@ -296,8 +296,9 @@ impl VolumeWatcher {
         self.shared.volumes().len()
     }
 
-    /// How many times `..data` was read since the watcher started, other than by [`Self::track`]'s
-    /// first read: once per kubelet update, however many events the update raises.
+    /// How many times `..data` was re-read since the watcher started (by events, rechecks,
+    /// rescans, and once per [`Self::track`]): once per kubelet update, however many events the
+    /// update raises.
     pub fn generation_reads(&self) -> u64 {
         self.shared.generation_reads.load(Ordering::Relaxed)
     }
