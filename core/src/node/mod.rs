@@ -489,6 +489,7 @@ impl Node {
 
     fn pod_applied(&mut self, pod: ControllerPod, now: Instant) -> Vec<Action> {
         self.pods_changed = true;
+        let pod = Arc::new(pod);
         let uid = pod.uid.clone();
         let containers = self.remember_pod(&pod);
         let mut actions = self.index.upsert_pod(pod, containers, now);
@@ -504,7 +505,7 @@ impl Node {
 
     /// Keeps the pod for reloads and probes and gives it a reload machine on first sight;
     /// returns the containers its profile watches.
-    fn remember_pod(&mut self, pod: &ControllerPod) -> Option<Vec<String>> {
+    fn remember_pod(&mut self, pod: &Arc<ControllerPod>) -> Option<Vec<String>> {
         let spec = self.spec(&pod.controller).cloned();
         let containers = spec.as_ref().and_then(|s| s.containers.clone());
         if !self.reloads.contains_key(&pod.uid)
@@ -538,7 +539,7 @@ impl Node {
                 ),
             );
         }
-        self.pods.insert(pod.uid.clone(), Arc::new(pod.clone()));
+        self.pods.insert(pod.uid.clone(), Arc::clone(pod));
         containers
     }
 

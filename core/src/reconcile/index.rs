@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::expected::{Expected, SecretLookup, expected_payload};
@@ -107,7 +108,8 @@ pub struct SecretRefStatus {
 pub struct MountIndex {
     kubelet: KubeletRoot,
     limits: Thresholds,
-    pods: BTreeMap<String, ControllerPod>,
+    /// Shared with the node's reload and probe actions: one copy of each pod.
+    pods: BTreeMap<String, Arc<ControllerPod>>,
     /// Containers each pod's controller profile watches (`None`: all).
     watched_containers: BTreeMap<String, Option<Vec<String>>>,
     secrets: BTreeMap<SecretKey, SecretEntry>,
@@ -156,10 +158,11 @@ impl MountIndex {
     /// Adds or updates a controller pod; `containers` limits which of its containers count.
     pub fn upsert_pod(
         &mut self,
-        pod: ControllerPod,
+        pod: impl Into<Arc<ControllerPod>>,
         containers: Option<Vec<String>>,
         now: Instant,
     ) -> Vec<Action> {
+        let pod = pod.into();
         let uid = pod.uid.clone();
         let wanted = self.mount_specs(&pod, containers.as_deref());
         let stale: Vec<MountKey> = self
