@@ -155,7 +155,12 @@ async fn collect(options: &LintOptions) -> Result<Report, String> {
     for kind in CertManagerKind::ALL {
         let resource = crate::k8s::certmanager::api_resource(kind);
         for object in lister.dynamic(&resource, kind.cluster_scoped()).await? {
-            cert_manager.extend(crate::k8s::certmanager::cert_manager_object(kind, &object));
+            cert_manager.extend(crate::k8s::certmanager::cert_manager_object(
+                kind,
+                &object.metadata,
+                &object.data["spec"],
+                &object.data["status"],
+            ));
         }
     }
 

@@ -2,8 +2,8 @@
 //! runs on this node, and converted here into the core's cert-manager values.
 //!
 //! ```text
-//!  Certificate, Issuer, ClusterIssuer (cert-manager.io/v1, DynamicObject) ─▶ CertManagerObject
-//!  Pods label-selected by one controller profile, every node ─▶ PeerPod (reporter choice)
+//!  Certificate, Issuer, ClusterIssuer (cert-manager.io/v1, LeanObject) ─▶ CertManagerObject
+//!  Pods label-selected by one controller profile, every node ─▶ LeanPod ─▶ PeerPod (reporter choice)
 //! ```
 //!
 //! Conversion is lenient like the route conversion: a field of the wrong type is left out, and
@@ -12,9 +12,9 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource};
 use kube::runtime::watcher;
 use mountlag_core::certmanager::reporter::PeerPod;
 use mountlag_core::certmanager::{
@@ -27,8 +27,13 @@ use mountlag_core::text::{MAX_MESSAGE_BYTES, untrusted_capped};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::lean::{self, Lean, LeanPod};
 use super::watches::{ObjectChange, watch_objects};
 use crate::config::Config;
+
+/// A cert-manager object as listed: its spec and status as JSON (read leniently below), the
+/// metadata without annotations and managed fields.
+pub type LeanObject = Lean<Value, Value>;
 
 pub fn api_resource(kind: CertManagerKind) -> ApiResource {
     ApiResource {
@@ -47,9 +52,13 @@ pub async fn watch_cert_manager(
     watch_config: watcher::Config,
     tx: mpsc::UnboundedSender<Input>,
 ) {
-    let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
+    let api: Api<LeanObject> = Api::all_with(client, &api_resource(kind));
     let mut reported_absent = false;
-    let convert = |object: &DynamicObject| cert_manager_object(kind, object);
+    let convert = |object: &LeanObject| {
+        let spec = object.spec.as_ref().unwrap_or(&Value::Null);
+        let status = object.status.as_ref().unwrap_or(&Value::Null);
+        cert_manager_object(kind, &object.metadata, spec, status)
+    };
     watch_objects(api, watch_config, convert, |change| {
         let input = match change {
             ObjectChange::Listed(objects) => CertManagerInput::Listed { kind, objects },
@@ -111,9 +120,9 @@ pub async fn watch_peers(
         }));
         return;
     }
-    let api: Api<Pod> = Api::all(client);
+    let api: Api<LeanPod> = Api::all_with(client, &lean::pod_resource());
     let watch_config = super::watch_config(&config.api).labels(profile.selector.as_str());
-    let convert = |pod: &Pod| {
+    let convert = |pod: &LeanPod| {
         Some((
             pod.metadata.uid.clone(),
             peer_pod(&config, &controller, pod),
@@ -153,7 +162,7 @@ pub async fn watch_peers(
 
 /// A pod of the cluster that `controller` selects (the same first-match rule as the node's own
 /// pod watch), or `None`.
-pub fn peer_pod(config: &Config, controller: &str, pod: &Pod) -> Option<PeerPod> {
+pub fn peer_pod(config: &Config, controller: &str, pod: &LeanPod) -> Option<PeerPod> {
     let meta = &pod.metadata;
     let namespace = meta.namespace.clone()?;
     let labels = meta.labels.clone().unwrap_or_default();
@@ -180,7 +189,7 @@ pub fn peer_pod(config: &Config, controller: &str, pod: &Pod) -> Option<PeerPod>
                 .and_then(|p| p.sources.as_ref())
                 .into_iter()
                 .flatten()
-                .filter_map(|s| s.secret.as_ref().map(|s| s.name.clone()));
+                .filter_map(|s| s.secret.as_ref().and_then(|s| s.name.clone()));
             direct.into_iter().chain(projected).collect::<Vec<_>>()
         })
         .map(|name| SecretKey {
@@ -201,19 +210,21 @@ pub fn peer_pod(config: &Config, controller: &str, pod: &Pod) -> Option<PeerPod>
     })
 }
 
+/// The core's view of one object from its metadata, `spec` and `status` (`Null` when absent);
+/// `None` for one without a name.
 pub fn cert_manager_object(
     kind: CertManagerKind,
-    object: &DynamicObject,
+    metadata: &ObjectMeta,
+    spec: &Value,
+    status: &Value,
 ) -> Option<CertManagerObject> {
-    let name = object.metadata.name.clone()?;
-    let namespace = object.metadata.namespace.clone().unwrap_or_default();
-    let spec = &object.data["spec"];
-    let status = &object.data["status"];
+    let name = metadata.name.clone()?;
+    let namespace = metadata.namespace.clone().unwrap_or_default();
     Some(match kind {
         CertManagerKind::Certificate => CertManagerObject::Certificate(CertificateObject {
             namespace,
             name,
-            uid: object.metadata.uid.clone().unwrap_or_default(),
+            uid: metadata.uid.clone().unwrap_or_default(),
             secret_name: string(&spec["secretName"]).unwrap_or_default(),
             dns_names: strings(&spec["dnsNames"]),
             issuer: string(&spec["issuerRef"]["name"]).map(|issuer| {
@@ -285,8 +296,15 @@ fn strings(value: &Value) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn object(json: Value) -> DynamicObject {
+    fn object(json: Value) -> LeanObject {
         serde_json::from_value(json).unwrap()
+    }
+
+    fn convert(kind: CertManagerKind, object: &LeanObject) -> Option<CertManagerObject> {
+        let null = Value::Null;
+        let spec = object.spec.as_ref().unwrap_or(&null);
+        let status = object.status.as_ref().unwrap_or(&null);
+        cert_manager_object(kind, &object.metadata, spec, status)
     }
 
     #[test]
@@ -301,7 +319,7 @@ mod tests {
                        "renewalTime": "2027-01-01T00:00:00Z", "revision": 4}
         }));
         let Some(CertManagerObject::Certificate(c)) =
-            cert_manager_object(CertManagerKind::Certificate, &certificate)
+            convert(CertManagerKind::Certificate, &certificate)
         else {
             panic!("not a Certificate");
         };
@@ -324,9 +342,7 @@ mod tests {
             "apiVersion": "cert-manager.io/v1", "kind": "Issuer",
             "metadata": {"name": "ca", "namespace": "shop"}, "spec": {"ca": {}}
         }));
-        let Some(CertManagerObject::Issuer(i)) =
-            cert_manager_object(CertManagerKind::Issuer, &issuer)
-        else {
+        let Some(CertManagerObject::Issuer(i)) = convert(CertManagerKind::Issuer, &issuer) else {
             panic!("not an Issuer");
         };
         assert!(!i.ready.is_ready());
@@ -342,6 +358,6 @@ mod tests {
         let nameless = object(
             serde_json::json!({"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": {}}),
         );
-        assert!(cert_manager_object(CertManagerKind::Issuer, &nameless).is_none());
+        assert!(convert(CertManagerKind::Issuer, &nameless).is_none());
     }
 }

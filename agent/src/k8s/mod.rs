@@ -12,12 +12,14 @@
 //! `routes.rs`, watched cluster-wide only while a local controller pod's profile needs them.
 //!
 //! cert-manager's Certificate, Issuer and ClusterIssuer, and the pods of a local controller
-//! profile on every node (to choose one reporter per finding), are `certmanager.rs`'s.
+//! profile on every node (to choose one reporter per finding), are `certmanager.rs`'s; those
+//! pods are listed as `lean::LeanPod`s, a few fields each.
 //!
 //! Only this folder reads `k8s_openapi` types.
 
 pub mod certmanager;
 pub mod client;
+pub mod lean;
 pub mod named_watch;
 pub mod pod;
 pub mod routes;

@@ -1,0 +1,213 @@
+//! Lean objects for the cluster-wide watches: only the fields a conversion reads are kept.
+//!
+//! kube's watcher holds a whole list page at once (and an API server answering a
+//! `resourceVersion=0` list from its watch cache sends every object in one page). Deserialised
+//! whole, a `Pod` is several KiB in memory — managed fields, annotations, container specs,
+//! status conditions — of which the reporter choice reads a few hundred bytes; at start the
+//! peers' list was the agent's largest allocation (7.2 MiB for 1,000 pods, docs/benchmarks.md,
+//! session 12), and the heap keeps its high-water. [`Lean`] is deserialised straight from the
+//! JSON: skipped fields are parsed over, never allocated.
+//!
+//! ```text
+//!  Pod JSON ──▶ Lean<PodSpec, PodStatus> { name, namespace, uid, labels, resourceVersion,
+//!                                           deletionTimestamp, nodeName, volumes' Secret
+//!                                           names, phase }
+//! ```
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::ApiResource;
+use kube::core::DynamicResourceScope;
+use serde::{Deserialize, Deserializer};
+
+/// An object of the kind its [`ApiResource`] names, with the metadata a watch and a conversion
+/// need and the parts of `spec` and `status` that `S` and `U` declare.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Lean<S, U> {
+    #[serde(default, deserialize_with = "lean_meta")]
+    pub metadata: ObjectMeta,
+    pub spec: Option<S>,
+    pub status: Option<U>,
+}
+
+/// The metadata fields kept: identity, labels (selectors), the version a watch resumes from
+/// and deletion. Annotations and managed fields, often the bulk of an object, are skipped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    deletion_timestamp: Option<Time>,
+}
+
+fn lean_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+    let meta = LeanMeta::deserialize(deserializer)?;
+    Ok(ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        labels: meta.labels,
+        deletion_timestamp: meta.deletion_timestamp,
+        ..ObjectMeta::default()
+    })
+}
+
+impl<S, U> kube::Resource for Lean<S, U> {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn kind(resource: &ApiResource) -> Cow<'_, str> {
+        resource.kind.as_str().into()
+    }
+
+    fn group(resource: &ApiResource) -> Cow<'_, str> {
+        resource.group.as_str().into()
+    }
+
+    fn version(resource: &ApiResource) -> Cow<'_, str> {
+        resource.version.as_str().into()
+    }
+
+    fn api_version(resource: &ApiResource) -> Cow<'_, str> {
+        resource.api_version.as_str().into()
+    }
+
+    fn plural(resource: &ApiResource) -> Cow<'_, str> {
+        resource.plural.as_str().into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A pod as the reporter choice reads it.
+pub type LeanPod = Lean<PodSpec, PodStatus>;
+
+/// The `Pod` kind, for `Api::all_with`.
+pub fn pod_resource() -> ApiResource {
+    ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&())
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    pub node_name: Option<String>,
+    pub volumes: Option<Vec<Volume>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodStatus {
+    pub phase: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Volume {
+    pub secret: Option<SecretVolumeSource>,
+    pub projected: Option<ProjectedVolumeSource>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVolumeSource {
+    pub secret_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ProjectedVolumeSource {
+    pub sources: Option<Vec<VolumeProjection>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct VolumeProjection {
+    pub secret: Option<SecretProjection>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SecretProjection {
+    pub name: Option<String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_keeps_what_the_reporter_reads_and_drops_the_rest() {
+        let pod: LeanPod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web-0", "namespace": "shop", "uid": "u-1", "resourceVersion": "42",
+                "labels": {"app": "web"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{…}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                                   "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}],
+                "deletionTimestamp": "2026-12-07T10:00:00Z"
+            },
+            "spec": {
+                "nodeName": "node-a",
+                "containers": [{"name": "web", "image": "nginx"}],
+                "volumes": [
+                    {"name": "tls", "secret": {"secretName": "web-tls", "defaultMode": 420}},
+                    {"name": "all", "projected": {"sources": [
+                        {"secret": {"name": "ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                        {"configMap": {"name": "settings"}}
+                    ]}},
+                    {"name": "tmp", "emptyDir": {}}
+                ]
+            },
+            "status": {"phase": "Running", "podIP": "10.0.0.7",
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let meta = &pod.metadata;
+        assert_eq!(meta.name.as_deref(), Some("web-0"));
+        assert_eq!(meta.namespace.as_deref(), Some("shop"));
+        assert_eq!(meta.uid.as_deref(), Some("u-1"));
+        assert_eq!(meta.resource_version.as_deref(), Some("42"));
+        assert_eq!(meta.labels.as_ref().unwrap()["app"], "web");
+        assert!(meta.deletion_timestamp.is_some());
+        assert!(meta.annotations.is_none() && meta.managed_fields.is_none());
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+        let volumes = spec.volumes.unwrap();
+        assert_eq!(
+            volumes[0].secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("web-tls")
+        );
+        let sources = volumes[1]
+            .projected
+            .as_ref()
+            .unwrap()
+            .sources
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            sources[0].secret.as_ref().unwrap().name.as_deref(),
+            Some("ca")
+        );
+        assert!(sources[1].secret.is_none() && volumes[2].secret.is_none());
+        assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Running"));
+    }
+
+    #[test]
+    fn a_pod_with_only_a_name_is_read() {
+        let pod: LeanPod = serde_json::from_value(
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+        )
+        .unwrap();
+        assert!(pod.spec.is_none() && pod.status.is_none());
+        assert_eq!(pod.metadata.name.as_deref(), Some("p"));
+    }
+}
