@@ -148,7 +148,11 @@ async fn collect(options: &LintOptions) -> Result<Report, String> {
     ] {
         let resource = crate::k8s::routes::api_resource(kind);
         for object in lister.dynamic(&resource, kind.cluster_scoped()).await? {
-            routes.extend(crate::k8s::routes::route_object(kind, &object));
+            routes.extend(crate::k8s::routes::route_object(
+                kind,
+                &object.metadata,
+                &object.data["spec"],
+            ));
         }
     }
     let mut cert_manager = Vec::new();

@@ -12,53 +12,138 @@
 //!  Pod JSON ──▶ Lean<PodSpec, PodStatus> { name, namespace, uid, labels, resourceVersion,
 //!                                           deletionTimestamp, nodeName, volumes' Secret
 //!                                           names, phase }
+//!  Ingress, Gateway, … JSON ──▶ Lean<Value, IgnoredAny, RouteAnnotations> { the same metadata,
+//!                                           the annotations routes read, spec as JSON }
 //! ```
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::ApiResource;
 use kube::core::DynamicResourceScope;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// An object of the kind its [`ApiResource`] names, with the metadata a watch and a conversion
-/// need and the parts of `spec` and `status` that `S` and `U` declare.
+/// need, the annotations `A` names, and the parts of `spec` and `status` that `S` and `U`
+/// declare.
 #[derive(Clone, Debug, Deserialize)]
-pub struct Lean<S, U> {
-    #[serde(default, deserialize_with = "lean_meta")]
+#[serde(bound(deserialize = "S: Deserialize<'de>, U: Deserialize<'de>, A: KeptAnnotations"))]
+pub struct Lean<S, U, A = NoAnnotations> {
+    #[serde(default, deserialize_with = "lean_meta::<_, A>")]
     pub metadata: ObjectMeta,
     pub spec: Option<S>,
     pub status: Option<U>,
+    #[serde(skip)]
+    annotations: PhantomData<A>,
 }
 
-/// The metadata fields kept: identity, labels (selectors), the version a watch resumes from
-/// and deletion. Annotations and managed fields, often the bulk of an object, are skipped.
+/// The annotations a lean object keeps; the others are skipped unread (a
+/// `kubectl.kubernetes.io/last-applied-configuration` holds the whole object again).
+pub trait KeptAnnotations {
+    const KEYS: &'static [&'static str];
+}
+
+/// Keeps no annotation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoAnnotations;
+
+impl KeptAnnotations for NoAnnotations {
+    const KEYS: &'static [&'static str] = &[];
+}
+
+/// The metadata fields kept: identity, labels (selectors), the version a watch resumes from,
+/// deletion, and the annotations `A` names. Managed fields, often the bulk of an object, are
+/// skipped.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LeanMeta {
+#[serde(rename_all = "camelCase", bound(deserialize = "A: KeptAnnotations"))]
+struct LeanMeta<A> {
     name: Option<String>,
     namespace: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
     labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    annotations: Kept<A>,
     deletion_timestamp: Option<Time>,
 }
 
-fn lean_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
-    let meta = LeanMeta::deserialize(deserializer)?;
+fn lean_meta<'de, D: Deserializer<'de>, A: KeptAnnotations>(
+    deserializer: D,
+) -> Result<ObjectMeta, D::Error> {
+    let meta = LeanMeta::<A>::deserialize(deserializer)?;
     Ok(ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,
         uid: meta.uid,
         resource_version: meta.resource_version,
         labels: meta.labels,
+        annotations: (!meta.annotations.map.is_empty()).then_some(meta.annotations.map),
         deletion_timestamp: meta.deletion_timestamp,
         ..ObjectMeta::default()
     })
 }
 
-impl<S, U> kube::Resource for Lean<S, U> {
+/// An annotations map reduced to the keys `A` names while it is read.
+struct Kept<A> {
+    map: BTreeMap<String, String>,
+    keys: PhantomData<A>,
+}
+
+impl<A> Default for Kept<A> {
+    fn default() -> Self {
+        Kept {
+            map: BTreeMap::new(),
+            keys: PhantomData,
+        }
+    }
+}
+
+impl<'de, A: KeptAnnotations> Deserialize<'de> for Kept<A> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_option(KeptVisitor(PhantomData))
+    }
+}
+
+struct KeptVisitor<A>(PhantomData<A>);
+
+impl<'de, A: KeptAnnotations> Visitor<'de> for KeptVisitor<A> {
+    type Value = Kept<A>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of strings to strings, or null")
+    }
+
+    fn visit_none<E>(self) -> Result<Kept<A>, E> {
+        Ok(Kept::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<Kept<A>, E> {
+        Ok(Kept::default())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Kept<A>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut entries: M) -> Result<Kept<A>, M::Error> {
+        let mut kept = Kept::default();
+        while let Some(key) = entries.next_key::<String>()? {
+            if A::KEYS.contains(&key.as_str()) {
+                let value = entries.next_value::<String>()?;
+                kept.map.insert(key, value);
+            } else {
+                entries.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(kept)
+    }
+}
+
+impl<S, U, A> kube::Resource for Lean<S, U, A> {
     type DynamicType = ApiResource;
     type Scope = DynamicResourceScope;
 
@@ -93,6 +178,24 @@ impl<S, U> kube::Resource for Lean<S, U> {
 
 /// A pod as the reporter choice reads it.
 pub type LeanPod = Lean<PodSpec, PodStatus>;
+
+/// An Ingress, IngressClass or Gateway API object as the route conversion reads it: `spec` as
+/// JSON (read leniently there), no `status`, and the annotations it reads.
+pub type LeanRoute = Lean<serde_json::Value, IgnoredAny, RouteAnnotations>;
+
+/// The annotations the route conversion reads: the legacy Ingress class, the default
+/// IngressClass mark and cert-manager's ingress-shim issuers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteAnnotations;
+
+impl KeptAnnotations for RouteAnnotations {
+    const KEYS: &'static [&'static str] = &[
+        "kubernetes.io/ingress.class",
+        "ingressclass.kubernetes.io/is-default-class",
+        mountlag_core::certmanager::ISSUER_ANNOTATION,
+        mountlag_core::certmanager::CLUSTER_ISSUER_ANNOTATION,
+    ];
+}
 
 /// The `Pod` kind, for `Api::all_with`.
 pub fn pod_resource() -> ApiResource {
@@ -199,6 +302,37 @@ mod tests {
         );
         assert!(sources[1].secret.is_none() && volumes[2].secret.is_none());
         assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Running"));
+    }
+
+    #[test]
+    fn a_route_keeps_only_the_annotations_routes_read() {
+        let ingress: LeanRoute = serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {
+                "kubernetes.io/ingress.class": "nginx",
+                "cert-manager.io/cluster-issuer": "le",
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"the\": \"whole object\"}",
+                "nginx.ingress.kubernetes.io/rewrite-target": "/"
+            }},
+            "spec": {"rules": [{"host": "a.example"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}
+        }))
+        .unwrap();
+        let annotations = ingress.metadata.annotations.unwrap();
+        assert_eq!(
+            annotations.keys().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "cert-manager.io/cluster-issuer",
+                "kubernetes.io/ingress.class"
+            ]
+        );
+        assert_eq!(ingress.spec.unwrap()["rules"][0]["host"], "a.example");
+        let bare: LeanRoute = serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "nginx", "annotations": null}
+        }))
+        .unwrap();
+        assert!(bare.metadata.annotations.is_none());
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! `routes.rs`, watched cluster-wide only while a local controller pod's profile needs them.
 //!
 //! cert-manager's Certificate, Issuer and ClusterIssuer, and the pods of a local controller
-//! profile on every node (to choose one reporter per finding), are `certmanager.rs`'s; those
-//! pods are listed as `lean::LeanPod`s, a few fields each.
+//! profile on every node (to choose one reporter per finding), are `certmanager.rs`'s. Every
+//! cluster-wide list is read as `lean::Lean` objects: the fields the conversion reads, no
+//! managed fields, no annotations but those it reads.
 //!
 //! Only this folder reads `k8s_openapi` types.
 

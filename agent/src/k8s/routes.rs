@@ -1,12 +1,15 @@
 //! Ingress and Gateway API objects, watched cluster-wide (only while a local controller pod's
 //! profile needs them) and converted here, at the edge, into the core's route views.
 //!
-//! Gateway API types are not in k8s-openapi: they are read as [`DynamicObject`]s. Conversion is
-//! lenient the way the controllers are: a field of the wrong type is left out, never a panic,
-//! and an object that cannot be read at all (no name) is skipped.
+//! Every kind is read as a [`LeanRoute`] (Gateway API types are not in k8s-openapi; and a list
+//! of every Ingress in the cluster, annotations and managed fields included, is memory the
+//! node pays for): `spec` as JSON, the few annotations read here. Conversion is lenient the way
+//! the controllers are: a field of the wrong type is left out, never a panic, and an object
+//! that cannot be read at all (no name) is skipped.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource};
 use kube::runtime::watcher;
 use mountlag_core::node::Input;
 use mountlag_core::routes::{
@@ -18,6 +21,7 @@ use mountlag_core::text::{MAX_MESSAGE_BYTES, untrusted_capped};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::lean::LeanRoute;
 use super::watches::{ObjectChange, watch_objects};
 
 /// The API resource of a kind: group, version, plural.
@@ -51,9 +55,15 @@ pub async fn watch_routes(
     watch_config: watcher::Config,
     tx: mpsc::UnboundedSender<Input>,
 ) {
-    let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
+    let api: Api<LeanRoute> = Api::all_with(client, &api_resource(kind));
     let mut reported_absent = false;
-    let convert = |object: &DynamicObject| route_object(kind, object);
+    let convert = |object: &LeanRoute| {
+        route_object(
+            kind,
+            &object.metadata,
+            object.spec.as_ref().unwrap_or(&Value::Null),
+        )
+    };
     watch_objects(api, watch_config, convert, |change| {
         let input = match change {
             ObjectChange::Listed(objects) => Input::RoutesListed { kind, objects },
@@ -90,13 +100,13 @@ pub async fn watch_routes(
     .await;
 }
 
-/// The core's view of one object; `None` for one without a name.
-pub fn route_object(kind: RouteKind, object: &DynamicObject) -> Option<RouteObject> {
-    let name = object.metadata.name.clone()?;
-    let namespace = object.metadata.namespace.clone().unwrap_or_default();
-    let uid = object.metadata.uid.clone().unwrap_or_default();
-    let annotations = object.metadata.annotations.clone().unwrap_or_default();
-    let spec = &object.data["spec"];
+/// The core's view of one object from its metadata and `spec` (`Null` when absent); `None`
+/// for one without a name.
+pub fn route_object(kind: RouteKind, metadata: &ObjectMeta, spec: &Value) -> Option<RouteObject> {
+    let name = metadata.name.clone()?;
+    let namespace = metadata.namespace.clone().unwrap_or_default();
+    let uid = metadata.uid.clone().unwrap_or_default();
+    let annotations = metadata.annotations.clone().unwrap_or_default();
     Some(match kind {
         RouteKind::Ingress => RouteObject::Ingress(IngressView {
             namespace,
@@ -230,8 +240,16 @@ fn items(value: &Value) -> impl Iterator<Item = &Value> {
 mod tests {
     use super::*;
 
-    fn object(value: Value) -> DynamicObject {
+    fn object(value: Value) -> LeanRoute {
         serde_json::from_value(value).unwrap()
+    }
+
+    fn route_object(kind: RouteKind, object: &LeanRoute) -> Option<RouteObject> {
+        super::route_object(
+            kind,
+            &object.metadata,
+            object.spec.as_ref().unwrap_or(&Value::Null),
+        )
     }
 
     #[test]
