@@ -90,6 +90,9 @@ pub struct BenchNode {
     pub kubelet: Arc<KubeletStandIn>,
     pub api: ApiServer,
     pub proxy: Option<RecordingProxy>,
+    /// [`Self::populate`] writes its pods and Secrets as a real cluster serves them (managed
+    /// fields, cert-manager's annotations: [`crate::real_world`]).
+    pub real_world_metadata: bool,
     kubeconfig: PathBuf,
     config_path: PathBuf,
     pod_uids: Vec<String>,
@@ -135,6 +138,7 @@ impl BenchNode {
             kubelet,
             api,
             proxy,
+            real_world_metadata: false,
             kubeconfig,
             config_path,
             pod_uids: Vec::new(),
@@ -152,9 +156,11 @@ impl BenchNode {
     pub fn populate(&mut self, shape: &Shape, ca: &TestCa) -> anyhow::Result<Vec<String>> {
         let secrets = shape.referenced_secrets();
         for i in 0..secrets {
-            let leaf = ca.issue(&LeafSpec::valid_for([format!("edge-{i}.example.com")]))?;
+            let host = format!("edge-{i}.example.com");
+            let leaf = ca.issue(&LeafSpec::valid_for([host.clone()]))?;
+            let secret = self.secret(i, &host, &leaf)?;
             self.api
-                .apply_secret(&tls_secret(NAMESPACE, &secret_name(i), &leaf))
+                .apply_secret(&secret)
                 .map_err(|e| anyhow::anyhow!("apply secret {i}: {e}"))?;
         }
         let mut names = Vec::new();
@@ -165,14 +171,33 @@ impl BenchNode {
                 .map(|k| secret_name(k % shape.secrets.max(1)))
                 .collect();
             let name = format!("edge-{p:04}");
+            let mut pod = multi_volume_pod(&name, &refs)?;
+            if self.real_world_metadata {
+                pod = crate::real_world::scheduled_pod(&pod)?;
+            }
             let created = self
                 .api
-                .create_pod(&multi_volume_pod(&name, &refs)?)
+                .create_pod(&pod)
                 .map_err(|e| anyhow::anyhow!("create pod {name}: {e}"))?;
             self.pod_uids.extend(created.metadata.uid);
             names.push(name);
         }
         Ok(names)
+    }
+
+    /// Secret `i` of [`Self::populate`] holding `leaf` for `host`.
+    pub fn secret(
+        &self,
+        i: usize,
+        host: &str,
+        leaf: &crate::certs::IssuedLeaf,
+    ) -> anyhow::Result<k8s_openapi::api::core::v1::Secret> {
+        let secret = tls_secret(NAMESPACE, &secret_name(i), leaf);
+        if self.real_world_metadata {
+            crate::real_world::issued_secret(&secret, &secret_name(i), host)
+        } else {
+            Ok(secret)
+        }
     }
 
     /// Remembers a pod created elsewhere, for the teardown.

@@ -32,9 +32,9 @@ use anyhow::{Context as _, bail};
 
 use crate::apiserver::ApiServerConfig;
 use crate::bench::Summary;
-use crate::bench_api::{BenchNode, Shape, secret_name, states};
+use crate::bench_api::{BenchNode, Shape, states};
 use crate::certs::{LeafSpec, TestCa};
-use crate::cluster::{NAMESPACE, NODE, agent_config, http_get, tls_secret};
+use crate::cluster::{NODE, agent_config, http_get};
 use crate::node::NodeConfig;
 
 /// Linux reports `/proc/<pid>/stat` times in USER_HZ ticks: 100 per second on every
@@ -64,6 +64,9 @@ pub struct FootprintOptions {
     pub burst: bool,
     /// Run the agent under this CPU limit (millicores, CFS quota per 100 ms period).
     pub agent_cpu_limit_m: Option<u32>,
+    /// Pods and Secrets as a real cluster serves them (managed fields, cert-manager's
+    /// annotations), not as bare as the stand-in keeps what it is given.
+    pub managed_fields: bool,
 }
 
 /// The agent through a renewal of every Secret at once.
@@ -390,6 +393,7 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
         false,
     )
     .await?;
+    bn.real_world_metadata = o.managed_fields;
     let ca = TestCa::new("bench footprint CA")?;
     bn.populate(&shape, &ca)?;
     bn.wait_pods_started(shape.pods(), Duration::from_secs(300))
@@ -444,9 +448,10 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
         let before = cpu_ticks(pid)?;
         let start = Instant::now();
         for i in 0..shape.referenced_secrets() {
-            let leaf = ca.issue(&LeafSpec::valid_for([format!("edge-{i}.example.com")]))?;
+            let host = format!("edge-{i}.example.com");
+            let leaf = ca.issue(&LeafSpec::valid_for([host.clone()]))?;
             bn.api
-                .apply_secret(&tls_secret(NAMESPACE, &secret_name(i), &leaf))
+                .apply_secret(&bn.secret(i, &host, &leaf)?)
                 .map_err(|e| anyhow::anyhow!("renew secret {i}: {e}"))?;
         }
         // Out of sync first (the agent saw the renewal), then all back in sync.

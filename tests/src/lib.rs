@@ -38,6 +38,7 @@ pub mod node;
 pub mod podsecurity;
 pub mod rbac;
 pub mod real;
+pub mod real_world;
 pub mod repo;
 pub mod rollout;
 pub mod tlsload;

@@ -258,6 +258,10 @@ enum Bench {
         /// `resources.limits.cpu`), e.g. 100 for the DaemonSet's limit.
         #[arg(long)]
         agent_cpu_limit_m: Option<u32>,
+        /// Pods and Secrets as a real cluster serves them: managed fields on every object,
+        /// cert-manager's annotations on the Secrets (the stand-in adds neither).
+        #[arg(long)]
+        managed_fields: bool,
     },
 }
 
@@ -483,6 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     api_http1,
                     burst,
                     agent_cpu_limit_m,
+                    managed_fields,
                 },
         } => bench_footprint::run(&bench_footprint::FootprintOptions {
             window: Duration::from_secs(window_s),
@@ -495,6 +500,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             api_http1,
             burst,
             agent_cpu_limit_m,
+            managed_fields,
         }),
     }
 }
