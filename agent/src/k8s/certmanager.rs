@@ -55,9 +55,12 @@ pub async fn watch_cert_manager(
     let api: Api<LeanObject> = Api::all_with(client, &api_resource(kind));
     let mut reported_absent = false;
     let convert = |object: &LeanObject| {
-        let spec = object.spec.as_ref().unwrap_or(&Value::Null);
-        let status = object.status.as_ref().unwrap_or(&Value::Null);
-        cert_manager_object(kind, &object.metadata, spec, status)
+        cert_manager_object(
+            kind,
+            &object.metadata,
+            object.spec_json(),
+            object.status_json(),
+        )
     };
     watch_objects(api, watch_config, convert, |change| {
         let input = match change {
@@ -301,10 +304,12 @@ mod tests {
     }
 
     fn convert(kind: CertManagerKind, object: &LeanObject) -> Option<CertManagerObject> {
-        let null = Value::Null;
-        let spec = object.spec.as_ref().unwrap_or(&null);
-        let status = object.status.as_ref().unwrap_or(&null);
-        cert_manager_object(kind, &object.metadata, spec, status)
+        cert_manager_object(
+            kind,
+            &object.metadata,
+            object.spec_json(),
+            object.status_json(),
+        )
     }
 
     #[test]

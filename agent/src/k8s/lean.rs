@@ -41,6 +41,20 @@ pub struct Lean<S, U, A = NoAnnotations> {
     annotations: PhantomData<A>,
 }
 
+impl<U, A> Lean<serde_json::Value, U, A> {
+    /// `spec` as read, `Null` when the object has none.
+    pub fn spec_json(&self) -> &serde_json::Value {
+        self.spec.as_ref().unwrap_or(&serde_json::Value::Null)
+    }
+}
+
+impl<S, A> Lean<S, serde_json::Value, A> {
+    /// `status` as read, `Null` when the object has none.
+    pub fn status_json(&self) -> &serde_json::Value {
+        self.status.as_ref().unwrap_or(&serde_json::Value::Null)
+    }
+}
+
 /// The annotations a lean object keeps; the others are skipped unread (a
 /// `kubectl.kubernetes.io/last-applied-configuration` holds the whole object again).
 pub trait KeptAnnotations {

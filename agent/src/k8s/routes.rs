@@ -57,13 +57,7 @@ pub async fn watch_routes(
 ) {
     let api: Api<LeanRoute> = Api::all_with(client, &api_resource(kind));
     let mut reported_absent = false;
-    let convert = |object: &LeanRoute| {
-        route_object(
-            kind,
-            &object.metadata,
-            object.spec.as_ref().unwrap_or(&Value::Null),
-        )
-    };
+    let convert = |object: &LeanRoute| route_object(kind, &object.metadata, object.spec_json());
     watch_objects(api, watch_config, convert, |change| {
         let input = match change {
             ObjectChange::Listed(objects) => Input::RoutesListed { kind, objects },
@@ -245,11 +239,7 @@ mod tests {
     }
 
     fn route_object(kind: RouteKind, object: &LeanRoute) -> Option<RouteObject> {
-        super::route_object(
-            kind,
-            &object.metadata,
-            object.spec.as_ref().unwrap_or(&Value::Null),
-        )
+        super::route_object(kind, &object.metadata, object.spec_json())
     }
 
     #[test]
