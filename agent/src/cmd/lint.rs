@@ -121,6 +121,9 @@ async fn collect(options: &LintOptions) -> Result<Report, String> {
         }
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let Some(pod) = crate::k8s::pod::node_pod(&pod) else {
+            continue;
+        };
         match config.controller_for(&namespace, &labels) {
             Some(profile) => {
                 controller_pods.extend(crate::k8s::controller_pod(&pod, &profile.name))

@@ -14,6 +14,8 @@
 //!                                           names, phase }
 //!  Ingress, Gateway, … JSON ──▶ Lean<Value, IgnoredAny, RouteAnnotations> { the same metadata,
 //!                                           the annotations routes read, spec as JSON }
+//!  Pod JSON (this node's) ──▶ NodePod { + mountlag's annotations, containers' mounts and ids,
+//!                                       pod IPs, hostNetwork, volumes' Secret sources }
 //! ```
 
 use std::borrow::Cow;
@@ -230,14 +232,95 @@ pub struct PodStatus {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Volume {
+    #[serde(default)]
+    pub name: String,
     pub secret: Option<SecretVolumeSource>,
     pub projected: Option<ProjectedVolumeSource>,
+}
+
+/// A pod of this node as the node model reads it ([`super::pod::controller_pod`]).
+pub type NodePod = Lean<NodePodSpec, NodePodStatus, NodePodAnnotations>;
+
+/// The annotations [`super::pod::controller_pod`] reads: mountlag's own two and a static pod's
+/// config hash.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodePodAnnotations;
+
+impl KeptAnnotations for NodePodAnnotations {
+    const KEYS: &'static [&'static str] = &[
+        mountlag_core::pod::RESYNC_ANNOTATION,
+        mountlag_core::pod::RESTART_ANNOTATION,
+        mountlag_core::pod::CONFIG_HASH_ANNOTATION,
+    ];
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePodSpec {
+    pub host_network: Option<bool>,
+    pub containers: Option<Vec<Container>>,
+    pub volumes: Option<Vec<Volume>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub mount_path: String,
+    pub sub_path: Option<String>,
+    pub sub_path_expr: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePodStatus {
+    pub phase: Option<String>,
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Option<Vec<PodIp>>,
+    pub container_statuses: Option<Vec<ContainerStatus>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodIp {
+    #[serde(default)]
+    pub ip: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "containerID")]
+    pub container_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretVolumeSource {
     pub secret_name: Option<String>,
+    pub items: Option<Vec<KeyToPath>>,
+    pub optional: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct KeyToPath {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub path: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -253,6 +336,8 @@ pub struct VolumeProjection {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct SecretProjection {
     pub name: Option<String>,
+    pub items: Option<Vec<KeyToPath>>,
+    pub optional: Option<bool>,
 }
 
 #[cfg(test)]

@@ -1,22 +1,23 @@
 //! Where a Pod becomes a [`ControllerPod`]: the few facts about it mountlag acts on.
 //!
-//! This is the only place that reads `k8s_openapi` Pod types; everything downstream (in
-//! `mountlag-core`) works on plain structs tested with literal values.
+//! The pod is read as a [`NodePod`] (`lean.rs`): only these facts are deserialised, so a node
+//! with fat pods (managed fields, long container specs) costs the watch little; everything
+//! downstream (in `mountlag-core`) works on plain structs tested with literal values.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
-
 use mountlag_core::pod::{
-    CONFIG_HASH_ANNOTATION, ContainerInfo, ControllerPod, KeyPath, RESYNC_ANNOTATION, SecretSource,
-    SecretVolume, VolumeMountInfo,
+    CONFIG_HASH_ANNOTATION, ContainerInfo, ControllerPod, KeyPath, RESTART_ANNOTATION,
+    RESYNC_ANNOTATION, SecretSource, SecretVolume, VolumeMountInfo,
 };
 use mountlag_core::volume::VolumeKind;
 
+use super::lean::{KeyToPath, NodePod, Volume};
+
 /// Converts an API Pod selected by `controller`. `None` for a pod without uid, namespace or
 /// name (never the case for objects the API server returns).
-pub fn controller_pod(pod: &Pod, controller: &str) -> Option<ControllerPod> {
+pub fn controller_pod(pod: &NodePod, controller: &str) -> Option<ControllerPod> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let status = pod.status.as_ref();
@@ -32,30 +33,28 @@ pub fn controller_pod(pod: &Pod, controller: &str) -> Option<ControllerPod> {
         })
         .collect();
     let containers = spec
-        .map(|s| {
-            s.containers
+        .and_then(|s| s.containers.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| ContainerInfo {
+            name: c.name.clone(),
+            container_id: statuses.get(c.name.as_str()).cloned().flatten(),
+            mounts: c
+                .volume_mounts
                 .iter()
-                .map(|c| ContainerInfo {
-                    name: c.name.clone(),
-                    container_id: statuses.get(c.name.as_str()).cloned().flatten(),
-                    mounts: c
-                        .volume_mounts
-                        .iter()
-                        .flatten()
-                        .map(|m| VolumeMountInfo {
-                            volume: m.name.clone(),
-                            mount_path: m.mount_path.clone(),
-                            sub_path: m
-                                .sub_path
-                                .clone()
-                                .filter(|p| !p.is_empty())
-                                .or_else(|| m.sub_path_expr.clone().filter(|p| !p.is_empty())),
-                        })
-                        .collect(),
+                .flatten()
+                .map(|m| VolumeMountInfo {
+                    volume: m.name.clone(),
+                    mount_path: m.mount_path.clone(),
+                    sub_path: m
+                        .sub_path
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .or_else(|| m.sub_path_expr.clone().filter(|p| !p.is_empty())),
                 })
-                .collect()
+                .collect(),
         })
-        .unwrap_or_default();
+        .collect();
     let volumes = spec
         .and_then(|s| s.volumes.as_ref())
         .into_iter()
@@ -75,30 +74,29 @@ pub fn controller_pod(pod: &Pod, controller: &str) -> Option<ControllerPod> {
     {
         pod_ips.push(ip);
     }
+    let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key).cloned());
     Some(ControllerPod {
         uid: meta.uid.clone()?,
         namespace: meta.namespace.clone()?,
         name: meta.name.clone()?,
         controller: controller.to_string(),
         labels: meta.labels.clone().unwrap_or_default(),
-        resync_annotation: meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RESYNC_ANNOTATION).cloned()),
-        restart_annotation: meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(mountlag_core::pod::RESTART_ANNOTATION).cloned()),
-        config_hash: meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned()),
+        resync_annotation: annotation(RESYNC_ANNOTATION),
+        restart_annotation: annotation(RESTART_ANNOTATION),
+        config_hash: annotation(CONFIG_HASH_ANNOTATION),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         pod_ips,
         terminating: meta.deletion_timestamp.is_some(),
         containers,
         volumes,
     })
+}
+
+/// A Pod as `mountlag lint` lists it (a one-shot, whole objects), read as the agent reads it.
+pub fn node_pod(pod: &k8s_openapi::api::core::v1::Pod) -> Option<NodePod> {
+    serde_json::to_value(pod)
+        .ok()
+        .and_then(|value| serde_json::from_value(value).ok())
 }
 
 fn strip_scheme(id: &str) -> String {
@@ -136,9 +134,9 @@ fn secret_volume(volume: &Volume) -> Option<SecretVolume> {
     let mut sources = Vec::new();
     let mut has_other_sources = false;
     for source in projected.sources.iter().flatten() {
-        match &source.secret {
+        match source.secret.as_ref() {
             Some(secret) => sources.push(SecretSource {
-                secret: secret.name.clone(),
+                secret: secret.name.clone().unwrap_or_default(),
                 items: key_paths(secret.items.as_ref()),
                 optional: secret.optional.unwrap_or(false),
             }),
@@ -158,7 +156,7 @@ fn secret_volume(volume: &Volume) -> Option<SecretVolume> {
 mod tests {
     use super::*;
 
-    fn pod(json: serde_json::Value) -> Pod {
+    fn pod(json: serde_json::Value) -> NodePod {
         serde_json::from_value(json).unwrap()
     }
 

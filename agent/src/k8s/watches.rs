@@ -4,7 +4,7 @@
 
 use futures::stream::BoxStream;
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
@@ -18,13 +18,14 @@ use tokio::sync::mpsc;
 
 use crate::admin::Heartbeat;
 use crate::config::Config;
+use crate::k8s::lean::NodePod;
 use crate::k8s::named_watch::watch_named;
 use crate::k8s::sinks::api_failure;
 use crate::k8s::{controller_pod, secret_view_with};
 
 /// The pod as the first controller profile that selects it sees it; `None` for a pod no profile
 /// selects, or one that has finished (`Succeeded`, `Failed`).
-pub fn select_controller(config: &Config, pod: &Pod) -> Option<ControllerPod> {
+pub fn select_controller(config: &Config, pod: &NodePod) -> Option<ControllerPod> {
     let namespace = pod.metadata.namespace.as_deref()?;
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -47,7 +48,7 @@ pub async fn watch_pods(
     tx: mpsc::UnboundedSender<Input>,
     beat: Heartbeat,
 ) {
-    let api: Api<Pod> = Api::all(client);
+    let api: Api<NodePod> = Api::all_with(client, &crate::k8s::lean::pod_resource());
     let watch_config =
         crate::k8s::watch_config(&config.api).fields(&format!("spec.nodeName={node}"));
     let mut stream = RelistingWatch::new(api, watch_config);
