@@ -184,17 +184,10 @@ pub fn peer_pod(config: &Config, controller: &str, pod: &LeanPod) -> Option<Peer
         .and_then(|s| s.volumes.as_ref())
         .into_iter()
         .flatten()
-        .flat_map(|volume| {
-            let direct = volume.secret.as_ref().and_then(|s| s.secret_name.clone());
-            let projected = volume
-                .projected
-                .as_ref()
-                .and_then(|p| p.sources.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.secret.as_ref().and_then(|s| s.name.clone()));
-            direct.into_iter().chain(projected).collect::<Vec<_>>()
-        })
+        .filter_map(super::pod::secret_volume)
+        .flat_map(|volume| volume.sources)
+        .map(|source| source.secret)
+        .filter(|name| !name.is_empty())
         .map(|name| SecretKey {
             namespace: namespace.clone(),
             name,
@@ -310,6 +303,43 @@ mod tests {
             object.spec_json(),
             object.status_json(),
         )
+    }
+
+    #[test]
+    fn a_peer_is_its_node_and_the_secrets_its_volumes_name_and_a_finished_pod_is_none() {
+        let config = Config::from_yaml(
+            "controllers:\n  - name: edge\n    selector: app=edge\n    reload: none\n",
+            "test",
+        )
+        .unwrap();
+        let json = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "edge-0", "namespace": "shop", "uid": "u-1",
+                         "labels": {"app": "edge"}},
+            "spec": {"nodeName": "node-b", "volumes": [
+                {"name": "tls", "secret": {"secretName": "web-tls"}},
+                {"name": "all", "projected": {"sources": [
+                    {"secret": {"name": "ca"}}, {"configMap": {"name": "settings"}}]}},
+                {"name": "tmp", "emptyDir": {}}
+            ]},
+            "status": {"phase": "Running"}
+        });
+        let pod: LeanPod = serde_json::from_value(json.clone()).unwrap();
+        let peer = peer_pod(&config, "edge", &pod).unwrap();
+        assert_eq!(peer.node.as_deref(), Some("node-b"));
+        assert_eq!(
+            peer.secrets
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>(),
+            ["ca", "web-tls"]
+        );
+        assert!(peer.secrets.iter().all(|k| k.namespace == "shop"));
+        assert!(peer_pod(&config, "other", &pod).is_none());
+        let mut finished = json;
+        finished["status"]["phase"] = serde_json::json!("Succeeded");
+        let finished: LeanPod = serde_json::from_value(finished).unwrap();
+        assert!(peer_pod(&config, "edge", &finished).is_none());
     }
 
     #[test]

@@ -117,7 +117,8 @@ fn key_paths(items: Option<&Vec<KeyToPath>>) -> Option<Vec<KeyPath>> {
     })
 }
 
-fn secret_volume(volume: &Volume) -> Option<SecretVolume> {
+/// The Secret sources of a secret or projected volume; `None` for a volume without one.
+pub(super) fn secret_volume(volume: &Volume) -> Option<SecretVolume> {
     if let Some(secret) = &volume.secret {
         return Some(SecretVolume {
             name: volume.name.clone(),
