@@ -394,6 +394,14 @@ impl BenchNode {
     }
 
     /// The last 4 KiB of the current agent's log.
+    /// Lines the agent has logged so far.
+    pub fn agent_log_lines(&self) -> usize {
+        self.agent
+            .as_ref()
+            .and_then(|a| std::fs::read(&a.log).ok())
+            .map_or(0, |log| log.iter().filter(|b| **b == b'\n').count())
+    }
+
     pub fn agent_log_tail(&self) -> String {
         let text = self
             .agent

@@ -20,6 +20,10 @@
 //! Secret of the row is renewed at once (a cert-manager renewal wave) and the agent is timed
 //! until every mount is `in_sync` again (its nudges bring kubelet in), with its CPU and peak RSS.
 //!
+//! With `outage`, the API stand-in is then stopped (connections refused, as while a control
+//! plane restarts): the agent's CPU, wakeups and log lines over the outage, and the time from
+//! the API's return to `/readyz` 200 with the requests it took.
+//!
 //! With `agent_cpu_limit_m`, the agent runs under a CFS quota (cgroup v1 `cpu` hierarchy, the
 //! way kubelet enforces `resources.limits.cpu`) from right after its spawn: what the DaemonSet's
 //! CPU limit does to start → ready and to a burst.
@@ -36,6 +40,41 @@ use crate::bench_api::{BenchNode, Shape, states};
 use crate::certs::{LeafSpec, TestCa};
 use crate::cluster::{NODE, agent_config, http_get};
 use crate::node::NodeConfig;
+
+/// Stops the API stand-in for `length`, then starts it again and waits for `/readyz`.
+async fn outage(bn: &mut BenchNode, pid: u32, length: Duration) -> anyhow::Result<Outage> {
+    let lines_before = bn.agent_log_lines();
+    bn.api.set_available(false).await?;
+    let a = sample(pid)?;
+    tokio::time::sleep(length).await;
+    let b = sample(pid)?;
+    let log_lines = bn.agent_log_lines().saturating_sub(lines_before);
+    bn.api.reset_stats();
+    bn.api.set_available(true).await?;
+    let back = Instant::now();
+    let listen = bn.agent()?.listen;
+    // kube's backoff caps a failing watch's wait at 30 s: well within the limit.
+    let deadline = back + Duration::from_secs(300);
+    loop {
+        if let Ok((200, _)) = http_get(listen, "/readyz").await {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "agent not ready 300 s after the API came back:\n{}",
+                bn.agent_log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Outage {
+        length,
+        idle: idle_between(&a, &b),
+        log_lines,
+        back_to_ready: back.elapsed(),
+        requests_to_ready: bn.api.stats().total_requests(),
+    })
+}
 
 /// Linux reports `/proc/<pid>/stat` times in USER_HZ ticks: 100 per second on every
 /// architecture the agent targets.
@@ -67,6 +106,23 @@ pub struct FootprintOptions {
     /// Pods and Secrets as a real cluster serves them (managed fields, cert-manager's
     /// annotations), not as bare as the stand-in keeps what it is given.
     pub managed_fields: bool,
+    /// After the scrapes, stop the API stand-in for this long (connections refused, as
+    /// during a control-plane restart), then start it again and time the agent back to ready.
+    pub outage: Option<Duration>,
+}
+
+/// The agent through an API outage: every watch fails and retries with its backoff.
+#[derive(Debug, Clone)]
+pub struct Outage {
+    pub length: Duration,
+    /// CPU and wakeups over the outage.
+    pub idle: Idle,
+    /// Lines the agent logged during the outage.
+    pub log_lines: usize,
+    /// API back → `/readyz` 200.
+    pub back_to_ready: Duration,
+    /// Requests from the API's return to ready (the relists).
+    pub requests_to_ready: u64,
 }
 
 /// The agent through a renewal of every Secret at once.
@@ -337,6 +393,7 @@ pub struct FootprintRow {
     /// `VmHWM` once every mount is in sync after the start.
     pub start_hwm: u64,
     pub burst: Option<Burst>,
+    pub outage: Option<Outage>,
     pub memory: Memory,
     pub idle: Idle,
     /// BOOKMARK rounds (one BOOKMARK per open watch) due in the window: every watch gets one
@@ -444,6 +501,10 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
     let listen = bn.agent()?.listen;
     let (metrics_scrape, metrics_bytes) = scrape(listen, "/metrics", o.scrapes).await?;
     let (status_scrape, status_bytes) = scrape(listen, "/status", o.scrapes).await?;
+    let outage = match o.outage {
+        Some(length) => Some(outage(&mut bn, pid, length).await?),
+        None => None,
+    };
     let burst = if o.burst {
         let before = cpu_ticks(pid)?;
         let start = Instant::now();
@@ -496,6 +557,7 @@ pub async fn footprint_row(shape: Shape, o: &FootprintOptions) -> anyhow::Result
             .filter(|t| *t >= a.at)
             .count(),
         idle,
+        outage,
         api_requests_in_window,
         api_connections,
         mount_changes,
@@ -617,6 +679,29 @@ pub fn print_rows(rows: &[FootprintRow], o: &FootprintOptions) {
             r.idle.born,
             r.idle.exited
         );
+    }
+    if rows.iter().any(|r| r.outage.is_some()) {
+        println!("\nAPI outage (the stand-in stopped: connections refused), then back:\n");
+        println!(
+            "| mounts | Secrets | outage s | agent CPU ms/s | wakeups/s | log lines | API back → ready ms | requests to ready |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in rows {
+            if let Some(o) = &r.outage {
+                let s = o.idle.seconds.max(1e-9);
+                println!(
+                    "| {} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} | {} |",
+                    r.shape.mounts,
+                    r.shape.referenced_secrets(),
+                    o.length.as_secs_f64(),
+                    o.idle.cpu_ms / s,
+                    o.idle.wakeups as f64 / s,
+                    o.log_lines,
+                    ms(o.back_to_ready),
+                    o.requests_to_ready
+                );
+            }
+        }
     }
     println!(
         "\nscrape latency ({} requests per endpoint, one connection each, after the idle window):\n",

@@ -324,3 +324,65 @@ async fn a_watch_stream_cut_mid_object_is_resumed_and_the_change_delivered() {
         .await;
     edge.assert_no_warning();
 }
+
+/// Lines of the agent's log that warn of a failed Secret watch.
+fn secret_watch_warnings(edge: &Edge) -> usize {
+    edge.node
+        .agent_log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("secret watch failed"))
+        .count()
+}
+
+impl Edge {
+    async fn secret_watch_errors(&self) -> f64 {
+        let (_, body) = self.node.get("/metrics").await.unwrap();
+        body.lines()
+            .filter(|l| {
+                l.starts_with("mountlag_api_errors_total{") && l.contains("resource=\"secrets\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits until the Secret watch has failed `more` more times than `since`.
+    async fn wait_secret_watch_errors(&self, since: f64, more: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.secret_watch_errors().await;
+            if now >= since + more {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Secret watch failed {} times, not {more}:\n{}",
+                now - since,
+                self.node.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_an_outage_a_failing_secret_watch_warns_once_and_once_more_after_it_recovered() {
+    if !can_run() {
+        return;
+    }
+    let edge = Edge::start().await;
+    assert_eq!(secret_watch_warnings(&edge), 0);
+    let before = edge.secret_watch_errors().await;
+    edge.node.api.set_available(false).await.unwrap();
+    // Three failures, each retried after its backoff: one warning (the others at debug level;
+    // on a node with 1,000 Secrets an outage wrote ~200 warnings a second).
+    let failed = edge.wait_secret_watch_errors(before, 3.0).await;
+    assert_eq!(secret_watch_warnings(&edge), 1, "{}", edge.node.agent_log());
+    edge.node.api.set_available(true).await.unwrap();
+    edge.node.wait_ready(Duration::from_secs(60)).await.unwrap();
+    // Listed again: the next outage is news.
+    edge.node.api.set_available(false).await.unwrap();
+    edge.wait_secret_watch_errors(failed, 1.0).await;
+    assert_eq!(secret_watch_warnings(&edge), 2, "{}", edge.node.agent_log());
+    edge.node.api.set_available(true).await.unwrap();
+    edge.node.wait_ready(Duration::from_secs(60)).await.unwrap();
+}

@@ -111,6 +111,10 @@ pub async fn watch_secret(
         watch_named::<Secret>(client.clone(), &namespace, &name, timeout)
     });
     let mut listed: Option<SecretView> = None;
+    // Only the first failure of a run is a warning: through an API outage every watch fails
+    // again at each backoff (at 1,000 Secrets, ~40 lines a second), and the status already
+    // says how many are failing.
+    let mut warned = false;
     let observed = |view| Input::SecretObserved {
         key: key.clone(),
         view,
@@ -125,7 +129,10 @@ pub async fn watch_secret(
                 listed = secret_view_with(&secret, Some(&pem_cache));
                 continue;
             }
-            Ok(Some(Event::InitDone)) => observed(listed.take()),
+            Ok(Some(Event::InitDone)) => {
+                warned = false;
+                observed(listed.take())
+            }
             Ok(Some(Event::Apply(secret))) => observed(secret_view_with(&secret, Some(&pem_cache))),
             Ok(Some(Event::Delete(_))) => observed(None),
             Ok(None) => return,
@@ -137,7 +144,13 @@ pub async fn watch_secret(
                 } else {
                     "retrying with backoff"
                 };
-                tracing::warn!(namespace = %key.namespace, secret = %key.name, error = %untrusted_capped(&err.to_string(), MAX_MESSAGE_BYTES), hint, "secret watch failed; retrying");
+                let text = err.to_string();
+                let error = untrusted_capped(&text, MAX_MESSAGE_BYTES);
+                if std::mem::replace(&mut warned, true) {
+                    tracing::debug!(namespace = %key.namespace, secret = %key.name, %error, hint, "secret watch failed again; retrying");
+                } else {
+                    tracing::warn!(namespace = %key.namespace, secret = %key.name, %error, hint, "secret watch failed; retrying");
+                }
                 Input::SecretWatchFailed {
                     key: key.clone(),
                     reason,

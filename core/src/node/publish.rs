@@ -13,11 +13,13 @@ use super::{HostState, Node, Now};
 /// /readyz and `mountlag status --watch` do not need fresher data.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
-/// Once the node is ready, the spacing grows with the mounts: 1 ms per mount (1 s at 1,000).
-/// Between rotations every periodic check changes a pod's status, so at 1,000 mounts
-/// republishing every 100 ms was most of the agent's idle CPU (~70 ms/s, docs/benchmarks.md);
-/// at ~7 µs per mount per rebuild this keeps it under 1% of a core. While not ready (start, an
-/// API outage) the status keeps `publish_every`, so readiness is not held back.
+/// The spacing grows with the mounts: 1 ms per mount (1 s at 1,000). Between rotations every
+/// periodic check changes a pod's status, so at 1,000 mounts republishing every 100 ms was
+/// most of the agent's idle CPU (~70 ms/s, docs/benchmarks.md); at ~7 µs per mount per
+/// rebuild this keeps it under 1% of a core. The same holds while the node waits (start, an
+/// API outage, when every failing watch's retry changes the status: 10–20% of a core at 1,000
+/// mounts with `publish_every`). Only the turn to ready keeps `publish_every`, so readiness
+/// is never held back.
 pub const PUBLISH_SPACING_PER_MOUNT: Duration = Duration::from_millis(1);
 
 /// One publication: the status and the gauges that go with it.
@@ -64,14 +66,27 @@ impl Node {
         let Some(last) = self.published_at else {
             return Some(self.created_at);
         };
-        let spacing = if self.published_ready {
+        let turns_ready = !self.published_ready && self.would_be_ready();
+        let spacing = if turns_ready {
+            self.settings.publish_every
+        } else {
             let per_mount = PUBLISH_SPACING_PER_MOUNT
                 .saturating_mul(u32::try_from(self.index.mount_count()).unwrap_or(u32::MAX));
             self.settings.publish_every.max(per_mount)
-        } else {
-            self.settings.publish_every
         };
         Some(last + spacing)
+    }
+
+    /// `waiting_for().is_empty()` without building the reasons: asked on every turn of the
+    /// loop while not ready, and it stops at the first thing still awaited (during an outage,
+    /// the first Secret).
+    fn would_be_ready(&self) -> bool {
+        self.pods_listed
+            && self.index.pods_healthy()
+            && self.index.secret_watches_current()
+            && self.route_kinds.values().all(|listed| *listed)
+            && self.routes_secrets_synced()
+            && self.tracked.iter().all(|p| self.index.volume_scanned(p))
     }
 
     fn publish(&mut self, now: Now) -> Publication {
@@ -79,6 +94,11 @@ impl Node {
         self.published_at = Some(now.at);
         let waiting_for = self.waiting_for();
         self.published_ready = waiting_for.is_empty();
+        debug_assert_eq!(
+            self.would_be_ready(),
+            self.published_ready,
+            "{waiting_for:?}"
+        );
         let mut mounts = self.index.status(now.at);
         let today = now.utc.unix_timestamp();
         let warn_before =

@@ -494,6 +494,11 @@ impl Node {
         (!unlisted.is_empty()).then(|| format!("not listed yet: {}", unlisted.join(", ")))
     }
 
+    /// Every route Secret has listed.
+    pub(super) fn routes_secrets_synced(&self) -> bool {
+        self.route_secrets.values().all(|s| s.synced)
+    }
+
     /// Route Secrets not listed yet.
     pub(super) fn unsynced_route_secrets(&self) -> impl Iterator<Item = &SecretKey> {
         self.route_secrets

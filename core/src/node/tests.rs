@@ -860,7 +860,7 @@ fn watch_failures_are_counted_and_the_status_is_published_at_most_every_interval
 }
 
 #[test]
-fn once_ready_the_status_is_rebuilt_at_most_every_millisecond_per_mount() {
+fn the_status_is_rebuilt_at_most_every_millisecond_per_mount_except_the_turn_to_ready() {
     let clock = Clock::new();
     let mut node = Node::new(settings(vec![files_controller(true)], false), clock.base);
     let material = Material::tls("a.example");
@@ -871,10 +871,23 @@ fn once_ready_the_status_is_rebuilt_at_most_every_millisecond_per_mount() {
         .map(|(i, secret)| pod(&format!("uid-{i}"), "nginx", &[("tls", secret)]))
         .collect();
     node.step(Input::PodsListed(pods), clock.at(0));
-    // Not ready yet (Secrets not listed): the usual spacing, so readiness is never held back.
     assert!(!node.publish_if_due(clock.at(0)).unwrap().status.ready);
-    for secret in &secrets {
+    // Still waiting (half of the Secrets listed): what changes while waiting (a start, an
+    // outage's failing retries) is spaced as once ready.
+    for secret in &secrets[..150] {
         observe(&mut node, &material, secret, "1", clock.at(50));
+    }
+    assert!(
+        node.publish_if_due(clock.at(100)).is_none(),
+        "waiting: 300 ms"
+    );
+    assert!(
+        node.publish_if_due(clock.at(299)).is_none(),
+        "waiting: 300 ms"
+    );
+    // The turn to ready is published at the usual spacing, so readiness is never held back.
+    for secret in &secrets[150..] {
+        observe(&mut node, &material, secret, "1", clock.at(60));
     }
     let ready = node.publish_if_due(clock.at(100)).unwrap();
     assert!(ready.status.ready);

@@ -239,6 +239,12 @@ impl MountIndex {
         self.pods_healthy
     }
 
+    /// Every Secret watch has listed and none has failed since: neither
+    /// [`Self::failing_secret_watches`] nor [`Self::unsynced_secrets`] names one.
+    pub fn secret_watches_current(&self) -> bool {
+        self.secrets.values().all(|s| s.synced && s.healthy)
+    }
+
     /// Secrets once synced whose watch failed and has not listed or delivered since (one that
     /// never listed is still unsynced).
     pub fn failing_secret_watches(&self) -> Vec<SecretKey> {

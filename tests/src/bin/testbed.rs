@@ -262,6 +262,10 @@ enum Bench {
         /// cert-manager's annotations on the Secrets (the stand-in adds neither).
         #[arg(long)]
         managed_fields: bool,
+        /// After the scrapes, stop the API stand-in for this many seconds (connections
+        /// refused), then start it again and time the agent back to ready.
+        #[arg(long)]
+        outage_s: Option<u64>,
     },
 }
 
@@ -488,6 +492,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     burst,
                     agent_cpu_limit_m,
                     managed_fields,
+                    outage_s,
                 },
         } => bench_footprint::run(&bench_footprint::FootprintOptions {
             window: Duration::from_secs(window_s),
@@ -501,6 +506,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             burst,
             agent_cpu_limit_m,
             managed_fields,
+            outage: outage_s.map(Duration::from_secs),
         }),
     }
 }
