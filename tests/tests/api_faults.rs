@@ -3,7 +3,8 @@
 //! watches left open and silent past their timeout, 429/5xx with `Retry-After`, and a watch
 //! stream cut in the middle of an object. Secrets rotate during each fault; every rotation
 //! must reach the agent's view in the end, with no false Event, the fault counted in the
-//! agent's API error metric and readiness saying when the view is stale.
+//! agent's API error metric and readiness saying when the view is stale. Through an outage a
+//! failing watch warns once, not at every retry.
 
 #![allow(clippy::unwrap_used)]
 
