@@ -6,7 +6,6 @@
 //! `MOUNTLAG_REQUIRE_REAL=1` their absence fails the test; elsewhere it prints `SKIPPED:`.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -158,7 +157,6 @@ fn pod(uid: &str, containers: &[(&str, Option<&str>)]) -> ControllerPod {
         namespace: "ingress".to_string(),
         name: "edge-0".to_string(),
         controller: "edge".to_string(),
-        labels: BTreeMap::new(),
         resync_annotation: None,
         restart_annotation: None,
         config_hash: None,

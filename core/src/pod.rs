@@ -4,7 +4,6 @@
 //! (`mountlag::k8s`); everything here is tested with literal values.
 
 use core::net::IpAddr;
-use std::collections::BTreeMap;
 
 use crate::volume::VolumeKind;
 
@@ -24,7 +23,6 @@ pub struct ControllerPod {
     pub name: String,
     /// The controller profile (config `controllers[].name`) that selected this pod.
     pub controller: String,
-    pub labels: BTreeMap<String, String>,
     /// Value of [`RESYNC_ANNOTATION`], if set: the last nudge, by us or a previous run.
     pub resync_annotation: Option<String>,
     /// Value of [`RESTART_ANNOTATION`] (from its pod template), if set: the pod was created by

@@ -259,7 +259,6 @@ mod tests {
             namespace: "ns".into(),
             name: "caddy-0".into(),
             controller: "caddy".into(),
-            labels: Default::default(),
             resync_annotation: None,
             restart_annotation: None,
             config_hash: None,

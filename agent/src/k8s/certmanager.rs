@@ -10,8 +10,6 @@
 //! an object without a name is skipped. A cluster without cert-manager (the kinds are not
 //! served) is said once in the log and counts as listed and empty.
 
-use std::collections::BTreeSet;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ApiResource};
@@ -168,8 +166,9 @@ pub async fn watch_peers(
 pub fn peer_pod(config: &Config, controller: &str, pod: &LeanPod) -> Option<PeerPod> {
     let meta = &pod.metadata;
     let namespace = meta.namespace.clone()?;
-    let labels = meta.labels.clone().unwrap_or_default();
-    if config.controller_for(&namespace, &labels)?.name != controller {
+    let no_labels = std::collections::BTreeMap::new();
+    let labels = meta.labels.as_ref().unwrap_or(&no_labels);
+    if config.controller_for(&namespace, labels)?.name != controller {
         return None;
     }
     let status = pod.status.as_ref();
@@ -180,7 +179,7 @@ pub fn peer_pod(config: &Config, controller: &str, pod: &LeanPod) -> Option<Peer
         return None;
     }
     let spec = pod.spec.as_ref();
-    let secrets: BTreeSet<SecretKey> = spec
+    let mut secrets: Vec<SecretKey> = spec
         .and_then(|s| s.volumes.as_ref())
         .into_iter()
         .flatten()
@@ -193,6 +192,8 @@ pub fn peer_pod(config: &Config, controller: &str, pod: &LeanPod) -> Option<Peer
             name,
         })
         .collect();
+    secrets.sort();
+    secrets.dedup();
     Some(PeerPod {
         uid: meta.uid.clone()?,
         namespace,

@@ -84,7 +84,11 @@ where
         loop {
             match std::mem::replace(&mut self.state, State::Empty) {
                 State::Empty => {
-                    let list = self.list().await.map_err(Error::InitialListFailed)?;
+                    // The request futures are boxed: held inline they would size every idle
+                    // watch's stream for them (2 KiB instead of ~0.5; docs/benchmarks.md).
+                    let list = Box::pin(self.list())
+                        .await
+                        .map_err(Error::InitialListFailed)?;
                     let resource_version = list
                         .metadata
                         .resource_version
@@ -113,8 +117,7 @@ where
                     }
                 },
                 State::Idle { resource_version } => {
-                    let lines = self
-                        .watch(&resource_version)
+                    let lines = Box::pin(self.watch(&resource_version))
                         .await
                         .map_err(Error::WatchStartFailed)?;
                     self.state = State::Watching {

@@ -80,7 +80,6 @@ pub fn controller_pod(pod: &NodePod, controller: &str) -> Option<ControllerPod> 
         namespace: meta.namespace.clone()?,
         name: meta.name.clone()?,
         controller: controller.to_string(),
-        labels: meta.labels.clone().unwrap_or_default(),
         resync_annotation: annotation(RESYNC_ANNOTATION),
         restart_annotation: annotation(RESTART_ANNOTATION),
         config_hash: annotation(CONFIG_HASH_ANNOTATION),

@@ -27,7 +27,8 @@ use crate::k8s::{controller_pod, secret_view_with};
 /// selects, or one that has finished (`Succeeded`, `Failed`).
 pub fn select_controller(config: &Config, pod: &NodePod) -> Option<ControllerPod> {
     let namespace = pod.metadata.namespace.as_deref()?;
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let no_labels = std::collections::BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return None;
@@ -35,7 +36,7 @@ pub fn select_controller(config: &Config, pod: &NodePod) -> Option<ControllerPod
     let profile = config
         .controllers
         .iter()
-        .find(|c| c.selects(namespace, &labels))?;
+        .find(|c| c.selects(namespace, labels))?;
     controller_pod(pod, &profile.name)
 }
 

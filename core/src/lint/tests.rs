@@ -161,7 +161,6 @@ fn controller_pod(
         namespace: "ingress".into(),
         name: name.into(),
         controller: "edge".into(),
-        labels: BTreeMap::new(),
         resync_annotation: None,
         restart_annotation: None,
         config_hash: None,

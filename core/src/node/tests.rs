@@ -83,7 +83,6 @@ fn pod(uid: &str, controller: &str, volumes: &[(&str, &str)]) -> ControllerPod {
         namespace: "ingress".into(),
         name: format!("edge-{uid}"),
         controller: controller.into(),
-        labels: Default::default(),
         resync_annotation: None,
         restart_annotation: None,
         config_hash: None,

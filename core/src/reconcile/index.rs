@@ -114,9 +114,10 @@ pub struct MountIndex {
     watched_containers: BTreeMap<String, Option<Vec<String>>>,
     secrets: BTreeMap<SecretKey, SecretEntry>,
     mounts: BTreeMap<MountKey, MountEntry>,
-    /// The mounts each Secret feeds (the reverse of `MountEntry::secrets`): a Secret event
-    /// touches its mounts without scanning all of them.
-    mounts_by_secret: BTreeMap<SecretKey, BTreeSet<MountKey>>,
+    /// The mounts each Secret feeds (the reverse of `MountEntry::secrets`), sorted: a Secret
+    /// event touches its mounts without scanning all of them. Usually one or two, so a sorted
+    /// `Vec` (a set would take a 0.5 KiB tree node per Secret); an entry goes with its last mount.
+    mounts_by_secret: BTreeMap<SecretKey, Vec<MountKey>>,
     by_path: HashMap<PathBuf, MountKey>,
     pods_healthy: bool,
     /// Whether volume directories are read at all (false: a probe-only install, no kubelet
@@ -165,10 +166,17 @@ impl MountIndex {
         let pod = pod.into();
         let uid = pod.uid.clone();
         let wanted = self.mount_specs(&pod, containers.as_deref());
+        // The pod's mounts are one range of the map (keys sort by pod first).
+        let first = MountKey {
+            pod_uid: uid.clone(),
+            volume: String::new(),
+        };
         let stale: Vec<MountKey> = self
             .mounts
-            .keys()
-            .filter(|k| k.pod_uid == uid && !wanted.iter().any(|(key, _, _)| key == *k))
+            .range(first..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.pod_uid == uid)
+            .filter(|k| !wanted.iter().any(|(key, _, _)| key == *k))
             .cloned()
             .collect();
         for key in stale {
@@ -190,10 +198,10 @@ impl MountIndex {
                     self.by_path.insert(path.clone(), key.clone());
                 }
                 for secret in &secrets {
-                    self.mounts_by_secret
-                        .entry(secret.clone())
-                        .or_default()
-                        .insert(key.clone());
+                    let mounts = self.mounts_by_secret.entry(secret.clone()).or_default();
+                    if let Err(at) = mounts.binary_search(&key) {
+                        mounts.insert(at, key.clone());
+                    }
                 }
                 self.mounts.insert(
                     key.clone(),
@@ -553,7 +561,7 @@ impl MountIndex {
             self.by_path.remove(&entry.path);
             for secret in &entry.secrets {
                 if let Some(mounts) = self.mounts_by_secret.get_mut(secret) {
-                    mounts.remove(key);
+                    mounts.retain(|mount| mount != key);
                     if mounts.is_empty() {
                         self.mounts_by_secret.remove(secret);
                     }
@@ -562,21 +570,12 @@ impl MountIndex {
         }
     }
 
+    /// Drops the Secrets no mount uses any more: those `mounts_by_secret` no longer names (it
+    /// loses a Secret with its last mount). A walk of every mount here made a start with 1,000
+    /// pods quadratic.
     fn forget_unreferenced_secrets(&mut self) {
-        let referenced: BTreeSet<&SecretKey> = self
-            .mounts
-            .values()
-            .flat_map(|e| e.secrets.iter())
-            .collect();
-        let unreferenced: Vec<SecretKey> = self
-            .secrets
-            .keys()
-            .filter(|k| !referenced.contains(k))
-            .cloned()
-            .collect();
-        for key in unreferenced {
-            self.secrets.remove(&key);
-        }
+        let by_secret = &self.mounts_by_secret;
+        self.secrets.retain(|key, _| by_secret.contains_key(key));
     }
 
     fn mounts_of_secret(&self, key: &SecretKey) -> Vec<MountKey> {

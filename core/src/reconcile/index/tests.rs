@@ -12,7 +12,6 @@ fn pod(uid: &str, secret: &str, sub_path: Option<&str>) -> ControllerPod {
         namespace: "ingress".into(),
         name: format!("edge-{uid}"),
         controller: "edge".into(),
-        labels: BTreeMap::new(),
         resync_annotation: None,
         restart_annotation: None,
         config_hash: None,
@@ -127,6 +126,28 @@ fn a_pod_brings_its_secret_watches_and_volume_dirs_and_takes_them_away() {
     index.remove_pod("u1");
     assert!(index.wanted_secrets().is_empty());
     assert!(index.volume_paths().is_empty());
+}
+
+#[test]
+fn a_pod_updated_to_fewer_mounts_loses_them_and_its_neighbours_keep_theirs() {
+    let now = Instant::now();
+    let mut index = MountIndex::new(KubeletRoot::new("/k"), DEFAULT_THRESHOLDS);
+    for (uid, secret) in [("u0", "a-tls"), ("u1", "b-tls"), ("u2", "c-tls")] {
+        index.upsert_pod(pod(uid, secret, None), None, now);
+    }
+    // u1's profile now watches only its exporter, which mounts nothing.
+    index.upsert_pod(pod("u1", "b-tls", None), Some(vec!["exporter".into()]), now);
+    let paths = |uids: &[&str]| -> BTreeSet<PathBuf> {
+        uids.iter()
+            .map(|uid| PathBuf::from(format!("/k/pods/{uid}/volumes/kubernetes.io~secret/tls")))
+            .collect()
+    };
+    assert_eq!(index.volume_paths(), paths(&["u0", "u2"]));
+    assert_eq!(
+        index.wanted_secrets(),
+        BTreeSet::from([key("a-tls"), key("c-tls")])
+    );
+    assert_eq!(index.mount_count(), 2);
 }
 
 #[test]
