@@ -48,6 +48,11 @@ pub struct AgentOptions {
 /// Inputs handled back to back before the loop looks at timers and publishes again.
 const MAX_BATCH: usize = 256;
 
+/// Secret lists in flight at once (docs/benchmarks.md, session 15): enough to keep the API
+/// server busy, few enough that a start or a relist after an outage with 1,000 Secrets holds
+/// a few list answers at a time, not 1,000.
+const SECRET_LISTS_AT_ONCE: usize = 32;
+
 /// Runs the agent until `shutdown` resolves.
 pub async fn run_agent(
     options: AgentOptions,
@@ -140,6 +145,7 @@ pub async fn run_agent(
     let secret_client = client.clone();
     let secret_tx = input_tx.clone();
     let secret_pem_cache = pem_cache.clone();
+    let secret_lists = Arc::new(tokio::sync::Semaphore::new(SECRET_LISTS_AT_ONCE));
     let route_client = client.clone();
     let route_tx = input_tx.clone();
     let secret_watch = crate::k8s::watch_config(&config.api);
@@ -172,6 +178,7 @@ pub async fn run_agent(
                 secret_watch.clone(),
                 secret_tx.clone(),
                 secret_pem_cache.clone(),
+                Arc::clone(&secret_lists),
             ))
         }),
         restarter: Arc::new(crate::k8s::workloads::KubeWorkloadRestarter::new(

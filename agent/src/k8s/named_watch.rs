@@ -17,6 +17,7 @@
 //! A watch of one named object never pages, so the list is a single request.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::{Buf as _, Bytes};
 use futures::stream::{self, BoxStream};
@@ -25,14 +26,20 @@ use kube::Client;
 use kube::api::{ListParams, VersionMatch, WatchEvent, WatchParams};
 use kube::core::{ObjectList, Request, Status};
 use kube::runtime::watcher::{Error, Event};
+use tokio::sync::Semaphore;
 
 /// The watch as a stream of kube-runtime's events; it ends only after an error (which the
 /// caller answers by listing afresh after a backoff, see `watches::RelistingWatch`).
+///
+/// A list waits for one of `lists`' permits and holds it until its answer is parsed: a
+/// thousand watches starting (or relisting after an outage) together then hold a few list
+/// answers at a time instead of all of them, and the API server sees a bounded burst.
 pub fn watch_named<K>(
     client: Client,
     namespace: &str,
     name: &str,
     timeout_seconds: Option<u32>,
+    lists: Arc<Semaphore>,
 ) -> BoxStream<'static, Result<Event<K>, Error>>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + Send + 'static,
@@ -42,6 +49,7 @@ where
         request: Request::new(K::url_path(&(), Some(namespace))),
         field_selector: format!("metadata.name={name}"),
         timeout_seconds,
+        lists,
         state: State::Empty,
     };
     Box::pin(stream::unfold(Some(watch), |watch| async move {
@@ -58,6 +66,7 @@ struct NamedWatch<K> {
     request: Request,
     field_selector: String,
     timeout_seconds: Option<u32>,
+    lists: Arc<Semaphore>,
     state: State<K>,
 }
 
@@ -86,9 +95,12 @@ where
                 State::Empty => {
                     // The request futures are boxed: held inline they would size every idle
                     // watch's stream for them (2 KiB instead of ~0.5; docs/benchmarks.md).
+                    // Closed only if the agent is going away: list anyway.
+                    let permit = Arc::clone(&self.lists).acquire_owned().await.ok();
                     let list = Box::pin(self.list())
                         .await
                         .map_err(Error::InitialListFailed)?;
+                    drop(permit);
                     let resource_version = list
                         .metadata
                         .resource_version
@@ -337,6 +349,46 @@ mod tests {
             }
         }
         (lines, partial)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lists_wait_for_a_permit_so_no_more_than_the_bound_are_in_flight() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use futures::StreamExt as _;
+        use k8s_openapi::api::core::v1::Secret;
+
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (now, max) = (Arc::clone(&in_flight), Arc::clone(&most));
+        // An API server that takes 10 ms per list.
+        let server = tower::service_fn(move |_: http::Request<kube::client::Body>| {
+            let (now, max) = (Arc::clone(&now), Arc::clone(&max));
+            async move {
+                max.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                let body = r#"{"kind":"SecretList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[]}"#;
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(body.as_bytes()),
+                )))
+            }
+        });
+        let client = Client::new(server, "default");
+        let lists = Arc::new(Semaphore::new(4));
+        let firsts = (0..40).map(|i| {
+            let mut watch = watch_named::<Secret>(
+                client.clone(),
+                "ns",
+                &format!("s-{i}"),
+                None,
+                Arc::clone(&lists),
+            );
+            async move { matches!(watch.next().await, Some(Ok(Event::Init))) }
+        });
+        let listed = futures::future::join_all(firsts).await;
+        assert!(listed.iter().all(|ok| *ok), "every watch listed");
+        assert_eq!(most.load(Ordering::SeqCst), 4, "lists in flight at most");
     }
 
     #[test]

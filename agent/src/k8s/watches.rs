@@ -2,6 +2,8 @@
 //! event is converted here, at the edge, into a node-model [`Input`]; nothing downstream sees a
 //! `k8s_openapi` type.
 
+use std::sync::Arc;
+
 use futures::stream::BoxStream;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Secret;
@@ -14,7 +16,7 @@ use mountlag_core::pod::ControllerPod;
 use mountlag_core::reconcile::SecretKey;
 use mountlag_core::secret::SecretView;
 use mountlag_core::text::{MAX_MESSAGE_BYTES, untrusted_capped};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::admin::Heartbeat;
 use crate::config::Config;
@@ -102,6 +104,7 @@ pub async fn watch_secret(
     watch_config: watcher::Config,
     tx: mpsc::UnboundedSender<Input>,
     pem_cache: SharedPemCache,
+    lists: Arc<Semaphore>,
 ) {
     let (namespace, name, timeout) = (
         key.namespace.clone(),
@@ -109,7 +112,13 @@ pub async fn watch_secret(
         watch_config.timeout,
     );
     let mut stream = RelistingWatch::starting_with(move || {
-        watch_named::<Secret>(client.clone(), &namespace, &name, timeout)
+        watch_named::<Secret>(
+            client.clone(),
+            &namespace,
+            &name,
+            timeout,
+            Arc::clone(&lists),
+        )
     });
     let mut listed: Option<SecretView> = None;
     // Only the first failure of a run is a warning: through an API outage every watch fails
