@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -59,6 +60,18 @@ impl AgentRun {
     /// The agent's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The process group the agent leads (with whatever it was wrapped in).
+    fn group(&self) -> anyhow::Result<nix::unistd::Pid> {
+        Ok(nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?))
+    }
+
+    /// SIGKILL to whatever is left of the group (nothing, after a clean exit).
+    fn kill_group(&mut self) {
+        if let Ok(group) = self.group() {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
     }
 }
 
@@ -251,6 +264,10 @@ impl BenchNode {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
+            // A group of its own, signalled as a whole: `MOUNTLAG_BIN` may be a wrapper
+            // (heaptrack, perf) whose agent would otherwise outlive the bench and skew the
+            // next one's figures.
+            .process_group(0)
             .spawn()
             .context("spawn mountlag agent")?;
         self.agent = Some(AgentRun {
@@ -373,19 +390,17 @@ impl BenchNode {
     /// SIGTERM, wait for the exit (kill after 10 s).
     pub fn stop_agent(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut agent = self.agent.take().context("no agent running")?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(agent.child.id())?),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
+        nix::sys::signal::killpg(agent.group()?, nix::sys::signal::Signal::SIGTERM)?;
         // Longer than the DaemonSet's terminationGracePeriodSeconds (10): a bench reports how
         // long a shutdown takes instead of failing on a slow one.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = agent.child.try_wait()? {
+                agent.kill_group();
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                let _ = agent.child.kill();
+                agent.kill_group();
                 let _ = agent.child.wait();
                 bail!("agent did not exit within 120 s of SIGTERM");
             }
@@ -393,7 +408,6 @@ impl BenchNode {
         }
     }
 
-    /// The last 4 KiB of the current agent's log.
     /// Lines the agent has logged so far.
     pub fn agent_log_lines(&self) -> usize {
         self.agent
@@ -402,6 +416,7 @@ impl BenchNode {
             .map_or(0, |log| log.iter().filter(|b| **b == b'\n').count())
     }
 
+    /// The last 4 KiB of the current agent's log.
     pub fn agent_log_tail(&self) -> String {
         let text = self
             .agent
@@ -419,7 +434,7 @@ impl BenchNode {
 impl Drop for BenchNode {
     fn drop(&mut self) {
         if let Some(mut agent) = self.agent.take() {
-            let _ = agent.child.kill();
+            agent.kill_group();
             let _ = agent.child.wait();
         }
         // Stop the kubelet loop first, then unmount every pod's tmpfs volumes before the temp
