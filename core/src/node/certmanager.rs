@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Judging waits until every cert-manager kind has listed (or is known not to be served), so a
-//! half-listed cluster never reports an Issuer as missing.
+//! half-listed cluster never reports an Issuer as missing. Judgments are spaced by
+//! [`JUDGE_SPACING_PER_USE`]: a change in between is judged when the spacing ends.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -28,6 +29,14 @@ use crate::secret::SecretView;
 use crate::text::{MAX_MESSAGE_BYTES, untrusted_capped};
 
 use super::{Node, Now};
+
+/// A judgment costs O(Secret uses) (every use of every local pod and route host is collected
+/// and compared), and at a start every Secret's first event changes its facts: judging on every
+/// step made a start with 1,000 Secrets quadratic (docs/benchmarks.md, session 16). So the
+/// next judgment waits 1 ms per use of the last one (1 s at 1,000 uses; a node with one pod
+/// judges at once). Findings are about issuance running late by minutes: an Event a second
+/// later changes nothing.
+pub const JUDGE_SPACING_PER_USE: Duration = Duration::from_millis(1);
 
 /// What the node model needs of config `certManager`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +131,8 @@ pub(super) struct CertManagerState {
     reported: BTreeSet<FindingKey>,
     dirty: bool,
     recheck_at: Option<Instant>,
+    /// The next judgment does not run before this ([`JUDGE_SPACING_PER_USE`]).
+    not_before: Option<Instant>,
 }
 
 impl Node {
@@ -259,7 +270,15 @@ impl Node {
     }
 
     pub(super) fn cert_manager_deadline(&self) -> Option<Instant> {
-        self.cert_manager.recheck_at
+        self.settings.cert_manager?;
+        let state = &self.cert_manager;
+        let wanted = if state.dirty {
+            // Dirty after a step only while the spacing holds the judgment back.
+            state.not_before
+        } else {
+            state.recheck_at
+        }?;
+        Some(state.not_before.map_or(wanted, |at| wanted.max(at)))
     }
 
     /// Judges again when something changed or a recheck time passed: an Event for each finding
@@ -270,6 +289,10 @@ impl Node {
         };
         let due = self.cert_manager.recheck_at.is_some_and(|at| now.at >= at);
         if !self.cert_manager.dirty && !due {
+            return Vec::new();
+        }
+        if self.cert_manager.not_before.is_some_and(|at| now.at < at) {
+            // Judged when the spacing ends (`cert_manager_deadline`).
             return Vec::new();
         }
         self.cert_manager.dirty = false;
@@ -285,6 +308,11 @@ impl Node {
             return Vec::new();
         }
         let uses = self.secret_uses();
+        self.cert_manager.not_before = Some(
+            now.at
+                + JUDGE_SPACING_PER_USE
+                    .saturating_mul(u32::try_from(uses.len()).unwrap_or(u32::MAX)),
+        );
         let watched: BTreeSet<&SecretKey> = uses.iter().map(|u| &u.secret).collect();
         self.cert_manager.secrets.retain(|k, _| watched.contains(k));
         let state = &mut self.cert_manager;

@@ -179,8 +179,10 @@ impl MountIndex {
             .filter(|k| !wanted.iter().any(|(key, _, _)| key == *k))
             .cloned()
             .collect();
+        // Only the Secrets of this pod's mounts, old and new, can have lost their last mount.
+        let mut maybe_unreferenced = Vec::new();
         for key in stale {
-            self.drop_mount(&key);
+            maybe_unreferenced.extend(self.drop_mount(&key));
         }
         let annotation = pod.resync_annotation.clone();
         self.pods.insert(uid.clone(), pod);
@@ -190,6 +192,7 @@ impl MountIndex {
             for secret in &secrets {
                 self.secrets.entry(secret.clone()).or_default();
             }
+            maybe_unreferenced.extend(secrets.iter().cloned());
             if !self.mounts.contains_key(&key) {
                 let path = self
                     .kubelet
@@ -219,23 +222,29 @@ impl MountIndex {
             }
             actions.extend(self.feed(&key, Input::ResyncAnnotation(annotation.clone()), now));
         }
-        self.forget_unreferenced_secrets();
+        self.forget_unreferenced_secrets(maybe_unreferenced);
         self.one_nudge_per_pod(actions, now)
     }
 
     pub fn remove_pod(&mut self, uid: &str) {
         self.pods.remove(uid);
         self.watched_containers.remove(uid);
+        let first = MountKey {
+            pod_uid: uid.to_string(),
+            volume: String::new(),
+        };
         let keys: Vec<MountKey> = self
             .mounts
-            .keys()
-            .filter(|k| k.pod_uid == uid)
+            .range(first..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.pod_uid == uid)
             .cloned()
             .collect();
+        let mut maybe_unreferenced = Vec::new();
         for key in keys {
-            self.drop_mount(&key);
+            maybe_unreferenced.extend(self.drop_mount(&key));
         }
-        self.forget_unreferenced_secrets();
+        self.forget_unreferenced_secrets(maybe_unreferenced);
     }
 
     pub fn pod_uids(&self) -> impl Iterator<Item = &str> {
@@ -556,26 +565,33 @@ impl MountIndex {
             .collect()
     }
 
-    fn drop_mount(&mut self, key: &MountKey) {
-        if let Some(entry) = self.mounts.remove(key) {
-            self.by_path.remove(&entry.path);
-            for secret in &entry.secrets {
-                if let Some(mounts) = self.mounts_by_secret.get_mut(secret) {
-                    mounts.retain(|mount| mount != key);
-                    if mounts.is_empty() {
-                        self.mounts_by_secret.remove(secret);
-                    }
+    /// Removes a mount; returns the Secrets it used.
+    fn drop_mount(&mut self, key: &MountKey) -> Vec<SecretKey> {
+        let Some(entry) = self.mounts.remove(key) else {
+            return Vec::new();
+        };
+        self.by_path.remove(&entry.path);
+        for secret in &entry.secrets {
+            if let Some(mounts) = self.mounts_by_secret.get_mut(secret) {
+                mounts.retain(|mount| mount != key);
+                if mounts.is_empty() {
+                    self.mounts_by_secret.remove(secret);
                 }
             }
         }
+        entry.secrets
     }
 
-    /// Drops the Secrets no mount uses any more: those `mounts_by_secret` no longer names (it
-    /// loses a Secret with its last mount). A walk of every mount here made a start with 1,000
-    /// pods quadratic.
-    fn forget_unreferenced_secrets(&mut self) {
-        let by_secret = &self.mounts_by_secret;
-        self.secrets.retain(|key, _| by_secret.contains_key(key));
+    /// Drops those of `candidates` no mount uses any more: those `mounts_by_secret` no longer
+    /// names (it loses a Secret with its last mount). Only the Secrets of the pod at hand are
+    /// candidates: a walk of every Secret (or every mount) on every pod update made a start
+    /// with 1,000 pods quadratic.
+    fn forget_unreferenced_secrets(&mut self, candidates: Vec<SecretKey>) {
+        for key in candidates {
+            if !self.mounts_by_secret.contains_key(&key) {
+                self.secrets.remove(&key);
+            }
+        }
     }
 
     fn mounts_of_secret(&self, key: &SecretKey) -> Vec<MountKey> {

@@ -325,3 +325,42 @@ fn an_overdue_renewal_is_reported_when_its_grace_period_ends_without_new_input()
         )]
     );
 }
+
+#[test]
+fn judgments_are_spaced_by_the_uses_and_a_change_in_between_is_judged_when_the_spacing_ends() {
+    let clock = Clock::new();
+    let mut node = node_with_secret(&clock);
+    let long_ago = clock.utc.unix_timestamp() - 3600;
+    // The last kind listed: judged at once, nothing to report.
+    let actions = node.step(
+        listed(
+            CertManagerKind::Certificate,
+            vec![certificate(ConditionStatus::True, long_ago, None)],
+        ),
+        clock.at(5),
+    );
+    assert!(object_events(&actions).is_empty());
+    // Half a millisecond later (the spacing is 1 ms per Secret use; one use here) the
+    // Certificate fails: not judged yet...
+    let within = Now {
+        at: clock.at(5).at + Duration::from_micros(500),
+        utc: clock.at(5).utc,
+    };
+    let actions = node.step(
+        Input::CertManager(CertManagerInput::Applied(certificate(
+            ConditionStatus::False,
+            long_ago,
+            None,
+        ))),
+        within,
+    );
+    assert!(object_events(&actions).is_empty(), "{actions:?}");
+    // ...the loop is woken when the spacing ends, and the Tick then reports it.
+    node.publish_if_due(within).unwrap();
+    assert_eq!(node.next_deadline(), Some(clock.at(6).at));
+    let actions = node.step(Input::Tick, clock.at(6));
+    assert_eq!(
+        object_events(&actions),
+        [(EventReason::CertificateNotReady, "Certificate edge".into())]
+    );
+}
