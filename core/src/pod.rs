@@ -39,6 +39,24 @@ pub struct ControllerPod {
     pub volumes: Vec<SecretVolume>,
 }
 
+impl ControllerPod {
+    /// Whether `other` mounts the same Secrets into the same containers for the same profile:
+    /// everything the node's Secret watches, tracked directories, route and cert-manager
+    /// watches are derived from. Annotations, addresses, container ids and termination are not.
+    pub fn mounts_the_same_as(&self, other: &ControllerPod) -> bool {
+        self.uid == other.uid
+            && self.namespace == other.namespace
+            && self.controller == other.controller
+            && self.volumes == other.volumes
+            && self.containers.len() == other.containers.len()
+            && self
+                .containers
+                .iter()
+                .zip(&other.containers)
+                .all(|(a, b)| a.name == b.name && a.mounts == b.mounts)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
     pub name: String,

@@ -488,7 +488,12 @@ impl Node {
     }
 
     fn pod_applied(&mut self, pod: ControllerPod, now: Instant) -> Vec<Action> {
-        self.pods_changed = true;
+        // Most updates (a nudge's annotation, a container's status) leave what the pod mounts
+        // alone, and with it every set derived from all pods (O(mounts) each to recompute).
+        self.pods_changed |= self
+            .pods
+            .get(&pod.uid)
+            .is_none_or(|known| !known.mounts_the_same_as(&pod));
         let pod = Arc::new(pod);
         let uid = pod.uid.clone();
         let containers = self.remember_pod(&pod);

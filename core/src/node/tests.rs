@@ -711,6 +711,43 @@ fn a_relist_drops_pods_that_are_gone_and_keeps_the_rest() {
 }
 
 #[test]
+fn a_pod_update_that_adds_a_volume_brings_its_watch_and_one_that_only_annotates_brings_none() {
+    let clock = Clock::new();
+    let material = Material::tls("a.example");
+    let mut node = started(&clock, &material, true);
+    let step = |node: &mut Node, pod: ControllerPod, ms: u64| {
+        node.step(Input::PodApplied(pod), clock.at(ms))
+    };
+    // The nudge's annotation and a new container id: nothing to watch or track anew.
+    let mut annotated = pod(UID, "nginx", &[("tls", SECRET)]);
+    annotated.resync_annotation = Some("1/1".into());
+    annotated.containers[0].container_id = Some("c2".into());
+    let actions = step(&mut node, annotated.clone(), 100);
+    assert!(
+        !actions.iter().any(|a| matches!(
+            a,
+            Action::WatchSecret(_) | Action::UnwatchSecret(_) | Action::TrackVolume(_)
+        )),
+        "{actions:?}"
+    );
+    // A second volume: its Secret is watched and its directory tracked.
+    let mut wider = pod(UID, "nginx", &[("tls", SECRET), ("extra", "other")]);
+    wider.resync_annotation = annotated.resync_annotation.clone();
+    let actions = step(&mut node, wider, 200);
+    assert!(
+        actions.contains(&Action::WatchSecret(key("other"))),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&Action::TrackVolume(path(UID, "extra"))));
+    // And back to one: the other Secret's watch stops.
+    let actions = step(&mut node, annotated, 300);
+    assert!(
+        actions.contains(&Action::UnwatchSecret(key("other"))),
+        "{actions:?}"
+    );
+}
+
+#[test]
 fn a_pod_no_profile_selects_any_more_is_dropped() {
     let clock = Clock::new();
     let material = Material::tls("a.example");

@@ -274,6 +274,11 @@ impl MountIndex {
 
     /// The pod watch (dis)connected: while down, no Event or nudge is raised.
     pub fn set_pods_healthy(&mut self, healthy: bool, now: Instant) -> Vec<Action> {
+        if self.pods_healthy == healthy {
+            // Every pod event says so: telling each mount again cost O(mounts) per event, and a
+            // renewal of 1,000 Secrets brings 1,000 pod updates (the nudges).
+            return Vec::new();
+        }
         self.pods_healthy = healthy;
         let actions = self.refresh_health(now);
         self.one_nudge_per_pod(actions, now)

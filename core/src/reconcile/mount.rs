@@ -132,6 +132,9 @@ pub struct Mount {
     spec: MountSpec,
     state: MountState,
     expected: Expected,
+    /// `version_key()` of `expected` when it is `Files`: asked for every out-of-sync mount each
+    /// time the node computes its next deadline, so kept rather than hashed again.
+    expected_version: Option<String>,
     disk: Option<DiskView>,
     api_healthy: bool,
     /// When disk and API were first seen to differ (in this run).
@@ -177,6 +180,7 @@ impl Mount {
             spec,
             state: MountState::Unknown,
             expected: Expected::Unknown,
+            expected_version: None,
             disk: None,
             api_healthy: true,
             out_of_sync_since: None,
@@ -212,7 +216,13 @@ impl Mount {
 
     pub fn step(&mut self, input: Input, now: Instant, limits: &Thresholds) -> Vec<Action> {
         match input {
-            Input::Expected(expected) => self.expected = expected,
+            Input::Expected(expected) => {
+                self.expected_version = match &expected {
+                    Expected::Files(files) => Some(files.version_key()),
+                    _ => None,
+                };
+                self.expected = expected;
+            }
             Input::Disk(disk) => self.disk = Some(disk),
             Input::ApiHealthy(healthy) => self.api_healthy = healthy,
             Input::ResyncAnnotation(value) => {
@@ -269,12 +279,8 @@ impl Mount {
     }
 
     fn nudges_used_for_current(&self) -> u8 {
-        match &self.expected {
-            Expected::Files(files)
-                if self.nudged_version.as_deref() == Some(files.version_key().as_str()) =>
-            {
-                self.nudges
-            }
+        match &self.expected_version {
+            Some(version) if self.nudged_version.as_ref() == Some(version) => self.nudges,
             _ => 0,
         }
     }
