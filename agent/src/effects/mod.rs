@@ -102,6 +102,13 @@ pub trait EventPublisher: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), ApiFailure>>;
 }
 
+/// Nudges and Events in flight to the API server at once. A renewal wave of 1,000 Secrets
+/// nudges 1,000 pods and publishes as many Events; each request held ~4 KiB of request and
+/// HTTP/2 stream state from the moment it was spawned, and glibc keeps that high-water for the
+/// agent's life (+10 MiB after one wave at 1,000, docs/benchmarks.md, session 16). A request
+/// is built only once it holds a permit. It also bounds the agent's burst on the API server.
+pub const API_WRITES_AT_ONCE: usize = 32;
+
 /// Performs actions. Cheap to clone; every call spawns its side effect so the reconcile loop
 /// never waits on the API.
 #[derive(Clone)]
@@ -110,6 +117,8 @@ pub struct Executor {
     publisher: Arc<dyn EventPublisher>,
     limiter: Arc<Mutex<EventLimiter>>,
     metrics: ExecutorMetrics,
+    /// [`API_WRITES_AT_ONCE`] permits, one per request in flight.
+    writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -130,6 +139,7 @@ impl Executor {
             publisher,
             limiter: Arc::new(Mutex::new(limiter)),
             metrics,
+            writes: Arc::new(tokio::sync::Semaphore::new(API_WRITES_AT_ONCE)),
         }
     }
 
@@ -184,10 +194,13 @@ impl Executor {
             many => format!("volumes {}", many.join(", ")),
         };
         let volume = names.join(",");
-        let result = self
-            .patcher
-            .annotate(&pod, crate::k8s::RESYNC_ANNOTATION, &annotation)
-            .await;
+        let result = {
+            // Never closed; the permit is released before the Event below takes its own.
+            let _permit = self.writes.acquire().await.ok();
+            self.patcher
+                .annotate(&pod, crate::k8s::RESYNC_ANNOTATION, &annotation)
+                .await
+        };
         match result {
             Ok(()) => {
                 self.metrics
@@ -239,6 +252,7 @@ impl Executor {
             tracing::debug!(kind = regarding.kind, name = %regarding.name, reason = reason.name, "event rate-limited");
             return;
         }
+        let _permit = self.writes.acquire().await.ok();
         match self
             .publisher
             .publish(&regarding, reason, &note, related.as_ref())
@@ -302,6 +316,69 @@ mod tests {
             let _ = self.0.send(note.to_string());
             async { Ok(()) }.boxed()
         }
+    }
+
+    /// Counts the patches in flight; each takes 10 ms.
+    #[derive(Default)]
+    struct SlowPatches {
+        in_flight: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+        done: std::sync::atomic::AtomicUsize,
+    }
+
+    impl PodPatcher for Arc<SlowPatches> {
+        fn annotate(
+            &self,
+            _: &PodRef,
+            _: &str,
+            _: &str,
+        ) -> BoxFuture<'static, Result<(), ApiFailure>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let this = Arc::clone(self);
+            async move {
+                let now = this.in_flight.fetch_add(1, SeqCst) + 1;
+                this.most.fetch_max(now, SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                this.in_flight.fetch_sub(1, SeqCst);
+                this.done.fetch_add(1, SeqCst);
+                Ok(())
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wave_of_nudges_keeps_no_more_than_the_bound_in_flight_and_sends_them_all() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let patches = Arc::new(SlowPatches::default());
+        let (tx, mut notes) = mpsc::unbounded_channel();
+        let executor = Executor::new(
+            Arc::new(Arc::clone(&patches)),
+            Arc::new(Notes(tx)),
+            EventLimiter::default(),
+            ExecutorMetrics::register(&mut prometheus_client::registry::Registry::default()),
+        );
+        let wave = 3 * API_WRITES_AT_ONCE;
+        for i in 0..wave {
+            executor.execute(Action::Nudge {
+                pod: PodRef {
+                    namespace: "ingress".into(),
+                    name: format!("edge-{i}"),
+                    uid: format!("uid-{i}"),
+                },
+                volumes: vec![VolumeNudge {
+                    volume: "tls".into(),
+                    version: "v2".into(),
+                    attempt: 1,
+                }],
+            });
+        }
+        // Every nudge is followed by its Event.
+        for _ in 0..wave {
+            notes.recv().await.unwrap();
+        }
+        assert_eq!(patches.done.load(SeqCst), wave);
+        assert_eq!(patches.most.load(SeqCst), API_WRITES_AT_ONCE);
     }
 
     #[tokio::test]
