@@ -278,6 +278,14 @@ impl Mount {
         }
     }
 
+    /// `name@resourceVersion` of the Secrets expected, for Events.
+    fn expected_versions(&self) -> String {
+        match &self.expected {
+            Expected::Files(files) => files.describe_versions(),
+            _ => String::new(),
+        }
+    }
+
     fn nudges_used_for_current(&self) -> u8 {
         match &self.expected_version {
             Some(version) if self.nudged_version.as_ref() == Some(version) => self.nudges,
@@ -322,11 +330,13 @@ impl Mount {
                 return actions;
             }
             (Expected::Files(files), Some(DiskView::Files { files: disk, .. })) => {
-                (files.matches(disk), files.clone())
+                files.matches(disk)
             }
         };
-        let (in_sync, expected) = files;
-        self.adopt_previous_nudges(&expected.version_key(), now);
+        let in_sync = files;
+        // Set with every `Files` expectation (`step`); cloned, not the whole expectation.
+        let version = self.expected_version.clone().unwrap_or_default();
+        self.adopt_previous_nudges(&version, now);
         if in_sync {
             if self.state == MountState::Stuck && self.api_healthy {
                 actions.push(Action::Event {
@@ -336,7 +346,7 @@ impl Mount {
                     note: format!(
                         "volume {:?} now holds {} after {}",
                         self.spec.volume,
-                        expected.describe_versions(),
+                        self.expected_versions(),
                         seconds(self.lag(now).unwrap_or_default())
                     ),
                 });
@@ -364,7 +374,7 @@ impl Mount {
         if let Some(due) = self.next_nudge_at(since, limits)
             && now >= due
         {
-            let volume = self.record_nudge(expected.version_key(), now);
+            let volume = self.record_nudge(version, now);
             actions.push(Action::Nudge {
                 pod: self.spec.pod.clone(),
                 volumes: vec![volume],
@@ -380,7 +390,7 @@ impl Mount {
                     "volume {:?} still differs from {} after {} (kubelet has not written the \
                      current Secret version; nudges sent: {})",
                     self.spec.volume,
-                    expected.describe_versions(),
+                    self.expected_versions(),
                     seconds(now.saturating_duration_since(since)),
                     self.nudges_used_for_current()
                 ),

@@ -93,6 +93,11 @@ fn listed(kind: CertManagerKind, objects: Vec<CertManagerObject>) -> Input {
     Input::CertManager(CertManagerInput::Listed { kind, objects })
 }
 
+/// The Certificates list (the last kind to list), holding `certificate`.
+fn certificate_listed(node: &mut Node, certificate: CertManagerObject, now: Now) -> Vec<Action> {
+    node.step(listed(CertManagerKind::Certificate, vec![certificate]), now)
+}
+
 /// A node with one nginx pod (`edge-u1`) mounting the Secret of a cert-manager Certificate,
 /// every watch listed except the Certificates.
 fn node_with_secret(clock: &Clock) -> Node {
@@ -171,11 +176,9 @@ fn a_certificate_not_ready_is_reported_once_by_the_reporter_and_cleared_when_fix
     let clock = Clock::new();
     let mut node = node_with_secret(&clock);
     let long_ago = clock.utc.unix_timestamp() - 3600;
-    let actions = node.step(
-        listed(
-            CertManagerKind::Certificate,
-            vec![certificate(ConditionStatus::False, long_ago, None)],
-        ),
+    let actions = certificate_listed(
+        &mut node,
+        certificate(ConditionStatus::False, long_ago, None),
         clock.at(5),
     );
     assert_eq!(
@@ -226,11 +229,9 @@ fn another_node_with_an_earlier_pod_reports_and_this_one_stays_quiet() {
         clock.at(5),
     );
     let long_ago = clock.utc.unix_timestamp() - 3600;
-    let actions = node.step(
-        listed(
-            CertManagerKind::Certificate,
-            vec![certificate(ConditionStatus::False, long_ago, None)],
-        ),
+    let actions = certificate_listed(
+        &mut node,
+        certificate(ConditionStatus::False, long_ago, None),
         clock.at(6),
     );
     assert!(object_events(&actions).is_empty(), "{actions:?}");
@@ -302,11 +303,9 @@ fn an_overdue_renewal_is_reported_when_its_grace_period_ends_without_new_input()
     let mut node = node_with_secret(&clock);
     // The leaf was issued just now; renewal is due in 100 s, the grace period is 600 s.
     let renewal = clock.utc.unix_timestamp() + 100;
-    let actions = node.step(
-        listed(
-            CertManagerKind::Certificate,
-            vec![certificate(ConditionStatus::True, 0, Some(renewal))],
-        ),
+    let actions = certificate_listed(
+        &mut node,
+        certificate(ConditionStatus::True, 0, Some(renewal)),
         clock.at(5),
     );
     assert!(object_events(&actions).is_empty());
@@ -332,11 +331,9 @@ fn judgments_are_spaced_by_the_uses_and_a_change_in_between_is_judged_when_the_s
     let mut node = node_with_secret(&clock);
     let long_ago = clock.utc.unix_timestamp() - 3600;
     // The last kind listed: judged at once, nothing to report.
-    let actions = node.step(
-        listed(
-            CertManagerKind::Certificate,
-            vec![certificate(ConditionStatus::True, long_ago, None)],
-        ),
+    let actions = certificate_listed(
+        &mut node,
+        certificate(ConditionStatus::True, long_ago, None),
         clock.at(5),
     );
     assert!(object_events(&actions).is_empty());
