@@ -1,5 +1,7 @@
 //! What `/status` shows: the node's readiness and every mount, as one serialisable value.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::node::HostStatus;
@@ -15,7 +17,8 @@ pub struct StatusSnapshot {
     pub waiting_for: Vec<String>,
     /// Whether the agent reads kubelet's volume directories at all.
     pub disk: DiskStatus,
-    pub mounts: Vec<MountStatus>,
+    /// Shared with the node, which publishes an unchanged entry again as it is.
+    pub mounts: Vec<Arc<MountStatus>>,
     /// TLS hosts from Ingress and Gateway objects, for controllers that read the API (absent
     /// when there are none).
     #[serde(skip_serializing_if = "Vec::is_empty")]

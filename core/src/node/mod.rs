@@ -214,6 +214,8 @@ pub struct Node {
     pods_changed: bool,
     /// Something changed since the last publication.
     unpublished: bool,
+    /// The last publication's `/status` entries, republished as they are while unchanged.
+    kept_status: crate::reconcile::KeptStatus,
     published_at: Option<Instant>,
     /// Whether the last publication said ready: then publications are spaced by mount count.
     published_ready: bool,
@@ -260,6 +262,7 @@ impl Node {
             pods_listed: false,
             pods_changed: false,
             unpublished: true,
+            kept_status: crate::reconcile::KeptStatus::default(),
             published_at: None,
             published_ready: false,
             created_at: now,

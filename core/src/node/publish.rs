@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::reconcile::{CertificateStatus, MountState, ServedStatus};
+use crate::reconcile::{KeptStatus, MountExtras, MountState, RenderedStatus};
 use crate::status::StatusSnapshot;
 
 use super::{HostState, Node, Now};
@@ -30,9 +30,12 @@ pub struct Publication {
     pub mounts_by_state: BTreeMap<MountState, usize>,
     /// `mountlag_controller_pods{controller}`, every configured controller present.
     pub controller_pods: BTreeMap<String, usize>,
-    /// `mountlag_served_certificate_match`, per mount Secret with a known answer.
+    /// `mountlag_served_certificate_match`, per mount Secret with a known answer: those of
+    /// the mounts whose entry changed since the last publication (the gauges keep the others),
+    /// and every route's.
     pub served_matches: Vec<ServedMatch>,
-    /// `mountlag_certificate_not_after_seconds{source="disk"}`: (namespace, Secret, Unix time).
+    /// `mountlag_certificate_not_after_seconds{source="disk"}`: (namespace, Secret, Unix time),
+    /// of the mounts whose entry changed since the last publication.
     pub not_after_on_disk: Vec<(String, String, i64)>,
     /// Volume directories under an inotify watch.
     pub tracked_volumes: usize,
@@ -99,50 +102,32 @@ impl Node {
             self.published_ready,
             "{waiting_for:?}"
         );
-        let mut mounts = self.index.status(now.at);
         let today = now.utc.unix_timestamp();
-        let warn_before =
-            i64::try_from(self.settings.reload.expiry_warn_before.as_secs()).unwrap_or(i64::MAX);
+        let mut kept = std::mem::take(&mut self.kept_status);
+        let rendered = self.render_mounts(now, &mut kept);
+        self.kept_status = kept;
         let mut served_matches = Vec::new();
         let mut not_after_on_disk = Vec::new();
-        for mount in &mut mounts {
-            let leaf = self.leaves_on_disk.get(&mount.path).and_then(|l| l.first());
-            mount.certificate = leaf.map(|leaf| CertificateStatus {
-                fingerprint_sha256: leaf.fingerprint.clone(),
-                not_after: time::OffsetDateTime::from_unix_timestamp(leaf.not_after)
-                    .ok()
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_default(),
-                days_to_expiry: (leaf.not_after - today).div_euclid(86_400),
-                expiring: leaf.not_after - today <= warn_before,
-            });
-            if let Some(reload) = self.reloads.get(&mount.pod_uid) {
-                mount.served = Some(ServedStatus {
-                    fingerprint_sha256: reload.served_fingerprint().map(str::to_owned),
-                    matches: reload.served_matches(),
-                });
-                mount.last_reload = reload.last_result().map(|r| r.label());
-                mount.last_reload_message = reload.last_message().map(str::to_owned);
-                if let Some(matches) = reload.served_matches() {
-                    served_matches.extend(mount.secrets.iter().map(|secret| ServedMatch {
-                        namespace: mount.namespace.clone(),
-                        pod: mount.pod.clone(),
-                        secret: secret.name.clone(),
-                        matches,
-                    }));
-                }
+        for rebuilt in &rendered.rebuilt {
+            let mount = &rebuilt.status;
+            if let Some(matches) = mount.served.as_ref().and_then(|served| served.matches) {
+                served_matches.extend(mount.secrets.iter().map(|secret| ServedMatch {
+                    namespace: mount.namespace.clone(),
+                    pod: mount.pod.clone(),
+                    secret: secret.name.clone(),
+                    matches,
+                }));
             }
-            if let Some(leaf) = leaf {
+            if let Some(not_after) = rebuilt.leaf_not_after {
                 not_after_on_disk.extend(
-                    mount.secrets.iter().map(|secret| {
-                        (mount.namespace.clone(), secret.name.clone(), leaf.not_after)
-                    }),
+                    mount
+                        .secrets
+                        .iter()
+                        .map(|secret| (mount.namespace.clone(), secret.name.clone(), not_after)),
                 );
             }
         }
+        let mounts = rendered.mounts;
         let mut controller_pods: BTreeMap<String, usize> = self
             .settings
             .controllers
@@ -173,6 +158,30 @@ impl Node {
             tls_hosts,
             cert_manager_findings: self.cert_manager_series(),
         }
+    }
+
+    /// The `/status` entries of every mount, reusing those of `kept` whose facts are unchanged.
+    fn render_mounts(&self, now: Now, kept: &mut KeptStatus) -> RenderedStatus {
+        let today = now.utc.unix_timestamp();
+        let warn_before_seconds =
+            i64::try_from(self.settings.reload.expiry_warn_before.as_secs()).unwrap_or(i64::MAX);
+        self.index.render_status(
+            now.at,
+            |path, pod_uid| MountExtras {
+                leaf: self.leaves_on_disk.get(path).and_then(|l| l.first()),
+                today,
+                warn_before_seconds,
+                reload: self.reloads.get(pod_uid),
+            },
+            kept,
+        )
+    }
+
+    /// The entries a publication at `now` would show if none were kept from before.
+    #[cfg(test)]
+    pub(super) fn mounts_rebuilt_whole(&self, now: Now) -> Vec<crate::reconcile::MountStatus> {
+        let rendered = self.render_mounts(now, &mut KeptStatus::default());
+        rendered.mounts.iter().map(|m| (**m).clone()).collect()
     }
 
     /// Why the agent is not ready: empty once pods are listed, every Secret watch has listed

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -15,7 +16,7 @@ use crate::cert;
 use crate::events::EventReason;
 use crate::pod::{ContainerInfo, SecretSource, SecretVolume, VolumeMountInfo};
 use crate::reconcile::reload::{FailureKind, ProbeKey, ReloadResult, ServedLeaf};
-use crate::reconcile::{MountState, Thresholds};
+use crate::reconcile::{MountState, MountStatus, Thresholds};
 use crate::secret::SecretMeta;
 use crate::volume::{FileSnapshot, VolumeKind};
 
@@ -936,6 +937,156 @@ fn the_status_is_rebuilt_at_most_every_millisecond_per_mount_except_the_turn_to_
     );
     assert_eq!(node.publish_if_due(clock.at(399)), None);
     assert!(node.publish_if_due(clock.at(400)).is_some());
+}
+
+/// Publishes at `now` and checks it shows what a rebuild of every entry would.
+fn publish_checked(node: &mut Node, now: Now) -> Publication {
+    let publication = node.publish_if_due(now).expect("something changed");
+    let shown: Vec<_> = publication
+        .status
+        .mounts
+        .iter()
+        .map(|m| (**m).clone())
+        .collect();
+    assert_eq!(shown, node.mounts_rebuilt_whole(now));
+    publication
+}
+
+fn same_entry(a: &Publication, b: &Publication, at: usize) -> bool {
+    Arc::ptr_eq(&a.status.mounts[at], &b.status.mounts[at])
+}
+
+#[test]
+fn a_publication_rebuilds_only_the_entries_whose_facts_changed() {
+    let clock = Clock::new();
+    let (a_old, b_old) = (Material::tls("a.example"), Material::tls("b.example"));
+    let mut node = Node::new(settings(vec![files_controller(true)], true), clock.base);
+    let disk = |p: &Path| {
+        if p == path("u1", "tls") {
+            a_old.snapshot("..g1")
+        } else {
+            b_old.snapshot("..g1")
+        }
+    };
+    let pods = vec![
+        pod("u1", "nginx", &[("tls", "a-tls")]),
+        pod("u2", "nginx", &[("tls", "b-tls")]),
+    ];
+    run(&mut node, Input::PodsListed(pods), clock.at(0), &disk);
+    observe(&mut node, &a_old, "a-tls", "1", clock.at(10));
+    observe(&mut node, &b_old, "b-tls", "1", clock.at(10));
+    let first = publish_checked(&mut node, clock.at(1_000));
+    assert!(first.status.ready);
+    assert_eq!(first.not_after_on_disk.len(), 2, "both entries are new");
+
+    // Nothing either entry shows changed: both are published again as they were, and no
+    // gauge is set again.
+    node.step(Input::Tick, clock.at(2_000));
+    let idle = publish_checked(&mut node, clock.at(2_000));
+    assert!(same_entry(&first, &idle, 0) && same_entry(&first, &idle, 1));
+    assert!(idle.not_after_on_disk.is_empty() && idle.served_matches.is_empty());
+
+    // a-tls rotates in the API: u1's entry shows the new version, u2's is untouched.
+    let a_new = Material::tls("a.example");
+    observe(&mut node, &a_new, "a-tls", "2", clock.at(3_000));
+    let api = publish_checked(&mut node, clock.at(3_000));
+    assert_eq!(
+        api.status.mounts[0].secrets[0].resource_version.as_deref(),
+        Some("2")
+    );
+    assert!(!same_entry(&idle, &api, 0) && same_entry(&idle, &api, 1));
+
+    // Still lagging half a second later: only the lag changed.
+    node.step(Input::Tick, clock.at(3_500));
+    let lagging = publish_checked(&mut node, clock.at(3_500));
+    assert_eq!(lagging.status.mounts[0].lag_seconds, Some(0.5));
+    assert!(same_entry(&api, &lagging, 1));
+
+    // The new files arrive on u1's volume: its certificate and generation change.
+    run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path("u1", "tls"),
+        },
+        clock.at(4_000),
+        &|_| a_new.snapshot("..g2"),
+    );
+    let disk_now = publish_checked(&mut node, clock.at(4_000));
+    let u1 = &disk_now.status.mounts[0];
+    assert_eq!(u1.disk_generation.as_deref(), Some("..g2"));
+    assert_eq!(
+        u1.certificate
+            .as_ref()
+            .map(|c| c.fingerprint_sha256.clone()),
+        Some(a_new.fingerprint())
+    );
+    assert!(same_entry(&api, &disk_now, 1));
+    let disk_gauges: Vec<_> = disk_now
+        .not_after_on_disk
+        .iter()
+        .map(|(namespace, secret, _)| (namespace.as_str(), secret.as_str()))
+        .collect();
+    assert_eq!(disk_gauges, [("ingress", "a-tls")]);
+
+    // u2 is probed: what it serves shows on its entry alone.
+    let names = vec!["b.example".to_string()];
+    let probed_at = clock.at(5_000);
+    node.step(
+        Input::Probed {
+            uid: "u2".into(),
+            round: served(&b_old.fingerprint(), &names, probed_at.utc.unix_timestamp()),
+        },
+        probed_at,
+    );
+    let probed = publish_checked(&mut node, probed_at);
+    assert_eq!(
+        probed.status.mounts[1]
+            .served
+            .as_ref()
+            .and_then(|s| s.fingerprint_sha256.clone()),
+        Some(b_old.fingerprint())
+    );
+    assert!(same_entry(&disk_now, &probed, 0) && !same_entry(&disk_now, &probed, 1));
+
+    // b-tls gets a new resourceVersion with the same data (a label changed), and kubelet
+    // writes the same files as a new generation: only the version and the generation change.
+    observe(&mut node, &b_old, "b-tls", "3", clock.at(6_000));
+    let relabelled = publish_checked(&mut node, clock.at(6_000));
+    let u2 = &relabelled.status.mounts[1];
+    assert_eq!(u2.secrets[0].resource_version.as_deref(), Some("3"));
+    assert_eq!(u2.state, probed.status.mounts[1].state);
+    run(
+        &mut node,
+        Input::VolumeChanged {
+            path: path("u2", "tls"),
+        },
+        clock.at(7_000),
+        &|_| b_old.snapshot("..g3"),
+    );
+    let rewritten = publish_checked(&mut node, clock.at(7_000));
+    assert_eq!(
+        rewritten.status.mounts[1].disk_generation.as_deref(),
+        Some("..g3")
+    );
+    assert!(same_entry(&probed, &rewritten, 0));
+
+    // u2's container is renamed: the pod is replaced, and its entry shows the new name.
+    let mut renamed = pod("u2", "nginx", &[("tls", "b-tls")]);
+    renamed.containers[0].name = "proxy".into();
+    node.step(Input::PodApplied(renamed), clock.at(8_000));
+    let replaced = publish_checked(&mut node, clock.at(8_000));
+    assert_eq!(replaced.status.mounts[1].containers, ["proxy"]);
+    assert!(same_entry(&rewritten, &replaced, 0));
+
+    // A day later every leaf is a day closer to expiry.
+    let tomorrow = clock.at(8_000 + 86_400_000);
+    node.step(Input::Tick, tomorrow);
+    let later = publish_checked(&mut node, tomorrow);
+    for at in 0..2 {
+        let (before, after) = (&replaced.status.mounts[at], &later.status.mounts[at]);
+        let days = |m: &MountStatus| m.certificate.as_ref().unwrap().days_to_expiry;
+        assert_eq!(days(after), days(before) - 1);
+    }
 }
 
 #[test]

@@ -21,7 +21,10 @@ use super::mount::{Action, DiskView, Input, Mount, MountSpec, MountState, PodRef
 
 mod status;
 
-pub use status::{CertificateStatus, MountStatus, SecretRefStatus, ServedStatus};
+pub use status::{
+    CertificateStatus, KeptStatus, MountExtras, MountStatus, RebuiltEntry, RenderedStatus,
+    SecretRefStatus, ServedStatus,
+};
 
 /// A Secret by namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

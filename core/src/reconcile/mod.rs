@@ -7,6 +7,9 @@ pub mod material;
 pub mod mount;
 pub mod reload;
 
-pub use index::{CertificateStatus, MountIndex, MountKey, MountStatus, SecretKey, ServedStatus};
+pub use index::{
+    CertificateStatus, KeptStatus, MountExtras, MountIndex, MountKey, MountStatus, RenderedStatus,
+    SecretKey, ServedStatus,
+};
 
 pub use mount::{DiskView, Mount, MountState, PodRef, Thresholds};

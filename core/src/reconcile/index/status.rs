@@ -1,12 +1,21 @@
 //! What the index shows of its mounts: the `/status` entries and the per-state counts behind
 //! `mountlag_mounts{state}`. Digests, versions and states only, never Secret bytes.
+//!
+//! ```text
+//!  mount + pod + Secret versions ─┐                  same as kept? ── yes ─▶ the kept Arc again
+//!  node's extras (leaf, reload) ──┴─▶ EntryFacts ──▶      │
+//!                                     (borrowed)          no ─▶ build ─▶ kept, and `rebuilt`
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::MountIndex;
+use super::{MountEntry, MountIndex, MountKey, SecretKey};
+use crate::pod::ControllerPod;
 use crate::reconcile::mount::{DiskView, MountState};
+use crate::reconcile::reload::{ExpectedLeaf, PodReload};
 
 /// What `/status` and `mountlag status` show of one mount. No secret bytes: digests,
 /// resourceVersions and states only.
@@ -73,49 +82,236 @@ impl MountIndex {
         counts
     }
 
-    pub fn status(&self, now: Instant) -> Vec<MountStatus> {
-        self.mounts
-            .iter()
-            .filter_map(|(key, entry)| {
-                let pod = self.pods.get(&key.pod_uid)?;
-                let containers = pod
-                    .consumers(&key.volume)
-                    .map(|(c, _)| c.name.clone())
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                Some(MountStatus {
-                    namespace: pod.namespace.clone(),
-                    pod: pod.name.clone(),
-                    pod_uid: pod.uid.clone(),
-                    controller: pod.controller.clone(),
-                    containers,
-                    volume: key.volume.clone(),
-                    path: entry.path.clone(),
-                    secrets: entry
-                        .secrets
-                        .iter()
-                        .map(|s| SecretRefStatus {
-                            name: s.name.clone(),
-                            resource_version: self
-                                .secrets
-                                .get(s)
-                                .and_then(|e| e.view.as_ref())
-                                .map(|v| v.resource_version.clone()),
-                        })
-                        .collect(),
-                    state: entry.mount.state().label(),
-                    lag_seconds: entry.mount.lag(now).map(|d| d.as_secs_f64()),
-                    disk_generation: match entry.mount.disk() {
-                        Some(DiskView::Files { generation, .. }) => generation.clone(),
-                        _ => None,
-                    },
-                    certificate: None,
-                    served: None,
-                    last_reload: None,
-                    last_reload_message: None,
+    /// Every mount's entry as of `now`, none kept from before (tests, and the first publication).
+    pub fn status(&self, now: Instant) -> Vec<Arc<MountStatus>> {
+        let mut kept = KeptStatus::default();
+        self.render_status(now, |_, _| MountExtras::default(), &mut kept)
+            .mounts
+    }
+
+    /// Every mount's entry as of `now`, with what the node adds (`extras`, by volume path and
+    /// pod uid). An entry whose facts are all as `kept` shows them is published again as it
+    /// is: comparing borrows and allocates nothing, building clones a dozen strings. At 1,000
+    /// mounts rebuilding every entry on each publication (once a second while probes report)
+    /// was most of the agent's idle CPU (docs/benchmarks.md, session 17).
+    pub fn render_status<'a>(
+        &'a self,
+        now: Instant,
+        extras: impl Fn(&Path, &str) -> MountExtras<'a>,
+        kept: &mut KeptStatus,
+    ) -> RenderedStatus {
+        kept.entries.retain(|key, _| self.mounts.contains_key(key));
+        let mut rendered = RenderedStatus::default();
+        for (key, entry) in &self.mounts {
+            let Some(pod) = self.pods.get(&key.pod_uid) else {
+                continue;
+            };
+            let facts = EntryFacts {
+                index: self,
+                key,
+                entry,
+                pod,
+                lag_seconds: entry.mount.lag(now).map(|d| d.as_secs_f64()),
+                extras: extras(&entry.path, &key.pod_uid),
+            };
+            match kept.entries.get_mut(key) {
+                Some(previous) if facts.shown_by(previous) => {
+                    rendered.mounts.push(Arc::clone(&previous.status));
+                }
+                slot => {
+                    let built = facts.build();
+                    rendered.mounts.push(Arc::clone(&built.status));
+                    rendered.rebuilt.push(RebuiltEntry {
+                        status: Arc::clone(&built.status),
+                        leaf_not_after: built.leaf_not_after,
+                    });
+                    match slot {
+                        Some(previous) => *previous = built,
+                        None => {
+                            kept.entries.insert(key.clone(), built);
+                        }
+                    }
+                }
+            }
+        }
+        rendered
+    }
+}
+
+/// What the node adds to a mount's entry from its own state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MountExtras<'a> {
+    /// The first leaf of the volume's last snapshot.
+    pub leaf: Option<&'a ExpectedLeaf>,
+    /// Unix seconds of today, and how long before expiry a leaf is `expiring`.
+    pub today: i64,
+    pub warn_before_seconds: i64,
+    /// The pod's reload state.
+    pub reload: Option<&'a PodReload>,
+}
+
+/// The entries of the last publication and what each was built from.
+#[derive(Debug, Default)]
+pub struct KeptStatus {
+    entries: BTreeMap<MountKey, KeptEntry>,
+}
+
+#[derive(Debug)]
+struct KeptEntry {
+    /// The pod the entry was built from: pods are replaced, never changed in place, so the
+    /// same `Arc` means the same names, controller and containers.
+    pod: Arc<ControllerPod>,
+    leaf_not_after: Option<i64>,
+    status: Arc<MountStatus>,
+}
+
+/// One publication's entries, in mount order, and those built anew for it (new mounts and
+/// changed ones): the gauges derived from an entry need setting only when it is rebuilt.
+#[derive(Debug, Default)]
+pub struct RenderedStatus {
+    pub mounts: Vec<Arc<MountStatus>>,
+    pub rebuilt: Vec<RebuiltEntry>,
+}
+
+#[derive(Debug)]
+pub struct RebuiltEntry {
+    pub status: Arc<MountStatus>,
+    /// Unix seconds of the leaf on disk, when there is one.
+    pub leaf_not_after: Option<i64>,
+}
+
+/// The borrowed facts one entry is made of.
+struct EntryFacts<'a> {
+    index: &'a MountIndex,
+    key: &'a MountKey,
+    entry: &'a MountEntry,
+    pod: &'a Arc<ControllerPod>,
+    lag_seconds: Option<f64>,
+    extras: MountExtras<'a>,
+}
+
+impl EntryFacts<'_> {
+    fn resource_version(&self, secret: &SecretKey) -> Option<&str> {
+        self.index
+            .secrets
+            .get(secret)
+            .and_then(|e| e.view.as_ref())
+            .map(|v| v.resource_version.as_str())
+    }
+
+    fn disk_generation(&self) -> Option<&str> {
+        match self.entry.mount.disk() {
+            Some(DiskView::Files { generation, .. }) => generation.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn days_to_expiry(&self, leaf: &ExpectedLeaf) -> (i64, bool) {
+        let left = leaf.not_after - self.extras.today;
+        (
+            left.div_euclid(86_400),
+            left <= self.extras.warn_before_seconds,
+        )
+    }
+
+    /// Whether `kept` shows exactly these facts.
+    fn shown_by(&self, kept: &KeptEntry) -> bool {
+        let shown = &kept.status;
+        let certificate_same = match (self.extras.leaf, &shown.certificate) {
+            (None, None) => true,
+            (Some(leaf), Some(cert)) => {
+                let (days, expiring) = self.days_to_expiry(leaf);
+                kept.leaf_not_after == Some(leaf.not_after)
+                    && cert.fingerprint_sha256 == leaf.fingerprint
+                    && cert.days_to_expiry == days
+                    && cert.expiring == expiring
+            }
+            _ => false,
+        };
+        let reload_same = match (self.extras.reload, &shown.served) {
+            (None, None) => shown.last_reload.is_none() && shown.last_reload_message.is_none(),
+            (Some(reload), Some(served)) => {
+                served.fingerprint_sha256.as_deref() == reload.served_fingerprint()
+                    && served.matches == reload.served_matches()
+                    && shown.last_reload == reload.last_result().map(|r| r.label())
+                    && shown.last_reload_message.as_deref() == reload.last_message()
+            }
+            _ => false,
+        };
+        Arc::ptr_eq(&kept.pod, self.pod)
+            && shown.path == self.entry.path
+            && shown.state == self.entry.mount.state().label()
+            && shown.lag_seconds == self.lag_seconds
+            && shown.disk_generation.as_deref() == self.disk_generation()
+            && shown.secrets.len() == self.entry.secrets.len()
+            && shown
+                .secrets
+                .iter()
+                .zip(&self.entry.secrets)
+                .all(|(s, key)| {
+                    s.name == key.name
+                        && s.resource_version.as_deref() == self.resource_version(key)
                 })
-            })
-            .collect()
+            && certificate_same
+            && reload_same
+    }
+
+    fn build(&self) -> KeptEntry {
+        let pod = self.pod;
+        let containers = pod
+            .consumers(&self.key.volume)
+            .map(|(c, _)| c.name.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let certificate = self.extras.leaf.map(|leaf| {
+            let (days_to_expiry, expiring) = self.days_to_expiry(leaf);
+            CertificateStatus {
+                fingerprint_sha256: leaf.fingerprint.clone(),
+                not_after: time::OffsetDateTime::from_unix_timestamp(leaf.not_after)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default(),
+                days_to_expiry,
+                expiring,
+            }
+        });
+        let reload = self.extras.reload;
+        let status = MountStatus {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            pod_uid: pod.uid.clone(),
+            controller: pod.controller.clone(),
+            containers,
+            volume: self.key.volume.clone(),
+            path: self.entry.path.clone(),
+            secrets: self
+                .entry
+                .secrets
+                .iter()
+                .map(|s| SecretRefStatus {
+                    name: s.name.clone(),
+                    resource_version: self.resource_version(s).map(str::to_owned),
+                })
+                .collect(),
+            state: self.entry.mount.state().label(),
+            lag_seconds: self.lag_seconds,
+            disk_generation: self.disk_generation().map(str::to_owned),
+            certificate,
+            served: reload.map(|reload| ServedStatus {
+                fingerprint_sha256: reload.served_fingerprint().map(str::to_owned),
+                matches: reload.served_matches(),
+            }),
+            last_reload: reload.and_then(|r| r.last_result()).map(|r| r.label()),
+            last_reload_message: reload.and_then(|r| r.last_message()).map(str::to_owned),
+        };
+        KeptEntry {
+            pod: Arc::clone(pod),
+            leaf_not_after: self.extras.leaf.map(|leaf| leaf.not_after),
+            status: Arc::new(status),
+        }
     }
 }
