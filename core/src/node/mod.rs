@@ -20,7 +20,7 @@ mod routes;
 mod tests;
 mod tracking;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,8 +201,10 @@ pub struct Node {
     pods: BTreeMap<String, Arc<ControllerPod>>,
     /// Last generation read per volume directory: a change is new material.
     generations: BTreeMap<PathBuf, Option<String>>,
-    /// Leaves of the last valid read per volume directory, for /status and metrics.
-    leaves_on_disk: BTreeMap<PathBuf, Vec<ExpectedLeaf>>,
+    /// Leaves of the last valid read per volume directory, for /status and metrics. Hashed:
+    /// every publication looks up each mount's, and ordering paths compares them component
+    /// by component.
+    leaves_on_disk: HashMap<PathBuf, Vec<ExpectedLeaf>>,
     watched_secrets: BTreeSet<SecretKey>,
     /// Volume directories under a watch (or asked to be).
     tracked: BTreeSet<PathBuf>,
@@ -255,7 +257,7 @@ impl Node {
             reloads: BTreeMap::new(),
             pods: BTreeMap::new(),
             generations: BTreeMap::new(),
-            leaves_on_disk: BTreeMap::new(),
+            leaves_on_disk: HashMap::new(),
             watched_secrets: BTreeSet::new(),
             tracked: BTreeSet::new(),
             untrackable: BTreeSet::new(),

@@ -1087,6 +1087,43 @@ fn a_publication_rebuilds_only_the_entries_whose_facts_changed() {
         let days = |m: &MountStatus| m.certificate.as_ref().unwrap().days_to_expiry;
         assert_eq!(days(after), days(before) - 1);
     }
+
+    // A pod ordered before both arrives, then u1 goes: the others' entries stay as they were.
+    let at = clock.at(9_000 + 86_400_000);
+    run(
+        &mut node,
+        Input::PodApplied(pod("u0", "nginx", &[("tls", "b-tls")])),
+        at,
+        &|_| b_old.snapshot("..g3"),
+    );
+    let added = publish_checked(&mut node, at);
+    assert_eq!(added.status.mounts.len(), 3);
+    assert!(Arc::ptr_eq(
+        &later.status.mounts[0],
+        &added.status.mounts[1]
+    ));
+    assert!(Arc::ptr_eq(
+        &later.status.mounts[1],
+        &added.status.mounts[2]
+    ));
+    let at = clock.at(10_000 + 86_400_000);
+    node.step(Input::PodDeleted { uid: "u1".into() }, at);
+    let removed = publish_checked(&mut node, at);
+    let pods: Vec<_> = removed
+        .status
+        .mounts
+        .iter()
+        .map(|m| m.pod_uid.as_str())
+        .collect();
+    assert_eq!(pods, ["u0", "u2"]);
+    assert!(Arc::ptr_eq(
+        &added.status.mounts[0],
+        &removed.status.mounts[0]
+    ));
+    assert!(Arc::ptr_eq(
+        &added.status.mounts[2],
+        &removed.status.mounts[1]
+    ));
 }
 
 #[test]

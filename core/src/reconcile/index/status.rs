@@ -100,12 +100,15 @@ impl MountIndex {
         extras: impl Fn(&Path, &str) -> MountExtras<'a>,
         kept: &mut KeptStatus,
     ) -> RenderedStatus {
-        kept.entries.retain(|key, _| self.mounts.contains_key(key));
+        // Both are ordered by mount key: walked side by side, no lookup per mount.
+        let mut previous = std::mem::take(&mut kept.entries).into_iter().peekable();
         let mut rendered = RenderedStatus::default();
         for (key, entry) in &self.mounts {
             let Some(pod) = self.pods.get(&key.pod_uid) else {
                 continue;
             };
+            while previous.next_if(|(gone, _)| gone < key).is_some() {}
+            let same_mount = previous.next_if(|(kept_key, _)| kept_key == key);
             let facts = EntryFacts {
                 index: self,
                 key,
@@ -114,25 +117,20 @@ impl MountIndex {
                 lag_seconds: entry.mount.lag(now).map(|d| d.as_secs_f64()),
                 extras: extras(&entry.path, &key.pod_uid),
             };
-            match kept.entries.get_mut(key) {
-                Some(previous) if facts.shown_by(previous) => {
-                    rendered.mounts.push(Arc::clone(&previous.status));
-                }
-                slot => {
+            let (key, shown) = match same_mount {
+                Some((kept_key, shown)) if facts.shown_by(&shown) => (kept_key, shown),
+                stale => {
                     let built = facts.build();
-                    rendered.mounts.push(Arc::clone(&built.status));
                     rendered.rebuilt.push(RebuiltEntry {
                         status: Arc::clone(&built.status),
                         leaf_not_after: built.leaf_not_after,
                     });
-                    match slot {
-                        Some(previous) => *previous = built,
-                        None => {
-                            kept.entries.insert(key.clone(), built);
-                        }
-                    }
+                    let key = stale.map_or_else(|| key.clone(), |(kept_key, _)| kept_key);
+                    (key, built)
                 }
-            }
+            };
+            rendered.mounts.push(Arc::clone(&shown.status));
+            kept.entries.push((key, shown));
         }
         rendered
     }
@@ -153,7 +151,8 @@ pub struct MountExtras<'a> {
 /// The entries of the last publication and what each was built from.
 #[derive(Debug, Default)]
 pub struct KeptStatus {
-    entries: BTreeMap<MountKey, KeptEntry>,
+    /// In mount key order.
+    entries: Vec<(MountKey, KeptEntry)>,
 }
 
 #[derive(Debug)]
