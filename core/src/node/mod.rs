@@ -14,6 +14,7 @@
 //! I/O and no clock here: `now` is an argument, so every decision is a unit test.
 
 mod certmanager;
+mod deadlines;
 mod publish;
 mod routes;
 #[cfg(test)]
@@ -196,6 +197,8 @@ pub struct Node {
     settings: NodeSettings,
     index: MountIndex,
     reloads: BTreeMap<String, PodReload>,
+    /// Every machine's next deadline, kept in step with `reloads`.
+    reload_deadlines: deadlines::ReloadDeadlines,
     /// The selected pods, for reloads and probes.
     /// Shared with the reload and probe actions that name them: no copy per action.
     pods: BTreeMap<String, Arc<ControllerPod>>,
@@ -255,6 +258,7 @@ impl Node {
             settings,
             index,
             reloads: BTreeMap::new(),
+            reload_deadlines: deadlines::ReloadDeadlines::default(),
             pods: BTreeMap::new(),
             generations: BTreeMap::new(),
             leaves_on_disk: HashMap::new(),
@@ -415,11 +419,15 @@ impl Node {
 
     /// When [`Input::Tick`] is due next (timers of mounts and reloads, the next publication).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let reloads = self
-            .reloads
-            .values()
-            .filter_map(PodReload::next_deadline)
-            .min();
+        let reloads = self.reload_deadlines.first();
+        debug_assert_eq!(
+            reloads,
+            self.reloads
+                .values()
+                .filter_map(PodReload::next_deadline)
+                .min(),
+            "a reload machine changed without its deadline"
+        );
         let publish = self.next_publication();
         [
             self.index.next_deadline(),
@@ -434,18 +442,13 @@ impl Node {
 
     fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = self.index.tick(now);
-        let due: Vec<String> = self
-            .reloads
-            .iter()
-            .filter(|(_, r)| r.next_deadline().is_some_and(|d| d <= now))
-            .map(|(uid, _)| uid.clone())
-            .collect();
-        for uid in due {
+        for uid in self.reload_deadlines.due(now) {
             if let Some(reload) = self.reloads.get_mut(&uid)
                 && reload.check_due(now)
                 && self.budget_free_at > now
             {
                 reload.defer_check(self.budget_free_at);
+                self.reload_deadline_moved(&uid);
                 continue;
             }
             actions.extend(self.step_reload(&uid, ReloadInput::Tick, now));
@@ -548,6 +551,7 @@ impl Node {
                     jitter_seed(&pod.uid),
                 ),
             );
+            self.reload_deadline_moved(&pod.uid);
         }
         self.pods.insert(pod.uid.clone(), Arc::clone(pod));
         containers
@@ -590,6 +594,7 @@ impl Node {
     fn forget_pod(&mut self, uid: &str) -> Vec<Action> {
         self.restarts_verified.remove(uid);
         self.reloads.remove(uid);
+        self.reload_deadlines.set(uid, None);
         match self.pods.remove(uid) {
             Some(pod) => vec![Action::ForgetPod(pod_ref(&pod))],
             None => Vec::new(),
@@ -624,6 +629,11 @@ impl Node {
         self.step_reload(uid, ReloadInput::ApiLeaves { leaves, hosts }, now)
     }
 
+    fn reload_deadline_moved(&mut self, uid: &str) {
+        let at = self.reloads.get(uid).and_then(PodReload::next_deadline);
+        self.reload_deadlines.set(uid, at);
+    }
+
     /// One step of a pod's reload machine, told first which of the pod's mounts lag the API.
     fn step_reload(&mut self, uid: &str, input: ReloadInput, now: Instant) -> Vec<Action> {
         let lagging = self.index.lagging_volumes(uid);
@@ -632,6 +642,7 @@ impl Node {
         };
         let mut decisions = reload.step(ReloadInput::Lagging(lagging), now);
         decisions.extend(reload.step(input, now));
+        self.reload_deadline_moved(uid);
         // Most steps (ticks, probe rounds that change nothing) decide nothing.
         if decisions.is_empty() {
             return Vec::new();

@@ -1227,6 +1227,10 @@ fn periodic_checks_share_one_node_wide_handshake_budget() {
     // Both first reads want a check at once: one round (a name and no SNI: 2 handshakes at
     // 1/s) goes out, the other waits until the budget is free again.
     assert_eq!(probes(&node.step(Input::Tick, clock.at(0))).len(), 1);
+    // Nothing is due at once: the deferred check waits for the budget, and the loop sleeps
+    // instead of waking again and again for a check that would be deferred each time.
+    assert!(node.publish_if_due(clock.at(0)).is_some());
+    assert!(node.next_deadline() > Some(clock.at(0).at));
     assert!(probes(&node.step(Input::Tick, clock.at(1_999))).is_empty());
     assert_eq!(probes(&node.step(Input::Tick, clock.at(2_000))).len(), 1);
 }

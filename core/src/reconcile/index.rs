@@ -71,6 +71,9 @@ pub struct MountIndex {
     /// `Vec` (a set would take a 0.5 KiB tree node per Secret); an entry goes with its last mount.
     mounts_by_secret: BTreeMap<SecretKey, Vec<MountKey>>,
     by_path: HashMap<PathBuf, MountKey>,
+    /// The mounts whose disk differs from the API: the only ones with a deadline (a nudge, a
+    /// stuck report). Timers and the loop's next deadline look at these, not at every mount.
+    out_of_sync: BTreeSet<MountKey>,
     pods_healthy: bool,
     /// Whether volume directories are read at all (false: a probe-only install, no kubelet
     /// root to see; every mount is `Unchecked` and no path is watched).
@@ -88,6 +91,7 @@ impl MountIndex {
             mounts: BTreeMap::new(),
             mounts_by_secret: BTreeMap::new(),
             by_path: HashMap::new(),
+            out_of_sync: BTreeSet::new(),
             pods_healthy: true,
             disk_checked: true,
         }
@@ -286,8 +290,7 @@ impl MountIndex {
 
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let due: Vec<MountKey> = self
-            .mounts
-            .iter()
+            .out_of_sync_mounts()
             .filter(|(_, e)| {
                 e.mount
                     .next_deadline(&self.limits)
@@ -303,10 +306,25 @@ impl MountIndex {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.mounts
-            .values()
-            .filter_map(|e| e.mount.next_deadline(&self.limits))
-            .min()
+        let next = self
+            .out_of_sync_mounts()
+            .filter_map(|(_, e)| e.mount.next_deadline(&self.limits))
+            .min();
+        debug_assert_eq!(
+            next,
+            self.mounts
+                .values()
+                .filter_map(|e| e.mount.next_deadline(&self.limits))
+                .min(),
+            "a mount with a deadline is missing from out_of_sync"
+        );
+        next
+    }
+
+    fn out_of_sync_mounts(&self) -> impl Iterator<Item = (&MountKey, &MountEntry)> {
+        self.out_of_sync
+            .iter()
+            .filter_map(|key| Some((key, self.mounts.get(key)?)))
     }
 
     /// Every Secret some tracked mount depends on: one watch each.
@@ -472,6 +490,7 @@ impl MountIndex {
         let Some(entry) = self.mounts.remove(key) else {
             return Vec::new();
         };
+        self.out_of_sync.remove(key);
         self.by_path.remove(&entry.path);
         for secret in &entry.secrets {
             if let Some(mounts) = self.mounts_by_secret.get_mut(secret) {
@@ -555,10 +574,16 @@ impl MountIndex {
 
     fn feed(&mut self, key: &MountKey, input: Input, now: Instant) -> Vec<Action> {
         let limits = self.limits_for(&key.pod_uid);
-        match self.mounts.get_mut(key) {
-            Some(entry) => entry.mount.step(input, now, &limits),
-            None => Vec::new(),
+        let Some(entry) = self.mounts.get_mut(key) else {
+            return Vec::new();
+        };
+        let actions = entry.mount.step(input, now, &limits);
+        if !entry.mount.out_of_sync() {
+            self.out_of_sync.remove(key);
+        } else if !self.out_of_sync.contains(key) {
+            self.out_of_sync.insert(key.clone());
         }
+        actions
     }
 
     fn limits_for(&self, pod_uid: &str) -> Thresholds {
