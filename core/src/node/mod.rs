@@ -14,7 +14,6 @@
 //! I/O and no clock here: `now` is an argument, so every decision is a unit test.
 
 mod certmanager;
-mod deadlines;
 mod publish;
 mod routes;
 #[cfg(test)]
@@ -198,7 +197,7 @@ pub struct Node {
     index: MountIndex,
     reloads: BTreeMap<String, PodReload>,
     /// Every machine's next deadline, kept in step with `reloads`.
-    reload_deadlines: deadlines::ReloadDeadlines,
+    reload_deadlines: crate::reconcile::Deadlines<String>,
     /// The selected pods, for reloads and probes.
     /// Shared with the reload and probe actions that name them: no copy per action.
     pods: BTreeMap<String, Arc<ControllerPod>>,
@@ -258,7 +257,7 @@ impl Node {
             settings,
             index,
             reloads: BTreeMap::new(),
-            reload_deadlines: deadlines::ReloadDeadlines::default(),
+            reload_deadlines: crate::reconcile::Deadlines::default(),
             pods: BTreeMap::new(),
             generations: BTreeMap::new(),
             leaves_on_disk: HashMap::new(),

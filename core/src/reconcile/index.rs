@@ -17,6 +17,7 @@ use crate::pod::ControllerPod;
 use crate::secret::SecretView;
 use crate::volume::KubeletRoot;
 
+use super::Deadlines;
 use super::mount::{Action, DiskView, Input, Mount, MountSpec, MountState, PodRef, Thresholds};
 
 mod status;
@@ -71,9 +72,9 @@ pub struct MountIndex {
     /// `Vec` (a set would take a 0.5 KiB tree node per Secret); an entry goes with its last mount.
     mounts_by_secret: BTreeMap<SecretKey, Vec<MountKey>>,
     by_path: HashMap<PathBuf, MountKey>,
-    /// The mounts whose disk differs from the API: the only ones with a deadline (a nudge, a
-    /// stuck report). Timers and the loop's next deadline look at these, not at every mount.
-    out_of_sync: BTreeSet<MountKey>,
+    /// Each mount's deadline (a nudge, a stuck report: only mounts out of sync have one), set
+    /// again whenever the mount is stepped.
+    deadlines: Deadlines<MountKey>,
     pods_healthy: bool,
     /// Whether volume directories are read at all (false: a probe-only install, no kubelet
     /// root to see; every mount is `Unchecked` and no path is watched).
@@ -91,7 +92,7 @@ impl MountIndex {
             mounts: BTreeMap::new(),
             mounts_by_secret: BTreeMap::new(),
             by_path: HashMap::new(),
-            out_of_sync: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             pods_healthy: true,
             disk_checked: true,
         }
@@ -289,15 +290,7 @@ impl MountIndex {
     }
 
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        let due: Vec<MountKey> = self
-            .out_of_sync_mounts()
-            .filter(|(_, e)| {
-                e.mount
-                    .next_deadline(&self.limits)
-                    .is_some_and(|d| d <= now)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due = self.deadlines.due(now);
         let actions = due
             .iter()
             .flat_map(|k| self.feed(k, Input::Tick, now))
@@ -306,25 +299,16 @@ impl MountIndex {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        let next = self
-            .out_of_sync_mounts()
-            .filter_map(|(_, e)| e.mount.next_deadline(&self.limits))
-            .min();
+        let next = self.deadlines.first();
         debug_assert_eq!(
             next,
             self.mounts
                 .values()
                 .filter_map(|e| e.mount.next_deadline(&self.limits))
                 .min(),
-            "a mount with a deadline is missing from out_of_sync"
+            "a mount changed without its deadline"
         );
         next
-    }
-
-    fn out_of_sync_mounts(&self) -> impl Iterator<Item = (&MountKey, &MountEntry)> {
-        self.out_of_sync
-            .iter()
-            .filter_map(|key| Some((key, self.mounts.get(key)?)))
     }
 
     /// Every Secret some tracked mount depends on: one watch each.
@@ -490,7 +474,7 @@ impl MountIndex {
         let Some(entry) = self.mounts.remove(key) else {
             return Vec::new();
         };
-        self.out_of_sync.remove(key);
+        self.deadlines.set(key, None);
         self.by_path.remove(&entry.path);
         for secret in &entry.secrets {
             if let Some(mounts) = self.mounts_by_secret.get_mut(secret) {
@@ -578,11 +562,8 @@ impl MountIndex {
             return Vec::new();
         };
         let actions = entry.mount.step(input, now, &limits);
-        if !entry.mount.out_of_sync() {
-            self.out_of_sync.remove(key);
-        } else if !self.out_of_sync.contains(key) {
-            self.out_of_sync.insert(key.clone());
-        }
+        self.deadlines
+            .set(key, entry.mount.next_deadline(&self.limits));
         actions
     }
 
@@ -641,7 +622,12 @@ impl MountIndex {
                 if volumes.iter().any(|v| v.volume == key.volume) {
                     continue;
                 }
-                volumes.extend(entry.mount.join_nudge(now, &limits));
+                let joined = entry.mount.join_nudge(now, &limits);
+                if joined.is_some() {
+                    self.deadlines
+                        .set(key, entry.mount.next_deadline(&self.limits));
+                }
+                volumes.extend(joined);
             }
             volumes.sort_by(|a, b| a.volume.cmp(&b.volume));
         }

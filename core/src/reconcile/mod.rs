@@ -2,6 +2,7 @@
 //! from pods, Secrets and disk) and one per controller pod ([`reload`], fed with the
 //! [`material`] a new generation holds). Pure: the clock is an argument.
 
+mod deadlines;
 pub mod index;
 pub mod material;
 pub mod mount;
@@ -12,4 +13,5 @@ pub use index::{
     SecretKey, ServedStatus,
 };
 
+pub use deadlines::Deadlines;
 pub use mount::{DiskView, Mount, MountState, PodRef, Thresholds};

@@ -208,11 +208,6 @@ impl Mount {
         self.disk.as_ref()
     }
 
-    /// Whether disk differs from the API (the mount then has a lag, and may have a deadline).
-    pub fn out_of_sync(&self) -> bool {
-        self.out_of_sync_since.is_some()
-    }
-
     /// How long disk has differed from the API, at `now`.
     pub fn lag(&self, now: Instant) -> Option<Duration> {
         self.out_of_sync_since

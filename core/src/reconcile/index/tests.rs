@@ -292,7 +292,9 @@ fn secrets_of_one_pod_renewed_within_nudge_after_cost_one_nudge() {
         ],
         "one nudge per pod, the in-sync volume left out: {actions:?}"
     );
-    // tls-1 went with tls-0: nothing is left for its own deadline.
+    // tls-1 went with tls-0: nothing is left for its own deadline, and the loop is not woken
+    // for it.
+    assert!(index.next_deadline() > Some(now + ms(50) + DEFAULT_THRESHOLDS.nudge_after));
     assert!(
         index
             .tick(now + ms(50) + DEFAULT_THRESHOLDS.nudge_after)
