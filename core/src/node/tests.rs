@@ -1235,6 +1235,57 @@ fn periodic_checks_share_one_node_wide_handshake_budget() {
     assert_eq!(probes(&node.step(Input::Tick, clock.at(2_000))).len(), 1);
 }
 
+#[test]
+fn checks_waiting_for_the_budget_go_out_in_the_order_they_came_due_one_per_turn() {
+    let clock = Clock::new();
+    let mut settings = settings(vec![files_controller(false)], true);
+    settings.handshakes_per_second = 1;
+    let mut node = Node::new(settings, clock.base);
+    let material = Material::tls("a.example");
+    let on_disk = material.snapshot("..g1");
+    let uids = ["u1", "u2", "u3", "u4"];
+    let pods = uids
+        .iter()
+        .map(|uid| pod(uid, "nginx", &[("tls", "secret-a")]));
+    run(
+        &mut node,
+        Input::PodsListed(pods.collect()),
+        clock.at(0),
+        &|_| on_disk.clone(),
+    );
+    // Every check is due at once; a round costs 2 handshakes, 2 s of the budget.
+    let mut probed = Vec::new();
+    let mut now = clock.at(0);
+    for _ in 0..100 {
+        for action in node.step(Input::Tick, now) {
+            if let Action::Probe { pod, .. } = action {
+                probed.push((pod.uid.clone(), now.at - clock.base));
+            }
+        }
+        node.publish_if_due(now);
+        if probed.len() == uids.len() {
+            break;
+        }
+        // The loop sleeps until the budget is free, not a moment less.
+        let next = node.next_deadline().unwrap();
+        assert!(next > now.at, "woken again at once");
+        now = Now {
+            at: next,
+            utc: clock.utc + (next - clock.base),
+        };
+    }
+    let secs = Duration::from_secs;
+    assert_eq!(
+        probed,
+        [
+            ("u1".to_string(), secs(0)),
+            ("u2".to_string(), secs(2)),
+            ("u3".to_string(), secs(4)),
+            ("u4".to_string(), secs(6)),
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hosts from Ingress and Gateway objects
 // ---------------------------------------------------------------------------------------------

@@ -48,6 +48,14 @@ impl<K: Ord + Hash + Clone> Deadlines<K> {
         }
     }
 
+    pub fn get<Q>(&self, key: &Q) -> Option<Instant>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.of.get(key).copied()
+    }
+
     pub fn first(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
     }

@@ -126,13 +126,6 @@ impl PodReload {
         self.phase == Phase::Idle && self.check_due_at().is_some_and(|at| at <= now)
     }
 
-    /// The node's handshake budget is spent until `until`: check then.
-    pub fn defer_check(&mut self, until: Instant) {
-        if self.check.next_at.is_some() {
-            self.check.next_at = Some(until);
-        }
-    }
-
     /// Whether a served ≠ expected episode has been reported and is not over.
     pub fn mismatch_reported(&self) -> bool {
         self.mismatch.is_some_and(|m| m.reported)
