@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::{MountEntry, MountIndex, MountKey, SecretKey};
@@ -158,8 +158,10 @@ pub struct KeptStatus {
 #[derive(Debug)]
 struct KeptEntry {
     /// The pod the entry was built from: pods are replaced, never changed in place, so the
-    /// same `Arc` means the same names, controller and containers.
-    pod: Arc<ControllerPod>,
+    /// same allocation means the same names, controller and containers. Weak: a replaced pod's
+    /// contents are freed at once (a renewal wave replaces every pod with its nudge), and its
+    /// allocation, which this keeps, cannot be reused by another pod.
+    pod: Weak<ControllerPod>,
     leaf_not_after: Option<i64>,
     status: Arc<MountStatus>,
 }
@@ -237,7 +239,7 @@ impl EntryFacts<'_> {
             }
             _ => false,
         };
-        Arc::ptr_eq(&kept.pod, self.pod)
+        std::ptr::eq(kept.pod.as_ptr(), Arc::as_ptr(self.pod))
             && shown.path == self.entry.path
             && shown.state == self.entry.mount.state().label()
             && shown.lag_seconds == self.lag_seconds
@@ -308,7 +310,7 @@ impl EntryFacts<'_> {
             last_reload_message: reload.and_then(|r| r.last_message()).map(str::to_owned),
         };
         KeptEntry {
-            pod: Arc::clone(pod),
+            pod: Arc::downgrade(pod),
             leaf_not_after: self.extras.leaf.map(|leaf| leaf.not_after),
             status: Arc::new(status),
         }
