@@ -89,7 +89,27 @@ impl Node {
             && self.index.secret_watches_current()
             && self.route_kinds.values().all(|listed| *listed)
             && self.routes_secrets_synced()
-            && self.tracked.iter().all(|p| self.index.volume_scanned(p))
+            && self.unscanned_volumes() == 0
+    }
+
+    /// Tracked volume directories not read yet. The tracked directories are the index's (less
+    /// those that cannot be watched), so the index's unread mounts are walked, not the tracked
+    /// set looked up path by path: that was a tenth of a large node's idle CPU.
+    fn unscanned_volumes(&self) -> usize {
+        let unscanned = self
+            .index
+            .unscanned_paths()
+            .filter(|p| self.tracked.contains(*p))
+            .count();
+        debug_assert_eq!(
+            unscanned,
+            self.tracked
+                .iter()
+                .filter(|p| !self.index.volume_scanned(p))
+                .count(),
+            "a tracked directory the index does not know"
+        );
+        unscanned
     }
 
     fn publish(&mut self, now: Now) -> Publication {
@@ -226,11 +246,7 @@ impl Node {
                     .join(", ")
             ));
         }
-        let unscanned = self
-            .tracked
-            .iter()
-            .filter(|p| !self.index.volume_scanned(p))
-            .count();
+        let unscanned = self.unscanned_volumes();
         if unscanned > 0 {
             waiting.push(format!("{unscanned} volume(s) not scanned"));
         }

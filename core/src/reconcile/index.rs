@@ -403,6 +403,16 @@ impl MountIndex {
     }
 
     /// Whether the mount at `path` has been read from disk at least once.
+    /// The directories of the mounts whose volume has not been read yet: a walk of the mounts
+    /// that hashes nothing (readiness asks on every publication; once every volume has been
+    /// read, this finds none).
+    pub fn unscanned_paths(&self) -> impl Iterator<Item = &Path> {
+        self.mounts
+            .values()
+            .filter(|e| e.mount.disk().is_none())
+            .map(|e| e.path.as_path())
+    }
+
     pub fn volume_scanned(&self, path: &Path) -> bool {
         self.by_path
             .get(path)
